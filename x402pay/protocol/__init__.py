@@ -1,0 +1,1 @@
+"""The x402 wire format: pure data, no I/O."""
