@@ -71,10 +71,14 @@ def test_two_nodes_run_side_by_side_on_different_ports() -> None:
 
 def test_stops_when_the_with_block_raises() -> None:
     anvil = Anvil()
-    with pytest.raises(RuntimeError, match="boom"), anvil:
-        pid = anvil.pid
-        raise RuntimeError("boom")
-    assert not alive(pid)
+
+    def fail_inside() -> None:
+        with anvil:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert not alive(anvil.pid)
 
 
 def test_stop_is_idempotent_and_a_node_starts_once() -> None:
