@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 
 def anvil_children(parent: int) -> list[int]:
     """PIDs of live (non-zombie) anvil processes whose parent is `parent`."""

@@ -1,0 +1,35 @@
+# Two commands a fresh machine needs: `make devnet` (the main job) and `make test` (everything CI runs).
+# Each installs what it needs first: a venv in .venv (pip) and the pinned chain tools in node_modules (npm ci).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: devnet test lint contracts clean
+
+devnet: $(VENV)/.installed node_modules/.installed
+	$(BIN)/x402pay devnet
+
+test: $(VENV)/.installed node_modules/.installed
+	node contracts/build.mjs --check
+	$(MAKE) lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+contracts: node_modules/.installed
+	node contracts/build.mjs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

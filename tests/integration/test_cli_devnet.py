@@ -1,0 +1,69 @@
+"""`x402pay devnet`: brings up a working devnet, prints what a user needs, stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.chain
+
+
+def rpc(url: str, method: str, *params: object) -> object:
+    answer = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    return answer.json()["result"]
+
+
+def read_until_ready(process: subprocess.Popen[str], seconds: float = 60.0) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("devnet ready"):
+            return lines
+    pytest.fail(f"no 'devnet ready' line; output so far: {lines}")
+
+
+def anvil_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children if Path(f"/proc/{child}/comm").read_text().strip() == "anvil"]
+
+
+def test_devnet_command_serves_a_working_chain_until_ctrl_c() -> None:
+    command = [sys.executable, "-m", "x402pay", "devnet", "--payers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = read_until_ready(process)
+        fields = {line.split()[0]: line for line in lines}
+        rpc_url = next(line.split()[-1] for line in lines if line.startswith("RPC URL"))
+        assert rpc(rpc_url, "eth_chainId") == "0x7a69"
+        permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+        assert permit2 in fields["Permit2"]
+        assert len(str(rpc(rpc_url, "eth_getCode", permit2, "latest"))) > 100
+        assert any("payer 1" in line and " key 0x" in line for line in lines)
+        anvils = anvil_children(process.pid)
+        assert len(anvils) == 1
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        assert not Path(f"/proc/{anvils[0]}").exists() or "Z" in Path(f"/proc/{anvils[0]}/stat").read_text().split()[2]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_devnet_command_rejects_too_many_payers() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "x402pay", "devnet", "--payers", "9"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "--payers" in result.stderr
