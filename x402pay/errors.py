@@ -1,19 +1,70 @@
 """The x402pay error tree.
 
 Every error the library raises on purpose derives from `X402PayError`; foreign exceptions (web3, eth-account,
-pydantic, subprocess) are mapped to these at one choke point and chained with ``raise ... from exc``.
+pydantic, json, base64) are mapped to these where they enter, and chained with ``raise ... from exc``. Each name
+says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed challenge or settlement).
 
     X402PayError
-    └── DevnetError                 the local-chain kit could not do what was asked
-        ├── AnvilNotFound           no anvil binary (env var, PATH, node_modules): ours to install
-        └── AnvilStartError         anvil started but did not come up, or exited early
+    ├── PaymentError                   a paid request could not be completed
+    │   ├── ChallengeError             the peer's 402 is malformed or not x402
+    │   ├── NoAcceptableRequirement    no offered way to pay passes the spend policy (why, per option)
+    │   │   └── SpendCapExceeded       ours: every option that was otherwise fine costs more than the cap
+    │   ├── SigningError               ours: the wallet could not sign the chosen requirement
+    │   ├── PaymentRejected            the peer answered the signed payment with another 402
+    │   └── SettlementError            the peer's settlement response is malformed
+    ├── WalletError                    no usable key: bad key, keystore or password, missing env vars
+    └── DevnetError                    the local-chain kit could not do what was asked
+        ├── AnvilNotFound              no anvil binary (env var, PATH, node_modules): ours to install
+        └── AnvilStartError            anvil started but did not come up, or exited early
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class X402PayError(Exception):
     """Base class of every error x402pay raises on purpose."""
+
+
+class PaymentError(X402PayError):
+    """A paid request could not be completed."""
+
+
+class ChallengeError(PaymentError):
+    """The server's 402 challenge is malformed, oversized, or not an x402 challenge (the peer's fault)."""
+
+
+class NoAcceptableRequirement(PaymentError):
+    """No offered payment requirement passes the spend policy; `refusals` says why, per option."""
+
+    def __init__(self, message: str, refusals: Mapping[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.refusals: dict[int, str] = dict(refusals or {})
+
+
+class SpendCapExceeded(NoAcceptableRequirement):
+    """Paying would sign more than the policy's cap (our limit, not the peer's fault)."""
+
+
+class SigningError(PaymentError):
+    """The wallet could not sign the chosen requirement (e.g. an asset without a known EIP-712 domain)."""
+
+
+class PaymentRejected(PaymentError):
+    """The server answered the signed payment with another 402; `reason` is its error code or message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SettlementError(PaymentError):
+    """The server's settlement response (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE) is malformed."""
+
+
+class WalletError(X402PayError):
+    """No usable signing key: a malformed key, a keystore that does not open, or missing env vars."""
 
 
 class DevnetError(X402PayError):
