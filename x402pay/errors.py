@@ -8,7 +8,7 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     ├── PaymentError                   a paid request could not be completed
     │   ├── ChallengeError             the peer's 402 is malformed or not x402
     │   ├── NoAcceptableRequirement    no offered way to pay passes the spend policy (why, per option)
-    │   │   └── SpendCapExceeded       ours: every option that was otherwise fine costs more than the cap
+    │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── PaymentRejected            the peer answered the signed payment with another 402
     │   └── SettlementError            the peer's settlement response is malformed

@@ -12,6 +12,7 @@ from x402pay.protocol.addresses import (
     PERMIT2_ADDRESS,
     UPTO_PERMIT2_PROXY_ADDRESS,
 )
+from x402pay.protocol.networks import known_asset
 from x402pay.testing import Devnet, anvil_account, load_artifact
 from x402pay.testing.devnet import DEFAULT_PAYER_USDC, MAX_UINT256
 
@@ -118,3 +119,10 @@ def test_plugin_fails_without_anvil_in_ci(pytester: pytest.Pytester, monkeypatch
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*a chain test needs anvil*"])
+
+
+def test_the_devnet_token_is_the_known_devnet_usdc(x402pay_chain: Devnet) -> None:
+    asset = known_asset(x402pay_chain.chain_id, x402pay_chain.usdc)
+    assert asset is not None
+    usdc = x402pay_chain.contract("TestUSDC", x402pay_chain.usdc)
+    assert (asset.name, asset.decimals) == (usdc.functions.name().call(), usdc.functions.decimals().call())

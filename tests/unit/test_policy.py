@@ -1,0 +1,116 @@
+"""SpendPolicy: allow-lists, the cap, lifetimes, the choice among options, and why each was refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
+from x402pay.policy import SpendPolicy
+from x402pay.protocol.models import PaymentRequirements
+
+BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+ORIGIN = "https://api.example.com"
+
+
+def option(**changes: object) -> PaymentRequirements:
+    data: dict[str, object] = {
+        "scheme": "exact",
+        "network": "eip155:8453",
+        "amount": "10000",
+        "asset": BASE_USDC,
+        "payTo": PAYEE,
+        "maxTimeoutSeconds": 60,
+        "extra": {"name": "USD Coin", "version": "2"},
+    }
+    data.update(changes)
+    return PaymentRequirements.model_validate(data)
+
+
+def test_policy_is_frozen_and_validates_its_fields() -> None:
+    policy = SpendPolicy(max_per_request=50_000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.max_per_request = 1  # type: ignore[misc]
+    with pytest.raises(TypeError, match="atomic units"):
+        SpendPolicy(max_per_request=0.05)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_lifetime"):
+        SpendPolicy(max_per_request=1, max_lifetime=0)
+    with pytest.raises(ValueError, match="cannot sign"):
+        SpendPolicy(max_per_request=1, schemes=("teleport",))
+
+
+def test_chooses_the_cheapest_acceptable_option() -> None:
+    policy = SpendPolicy(max_per_request=50_000)
+    offered = [option(amount="20000"), option(amount="9000"), option(amount="60000")]
+    assert policy.choose(offered, ORIGIN) == (1, offered[1])
+
+
+def test_ties_go_to_the_preferred_network() -> None:
+    policy = SpendPolicy(max_per_request=50_000, networks=("eip155:84532", "eip155:8453"))
+    offered = [option(), option(network="eip155:84532", asset=SEPOLIA_USDC)]
+    assert policy.choose(offered, ORIGIN)[0] == 1
+
+
+def test_v1_network_names_are_understood() -> None:
+    policy = SpendPolicy(max_per_request=50_000, networks=("eip155:8453",))
+    assert policy.choose([option(network="base")], ORIGIN)[0] == 0
+
+
+def test_over_the_cap_is_spend_cap_exceeded_with_the_reason() -> None:
+    policy = SpendPolicy(max_per_request=9_999)
+    with pytest.raises(SpendCapExceeded, match="10000 > max_per_request 9999") as caught:
+        policy.choose([option()], ORIGIN)
+    assert list(caught.value.refusals) == [0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "offered", "reason"),
+    [
+        (SpendPolicy(max_per_request=10**9), option(network="eip155:1"), "not a known USDC"),
+        (SpendPolicy(max_per_request=10**9, networks=("eip155:84532",)), option(), "network eip155:8453"),
+        (SpendPolicy(max_per_request=10**9), option(network="solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"), "not an EVM"),
+        (SpendPolicy(max_per_request=10**9), option(scheme="upto"), "scheme 'upto'"),
+        (SpendPolicy(max_per_request=10**9), option(payTo="merchant"), "not an EVM address"),
+        (SpendPolicy(max_per_request=10**9), option(maxTimeoutSeconds=0), "leaves no time"),
+        (SpendPolicy(max_per_request=10**9), option(maxTimeoutSeconds=-5), "leaves no time"),
+        (SpendPolicy(max_per_request=10**9, payees=frozenset({BASE_USDC})), option(), "payee"),
+        (SpendPolicy(max_per_request=10**9, origins=frozenset({"https://other.example"})), option(), "origin"),
+        (SpendPolicy(max_per_request=10**9, assets=frozenset({SEPOLIA_USDC})), option(), "asset"),
+    ],
+)
+def test_refusals_name_their_reason(policy: SpendPolicy, offered: PaymentRequirements, reason: str) -> None:
+    with pytest.raises(NoAcceptableRequirement, match=reason) as caught:
+        policy.choose([offered], ORIGIN)
+    assert not isinstance(caught.value, SpendCapExceeded)
+
+
+def test_allow_lists_compare_addresses_and_origins_case_insensitively() -> None:
+    policy = SpendPolicy(
+        max_per_request=10**9,
+        payees=frozenset({PAYEE.lower()}),
+        assets=frozenset({BASE_USDC.upper().replace("0X", "0x")}),
+        origins=frozenset({"HTTPS://API.EXAMPLE.COM"}),
+    )
+    assert policy.choose([option()], ORIGIN)[0] == 0
+
+
+def test_an_explicitly_allowed_unknown_asset_can_be_paid() -> None:
+    token = "0x1111111111111111111111111111111111111111"
+    policy = SpendPolicy(max_per_request=10**9, assets=frozenset({token}))
+    assert policy.choose([option(asset=token)], ORIGIN)[0] == 0
+
+
+def test_malformed_options_and_mixed_refusals_are_all_reported() -> None:
+    policy = SpendPolicy(max_per_request=5_000)
+    with pytest.raises(SpendCapExceeded) as caught:
+        policy.choose({1: option(), 2: option(scheme="upto")}, ORIGIN, malformed={0: "amount: bad"})
+    assert caught.value.refusals.keys() == {0, 1, 2}
+    assert "option 0: amount: bad" in str(caught.value)
+
+
+def test_no_options_at_all() -> None:
+    with pytest.raises(NoAcceptableRequirement, match="offered none"):
+        SpendPolicy(max_per_request=1).choose([], ORIGIN)

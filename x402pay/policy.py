@@ -1,0 +1,124 @@
+"""SpendPolicy: what a client is willing to sign, as an immutable value, and `choose` over a challenge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from eth_utils.address import is_address
+
+from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
+from x402pay.protocol.models import PaymentRequirements
+from x402pay.protocol.networks import caip2, known_asset
+
+logger = logging.getLogger(__name__)
+
+#: Schemes this client can sign.
+SIGNABLE_SCHEMES: Final = ("exact",)
+DEFAULT_MAX_LIFETIME: Final = 300
+_CAP_REFUSAL: Final = "costs more than the cap"
+
+
+def _lower(values: Collection[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(value.lower() for value in values)
+
+
+@dataclass(frozen=True)
+class SpendPolicy:
+    """What this client may sign: an immutable value, checked before anything is signed.
+
+    Amounts are atomic units of the asset (USDC has 6 decimals: 50_000 is 0.05 USDC). `None` for an allow-list
+    means "no restriction" except for `assets`, where it means "only the known USDC deployments": an atomic unit
+    of an unknown token could be worth anything, so such a token must be allowed by address on purpose.
+
+    `networks` also sets the preference order: among the cheapest acceptable options, the earlier network wins.
+    `max_lifetime` caps, in seconds, how long a signed authorization stays valid, whatever the server asks.
+    """
+
+    max_per_request: int
+    networks: tuple[str, ...] | None = None
+    assets: frozenset[str] | None = field(default=None)
+    payees: frozenset[str] | None = field(default=None)
+    origins: frozenset[str] | None = field(default=None)
+    schemes: tuple[str, ...] = SIGNABLE_SCHEMES
+    max_lifetime: int = DEFAULT_MAX_LIFETIME
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_per_request, bool) or not isinstance(self.max_per_request, int):
+            raise TypeError("max_per_request is an int of atomic units (see x402pay.usdc for decimal text)")
+        if self.max_per_request < 0 or self.max_lifetime <= 0:
+            raise ValueError("max_per_request must be >= 0 and max_lifetime > 0")
+        unknown = set(self.schemes) - set(SIGNABLE_SCHEMES)
+        if unknown:
+            raise ValueError(f"cannot sign schemes {sorted(unknown)}; signable: {list(SIGNABLE_SCHEMES)}")
+        object.__setattr__(self, "assets", _lower(self.assets))
+        object.__setattr__(self, "payees", _lower(self.payees))
+        object.__setattr__(self, "origins", _lower(self.origins))
+
+    def refusal(self, requirement: PaymentRequirements, origin: str) -> str | None:
+        """Why this policy refuses `requirement` from `origin`, or None when it may be signed."""
+        if self.origins is not None and origin.lower() not in self.origins:
+            return f"origin {origin} is not allowed"
+        if requirement.scheme not in self.schemes:
+            return f"scheme {requirement.scheme!r} is not one this policy signs"
+        try:
+            network = caip2(requirement.chain_id)
+        except ValueError as exc:
+            return str(exc)
+        if self.networks is not None and network not in self.networks and requirement.network not in self.networks:
+            return f"network {requirement.network} is not allowed"
+        if not is_address(requirement.asset) or not is_address(requirement.pay_to):
+            return "asset or payTo is not an EVM address"
+        if self.assets is None and known_asset(requirement.chain_id, requirement.asset) is None:
+            return f"asset {requirement.asset} is not a known USDC deployment on {network} (allow it explicitly)"
+        if self.assets is not None and requirement.asset.lower() not in self.assets:
+            return f"asset {requirement.asset} is not allowed"
+        if self.payees is not None and requirement.pay_to.lower() not in self.payees:
+            return f"payee {requirement.pay_to} is not allowed"
+        if requirement.max_timeout_seconds <= 0:
+            return f"maxTimeoutSeconds {requirement.max_timeout_seconds} leaves no time to settle"
+        if requirement.amount > self.max_per_request:
+            return f"{_CAP_REFUSAL}: {requirement.amount} > max_per_request {self.max_per_request}"
+        return None
+
+    def choose(
+        self,
+        accepts: Sequence[PaymentRequirements] | Mapping[int, PaymentRequirements],
+        origin: str,
+        malformed: Mapping[int, str] | None = None,
+    ) -> tuple[int, PaymentRequirements]:
+        """Return (index, requirement) of the cheapest acceptable option, preferring earlier `networks`.
+
+        `accepts` is the list the server offered, or a mapping from its index to the options that parsed.
+        Raises `SpendCapExceeded` when some option failed only on the cap, else `NoAcceptableRequirement`; both carry
+        the reason each option was refused. `malformed` adds options that did not even parse.
+        """
+        refusals = dict(malformed or {})
+        acceptable: list[tuple[int, PaymentRequirements]] = []
+        options = accepts if isinstance(accepts, Mapping) else dict(enumerate(accepts))
+        for index, requirement in options.items():
+            reason = self.refusal(requirement, origin)
+            if reason is None:
+                acceptable.append((index, requirement))
+            else:
+                refusals[index] = reason
+                logger.debug("refusing option %d from %s: %s", index, origin, reason)
+        if acceptable:
+            return min(acceptable, key=lambda pair: (pair[1].amount, self._preference(pair[1]), pair[0]))
+        raise self._no_option(refusals, origin)
+
+    def _preference(self, requirement: PaymentRequirements) -> int:
+        if self.networks is None:
+            return 0
+        network = caip2(requirement.chain_id)
+        return self.networks.index(network) if network in self.networks else self.networks.index(requirement.network)
+
+    @staticmethod
+    def _no_option(refusals: dict[int, str], origin: str) -> NoAcceptableRequirement:
+        summary = "; ".join(f"option {index}: {reason}" for index, reason in sorted(refusals.items())[:10])
+        message = f"no acceptable way to pay {origin}: {summary or 'the server offered none'}"
+        if any(reason.startswith(_CAP_REFUSAL) for reason in refusals.values()):
+            return SpendCapExceeded(message, refusals)
+        return NoAcceptableRequirement(message, refusals)
