@@ -130,7 +130,7 @@ def test_networks() -> None:
         "base-mainnet",
         "eip155:1" + "0" * 30,
     ]:
-        with pytest.raises(ValueError, match="EVM|range"):
+        with pytest.raises(ValueError, match=r"EVM|range"):
             chain_id_of(bad)
     usdc = known_asset(8453, "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913")
     assert usdc is not None
