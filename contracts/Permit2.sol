@@ -111,7 +111,8 @@ interface ISignatureTransfer {
 contract Permit2 is ISignatureTransfer {
     using SafeERC20 for IERC20;
 
-    bytes32 private constant _DOMAIN_TYPEHASH = keccak256("EIP712Domain(string name,uint256 chainId,address verifyingContract)");
+    bytes32 private constant _DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,uint256 chainId,address verifyingContract)");
     bytes32 private constant _NAME_HASH = keccak256("Permit2");
     bytes32 private constant _TOKEN_PERMISSIONS_TYPEHASH = keccak256("TokenPermissions(address token,uint256 amount)");
     bytes32 private constant _PERMIT_TRANSFER_FROM_TYPEHASH = keccak256(
@@ -147,7 +148,11 @@ contract Permit2 is ISignatureTransfer {
     ) external {
         bytes32 structHash = keccak256(
             abi.encode(
-                _PERMIT_TRANSFER_FROM_TYPEHASH, _hashPermissions(permit.permitted), msg.sender, permit.nonce, permit.deadline
+                _PERMIT_TRANSFER_FROM_TYPEHASH,
+                _hashPermissions(permit.permitted),
+                msg.sender,
+                permit.nonce,
+                permit.deadline
             )
         );
         _transferSingle(permit, transferDetails, owner, structHash, signature);

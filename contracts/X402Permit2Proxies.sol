@@ -158,7 +158,14 @@ contract X402ExactPermit2Proxy is X402BasePermit2Proxy {
     ) private {
         bytes32 witnessHash = keccak256(abi.encode(WITNESS_TYPEHASH, witness.to, witness.validAfter));
         _settle(
-            permit, permit.permitted.amount, owner, witness.to, witness.validAfter, witnessHash, WITNESS_TYPE_STRING, signature
+            permit,
+            permit.permitted.amount,
+            owner,
+            witness.to,
+            witness.validAfter,
+            witnessHash,
+            WITNESS_TYPE_STRING,
+            signature
         );
     }
 }
@@ -169,8 +176,8 @@ contract X402ExactPermit2Proxy is X402BasePermit2Proxy {
 /// @dev Canonical address 0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002.
 contract X402UptoPermit2Proxy is X402BasePermit2Proxy {
     /// @notice The tail that Permit2 appends to its `PermitWitnessTransferFrom(...,` stub.
-    string public constant WITNESS_TYPE_STRING =
-        "Witness witness)TokenPermissions(address token,uint256 amount)Witness(address to,address facilitator,uint256 validAfter)";
+    string public constant WITNESS_TYPE_STRING = "Witness witness)TokenPermissions(address token,uint256 amount)"
+        "Witness(address to,address facilitator,uint256 validAfter)";
 
     /// @notice EIP-712 type hash of the witness struct.
     bytes32 public constant WITNESS_TYPEHASH = keccak256("Witness(address to,address facilitator,uint256 validAfter)");
@@ -227,10 +234,11 @@ contract X402UptoPermit2Proxy is X402BasePermit2Proxy {
         emit SettledWithPermit();
     }
 
-    function _checkCaller(ISignatureTransfer.PermitTransferFrom calldata permit, uint256 amount, Witness calldata witness)
-        private
-        view
-    {
+    function _checkCaller(
+        ISignatureTransfer.PermitTransferFrom calldata permit,
+        uint256 amount,
+        Witness calldata witness
+    ) private view {
         if (amount > permit.permitted.amount) revert AmountExceedsPermitted();
         if (msg.sender != witness.facilitator) revert UnauthorizedFacilitator();
     }
@@ -242,7 +250,8 @@ contract X402UptoPermit2Proxy is X402BasePermit2Proxy {
         Witness calldata witness,
         bytes calldata signature
     ) private {
-        bytes32 witnessHash = keccak256(abi.encode(WITNESS_TYPEHASH, witness.to, witness.facilitator, witness.validAfter));
+        bytes32 witnessHash =
+            keccak256(abi.encode(WITNESS_TYPEHASH, witness.to, witness.facilitator, witness.validAfter));
         _settle(permit, amount, owner, witness.to, witness.validAfter, witnessHash, WITNESS_TYPE_STRING, signature);
     }
 }
