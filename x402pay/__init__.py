@@ -1,13 +1,58 @@
-"""x402pay: pay for HTTP calls over the x402 protocol, safely."""
+"""x402pay: pay for HTTP calls over the x402 protocol, safely.
 
-from x402pay.errors import AnvilNotFound, AnvilStartError, DevnetError, X402PayError
+wallet = x402pay.Wallet.from_env()
+policy = x402pay.SpendPolicy(max_per_request=x402pay.usdc("0.05"))
+client = httpx.Client(transport=x402pay.PaymentTransport(wallet=wallet, policy=policy))
+response = client.get(url)
+payment = x402pay.payment_of(response)
+"""
+
+import logging
+
+from x402pay.amounts import usdc
+from x402pay.errors import (
+    AnvilNotFound,
+    AnvilStartError,
+    ChallengeError,
+    DevnetError,
+    NoAcceptableRequirement,
+    PaymentError,
+    PaymentRejected,
+    SettlementError,
+    SigningError,
+    SpendCapExceeded,
+    WalletError,
+    X402PayError,
+)
+from x402pay.payment import Payment, PaymentStatus, payment_of
+from x402pay.policy import SpendPolicy
+from x402pay.transport import AsyncPaymentTransport, PaymentTransport
+from x402pay.wallet import Wallet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnvilNotFound",
     "AnvilStartError",
+    "AsyncPaymentTransport",
+    "ChallengeError",
     "DevnetError",
+    "NoAcceptableRequirement",
+    "Payment",
+    "PaymentError",
+    "PaymentRejected",
+    "PaymentStatus",
+    "PaymentTransport",
+    "SettlementError",
+    "SigningError",
+    "SpendCapExceeded",
+    "SpendPolicy",
+    "Wallet",
+    "WalletError",
     "X402PayError",
     "__version__",
+    "payment_of",
+    "usdc",
 ]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

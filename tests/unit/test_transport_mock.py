@@ -1,0 +1,242 @@
+"""The transports against an in-memory x402 peer (MockTransport) that really verifies signatures.
+
+These pin the pure protocol steps; the same flows run against real servers on anvil in tests/integration.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+import x402pay
+from x402pay.errors import ChallengeError, PaymentRejected, SpendCapExceeded
+from x402pay.payment import PaymentStatus, payment_of
+from x402pay.policy import SpendPolicy
+from x402pay.schemes.eip712 import transfer_with_authorization
+from x402pay.transport import AsyncPaymentTransport, PaymentTransport
+from x402pay.wallet import Wallet
+
+KEY = "0x" + "11" * 32
+WALLET = Wallet.from_key(KEY)
+USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+NOW = 1_750_000_000
+REQUIREMENT = {
+    "scheme": "exact",
+    "network": "eip155:8453",
+    "amount": "10000",
+    "asset": USDC,
+    "payTo": PAYEE,
+    "maxTimeoutSeconds": 60,
+    "extra": {"name": "USD Coin", "version": "2", "custom": [1, {"k": None}]},
+}
+
+
+def b64(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def unb64(text: str) -> Any:
+    return json.loads(base64.b64decode(text))
+
+
+class FakePeer:
+    """An x402 v2 (or v1) server that checks what it is paid with and records every request it saw."""
+
+    def __init__(self, version: int = 2, accepts: list[dict[str, Any]] | None = None) -> None:
+        self.version = version
+        self.accepts = accepts or [REQUIREMENT]
+        self.requests: list[httpx.Request] = []
+        self.reject_payment: str | None = None
+
+    def challenge(self) -> httpx.Response:
+        body = {"x402Version": self.version, "error": "payment required", "accepts": self.accepts}
+        if self.version == 1:
+            return httpx.Response(402, json=body)
+        body["resource"] = {"url": "https://paid.example/data", "mimeType": "application/json"}
+        body["extensions"] = {"bazaar": {"info": {"a": 1}, "schema": {}}}
+        return httpx.Response(402, headers={"PAYMENT-REQUIRED": b64(body)}, json={})
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        header = request.headers.get("PAYMENT-SIGNATURE" if self.version == 2 else "X-PAYMENT")
+        if header is None:
+            return self.challenge()
+        payload = unb64(header)
+        self.verify(payload)
+        if self.reject_payment:
+            failed = {"success": False, "errorReason": self.reject_payment, "transaction": "", "network": "eip155:8453"}
+            return httpx.Response(402, headers={"PAYMENT-RESPONSE": b64(failed)})
+        settled = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:8453", "payer": WALLET.address}
+        name = "PAYMENT-RESPONSE" if self.version == 2 else "X-PAYMENT-RESPONSE"
+        return httpx.Response(200, headers={name: b64(settled)}, content=b"paid content: " + request.content)
+
+    def verify(self, payload: dict[str, Any]) -> None:
+        authorization = payload["payload"]["authorization"]
+        if self.version == 2:
+            assert payload["accepted"] == self.accepts[0]
+            assert payload["extensions"] == {"bazaar": {"info": {"a": 1}, "schema": {}}}
+        message = {
+            **authorization,
+            "value": int(authorization["value"]),
+            "validAfter": int(authorization["validAfter"]),
+        }
+        message["validBefore"] = int(authorization["validBefore"])
+        typed = transfer_with_authorization(
+            token_name="USD Coin", token_version="2", chain_id=8453, token=USDC, authorization=message
+        )
+        signer = Account.recover_message(
+            encode_typed_data(full_message=typed), signature=payload["payload"]["signature"]
+        )
+        assert signer == WALLET.address == authorization["from"]
+        assert authorization["to"] == PAYEE
+        assert authorization["value"] == "10000"
+
+
+def client(peer: Callable[[httpx.Request], httpx.Response], **policy: Any) -> httpx.Client:
+    transport = PaymentTransport(
+        wallet=WALLET,
+        policy=SpendPolicy(max_per_request=policy.pop("cap", 50_000), **policy),
+        inner=httpx.MockTransport(peer),
+        clock=lambda: NOW,
+    )
+    return httpx.Client(transport=transport)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_pays_a_challenge_once_and_reports_the_payment(version: int) -> None:
+    peer = FakePeer(version)
+    with client(peer) as http:
+        response = http.post("https://paid.example/data", content=b"question")
+    assert response.status_code == 200
+    assert response.content == b"paid content: question"
+    assert len(peer.requests) == 2
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    assert payment.signed_amount == payment.settled_amount == 10000
+    assert payment.transaction == "0x" + "ab" * 32
+    assert payment.payer == WALLET.address
+    assert payment.origin == "https://paid.example"
+    assert payment.x402_version == version
+    assert payment.signed.valid_before == NOW + 60
+
+
+def test_the_retry_replays_a_generator_body_byte_for_byte() -> None:
+    peer = FakePeer()
+
+    def body() -> Any:
+        yield b"part one, "
+        yield b"part two"
+
+    with client(peer) as http:
+        response = http.post("https://paid.example/data", content=body())
+    assert response.content == b"paid content: part one, part two"
+    first, second = peer.requests
+    assert first.content == second.content == b"part one, part two"
+    assert first.headers.get("transfer-encoding") == second.headers.get("transfer-encoding")
+    assert second.method == "POST"
+
+
+def test_unpaid_responses_pass_through_untouched() -> None:
+    seen: list[httpx.Request] = []
+
+    def free(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"free")
+
+    with client(free) as http:
+        response = http.get("https://free.example/")
+    assert response.content == b"free"
+    assert payment_of(response) is None
+    assert len(seen) == 1
+
+
+def test_a_402_that_is_not_x402_is_returned_as_is() -> None:
+    def other(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(402, json={"message": "subscribe first"})
+
+    with client(other) as http:
+        response = http.get("https://other.example/")
+    assert response.status_code == 402
+    assert response.json() == {"message": "subscribe first"}
+
+
+def test_over_the_cap_raises_before_anything_is_signed() -> None:
+    peer = FakePeer()
+    with client(peer, cap=9_999) as http, pytest.raises(SpendCapExceeded):
+        http.get("https://paid.example/data")
+    assert len(peer.requests) == 1  # nothing was retried, so nothing signed left the process
+
+
+def test_a_second_402_is_a_rejection_with_the_reason_and_no_second_retry() -> None:
+    peer = FakePeer()
+    peer.reject_payment = "insufficient_funds"
+    with client(peer) as http, pytest.raises(PaymentRejected, match="insufficient_funds") as caught:
+        http.get("https://paid.example/data")
+    assert caught.value.reason == "insufficient_funds"
+    assert len(peer.requests) == 2
+
+
+def test_a_malformed_challenge_is_a_challenge_error() -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(402, headers={"PAYMENT-REQUIRED": "%%%"})
+
+    with client(broken) as http, pytest.raises(ChallengeError, match="not base64"):
+        http.get("https://broken.example/")
+
+
+def test_an_oversized_v1_body_is_refused_without_reading_it_all() -> None:
+    def huge(request: httpx.Request) -> httpx.Response:
+        chunks = (b"x" * 65536 for _ in range(1000))
+        return httpx.Response(402, headers={"content-type": "application/json"}, content=chunks)
+
+    with client(huge) as http, pytest.raises(ChallengeError, match="over the"):
+        http.get("https://huge.example/")
+
+
+def test_an_unreadable_settlement_header_keeps_the_paid_answer() -> None:
+    def garbled(request: httpx.Request) -> httpx.Response:
+        if "PAYMENT-SIGNATURE" not in request.headers:
+            return FakePeer().challenge()
+        return httpx.Response(200, headers={"PAYMENT-RESPONSE": "!!"}, content=b"the goods")
+
+    with client(garbled) as http:
+        response = http.get("https://paid.example/")
+    payment = payment_of(response)
+    assert response.content == b"the goods"
+    assert payment is not None
+    assert payment.status is PaymentStatus.SIGNED
+    assert payment.settlement_error is not None
+    assert "not base64" in payment.settlement_error
+
+
+async def test_async_transport_pays_the_same_way() -> None:
+    peer = FakePeer()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return peer(request)
+
+    transport = AsyncPaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(handler), clock=lambda: NOW
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.post("https://paid.example/data", content=b"async question")
+    assert response.content == b"paid content: async question"
+    payment = x402pay.payment_of(response)
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+
+
+def test_the_transport_repr_shows_no_key() -> None:
+    transport = PaymentTransport(wallet=WALLET, policy=SpendPolicy(max_per_request=1))
+    assert WALLET.address in repr(transport)
+    assert KEY[2:] not in repr(transport).lower()

@@ -1,0 +1,190 @@
+"""PaymentTransport and AsyncPaymentTransport: httpx (and httpx2) transports that answer x402 challenges.
+
+Both drive the same I/O-free steps in `x402pay.flow`; this module only moves bytes. The request body is
+buffered before the first send so the paid retry replays it byte for byte; responses other than the challenge
+are returned as the inner transport produced them, streaming intact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from x402pay import flow
+from x402pay.errors import ChallengeError
+from x402pay.payment import PAYMENT_EXTENSION, Payment
+from x402pay.policy import SpendPolicy
+from x402pay.protocol.codec import MAX_BODY_BYTES
+from x402pay.wallet import Wallet
+
+_DROPPED_ON_REBUILD = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def origin_of(url: Any) -> str:
+    """``scheme://host[:port]`` of an httpx or httpx2 URL: the unit a payment header is bound to."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+class _PaymentCore:
+    """What both transports share: configuration, the inner transport per HTTP library, and the payment steps."""
+
+    def __init__(self, wallet: Wallet, policy: SpendPolicy, inner: Any, clock: Callable[[], float]) -> None:
+        self.wallet = wallet
+        self.policy = policy
+        self._clock = clock
+        self._inner = inner
+        self._default_inners: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} wallet={self.wallet.address} max_per_request={self.policy.max_per_request}>"
+
+    def _inner_for(self, request: Any, factory: str) -> Any:
+        if self._inner is not None:
+            return self._inner
+        library = type(request).__module__.split(".", 1)[0]  # "httpx" or "httpx2": same API, separate types
+        with self._lock:
+            if library not in self._default_inners:
+                self._default_inners[library] = getattr(importlib.import_module(library), factory)()
+            return self._default_inners[library]
+
+    def _authorize(self, challenge: flow.Challenge, request: Any) -> tuple[Payment, Any]:
+        payment, (name, value) = flow.authorize(
+            challenge, wallet=self.wallet, policy=self.policy, origin=origin_of(request.url), now=int(self._clock())
+        )
+        headers = request.headers.copy()
+        headers[name] = value
+        retry = type(request)(
+            request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
+        )
+        return payment, retry
+
+    def _inners(self) -> list[Any]:
+        return [self._inner] if self._inner is not None else list(self._default_inners.values())
+
+
+def _rebuilt(response: Any, body: bytes) -> Any:
+    """A copy of a response whose body was consumed while looking for a challenge, with that (decoded) body."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_ON_REBUILD]
+    return type(response)(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+
+def _too_large() -> ChallengeError:
+    return ChallengeError(f"402 body is over the {MAX_BODY_BYTES} byte limit")
+
+
+class PaymentTransport(httpx.BaseTransport, _PaymentCore):
+    """A sync transport that pays x402 challenges within `policy`, signing with `wallet`.
+
+    `inner` is the transport that does the HTTP (default: ``httpx.HTTPTransport()``, or ``httpx2.HTTPTransport()``
+    when used by an httpx2 client). Each request is paid at most once; `x402pay.payment_of(response)` tells how.
+    """
+
+    def __init__(
+        self,
+        *,
+        wallet: Wallet,
+        policy: SpendPolicy,
+        inner: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        _PaymentCore.__init__(self, wallet, policy, inner, clock)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; on an x402 challenge, pay once and return the paid response."""
+        inner = self._inner_for(request, "HTTPTransport")
+        request.read()
+        response: httpx.Response = inner.handle_request(request)
+        if response.status_code != 402:
+            return response
+        body = self._read_challenge_body(response)
+        challenge = flow.decode_challenge(response.headers, body)
+        if challenge is None:
+            return response if body is None else _rebuilt(response, body)
+        response.close()
+        payment, retry = self._authorize(challenge, request)
+        paid: httpx.Response = inner.handle_request(retry)
+        paid_body = self._read_challenge_body(paid) if paid.status_code == 402 else None
+        if paid.status_code == 402:
+            paid.close()
+        flow.conclude(payment, paid.status_code, paid.headers, paid_body)
+        paid.extensions[PAYMENT_EXTENSION] = payment
+        return paid
+
+    def close(self) -> None:
+        """Close the inner transport(s)."""
+        for inner in self._inners():
+            inner.close()
+
+    @staticmethod
+    def _read_challenge_body(response: httpx.Response) -> bytes | None:
+        if not flow.challenge_needs_body(response.headers):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                response.close()
+                raise _too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
+    """The async twin of `PaymentTransport`, for ``httpx.AsyncClient`` and ``httpx2.AsyncClient``."""
+
+    def __init__(
+        self,
+        *,
+        wallet: Wallet,
+        policy: SpendPolicy,
+        inner: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        _PaymentCore.__init__(self, wallet, policy, inner, clock)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; on an x402 challenge, pay once and return the paid response."""
+        inner = self._inner_for(request, "AsyncHTTPTransport")
+        await request.aread()
+        response: httpx.Response = await inner.handle_async_request(request)
+        if response.status_code != 402:
+            return response
+        body = await self._read_challenge_body(response)
+        challenge = flow.decode_challenge(response.headers, body)
+        if challenge is None:
+            return response if body is None else _rebuilt(response, body)
+        await response.aclose()
+        payment, retry = self._authorize(challenge, request)
+        paid: httpx.Response = await inner.handle_async_request(retry)
+        paid_body = await self._read_challenge_body(paid) if paid.status_code == 402 else None
+        if paid.status_code == 402:
+            await paid.aclose()
+        flow.conclude(payment, paid.status_code, paid.headers, paid_body)
+        paid.extensions[PAYMENT_EXTENSION] = payment
+        return paid
+
+    async def aclose(self) -> None:
+        """Close the inner transport(s)."""
+        for inner in self._inners():
+            await inner.aclose()
+
+    @staticmethod
+    async def _read_challenge_body(response: httpx.Response) -> bytes | None:
+        if not flow.challenge_needs_body(response.headers):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await response.aclose()
+                raise _too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
