@@ -1,0 +1,129 @@
+"""Helpers for the server tests: sign x402 payments the way a client does, straight from eth-account."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay.schemes.eip712 import (
+    EXACT_WITNESS_FIELDS,
+    UPTO_WITNESS_FIELDS,
+    permit_witness_transfer_from,
+    transfer_with_authorization,
+)
+from x402pay.testing import Devnet
+
+
+def now(devnet: Devnet) -> int:
+    """What the facilitator calls now: the later of the chain's clock and the wall clock."""
+    return max(devnet.chain_time(), int(time.time()))
+
+
+def eip3009_payload(
+    devnet: Devnet,
+    payer: LocalAccount,
+    requirement: dict[str, Any],
+    *,
+    version: int = 2,
+    signer: LocalAccount | None = None,
+    **override: Any,
+) -> dict[str, Any]:
+    """A signed EIP-3009 payment for `requirement` (an accepts entry); `override` replaces message fields."""
+    start = now(devnet)
+    message = {
+        "from": payer.address,
+        "to": requirement["payTo"],
+        "value": int(requirement["amount"]),
+        "validAfter": start - 600,
+        "validBefore": start + 300,
+        "nonce": secrets.token_bytes(32),
+        **override,
+    }
+    typed = transfer_with_authorization(
+        token_name=requirement["extra"]["name"],
+        token_version=requirement["extra"]["version"],
+        chain_id=devnet.chain_id,
+        token=requirement["asset"],
+        authorization=message,
+    )
+    signature = (signer or payer).sign_typed_data(full_message=typed).signature
+    authorization = {
+        key: ("0x" + value.hex() if isinstance(value, bytes) else str(value)) for key, value in message.items()
+    }
+    return envelope(requirement, {"signature": "0x" + signature.hex(), "authorization": authorization}, version)
+
+
+def permit2_payload(
+    devnet: Devnet,
+    payer: LocalAccount,
+    requirement: dict[str, Any],
+    *,
+    signer: LocalAccount | None = None,
+    **override: Any,
+) -> dict[str, Any]:
+    """A signed Permit2 witness payment (exact or upto, from the requirement's scheme)."""
+    upto = requirement["scheme"] == "upto"
+    start = now(devnet)
+    fields = {
+        "amount": int(requirement["amount"]),
+        "spender": UPTO_PERMIT2_PROXY_ADDRESS if upto else EXACT_PERMIT2_PROXY_ADDRESS,
+        "nonce": secrets.randbits(256),
+        "deadline": start + 300,
+        "to": requirement["payTo"],
+        "validAfter": start - 600,
+        "facilitator": requirement.get("extra", {}).get("facilitatorAddress"),
+        "token": requirement["asset"],
+        **override,
+    }
+    witness = {"to": fields["to"], "validAfter": fields["validAfter"]}
+    if upto:
+        witness = {"to": fields["to"], "facilitator": fields["facilitator"], "validAfter": fields["validAfter"]}
+    typed = permit_witness_transfer_from(
+        chain_id=devnet.chain_id,
+        token=fields["token"],
+        amount=fields["amount"],
+        spender=fields["spender"],
+        nonce=fields["nonce"],
+        deadline=fields["deadline"],
+        witness=witness,
+        witness_fields=UPTO_WITNESS_FIELDS if upto else EXACT_WITNESS_FIELDS,
+    )
+    signature = (signer or payer).sign_typed_data(full_message=typed).signature
+    authorization = {
+        "from": payer.address,
+        "permitted": {"token": fields["token"], "amount": str(fields["amount"])},
+        "spender": fields["spender"],
+        "nonce": str(fields["nonce"]),
+        "deadline": str(fields["deadline"]),
+        "witness": {key: str(value) for key, value in witness.items()},
+    }
+    return envelope(requirement, {"signature": "0x" + signature.hex(), "permit2Authorization": authorization}, 2)
+
+
+def envelope(requirement: dict[str, Any], payload: dict[str, Any], version: int) -> dict[str, Any]:
+    """The PaymentPayload around a scheme payload (v2: `accepted`; v1: scheme and network)."""
+    if version == 1:
+        return {
+            "x402Version": 1,
+            "scheme": requirement["scheme"],
+            "network": requirement["network"],
+            "payload": payload,
+        }
+    return {"x402Version": 2, "accepted": requirement, "payload": payload}
+
+
+def header(payload: dict[str, Any]) -> str:
+    """Standard base64 of the compact JSON, as clients send it."""
+    return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode(value: str) -> Any:
+    """Decode a base64 (standard or url-safe, padded or not) JSON header."""
+    text = value.replace("-", "+").replace("_", "/")
+    return json.loads(base64.b64decode(text + "=" * (-len(text) % 4)))

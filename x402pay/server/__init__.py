@@ -1,0 +1,45 @@
+"""The paid side of x402: ASGI payment middleware, facilitators, and a Compose-compatible demo API.
+
+    from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
+
+    app = PaymentMiddleware(
+        app,
+        facilitator=LocalFacilitator(rpc_url, facilitator_account),
+        network="eip155:8453",
+        pay_to=merchant_address,
+        routes={
+            "GET /report": Price.exact(10_000, asset=USDC),
+            "POST /v1/chat/completions": Price.upto(50_000, asset=USDC),
+        },
+    )
+
+Needs the ``server`` extra (starlette, uvicorn).
+"""
+
+from x402pay.server.facilitator import (
+    Facilitator,
+    FacilitatorError,
+    SupportedKind,
+    SupportedResponse,
+    VerifyResponse,
+)
+from x402pay.server.local import LocalFacilitator
+from x402pay.server.middleware import MalformedPayment, PaymentMiddleware
+from x402pay.server.pricing import MAX_AMOUNT_HEADER, Price
+from x402pay.server.receipts import LineItem, PaidRequest, paid_request
+
+__all__ = [
+    "MAX_AMOUNT_HEADER",
+    "Facilitator",
+    "FacilitatorError",
+    "LineItem",
+    "LocalFacilitator",
+    "MalformedPayment",
+    "PaidRequest",
+    "PaymentMiddleware",
+    "Price",
+    "SupportedKind",
+    "SupportedResponse",
+    "VerifyResponse",
+    "paid_request",
+]
