@@ -15,8 +15,8 @@ test: $(VENV)/.installed node_modules/.installed
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check x402pay tests
+	$(BIN)/ruff format --check x402pay tests
 	$(BIN)/mypy
 
 contracts: node_modules/.installed
