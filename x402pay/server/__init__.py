@@ -27,11 +27,14 @@ from x402pay.server.local import LocalFacilitator
 from x402pay.server.middleware import MalformedPayment, PaymentMiddleware
 from x402pay.server.pricing import MAX_AMOUNT_HEADER, Price
 from x402pay.server.receipts import LineItem, PaidRequest, paid_request
+from x402pay.server.remote import HTTPFacilitator, facilitator_app
+from x402pay.server.serving import serve_app
 
 __all__ = [
     "MAX_AMOUNT_HEADER",
     "Facilitator",
     "FacilitatorError",
+    "HTTPFacilitator",
     "LineItem",
     "LocalFacilitator",
     "MalformedPayment",
@@ -41,5 +44,7 @@ __all__ = [
     "SupportedKind",
     "SupportedResponse",
     "VerifyResponse",
+    "facilitator_app",
     "paid_request",
+    "serve_app",
 ]
