@@ -69,7 +69,12 @@ class Payment:
 
 
 def payment_of(response: Any) -> Payment | None:
-    """The `Payment` made for `response` (an httpx or httpx2 Response), or None if it was not paid for."""
-    extensions = getattr(response, "extensions", None) or {}
-    payment = extensions.get(PAYMENT_EXTENSION)
-    return payment if isinstance(payment, Payment) else None
+    """The `Payment` made for `response` (an httpx or httpx2 Response), or None if it was not paid for.
+
+    A response reached through redirects reports the payment made along the way (``response.history``).
+    """
+    for hop in (response, *reversed(getattr(response, "history", []))):
+        payment = (getattr(hop, "extensions", None) or {}).get(PAYMENT_EXTENSION)
+        if isinstance(payment, Payment):
+            return payment
+    return None

@@ -240,3 +240,27 @@ def test_the_transport_repr_shows_no_key() -> None:
     transport = PaymentTransport(wallet=WALLET, policy=SpendPolicy(max_per_request=1))
     assert WALLET.address in repr(transport)
     assert KEY[2:] not in repr(transport).lower()
+
+
+def test_a_redirect_after_payment_does_not_carry_the_payment_to_another_origin() -> None:
+    peer = FakePeer()
+    elsewhere: list[httpx.Request] = []
+
+    def two_origins(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "elsewhere.example":
+            elsewhere.append(request)
+            return httpx.Response(200, content=b"moved content")
+        answer = peer(request)
+        if answer.status_code == 200:
+            return httpx.Response(302, headers={**answer.headers, "location": "https://elsewhere.example/x"})
+        return answer
+
+    with client(two_origins) as http:
+        response = http.get("https://paid.example/data", follow_redirects=True)
+    assert response.content == b"moved content"
+    paid_hop = payment_of(response)
+    assert paid_hop is not None
+    assert paid_hop.origin == "https://paid.example"
+    assert len(elsewhere) == 1
+    assert not {"payment-signature", "x-payment"} & set(elsewhere[0].headers.keys())
+    assert len(peer.requests) == 2
