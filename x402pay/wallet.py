@@ -181,3 +181,7 @@ class Wallet:
 
     def __str__(self) -> str:
         return self._address
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # A pickle would write the key to wherever the bytes go; keys belong in encrypted keystores only.
+        raise TypeError("a Wallet cannot be pickled (it would write its key out); use an encrypted keystore")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import traceback
 from pathlib import Path
 from typing import Any
@@ -336,3 +338,11 @@ def test_from_env_with_a_wrong_keystore_password_leaves_no_password_in_the_trace
     with pytest.raises(WalletError, match="wrong password") as caught:
         Wallet.from_env(environ)
     assert_no_secret(caught.value, "hunter2-but-longer")
+
+
+def test_a_wallet_cannot_be_pickled_or_copied_into_bytes() -> None:
+    wallet = Wallet.from_key("0x" + "11" * 32)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(wallet)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        copy.deepcopy(wallet)
