@@ -1,0 +1,62 @@
+"""Interoperability: the official `x402` PyPI package, as the CLIENT, pays our middleware on anvil.
+
+None of its code is copied; it is a dev dependency, driven through its public httpx transport.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from conftest import PRICE, PaidServer
+from eth_account.signers.local import LocalAccount
+from x402 import x402Client
+from x402.http.clients.httpx import x402_httpx_transport
+from x402.http.utils import decode_payment_response_header
+from x402.mechanisms.evm.exact.register import register_exact_evm_client
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.mechanisms.evm.upto import UptoEvmClientScheme
+
+from x402pay.testing import Devnet
+
+pytestmark = pytest.mark.chain
+
+
+def official_client(devnet: Devnet, payer: LocalAccount) -> x402Client:
+    """Its client, allowed to pay the devnet's USDC (not one of its built-in assets) up to 0.1 USDC."""
+    client = x402Client()
+    register_exact_evm_client(client, EthAccountSigner(payer), networks=devnet.network)
+    client.register(devnet.network, UptoEvmClientScheme(EthAccountSigner(payer)))
+    allowed = {"network": devnet.network, "asset": devnet.usdc, "max_amount_per_payment": "100000"}
+    return client.set_spend_controls({"allowed_assets": [allowed]})
+
+
+@pytest.mark.parametrize("path", ["/paid", "/paid-permit2"], ids=["eip3009", "permit2"])
+async def test_the_official_client_pays_an_exact_route(server: PaidServer, path: str) -> None:
+    devnet, payer = server.devnet, server.devnet.payers[0]
+    before = server.balance(devnet.payee.address), server.balance(payer.address)
+    transport = x402_httpx_transport(official_client(devnet, payer))
+    async with httpx.AsyncClient(transport=transport, base_url=server.url, timeout=30) as http:
+        response = await http.get(path)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"report": "the good stuff"}
+    settlement = decode_payment_response_header(response.headers["payment-response"])
+    assert settlement.success
+    assert settlement.payer == payer.address
+    assert devnet.web3().eth.get_transaction_receipt(settlement.transaction)["status"] == 1
+    assert server.balance(devnet.payee.address) == before[0] + PRICE
+    assert server.balance(payer.address) == before[1] - PRICE
+    assert server.probe.calls == [path]
+
+
+async def test_the_official_client_pays_a_metered_upto_route(server: PaidServer) -> None:
+    devnet, payer = server.devnet, server.devnet.payers[0]
+    before = server.balance(devnet.payee.address)
+    transport = x402_httpx_transport(official_client(devnet, payer))
+    async with httpx.AsyncClient(transport=transport, base_url=server.url, timeout=30) as http:
+        response = await http.post("/metered", json={"use": 4242})
+
+    assert response.status_code == 200, response.text
+    settlement = decode_payment_response_header(response.headers["payment-response"])
+    assert (settlement.success, settlement.amount) == (True, "4242")
+    assert server.balance(devnet.payee.address) == before + 4242
