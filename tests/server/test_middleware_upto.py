@@ -212,3 +212,21 @@ def test_streaming_stays_streaming(server: PaidServer) -> None:
         rest = "".join(chunks)
     assert "event: compose.receipt" in rest
     assert rest.endswith("data: [DONE]\n\n")
+
+
+def test_a_payment_presented_again_while_its_first_use_streams_is_refused(server: PaidServer) -> None:
+    devnet = server.devnet
+    before = server.balance(devnet.payee.address)
+    requirement = upto_requirement(server, "/stream")
+    payment = {"PAYMENT-SIGNATURE": header(permit2_payload(devnet, devnet.payers[0], requirement))}
+    with server.client.stream("POST", "/stream", json={"use": 7, "wait": True}, headers=payment) as first:
+        chunks = first.iter_text()
+        assert next(chunks).startswith('data: {"n":1}')
+        # Not settled yet, so the chain would still accept the nonce: the middleware must refuse it itself.
+        replay = server.client.post("/stream", json={"use": 1}, headers=payment)
+        server.probe.gate.set()
+        rest = "".join(chunks)
+    assert (replay.status_code, replay.json()["error"]) == (402, "permit2_invalid_nonce")
+    assert "event: compose.receipt" in rest
+    assert server.probe.calls == ["/stream"]
+    assert server.balance(devnet.payee.address) == before + 7

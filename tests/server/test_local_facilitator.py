@@ -1,0 +1,101 @@
+"""LocalFacilitator on its own, on anvil: the checks that the middleware tests do not reach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import PRICE, UPTO_MAX, routes
+from server_support import eip3009_payload, permit2_payload
+
+from x402pay.protocol.models import PaymentPayload, PaymentRequirements
+from x402pay.server import LocalFacilitator
+from x402pay.testing import Devnet
+
+pytestmark = pytest.mark.chain
+
+
+def requirement(devnet: Devnet, route: str, **changes: Any) -> PaymentRequirements:
+    made = routes(devnet)[route].requirement(
+        network=devnet.network,
+        chain_id=devnet.chain_id,
+        pay_to=devnet.payee.address,
+        ceiling=None,
+        facilitator=devnet.facilitator.address,
+    )
+    return made.model_copy(update=changes)
+
+
+def payload(data: dict[str, Any]) -> PaymentPayload:
+    return PaymentPayload.model_validate(data)
+
+
+async def test_supported(facilitator: LocalFacilitator, x402pay_chain: Devnet) -> None:
+    supported = await facilitator.supported()
+    upto = supported.kind("upto", x402pay_chain.network)
+    assert upto is not None
+    assert upto.extra == {"facilitatorAddress": x402pay_chain.facilitator.address}
+    assert supported.kind("exact", x402pay_chain.network, version=1) is not None
+    assert supported.signers == {"eip155:*": [x402pay_chain.facilitator.address]}
+
+
+async def test_a_used_permit2_nonce_is_refused_by_the_chain_check(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet
+) -> None:
+    wanted = requirement(x402pay_chain, "GET /paid-permit2")
+    paid = payload(permit2_payload(x402pay_chain, x402pay_chain.payers[0], wanted.to_wire()))
+    settled = await facilitator.settle(paid, wanted)
+    assert (settled.success, settled.amount) == (True, PRICE)
+    again = await facilitator.verify(paid, wanted)
+    assert (again.is_valid, again.invalid_reason) == (False, "permit2_invalid_nonce")
+    resettled = await facilitator.settle(paid, wanted)
+    assert (resettled.success, resettled.error_reason, resettled.transaction) == (False, "permit2_invalid_nonce", "")
+
+
+async def test_upto_settles_up_to_the_signed_maximum(facilitator: LocalFacilitator, x402pay_chain: Devnet) -> None:
+    wanted = requirement(x402pay_chain, "POST /metered")
+    paid = payload(permit2_payload(x402pay_chain, x402pay_chain.payers[0], wanted.to_wire()))
+    assert (await facilitator.verify(paid, wanted)).is_valid
+    too_much = await facilitator.settle(paid, wanted.model_copy(update={"amount": UPTO_MAX + 1}))
+    assert too_much.error_reason == "invalid_upto_evm_payload_settlement_exceeds_amount"
+    settled = await facilitator.settle(paid, wanted.model_copy(update={"amount": UPTO_MAX}))
+    assert (settled.success, settled.amount) == (True, UPTO_MAX)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"network": "eip155:8453"}, "invalid_network"),
+        ({"scheme": "stream"}, "unsupported_scheme"),
+        ({"extra": {}}, "missing_eip712_domain"),
+        ({"extra": {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}}, "invalid_payload"),
+        ({"asset": "0x" + "22" * 20}, "invalid_exact_evm_payload_signature"),
+    ],
+)
+async def test_verify_refuses_a_payment_for_another_requirement(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet, change: dict[str, Any], reason: str
+) -> None:
+    signed_for = requirement(x402pay_chain, "GET /paid")
+    paid = payload(eip3009_payload(x402pay_chain, x402pay_chain.payers[0], signed_for.to_wire()))
+    verdict = await facilitator.verify(paid, signed_for.model_copy(update=change))
+    assert (verdict.is_valid, verdict.invalid_reason) == (False, reason)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda body: body["payload"].pop("signature"),
+        lambda body: body["payload"]["authorization"].update(nonce="0x1234"),
+        lambda body: body["payload"]["authorization"].update(value="0x10"),
+        lambda body: body["payload"]["authorization"].update(to="not an address"),
+    ],
+    ids=["no-signature", "short-nonce", "hex-value", "bad-address"],
+)
+async def test_a_malformed_scheme_payload_is_invalid_payload(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet, mangle: Any
+) -> None:
+    wanted = requirement(x402pay_chain, "GET /paid")
+    body = eip3009_payload(x402pay_chain, x402pay_chain.payers[0], wanted.to_wire())
+    mangle(body)
+    verdict = await facilitator.verify(payload(body), wanted)
+    assert (verdict.is_valid, verdict.invalid_reason) == (False, "invalid_payload")

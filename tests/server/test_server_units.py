@@ -1,0 +1,136 @@
+"""Pure pieces of the server: the SSE tap, route matching and prices, receipts. No chain, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+from server_support import decode
+
+from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
+from x402pay.server import LineItem, PaidRequest, Price
+from x402pay.server.pricing import client_ceiling, compile_routes, match_route
+from x402pay.server.receipts import compose_receipt, x_receipt_header
+from x402pay.server.responses import SSETap
+
+USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+
+def run_tap(chunks: list[bytes]) -> list[bytes]:
+    tap = SSETap()
+    out = [tap.feed(chunk) for chunk in chunks]
+    return [*out, tap.finish(b"event: compose.receipt\ndata: {}\n\n")]
+
+
+def test_the_tap_forwards_whole_frames_as_they_complete() -> None:
+    out = run_tap([b"data: 1\n", b"\ndata: 2\n\nda", b"ta: 3\n\n", b"data: [DONE]\n\n"])
+    assert out == [
+        b"",
+        b"data: 1\n\ndata: 2\n\n",
+        b"data: 3\n\n",
+        b"",
+        b"event: compose.receipt\ndata: {}\n\ndata: [DONE]\n\n",
+    ]
+
+
+def test_the_tap_holds_done_split_across_chunks_and_what_follows() -> None:
+    out = run_tap([b"data: 1\r\n\r\ndata: [DO", b"NE]\r\n\r\n", b": trailing comment\n\n"])
+    assert out[0] == b"data: 1\r\n\r\n"
+    assert out[-1] == b"event: compose.receipt\ndata: {}\n\ndata: [DONE]\r\n\r\n: trailing comment\n\n"
+
+
+def test_without_done_the_receipt_goes_last_after_an_unterminated_frame() -> None:
+    out = run_tap([b"data: 1\n\ndata: 2"])
+    assert out == [b"data: 1\n\n", b"data: 2\n\nevent: compose.receipt\ndata: {}\n\n"]
+
+
+def test_a_data_line_that_merely_mentions_done_is_not_the_end() -> None:
+    assert run_tap([b'data: {"text":"[DONE]"}\n\n'])[0] == b'data: {"text":"[DONE]"}\n\n'
+
+
+def test_routes_match_method_and_path_templates() -> None:
+    price = Price.exact(1, asset=USDC)
+    routes = compile_routes({"GET /a/{id}": price, "* /b": [price, Price.upto(5, asset=USDC)]})
+    assert match_route(routes, "GET", "/a/42") is routes[0]
+    assert match_route(routes, "get", "/a/42") is routes[0]
+    assert match_route(routes, "POST", "/a/42") is None
+    assert match_route(routes, "GET", "/a/42/more") is None
+    assert match_route(routes, "GET", "/a/") is None
+    assert match_route(routes, "DELETE", "/b") is routes[1]
+    assert len(routes[1].prices) == 2
+
+
+@pytest.mark.parametrize("key", ["/no-method", "GET no-slash", ""])
+def test_a_malformed_route_key_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="METHOD /path"):
+        compile_routes({key: Price.exact(1, asset=USDC)})
+
+
+@pytest.mark.parametrize("amount", [0, -1, True, 1.5, 2**256])
+def test_a_price_is_a_positive_int(amount: object) -> None:
+    with pytest.raises(ValueError, match="positive int"):
+        Price.exact(amount, asset=USDC)  # type: ignore[arg-type]
+
+
+def test_eip3009_on_an_unknown_token_needs_its_domain() -> None:
+    unknown = "0x" + "11" * 20
+    with pytest.raises(ValueError, match="token_name"):
+        Price.exact(1, asset=unknown).requirement(
+            network="eip155:1", chain_id=1, pay_to=PAY_TO, ceiling=None, facilitator=None
+        )
+    requirement = Price.exact(1, asset=unknown, token_name="T", token_version="7").requirement(
+        network="eip155:1", chain_id=1, pay_to=PAY_TO, ceiling=None, facilitator=None
+    )
+    assert requirement.extra == {"name": "T", "version": "7"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1000", 1000), ("0", None), ("-1", None), ("1e3", None), ("٣", None), (None, None)]
+)
+def test_client_ceiling(value: str | None, expected: int | None) -> None:
+    assert client_ceiling(value) == expected
+
+
+def paid(scheme: str = "upto") -> PaidRequest:
+    requirement = PaymentRequirements(
+        scheme=scheme, network="eip155:1", amount=100, asset=USDC, pay_to=PAY_TO, max_timeout_seconds=60
+    )
+    payload = PaymentPayload(x402_version=2, accepted=requirement.to_wire(), payload={})
+    return PaidRequest(requirement=requirement, payload=payload, payer=PAY_TO)
+
+
+def test_charge_is_bounded_by_the_signed_maximum() -> None:
+    request = paid()
+    assert request.amount_due == 100
+    request.charge(0)
+    assert request.amount_due == 0
+    for bad in (101, -1, True):
+        with pytest.raises(ValueError, match="between 0 and"):
+            request.charge(bad)
+    with pytest.raises(ValueError, match="only an upto"):
+        paid("exact").charge(1)
+
+
+def test_receipts_in_stream_and_header_form() -> None:
+    request = paid()
+    request.charge(42, line_items=[LineItem("output_tokens", "tokens", 21, 0.000002, 42)], subject="m")
+    settlement = SettleResponse(success=True, transaction="0xabc", network="eip155:1", payer=PAY_TO, amount=42)
+    receipt = compose_receipt(request, settlement, settled_at_ms=1_700_000_000_000)
+    assert receipt == {
+        "finalAmountWei": "42",
+        "network": "eip155:1",
+        "settledAt": 1_700_000_000_000,
+        "settlementStatus": "settled",
+        "userAddress": PAY_TO,
+        "txHash": "0xabc",
+        "meterSubject": "m",
+        "lineItems": [
+            {"key": "output_tokens", "unit": "tokens", "quantity": 21, "unitPriceUsd": 2e-06, "amountWei": "42"}
+        ],
+    }
+    header = x_receipt_header(receipt)
+    assert "=" not in header
+    assert "+" not in header
+    assert "/" not in header
+    decoded = decode(header)
+    assert decoded.pop("subject") == "m"
+    assert decoded == {key: value for key, value in receipt.items() if key != "meterSubject"}
