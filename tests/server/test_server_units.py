@@ -52,6 +52,7 @@ def test_routes_match_method_and_path_templates() -> None:
     routes = compile_routes({"GET /a/{id}": price, "* /b": [price, Price.upto(5, asset=USDC)]})
     assert match_route(routes, "GET", "/a/42") is routes[0]
     assert match_route(routes, "get", "/a/42") is routes[0]
+    assert match_route(routes, "HEAD", "/a/42") is routes[0]
     assert match_route(routes, "POST", "/a/42") is None
     assert match_route(routes, "GET", "/a/42/more") is None
     assert match_route(routes, "GET", "/a/") is None

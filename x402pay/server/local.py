@@ -218,7 +218,9 @@ class LocalFacilitator:
                 )
             except _REVERTS as exc:
                 raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
-            tx_hash = self._web3.eth.send_raw_transaction(self._account.sign_transaction(cast(Any, tx)).raw_transaction)
+            # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
+            signed = self._account.sign_transaction(cast(Any, tx))
+            tx_hash = self._web3.eth.send_raw_transaction(signed.raw_transaction)
         receipt = self._web3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
         if receipt["status"] != 1:
             raise Refusal("transaction_failed", f"settlement transaction {tx_hash.to_0x_hex()} reverted")

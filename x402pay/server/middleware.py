@@ -169,7 +169,9 @@ class PaymentMiddleware:
         facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
         accepts = [self._requirement(price, ceiling, facilitator).to_wire() for price in route.prices]
         first = route.prices[0]
-        resource = ResourceInfo(url=str(URL(scope=scope)), description=first.description, mime_type=first.mime_type)
+        resource = ResourceInfo(
+            url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type
+        )
         return PaymentRequired(x402_version=2, resource=resource, accepts=accepts)
 
     def _requirement(self, price: Price, ceiling: int | None, facilitator: str | None) -> PaymentRequirements:

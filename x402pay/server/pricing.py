@@ -131,8 +131,10 @@ class Route:
     key: str = field(compare=False)
 
     def matches(self, method: str, path: str) -> bool:
-        """Whether a request with this method and path is paid through this route."""
-        return self.method in ("*", method.upper()) and self.pattern.fullmatch(path) is not None
+        """Whether a request with this method and path is paid through this route (a GET route covers HEAD)."""
+        method = method.upper()
+        wanted = self.method in ("*", method) or (self.method, method) == ("GET", "HEAD")
+        return wanted and self.pattern.fullmatch(path) is not None
 
 
 def compile_routes(routes: Mapping[str, Price | Sequence[Price]]) -> tuple[Route, ...]:
