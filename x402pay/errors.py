@@ -10,8 +10,11 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     │   ├── NoAcceptableRequirement    no offered way to pay passes the spend policy (why, per option)
     │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
+    │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
     │   ├── PaymentRejected            the peer answered the signed payment with another 402
-    │   └── SettlementError            the peer's settlement response is malformed
+    │   ├── SettlementError            the peer's settlement response or receipt is malformed
+    │   ├── SettlementFailed           the peer says settlement failed (e.g. a compose.error frame mid-stream)
+    │   └── ReceiptMismatch            fraud: the peer's receipt disagrees with what was signed (or the chain)
     ├── WalletError                    no usable key: bad key, keystore or password, missing env vars
     └── DevnetError                    the local-chain kit could not do what was asked
         ├── AnvilNotFound              no anvil binary (env var, PATH, node_modules): ours to install
@@ -59,8 +62,31 @@ class PaymentRejected(PaymentError):
         self.reason = reason
 
 
+class Permit2AllowanceRequired(PaymentError):
+    """The payer has not approved Permit2 for the token, and the server offered no gas-free approval.
+
+    Approve once with ``Wallet.approve_permit2`` (or ``x402pay wallet approve-permit2``); nothing was signed.
+    """
+
+
 class SettlementError(PaymentError):
-    """The server's settlement response (PAYMENT-RESPONSE / X-PAYMENT-RESPONSE) is malformed."""
+    """The server's settlement response or receipt (header, body or stream frame) is malformed."""
+
+
+class SettlementFailed(PaymentError):
+    """The server reports that settlement failed; `code` is its reason code, if it gave one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ReceiptMismatch(PaymentError):
+    """A receipt disagrees with what was signed (or with the chain): fraud. `payment` holds the evidence."""
+
+    def __init__(self, message: str, payment: object = None) -> None:
+        super().__init__(message)
+        self.payment = payment
 
 
 class WalletError(X402PayError):

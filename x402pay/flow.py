@@ -16,24 +16,44 @@ Theory of operation. For one logical request the transport:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from x402pay.errors import ChallengeError, PaymentRejected, SettlementError
+from x402pay.errors import (
+    ChallengeError,
+    PaymentRejected,
+    ReceiptMismatch,
+    SettlementError,
+    SettlementFailed,
+)
 from x402pay.payment import Payment, PaymentStatus
 from x402pay.policy import SpendPolicy
 from x402pay.protocol.codec import decode_header, decode_json, encode_header, parse_model
+from x402pay.protocol.headers import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    PAYMENT_SIGNATURE,
+    X_PAYMENT,
+    X_PAYMENT_RESPONSE,
+)
 from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse
-from x402pay.schemes.exact import SignedPayment, sign_exact
+from x402pay.protocol.networks import chain_id_of
+from x402pay.receipts import (
+    Receipt,
+    compose_receipt,
+    receipt_from_body,
+    receipt_from_header,
+    receipt_from_settlement,
+)
+from x402pay.schemes.exact import SignedPayment
+from x402pay.schemes.signing import sign_requirement
+from x402pay.sse import ERROR_EVENTS, VendorFrame
 from x402pay.wallet import Wallet
 
 logger = logging.getLogger(__name__)
 
-PAYMENT_REQUIRED: Final = "payment-required"
-PAYMENT_SIGNATURE: Final = "PAYMENT-SIGNATURE"
-X_PAYMENT: Final = "X-PAYMENT"
-SETTLEMENT_HEADERS: Final = ("payment-response", "x-payment-response")
+SETTLEMENT_HEADERS: Final = (PAYMENT_RESPONSE, X_PAYMENT_RESPONSE)
 
 
 @dataclass(frozen=True)
@@ -48,6 +68,13 @@ class Challenge:
     def version(self) -> int:
         """The x402 protocol version of the challenge (1 or 2)."""
         return self.required.x402_version
+
+
+def announced_ceiling(policy: SpendPolicy, given: str | None) -> int:
+    """The ceiling to announce in ``x-x402-max-amount-wei``: the policy's cap, lowered by the caller's own value."""
+    if given is not None and given.isascii() and given.isdigit() and len(given) <= 78:
+        return min(policy.max_per_request, int(given))
+    return policy.max_per_request
 
 
 def challenge_needs_body(headers: Mapping[str, str]) -> bool:
@@ -87,11 +114,12 @@ def _split_options(required: PaymentRequired) -> Challenge:
 
 
 def authorize(
-    challenge: Challenge, *, wallet: Wallet, policy: SpendPolicy, origin: str, now: int
+    challenge: Challenge, *, wallet: Wallet, policy: SpendPolicy, origin: str, now: int, ceiling: int | None = None
 ) -> tuple[Payment, tuple[str, str]]:
-    """Choose an option under `policy`, sign it, and return the Payment with the header that carries it."""
-    index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed)
-    signed = sign_exact(wallet, requirement, now=now, max_lifetime=policy.max_lifetime)
+    """Choose an option under `policy` (and the announced `ceiling`), sign it, and return the Payment with the
+    header that carries it."""
+    index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed, ceiling)
+    signed = sign_requirement(wallet, requirement, now=now, max_lifetime=policy.max_lifetime)
     logger.debug("signed option %d for %s: %s %s on %s", index, origin, signed.amount, requirement.asset,
                  requirement.network)  # fmt: skip
     payment = Payment(origin=origin, x402_version=challenge.version, signed=signed)
@@ -116,23 +144,107 @@ def _payment_header(challenge: Challenge, signed: SignedPayment) -> tuple[str, s
 
 
 def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], body: bytes | None) -> None:
-    """Record what the server said about `payment`; raise `PaymentRejected` if it answered with another 402."""
+    """Record what the server said about `payment` in its headers.
+
+    A second 402 raises `PaymentRejected`; a receipt that disagrees with what was signed raises `ReceiptMismatch`
+    (after recording it). An unreadable claim on a paid answer is recorded, not raised: the answer was paid for.
+    """
     try:
         settlement = read_settlement(headers)
+        receipt = receipt_from_header(headers)
     except SettlementError as exc:
         if status_code == 402:
+            payment.status = PaymentStatus.FAILED
             raise PaymentRejected(f"{payment.origin} refused the signed payment ({exc})") from exc
-        # The request was paid for and answered: keep the answer, and say what was wrong with the claim.
         payment.settlement_error = str(exc)
         logger.info("unreadable settlement from %s: %s", payment.origin, exc)
         return
-    if settlement is not None:
-        payment.settlement = settlement
-        payment.status = PaymentStatus.SETTLED if settlement.success else PaymentStatus.FAILED
-    if status_code == 402:
+    payment.settlement = settlement
+    if status_code == 402 or (settlement is not None and not settlement.success):
         payment.status = PaymentStatus.FAILED
+    if status_code == 402:
         reason = _rejection_reason(settlement, headers, body)
         raise PaymentRejected(f"{payment.origin} refused the signed payment: {reason or 'no reason given'}", reason)
+    if settlement is not None and settlement.success:
+        receipt = receipt_from_settlement(settlement, payment.signed_amount, "PAYMENT-RESPONSE") or receipt
+    if receipt is not None:
+        accept_receipt(payment, receipt)
+
+
+def accept_receipt(payment: Payment, receipt: Receipt) -> None:
+    """Put `receipt` on `payment`; if it disagrees with what was signed, record that and raise `ReceiptMismatch`."""
+    if payment.receipt is not None and payment.receipt.amount == receipt.amount:
+        return  # the same claim again (a header and a frame, or a repeated frame)
+    problem = receipt_problem(payment, receipt)
+    if problem is None and payment.receipt is not None:
+        problem = f"a second, different receipt ({receipt.amount}, after {payment.receipt.amount})"
+    payment.receipt = payment.receipt or receipt
+    payment.status = PaymentStatus.SETTLED
+    if problem is not None:
+        payment.mismatch = problem
+        raise ReceiptMismatch(f"receipt from {payment.origin} does not match the payment: {problem}", payment)
+
+
+def receipt_problem(payment: Payment, receipt: Receipt) -> str | None:
+    """How `receipt` contradicts what was signed, or None: amount, network and payer are checked."""
+    signed = payment.signed
+    if receipt.amount > signed.amount:
+        return f"charged {receipt.amount}, above the signed maximum {signed.amount}"
+    if payment.scheme == "exact" and receipt.amount != signed.amount:
+        return f"charged {receipt.amount} for an exact payment of {signed.amount}"
+    if receipt.network is not None and _chain_id_or_none(receipt.network) != signed.requirement.chain_id:
+        return f"network {receipt.network[:80]!r}, but the payment was signed for {signed.requirement.network}"
+    if receipt.payer is not None and receipt.payer.lower() != signed.payer.lower():
+        return f"payer {receipt.payer[:80]!r}, but {signed.payer} signed"
+    return None
+
+
+def conclude_stream(payment: Payment, frames: Sequence[VendorFrame]) -> None:
+    """Apply the receipt and error frames found in a paid stream (at its end, or at an error frame).
+
+    An error frame raises `SettlementFailed`: the content may have arrived, but the payment did not settle.
+    A stream without a receipt leaves the payment unsettled, its whole signed amount still at stake.
+    """
+    for frame in frames:
+        if frame.event in ERROR_EVENTS:
+            payment.status = PaymentStatus.FAILED
+            code, message = _error_of(frame.data)
+            payment.settlement_error = message
+            raise SettlementFailed(f"{payment.origin} reports a failed settlement: {message}", code)
+        try:
+            accept_receipt(payment, compose_receipt(frame.data, source="sse"))
+        except SettlementError as exc:
+            payment.settlement_error = str(exc)
+
+
+def conclude_body(payment: Payment, body: bytes) -> None:
+    """Apply a ``receipt`` / ``compose_receipt`` object found in a paid JSON body (when no header carried one)."""
+    try:
+        receipt = receipt_from_body(decode_json(body, what="paid JSON body", error=SettlementError))
+    except SettlementError as exc:
+        payment.settlement_error = str(exc)
+        return
+    if receipt is not None:
+        accept_receipt(payment, receipt)
+
+
+def _error_of(data: object) -> tuple[str | None, str]:
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            data = error
+        elif isinstance(error, str):
+            return None, error[:500]
+        code, message = data.get("code"), data.get("message")
+        return (str(code)[:100] if code is not None else None), str(message or data)[:500]
+    return None, "an error frame without details"
+
+
+def _chain_id_or_none(network: str) -> int | None:
+    try:
+        return chain_id_of(network)
+    except ValueError:
+        return None
 
 
 def read_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
@@ -140,8 +252,8 @@ def read_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
     for name in SETTLEMENT_HEADERS:
         value = headers.get(name)
         if value is not None:
-            data = decode_header(value, what=name.upper(), error=SettlementError)
-            return parse_model(data, SettleResponse, what=name.upper(), error=SettlementError)
+            data = decode_header(value, what=name, error=SettlementError)
+            return parse_model(data, SettleResponse, what=name, error=SettlementError)
     return None
 
 

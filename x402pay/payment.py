@@ -9,6 +9,7 @@ from typing import Any, Final
 from eth_typing import ChecksumAddress
 
 from x402pay.protocol.models import PaymentRequirements, SettleResponse
+from x402pay.receipts import Receipt
 from x402pay.schemes.exact import SignedPayment
 
 #: Key of the Payment in a response's ``extensions``.
@@ -18,30 +19,38 @@ PAYMENT_EXTENSION: Final = "x402pay.payment"
 class PaymentStatus(StrEnum):
     """Where a payment stands, as far as this client knows."""
 
-    SIGNED = "signed"  # sent; the server said nothing about settlement (yet)
-    SETTLED = "settled"  # the server says it settled (a claim until verified on chain)
-    FAILED = "failed"  # the server says settlement failed; nothing should have moved
+    UNSETTLED = "unsettled"  # sent; no receipt (yet): the whole signed amount may still be charged
+    SETTLED = "settled"  # the server reported a settlement (a claim until verified on chain)
+    FAILED = "failed"  # the server refused the payment or says settlement failed
 
 
 @dataclass
 class Payment:
     """One payment made for one request: what was chosen and signed, and what the server said about it.
 
-    The transport fills `settlement` and `status` from the response (or `settlement_error` when the server's
-    settlement header could not be read); nothing else changes it.
+    The transport fills the rest from the response: `settlement` (the x402 settlement header, if any), `receipt`
+    (from whichever place the server put it, at the end of a stream for streamed responses), `settlement_error`
+    when the server's claim could not be read, and `mismatch` when it disagrees with what was signed.
     """
 
     origin: str
     x402_version: int
     signed: SignedPayment
-    status: PaymentStatus = PaymentStatus.SIGNED
+    status: PaymentStatus = PaymentStatus.UNSETTLED
     settlement: SettleResponse | None = None
+    receipt: Receipt | None = None
     settlement_error: str | None = None
+    mismatch: str | None = None
 
     @property
     def requirement(self) -> PaymentRequirements:
         """The requirement that was chosen and signed."""
         return self.signed.requirement
+
+    @property
+    def scheme(self) -> str:
+        """The signed scheme: ``exact`` or ``upto``."""
+        return self.signed.requirement.scheme
 
     @property
     def signed_amount(self) -> int:
@@ -55,17 +64,13 @@ class Payment:
 
     @property
     def settled_amount(self) -> int | None:
-        """What the server says it charged: its ``amount``, else the signed amount once settled."""
-        if self.status is not PaymentStatus.SETTLED or self.settlement is None:
-            return None
-        return self.settlement.amount if self.settlement.amount is not None else self.signed.amount
+        """What the server says it charged, once it has said so."""
+        return self.receipt.amount if self.receipt is not None else None
 
     @property
     def transaction(self) -> str | None:
         """The settlement transaction hash the server reported, if any."""
-        if self.settlement is None or not self.settlement.transaction:
-            return None
-        return self.settlement.transaction
+        return self.receipt.transaction if self.receipt is not None else None
 
 
 def payment_of(response: Any) -> Payment | None:

@@ -12,11 +12,10 @@ from eth_utils.address import is_address
 from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.protocol.networks import caip2, known_asset
+from x402pay.schemes.signing import SIGNABLE_SCHEMES
 
 logger = logging.getLogger(__name__)
 
-#: Schemes this client can sign.
-SIGNABLE_SCHEMES: Final = ("exact",)
 DEFAULT_MAX_LIFETIME: Final = 300
 _CAP_REFUSAL: Final = "costs more than the cap"
 
@@ -57,8 +56,11 @@ class SpendPolicy:
         object.__setattr__(self, "payees", _lower(self.payees))
         object.__setattr__(self, "origins", _lower(self.origins))
 
-    def refusal(self, requirement: PaymentRequirements, origin: str) -> str | None:
-        """Why this policy refuses `requirement` from `origin`, or None when it may be signed."""
+    def refusal(self, requirement: PaymentRequirements, origin: str, ceiling: int | None = None) -> str | None:
+        """Why this policy refuses `requirement` from `origin`, or None when it may be signed.
+
+        `ceiling` is a lower cap for this request (what the client announced in ``x-x402-max-amount-wei``).
+        """
         if self.origins is not None and origin.lower() not in self.origins:
             return f"origin {origin} is not allowed"
         if requirement.scheme not in self.schemes:
@@ -79,8 +81,12 @@ class SpendPolicy:
             return f"payee {requirement.pay_to} is not allowed"
         if requirement.max_timeout_seconds <= 0:
             return f"maxTimeoutSeconds {requirement.max_timeout_seconds} leaves no time to settle"
+        if requirement.scheme == "upto" and not is_address(requirement.extra_str("facilitatorAddress") or ""):
+            return "upto option names no facilitatorAddress (anyone could settle it)"
         if requirement.amount > self.max_per_request:
             return f"{_CAP_REFUSAL}: {requirement.amount} > max_per_request {self.max_per_request}"
+        if ceiling is not None and requirement.amount > ceiling:
+            return f"{_CAP_REFUSAL}: {requirement.amount} > the announced ceiling {ceiling}"
         return None
 
     def choose(
@@ -88,18 +94,20 @@ class SpendPolicy:
         accepts: Sequence[PaymentRequirements] | Mapping[int, PaymentRequirements],
         origin: str,
         malformed: Mapping[int, str] | None = None,
+        ceiling: int | None = None,
     ) -> tuple[int, PaymentRequirements]:
         """Return (index, requirement) of the cheapest acceptable option, preferring earlier `networks`.
 
         `accepts` is the list the server offered, or a mapping from its index to the options that parsed.
         Raises `SpendCapExceeded` when some option failed only on the cap, else `NoAcceptableRequirement`; both carry
-        the reason each option was refused. `malformed` adds options that did not even parse.
+        the reason each option was refused. `malformed` adds options that did not even parse; `ceiling` is the
+        lower cap this request announced, if any.
         """
         refusals = dict(malformed or {})
         acceptable: list[tuple[int, PaymentRequirements]] = []
         options = accepts if isinstance(accepts, Mapping) else dict(enumerate(accepts))
         for index, requirement in options.items():
-            reason = self.refusal(requirement, origin)
+            reason = self.refusal(requirement, origin, ceiling)
             if reason is None:
                 acceptable.append((index, requirement))
             else:

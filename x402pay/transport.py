@@ -11,6 +11,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,9 +21,28 @@ from x402pay.errors import ChallengeError
 from x402pay.payment import PAYMENT_EXTENSION, Payment
 from x402pay.policy import SpendPolicy
 from x402pay.protocol.codec import MAX_BODY_BYTES
+from x402pay.protocol.headers import MAX_AMOUNT
+from x402pay.streams import OnReceipt, ReceiptTap, tap_response
 from x402pay.wallet import Wallet
 
 _DROPPED_ON_REBUILD = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How a payment transport behaves beyond its policy.
+
+    - `announce_ceiling`: send ``x-x402-max-amount-wei`` (the policy's cap) so upto servers ask for no more.
+    - `keep_receipt_frames`: leave vendor receipt/error frames in streams (by default they are removed, so standard
+      SSE parsers such as the OpenAI SDK's see only their own frames).
+    - `on_receipt`: called with the `Payment` when its receipt arrives (at the end of a stream for streams).
+    - `clock`: the time source for authorization windows.
+    """
+
+    announce_ceiling: bool = True
+    keep_receipt_frames: bool = False
+    on_receipt: OnReceipt | None = None
+    clock: Callable[[], float] = time.time
 
 
 def origin_of(url: Any) -> str:
@@ -33,10 +53,11 @@ def origin_of(url: Any) -> str:
 class _PaymentCore:
     """What both transports share: configuration, the inner transport per HTTP library, and the payment steps."""
 
-    def __init__(self, wallet: Wallet, policy: SpendPolicy, inner: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, wallet: Wallet, policy: SpendPolicy, inner: Any, options: TransportOptions) -> None:
         self.wallet = wallet
         self.policy = policy
-        self._clock = clock
+        self.options = options
+        self._clock = options.clock
         self._inner = inner
         self._default_inners: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -53,16 +74,42 @@ class _PaymentCore:
                 self._default_inners[library] = getattr(importlib.import_module(library), factory)()
             return self._default_inners[library]
 
-    def _authorize(self, challenge: flow.Challenge, request: Any) -> tuple[Payment, Any]:
+    def _announce(self, request: Any) -> int | None:
+        """Put the ceiling in ``x-x402-max-amount-wei`` (kept identical on the paid retry); None if not announced."""
+        given = request.headers.get(MAX_AMOUNT)
+        if not self.options.announce_ceiling and given is None:
+            return None
+        ceiling = flow.announced_ceiling(self.policy, given)
+        request.headers[MAX_AMOUNT] = str(ceiling)
+        return ceiling
+
+    def _authorize(self, challenge: flow.Challenge, request: Any, ceiling: int | None) -> tuple[Payment, Any]:
         payment, (name, value) = flow.authorize(
-            challenge, wallet=self.wallet, policy=self.policy, origin=origin_of(request.url), now=int(self._clock())
-        )
+            challenge, wallet=self.wallet, policy=self.policy, origin=origin_of(request.url),
+            now=int(self._clock()), ceiling=ceiling,
+        )  # fmt: skip
         headers = request.headers.copy()
         headers[name] = value
         retry = type(request)(
             request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
         )
         return payment, retry
+
+    def _deliver(self, payment: Payment, response: Any, *, asynchronous: bool) -> None:
+        """Attach `payment` to the paid `response`, and tap its body for a receipt where one may be inside."""
+        response.extensions[PAYMENT_EXTENSION] = payment
+        content_type = response.headers.get("content-type", "").lower()
+        sse = "text/event-stream" in content_type
+        compressed = response.headers.get("content-encoding", "identity").lower() not in ("identity", "")
+        wants_body = "json" in content_type and payment.receipt is None
+        if compressed or not (sse or wants_body):
+            if payment.receipt is not None and self.options.on_receipt is not None:
+                self.options.on_receipt(payment)
+            return
+        tap = ReceiptTap(
+            payment, sse=sse, keep_frames=self.options.keep_receipt_frames, on_receipt=self.options.on_receipt
+        )
+        tap_response(response, tap, asynchronous=asynchronous)
 
     def _inners(self) -> list[Any]:
         return [self._inner] if self._inner is not None else list(self._default_inners.values())
@@ -91,14 +138,19 @@ class PaymentTransport(httpx.BaseTransport, _PaymentCore):
         wallet: Wallet,
         policy: SpendPolicy,
         inner: Any = None,
+        announce_ceiling: bool = True,
+        keep_receipt_frames: bool = False,
+        on_receipt: OnReceipt | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        _PaymentCore.__init__(self, wallet, policy, inner, clock)
+        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, clock)
+        _PaymentCore.__init__(self, wallet, policy, inner, options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
         inner = self._inner_for(request, "HTTPTransport")
         request.read()
+        ceiling = self._announce(request)
         response: httpx.Response = inner.handle_request(request)
         if response.status_code != 402:
             return response
@@ -107,13 +159,13 @@ class PaymentTransport(httpx.BaseTransport, _PaymentCore):
         if challenge is None:
             return response if body is None else _rebuilt(response, body)
         response.close()
-        payment, retry = self._authorize(challenge, request)
+        payment, retry = self._authorize(challenge, request, ceiling)
         paid: httpx.Response = inner.handle_request(retry)
         paid_body = self._read_challenge_body(paid) if paid.status_code == 402 else None
         if paid.status_code == 402:
             paid.close()
         flow.conclude(payment, paid.status_code, paid.headers, paid_body)
-        paid.extensions[PAYMENT_EXTENSION] = payment
+        self._deliver(payment, paid, asynchronous=False)
         return paid
 
     def close(self) -> None:
@@ -145,14 +197,19 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
         wallet: Wallet,
         policy: SpendPolicy,
         inner: Any = None,
+        announce_ceiling: bool = True,
+        keep_receipt_frames: bool = False,
+        on_receipt: OnReceipt | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        _PaymentCore.__init__(self, wallet, policy, inner, clock)
+        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, clock)
+        _PaymentCore.__init__(self, wallet, policy, inner, options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
         inner = self._inner_for(request, "AsyncHTTPTransport")
         await request.aread()
+        ceiling = self._announce(request)
         response: httpx.Response = await inner.handle_async_request(request)
         if response.status_code != 402:
             return response
@@ -161,13 +218,13 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
         if challenge is None:
             return response if body is None else _rebuilt(response, body)
         await response.aclose()
-        payment, retry = self._authorize(challenge, request)
+        payment, retry = self._authorize(challenge, request, ceiling)
         paid: httpx.Response = await inner.handle_async_request(retry)
         paid_body = await self._read_challenge_body(paid) if paid.status_code == 402 else None
         if paid.status_code == 402:
             await paid.aclose()
         flow.conclude(payment, paid.status_code, paid.headers, paid_body)
-        paid.extensions[PAYMENT_EXTENSION] = payment
+        self._deliver(payment, paid, asynchronous=True)
         return paid
 
     async def aclose(self) -> None:

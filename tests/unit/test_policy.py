@@ -72,7 +72,9 @@ def test_over_the_cap_is_spend_cap_exceeded_with_the_reason() -> None:
         (SpendPolicy(max_per_request=10**9), option(network="eip155:1"), "not a known USDC"),
         (SpendPolicy(max_per_request=10**9, networks=("eip155:84532",)), option(), "network eip155:8453"),
         (SpendPolicy(max_per_request=10**9), option(network="solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"), "not an EVM"),
-        (SpendPolicy(max_per_request=10**9), option(scheme="upto"), "scheme 'upto'"),
+        (SpendPolicy(max_per_request=10**9), option(scheme="batch-settlement"), "scheme 'batch-settlement'"),
+        (SpendPolicy(max_per_request=10**9, schemes=("exact",)), option(scheme="upto"), "scheme 'upto'"),
+        (SpendPolicy(max_per_request=10**9), option(scheme="upto"), "no facilitatorAddress"),
         (SpendPolicy(max_per_request=10**9), option(payTo="merchant"), "not an EVM address"),
         (SpendPolicy(max_per_request=10**9), option(maxTimeoutSeconds=0), "leaves no time"),
         (SpendPolicy(max_per_request=10**9), option(maxTimeoutSeconds=-5), "leaves no time"),
@@ -106,7 +108,7 @@ def test_an_explicitly_allowed_unknown_asset_can_be_paid() -> None:
 def test_malformed_options_and_mixed_refusals_are_all_reported() -> None:
     policy = SpendPolicy(max_per_request=5_000)
     with pytest.raises(SpendCapExceeded) as caught:
-        policy.choose({1: option(), 2: option(scheme="upto")}, ORIGIN, malformed={0: "amount: bad"})
+        policy.choose({1: option(), 2: option(scheme="teleport")}, ORIGIN, malformed={0: "amount: bad"})
     assert caught.value.refusals.keys() == {0, 1, 2}
     assert "option 0: amount: bad" in str(caught.value)
 
@@ -114,3 +116,15 @@ def test_malformed_options_and_mixed_refusals_are_all_reported() -> None:
 def test_no_options_at_all() -> None:
     with pytest.raises(NoAcceptableRequirement, match="offered none"):
         SpendPolicy(max_per_request=1).choose([], ORIGIN)
+
+
+def test_an_upto_option_with_a_facilitator_is_acceptable() -> None:
+    upto = option(scheme="upto", extra={"facilitatorAddress": PAYEE, "assetTransferMethod": "permit2"})
+    assert SpendPolicy(max_per_request=50_000).choose([upto], ORIGIN)[0] == 0
+
+
+def test_the_announced_ceiling_caps_below_the_policy() -> None:
+    policy = SpendPolicy(max_per_request=50_000)
+    assert policy.choose([option()], ORIGIN, ceiling=10_000)[0] == 0
+    with pytest.raises(SpendCapExceeded, match="announced ceiling 9999"):
+        policy.choose([option()], ORIGIN, ceiling=9_999)

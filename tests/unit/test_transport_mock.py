@@ -213,7 +213,7 @@ def test_an_unreadable_settlement_header_keeps_the_paid_answer() -> None:
     payment = payment_of(response)
     assert response.content == b"the goods"
     assert payment is not None
-    assert payment.status is PaymentStatus.SIGNED
+    assert payment.status is PaymentStatus.UNSETTLED
     assert payment.settlement_error is not None
     assert "not base64" in payment.settlement_error
 

@@ -27,8 +27,8 @@ UINT256_MAX = 2**256 - 1
 _MAX_DIGITS = 78  # len(str(2**256 - 1))
 
 
-def _parse_uint(value: object) -> int:
-    """Accept a decimal string (what the spec says) or a JSON integer; refuse everything else."""
+def parse_uint(value: object) -> int:
+    """A uint256 from a decimal string (what the spec says) or a JSON integer; ValueError for anything else."""
     if isinstance(value, bool):
         raise ValueError("expected a decimal string of atomic units, got a boolean")
     if isinstance(value, int):
@@ -45,7 +45,7 @@ def _parse_uint(value: object) -> int:
 
 
 #: A uint256 that is an int in Python and a decimal string on the wire.
-Uint = Annotated[int, BeforeValidator(_parse_uint), PlainSerializer(str, return_type=str)]
+Uint = Annotated[int, BeforeValidator(parse_uint), PlainSerializer(str, return_type=str)]
 
 
 class WireModel(BaseModel):

@@ -50,8 +50,8 @@ class SignedPayment:
 
 
 @dataclass(frozen=True)
-class _Terms:
-    """What every exact signature commits to, checked and normalized."""
+class Terms:
+    """What every signature commits to, checked and normalized from a requirement and the caller's clock."""
 
     chain_id: int
     asset: ChecksumAddress
@@ -59,6 +59,21 @@ class _Terms:
     amount: int
     valid_after: int
     valid_before: int
+
+
+def terms_of(requirement: PaymentRequirements, *, now: int, max_lifetime: int, clock_skew: int) -> Terms:
+    """The checked `Terms` of `requirement`; SigningError for a non-EVM network, a bad address or window."""
+    valid_after, valid_before = validity_window(
+        now, requirement.max_timeout_seconds, max_lifetime=max_lifetime, clock_skew=clock_skew
+    )
+    return Terms(
+        chain_id=evm_chain_id(requirement),
+        asset=checksum_address(requirement.asset, "asset"),
+        pay_to=checksum_address(requirement.pay_to, "payTo"),
+        amount=requirement.amount,
+        valid_after=valid_after,
+        valid_before=valid_before,
+    )
 
 
 def sign_exact(
@@ -78,19 +93,13 @@ def sign_exact(
     if requirement.scheme != "exact":
         raise SigningError(f"sign_exact signs the 'exact' scheme, not {requirement.scheme!r}")
     method = transfer_method(requirement)
-    valid_after, valid_before = validity_window(
-        now, requirement.max_timeout_seconds, max_lifetime=max_lifetime, clock_skew=clock_skew
-    )
-    terms = _Terms(
-        chain_id=evm_chain_id(requirement),
-        asset=checksum_address(requirement.asset, "asset"),
-        pay_to=checksum_address(requirement.pay_to, "payTo"),
-        amount=requirement.amount,
-        valid_after=valid_after,
-        valid_before=valid_before,
-    )
+    terms = terms_of(requirement, now=now, max_lifetime=max_lifetime, clock_skew=clock_skew)
     if method == PERMIT2:
-        return _sign_permit2(wallet, requirement, terms)
+        witness = {"to": terms.pay_to, "validAfter": terms.valid_after}
+        return sign_permit2_witness(
+            wallet, requirement, terms, spender=EXACT_PERMIT2_PROXY_ADDRESS, witness=witness,
+            witness_fields=eip712.EXACT_WITNESS_FIELDS,
+        )  # fmt: skip
     return _sign_eip3009(wallet, requirement, terms)
 
 
@@ -140,7 +149,7 @@ def checksum_address(value: str, field: str) -> ChecksumAddress:
     return to_checksum_address(value)
 
 
-def _eip3009_domain(requirement: PaymentRequirements, terms: _Terms) -> tuple[str, str]:
+def _eip3009_domain(requirement: PaymentRequirements, terms: Terms) -> tuple[str, str]:
     known = known_asset(terms.chain_id, terms.asset)
     name = requirement.extra_str("name") or (known.name if known else None)
     version = requirement.extra_str("version") or (known.version if known else None)
@@ -152,7 +161,7 @@ def _eip3009_domain(requirement: PaymentRequirements, terms: _Terms) -> tuple[st
     return name, version
 
 
-def _sign_eip3009(wallet: Wallet, requirement: PaymentRequirements, terms: _Terms) -> SignedPayment:
+def _sign_eip3009(wallet: Wallet, requirement: PaymentRequirements, terms: Terms) -> SignedPayment:
     name, version = _eip3009_domain(requirement, terms)
     nonce = "0x" + secrets.token_bytes(32).hex()
     authorization = {
@@ -171,18 +180,26 @@ def _sign_eip3009(wallet: Wallet, requirement: PaymentRequirements, terms: _Term
     return _signed(requirement, payload, wallet, terms, nonce, EIP3009)
 
 
-def _sign_permit2(wallet: Wallet, requirement: PaymentRequirements, terms: _Terms) -> SignedPayment:
+def sign_permit2_witness(
+    wallet: Wallet,
+    requirement: PaymentRequirements,
+    terms: Terms,
+    *,
+    spender: str,
+    witness: dict[str, Any],
+    witness_fields: list[dict[str, str]],
+) -> SignedPayment:
+    """Sign a Permit2 ``PermitWitnessTransferFrom`` of `terms` for an x402 proxy (`spender`) with its `witness`."""
     nonce = int.from_bytes(secrets.token_bytes(32), "big")
-    witness = {"to": terms.pay_to, "validAfter": terms.valid_after}
     typed_data = eip712.permit_witness_transfer_from(
         chain_id=terms.chain_id,
         token=terms.asset,
         amount=terms.amount,
-        spender=EXACT_PERMIT2_PROXY_ADDRESS,
+        spender=spender,
         nonce=nonce,
         deadline=terms.valid_before,
         witness=witness,
-        witness_fields=eip712.EXACT_WITNESS_FIELDS,
+        witness_fields=witness_fields,
     )
     signature = wallet.sign_typed_data(typed_data)
     authorization = {"from": wallet.address, **typed_data["message"]}
@@ -191,7 +208,7 @@ def _sign_permit2(wallet: Wallet, requirement: PaymentRequirements, terms: _Term
 
 
 def _signed(
-    requirement: PaymentRequirements, payload: dict[str, Any], wallet: Wallet, terms: _Terms, nonce: str, method: str
+    requirement: PaymentRequirements, payload: dict[str, Any], wallet: Wallet, terms: Terms, nonce: str, method: str
 ) -> SignedPayment:
     return SignedPayment(
         requirement=requirement,
