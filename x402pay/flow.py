@@ -16,7 +16,7 @@ Theory of operation. For one logical request the transport:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -199,22 +199,21 @@ def receipt_problem(payment: Payment, receipt: Receipt) -> str | None:
     return None
 
 
-def conclude_stream(payment: Payment, frames: Sequence[VendorFrame]) -> None:
-    """Apply the receipt and error frames found in a paid stream (at its end, or at an error frame).
+def apply_frame(payment: Payment, frame: VendorFrame) -> None:
+    """Apply one receipt or error frame of a paid stream, as soon as it has arrived.
 
     An error frame raises `SettlementFailed`: the content may have arrived, but the payment did not settle.
-    A stream without a receipt leaves the payment unsettled, its whole signed amount still at stake.
+    A stream that never brings a receipt leaves the payment unsettled, its whole signed amount still at stake.
     """
-    for frame in frames:
-        if frame.event in ERROR_EVENTS:
-            payment.status = PaymentStatus.FAILED
-            code, message = _error_of(frame.data)
-            payment.settlement_error = message
-            raise SettlementFailed(f"{payment.origin} reports a failed settlement: {message}", code)
-        try:
-            accept_receipt(payment, compose_receipt(frame.data, source="sse"))
-        except SettlementError as exc:
-            payment.settlement_error = str(exc)
+    if frame.event in ERROR_EVENTS:
+        payment.status = PaymentStatus.FAILED
+        code, message = _error_of(frame.data)
+        payment.settlement_error = message
+        raise SettlementFailed(f"{payment.origin} reports a failed settlement: {message}", code)
+    try:
+        accept_receipt(payment, compose_receipt(frame.data, source="sse"))
+    except SettlementError as exc:
+        payment.settlement_error = str(exc)
 
 
 def conclude_body(payment: Payment, body: bytes) -> None:

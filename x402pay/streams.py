@@ -14,22 +14,27 @@ from functools import cache
 from typing import Any
 
 from x402pay import flow
+from x402pay.errors import PaymentError, ReceiptMismatch, SettlementFailed
 from x402pay.payment import Payment
 from x402pay.protocol.codec import MAX_BODY_BYTES
-from x402pay.sse import ERROR_EVENTS, SSETap
+from x402pay.sse import SSETap
 
 OnReceipt = Callable[[Payment], None]
 
 
 class ReceiptTap:
-    """Watches one paid response body for its receipt: SSE frames, or a JSON body's ``receipt`` object."""
+    """Watches one paid response body for its receipt: SSE frames, or a JSON body's ``receipt`` object.
+
+    Frames are applied as soon as they arrive (SDKs stop reading at ``data: [DONE]``, before the stream ends);
+    `on_receipt` fires once, when the receipt lands.
+    """
 
     def __init__(self, payment: Payment, *, sse: bool, keep_frames: bool, on_receipt: OnReceipt | None) -> None:
         self.payment = payment
         self._sse = SSETap(keep_frames=keep_frames) if sse else None
         self._body: bytearray | None = None if sse else bytearray()
         self._on_receipt = on_receipt
-        self._concluded = False
+        self._applied = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Pass `chunk` through the tap; returns what goes to the caller now."""
@@ -41,28 +46,36 @@ class ReceiptTap:
                 self._body = None  # too large to be a receipt-bearing JSON answer: stop copying
         return chunk
 
-    def check(self) -> None:
-        """Raise `SettlementFailed` as soon as an error frame has arrived (after the bytes before it went out)."""
-        if self._sse is not None and any(frame.event in ERROR_EVENTS for frame in self._sse.frames):
-            self._conclude()
+    def apply(self) -> PaymentError | None:
+        """Apply the frames that arrived since the last call; return (not raise) a `SettlementFailed` or
+        `ReceiptMismatch`, so the bytes before the frame still reach the caller before it is raised."""
+        frames = self._sse.frames if self._sse is not None else []
+        try:
+            while self._applied < len(frames):
+                self._applied += 1
+                self._landing(flow.apply_frame, frames[self._applied - 1])
+        except (SettlementFailed, ReceiptMismatch) as exc:
+            return exc
+        return None
 
     def finish(self) -> bytes:
-        """The stream ended: flush what the tap held, and conclude the payment (may raise)."""
-        rest = self._sse.finish() if self._sse is not None else b""
-        self._conclude()
+        """The stream ended: flush what the tap held and apply what is left (may raise)."""
+        if self._sse is None:
+            if self._body:
+                self._landing(flow.conclude_body, bytes(self._body))
+            return b""
+        rest = self._sse.finish()
+        failure = self.apply()
+        if failure is not None:
+            raise failure
         return rest
 
-    def _conclude(self) -> None:
-        if self._concluded:
-            return
-        self._concluded = True
+    def _landing(self, step: Callable[[Payment, Any], None], argument: Any) -> None:
+        had_receipt = self.payment.receipt is not None
         try:
-            if self._sse is not None:
-                flow.conclude_stream(self.payment, self._sse.frames)
-            elif self._body:
-                flow.conclude_body(self.payment, bytes(self._body))
+            step(self.payment, argument)
         finally:
-            if self.payment.receipt is not None and self._on_receipt is not None:
+            if not had_receipt and self.payment.receipt is not None and self._on_receipt is not None:
                 self._on_receipt(self.payment)
 
 
@@ -80,9 +93,11 @@ def _sync_stream_type(library: str) -> type[Any]:
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 out = self._tap.feed(chunk)
+                failure = self._tap.apply()  # before yielding: a reader may stop at [DONE] and never come back
                 if out:
                     yield out
-                self._tap.check()
+                if failure is not None:
+                    raise failure
             rest = self._tap.finish()
             if rest:
                 yield rest
@@ -107,9 +122,11 @@ def _async_stream_type(library: str) -> type[Any]:
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
                 out = self._tap.feed(chunk)
+                failure = self._tap.apply()  # before yielding: a reader may stop at [DONE] and never come back
                 if out:
                     yield out
-                self._tap.check()
+                if failure is not None:
+                    raise failure
             rest = self._tap.finish()
             if rest:
                 yield rest
