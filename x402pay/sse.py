@@ -68,7 +68,7 @@ class SSETap:
         return b"".join(out)
 
     def finish(self) -> bytes:
-        """The stream ended: whatever was held goes out, except an unterminated vendor frame, which is dropped."""
+        """The stream ended: what was held goes out; an unterminated vendor frame is captured (kept if asked)."""
         held, self._held = self._held, b""
         if self._mode is _Mode.VENDOR:
             self._capture(held)  # a final frame without its blank line still counts
