@@ -18,7 +18,10 @@ from x402pay.errors import (
     NoAcceptableRequirement,
     PaymentError,
     PaymentRejected,
+    Permit2AllowanceRequired,
+    ReceiptMismatch,
     SettlementError,
+    SettlementFailed,
     SigningError,
     SpendCapExceeded,
     WalletError,
@@ -26,7 +29,8 @@ from x402pay.errors import (
 )
 from x402pay.payment import Payment, PaymentStatus, payment_of
 from x402pay.policy import SpendPolicy
-from x402pay.transport import AsyncPaymentTransport, PaymentTransport
+from x402pay.receipts import Receipt
+from x402pay.transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
 from x402pay.wallet import Wallet
 
 __version__ = "0.1.0"
@@ -43,10 +47,15 @@ __all__ = [
     "PaymentRejected",
     "PaymentStatus",
     "PaymentTransport",
+    "Permit2AllowanceRequired",
+    "Receipt",
+    "ReceiptMismatch",
     "SettlementError",
+    "SettlementFailed",
     "SigningError",
     "SpendCapExceeded",
     "SpendPolicy",
+    "TransportOptions",
     "Wallet",
     "WalletError",
     "X402PayError",
