@@ -6,8 +6,9 @@ Theory of operation. For one logical request the transport:
 2. asks `challenge_needs_body`: a v2 challenge lives in the ``PAYMENT-REQUIRED`` header, so only a v1 challenge
    makes it read the 402's body, and then at most `MAX_BODY_BYTES` of it;
 3. calls `decode_challenge`, which returns None for a 402 that is not x402 (passed through to the caller);
-4. calls `authorize`: the policy chooses an option and only then is anything signed; it returns the `Payment`
-   and the one header that carries it;
+4. calls `choose` (the policy picks an option or says why none), checks the Permit2 allowance where the option
+   needs one (`approval_needed`), and only then calls `sign`, which returns the `Payment` and the one header
+   that carries it;
 5. sends the same request once more with that header, to the same URL, never to another origin;
 6. calls `conclude`: a second 402 is a `PaymentRejected` (no further retry); anything else records the settlement
    the server reported on the `Payment` it attaches to the response.
@@ -18,11 +19,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
+from x402pay.allowance import offers_gas_sponsoring
 from x402pay.errors import (
     ChallengeError,
     PaymentRejected,
+    Permit2AllowanceRequired,
     ReceiptMismatch,
     SettlementError,
     SettlementFailed,
@@ -113,28 +116,63 @@ def _split_options(required: PaymentRequired) -> Challenge:
     return Challenge(required, parsed, malformed)
 
 
-def authorize(
-    challenge: Challenge, *, wallet: Wallet, policy: SpendPolicy, origin: str, now: int, ceiling: int | None = None
-) -> tuple[Payment, tuple[str, str]]:
-    """Choose an option under `policy` (and the announced `ceiling`), sign it, and return the Payment with the
-    header that carries it."""
+def choose(
+    challenge: Challenge, *, policy: SpendPolicy, origin: str, ceiling: int | None = None
+) -> PaymentRequirements:
+    """The option `policy` accepts (within the announced `ceiling`); raises why none is acceptable."""
     index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed, ceiling)
-    signed = sign_requirement(wallet, requirement, now=now, max_lifetime=policy.max_lifetime)
-    logger.debug("signed option %d for %s: %s %s on %s", index, origin, signed.amount, requirement.asset,
+    logger.debug("chose option %d of %s: %s %s on %s", index, origin, requirement.amount, requirement.asset,
                  requirement.network)  # fmt: skip
+    return requirement
+
+
+def uses_permit2(requirement: PaymentRequirements) -> bool:
+    """Whether paying `requirement` draws on a Permit2 allowance (upto, or exact with Permit2)."""
+    return requirement.scheme == "upto" or requirement.extra_str("assetTransferMethod") == "permit2"
+
+
+def approval_needed(challenge: Challenge, requirement: PaymentRequirements, allowance: int) -> bool:
+    """Whether the payment must carry a gas-free EIP-2612 approval for Permit2 (the allowance is short).
+
+    Raises `Permit2AllowanceRequired` when it is short and the server offers no such approval: nothing is signed.
+    """
+    if allowance >= requirement.amount:
+        return False
+    if offers_gas_sponsoring(challenge.required.extensions):
+        return True
+    raise Permit2AllowanceRequired(
+        f"Permit2 may move {allowance} of {requirement.asset} for this wallet, the payment needs "
+        f"{requirement.amount}, and the server offers no gas-free approval: approve Permit2 once "
+        "(Wallet.approve_permit2, or `x402pay wallet approve-permit2`)"
+    )
+
+
+def sign(
+    challenge: Challenge,
+    requirement: PaymentRequirements,
+    *,
+    wallet: Wallet,
+    policy: SpendPolicy,
+    origin: str,
+    now: int,
+    extensions: dict[str, Any] | None = None,
+) -> tuple[Payment, tuple[str, str]]:
+    """Sign the chosen `requirement`: the Payment, and the header that carries it (with `extensions` added)."""
+    signed = sign_requirement(wallet, requirement, now=now, max_lifetime=policy.max_lifetime)
     payment = Payment(origin=origin, x402_version=challenge.version, signed=signed)
-    return payment, _payment_header(challenge, signed)
+    return payment, _payment_header(challenge, signed, extensions or {})
 
 
-def _payment_header(challenge: Challenge, signed: SignedPayment) -> tuple[str, str]:
+def _payment_header(challenge: Challenge, signed: SignedPayment, extensions: dict[str, Any]) -> tuple[str, str]:
     required = challenge.required
     if challenge.version == 2:
+        echoed = {**(required.extensions or {}), **extensions} or None
         payload = PaymentPayload(
             x402_version=2,
             accepted=signed.requirement.raw,
             payload=signed.payload,
             resource=required.resource,
-            extensions=required.extensions,
+            extensions=echoed,
         )
         return PAYMENT_SIGNATURE, encode_header(payload)
     payload = PaymentPayload(

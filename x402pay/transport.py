@@ -17,11 +17,20 @@ from typing import Any
 import httpx
 
 from x402pay import flow
+from x402pay.allowance import (
+    GAS_SPONSORING,
+    apermit2_allowance,
+    atoken_nonce,
+    gas_sponsoring_extension,
+    permit2_allowance,
+    token_nonce,
+)
 from x402pay.errors import ChallengeError
 from x402pay.payment import PAYMENT_EXTENSION, Payment
 from x402pay.policy import SpendPolicy
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.protocol.headers import MAX_AMOUNT
+from x402pay.protocol.models import PaymentRequirements
 from x402pay.streams import OnReceipt, ReceiptTap, tap_response
 from x402pay.wallet import Wallet
 
@@ -36,12 +45,15 @@ class TransportOptions:
     - `keep_receipt_frames`: leave vendor receipt/error frames in streams (by default they are removed, so standard
       SSE parsers such as the OpenAI SDK's see only their own frames).
     - `on_receipt`: called with the `Payment` when its receipt arrives (at the end of a stream for streams).
+    - `rpc_url`: a JSON-RPC endpoint of the payment's chain, to check the Permit2 allowance before signing
+      (without it, a missing allowance shows as the server's refusal instead of `Permit2AllowanceRequired`).
     - `clock`: the time source for authorization windows.
     """
 
     announce_ceiling: bool = True
     keep_receipt_frames: bool = False
     on_receipt: OnReceipt | None = None
+    rpc_url: str | None = None
     clock: Callable[[], float] = time.time
 
 
@@ -83,10 +95,16 @@ class _PaymentCore:
         request.headers[MAX_AMOUNT] = str(ceiling)
         return ceiling
 
-    def _authorize(self, challenge: flow.Challenge, request: Any, ceiling: int | None) -> tuple[Payment, Any]:
-        payment, (name, value) = flow.authorize(
-            challenge, wallet=self.wallet, policy=self.policy, origin=origin_of(request.url),
-            now=int(self._clock()), ceiling=ceiling,
+    def _choose(self, challenge: flow.Challenge, request: Any, ceiling: int | None) -> PaymentRequirements:
+        return flow.choose(challenge, policy=self.policy, origin=origin_of(request.url), ceiling=ceiling)
+
+    def _sign(
+        self, challenge: flow.Challenge, request: Any, requirement: PaymentRequirements, extensions: dict[str, Any]
+    ) -> tuple[Payment, Any]:
+        """Sign `requirement` and build the one paid retry: the same request, plus the payment header."""
+        payment, (name, value) = flow.sign(
+            challenge, requirement, wallet=self.wallet, policy=self.policy, origin=origin_of(request.url),
+            now=int(self._clock()), extensions=extensions,
         )  # fmt: skip
         headers = request.headers.copy()
         headers[name] = value
@@ -94,6 +112,13 @@ class _PaymentCore:
             request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
         )
         return payment, retry
+
+    def _sponsoring(self, challenge: flow.Challenge, requirement: PaymentRequirements, nonce: int) -> dict[str, Any]:
+        deadline = int(self._clock()) + min(requirement.max_timeout_seconds, self.policy.max_lifetime)
+        extension = gas_sponsoring_extension(
+            self.wallet, requirement, challenge.required.extensions or {}, nonce=nonce, deadline=deadline
+        )
+        return {GAS_SPONSORING: extension}
 
     def _deliver(self, payment: Payment, response: Any, *, asynchronous: bool) -> None:
         """Attach `payment` to the paid `response`, and tap its body for a receipt where one may be inside."""
@@ -113,6 +138,14 @@ class _PaymentCore:
 
     def _inners(self) -> list[Any]:
         return [self._inner] if self._inner is not None else list(self._default_inners.values())
+
+
+def _web3(rpc_url: str | None, *, asynchronous: bool) -> Any:
+    if rpc_url is None:
+        return None
+    from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # only when asked: web3 is slow to import
+
+    return AsyncWeb3(AsyncHTTPProvider(rpc_url)) if asynchronous else Web3(HTTPProvider(rpc_url))
 
 
 def _rebuilt(response: Any, body: bytes) -> Any:
@@ -141,10 +174,12 @@ class PaymentTransport(httpx.BaseTransport, _PaymentCore):
         announce_ceiling: bool = True,
         keep_receipt_frames: bool = False,
         on_receipt: OnReceipt | None = None,
+        rpc_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, clock)
+        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, rpc_url, clock)
         _PaymentCore.__init__(self, wallet, policy, inner, options)
+        self._web3 = _web3(rpc_url, asynchronous=False)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
@@ -159,7 +194,8 @@ class PaymentTransport(httpx.BaseTransport, _PaymentCore):
         if challenge is None:
             return response if body is None else _rebuilt(response, body)
         response.close()
-        payment, retry = self._authorize(challenge, request, ceiling)
+        requirement = self._choose(challenge, request, ceiling)
+        payment, retry = self._sign(challenge, request, requirement, self._approval(challenge, requirement))
         paid: httpx.Response = inner.handle_request(retry)
         paid_body = self._read_challenge_body(paid) if paid.status_code == 402 else None
         if paid.status_code == 402:
@@ -167,6 +203,16 @@ class PaymentTransport(httpx.BaseTransport, _PaymentCore):
         flow.conclude(payment, paid.status_code, paid.headers, paid_body)
         self._deliver(payment, paid, asynchronous=False)
         return paid
+
+    def _approval(self, challenge: flow.Challenge, requirement: PaymentRequirements) -> dict[str, Any]:
+        """Check the Permit2 allowance on chain (when an RPC is configured): extensions to add, or a typed refusal."""
+        if self._web3 is None or not flow.uses_permit2(requirement):
+            return {}
+        allowance = permit2_allowance(self._web3, requirement.asset, self.wallet.address)
+        if not flow.approval_needed(challenge, requirement, allowance):
+            return {}
+        nonce = token_nonce(self._web3, requirement.asset, self.wallet.address)
+        return self._sponsoring(challenge, requirement, nonce)
 
     def close(self) -> None:
         """Close the inner transport(s)."""
@@ -200,10 +246,12 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
         announce_ceiling: bool = True,
         keep_receipt_frames: bool = False,
         on_receipt: OnReceipt | None = None,
+        rpc_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, clock)
+        options = TransportOptions(announce_ceiling, keep_receipt_frames, on_receipt, rpc_url, clock)
         _PaymentCore.__init__(self, wallet, policy, inner, options)
+        self._web3 = _web3(rpc_url, asynchronous=True)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
@@ -218,7 +266,8 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
         if challenge is None:
             return response if body is None else _rebuilt(response, body)
         await response.aclose()
-        payment, retry = self._authorize(challenge, request, ceiling)
+        requirement = self._choose(challenge, request, ceiling)
+        payment, retry = self._sign(challenge, request, requirement, await self._approval(challenge, requirement))
         paid: httpx.Response = await inner.handle_async_request(retry)
         paid_body = await self._read_challenge_body(paid) if paid.status_code == 402 else None
         if paid.status_code == 402:
@@ -226,6 +275,16 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, _PaymentCore):
         flow.conclude(payment, paid.status_code, paid.headers, paid_body)
         self._deliver(payment, paid, asynchronous=True)
         return paid
+
+    async def _approval(self, challenge: flow.Challenge, requirement: PaymentRequirements) -> dict[str, Any]:
+        """Check the Permit2 allowance on chain (when an RPC is configured): extensions to add, or a typed refusal."""
+        if self._web3 is None or not flow.uses_permit2(requirement):
+            return {}
+        allowance = await apermit2_allowance(self._web3, requirement.asset, self.wallet.address)
+        if not flow.approval_needed(challenge, requirement, allowance):
+            return {}
+        nonce = await atoken_nonce(self._web3, requirement.asset, self.wallet.address)
+        return self._sponsoring(challenge, requirement, nonce)
 
     async def aclose(self) -> None:
         """Close the inner transport(s)."""

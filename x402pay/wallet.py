@@ -181,6 +181,29 @@ class Wallet:
             raise SigningError(f"the signer returned {len(signature)} bytes, not a 65-byte r||s||v signature")
         return signature
 
+    def sign_transaction(self, transaction: dict[str, Any]) -> bytes:
+        """Sign an EVM transaction (a web3 transaction dict); the raw signed bytes, ready to send."""
+        try:
+            return bytes(self._signer.sign_transaction(transaction).raw_transaction)
+        except Exception as exc:  # a signer's message may quote key material: keep only the type
+            failure = type(exc).__name__
+        raise SigningError(f"the signer of {self._address} could not sign the transaction ({failure})")
+
+    def permit2_allowance(self, web3: Any, token: str) -> int:
+        """How much of `token` Permit2 may move for this wallet (read on `web3`'s chain)."""
+        from x402pay.allowance import permit2_allowance
+
+        return permit2_allowance(web3, token, self._address)
+
+    def approve_permit2(self, web3: Any, token: str, amount: int | None = None) -> str:
+        """Send the one-time ``approve(Permit2, amount)`` (default: unlimited) and wait for it; the tx hash.
+
+        This is a real transaction: the wallet pays its gas.
+        """
+        from x402pay.allowance import MAX_UINT256, approve_permit2
+
+        return approve_permit2(web3, self, token, MAX_UINT256 if amount is None else amount)
+
     def _sign_fast(self, typed_data: dict[str, Any]) -> bytes | None:
         """The fast712 signature when the signer is a plain ``LocalAccount`` and fast712 knows the shape; else None.
 
