@@ -1,0 +1,126 @@
+"""``x402pay devnet`` and ``x402pay serve-demo``: a local chain, and the paid demo API on it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from x402pay.cli.common import EXIT_ERROR, EXIT_OK, UsageError, setting
+
+if TYPE_CHECKING:
+    from x402pay.testing import Anvil, Devnet
+
+
+def register(commands: Any) -> None:
+    """Add the ``devnet`` and ``serve-demo`` sub-commands."""
+    devnet = commands.add_parser(
+        "devnet",
+        help="run a local chain with the x402 contracts deployed, until Ctrl-C",
+        description="Start anvil on 127.0.0.1, deploy TestUSDC, Permit2, the x402 proxies and Multicall3 "
+        "(at their canonical addresses), fund payer accounts, print everything, and run until Ctrl-C.",
+    )
+    devnet.add_argument("--payers", type=int, default=3, help="how many funded payer accounts (default 3, max 7)")
+    devnet.set_defaults(run=run_devnet)
+    demo = commands.add_parser(
+        "serve-demo",
+        help="serve the paid, Compose-compatible demo API (on its own devnet unless --rpc-url is given)",
+        description="Serve the demo API (chat completions, Responses, an exact-priced fortune) behind the x402 "
+        "payment middleware with a local on-chain facilitator, until Ctrl-C.",
+    )
+    demo.add_argument("--rpc-url", help="settle on this chain instead of a devnet of its own (X402PAY_RPC_URL)")
+    demo.add_argument("--facilitator-key", help="key of the settling account, with --rpc-url")
+    demo.add_argument("--asset", help="the token to charge in, with --rpc-url")
+    demo.add_argument("--pay-to", help="the address paid, with --rpc-url")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8402)
+    demo.set_defaults(run=run_serve_demo)
+
+
+@contextmanager
+def until_interrupted() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM while the block runs (the default handlers come back after it)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, request_stop), signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+@contextmanager
+def local_devnet(payers: int = 3) -> Iterator[tuple[Anvil, Devnet]]:
+    """Anvil with the devnet deployed, stopped by PID when the block exits."""
+    from x402pay.testing import Anvil, deploy_devnet
+
+    with Anvil() as anvil:
+        yield anvil, deploy_devnet(anvil.rpc_url, payers=payers)
+
+
+def run_devnet(args: argparse.Namespace) -> int:
+    """Serve a devnet until Ctrl-C."""
+    if not 0 <= args.payers <= 7:
+        raise UsageError("--payers must be between 0 and 7")
+    with until_interrupted() as stop, local_devnet(args.payers) as (anvil, devnet):
+        print(describe(devnet), flush=True)
+        print("devnet ready; Ctrl-C stops it", flush=True)
+        while not stop.wait(0.5):
+            if not anvil.running:
+                print("x402pay devnet: anvil exited unexpectedly", file=sys.stderr)
+                return EXIT_ERROR
+    print("devnet stopped", flush=True)
+    return EXIT_OK
+
+
+def run_serve_demo(args: argparse.Namespace) -> int:
+    """Serve the demo API on an existing chain, or on a devnet of its own."""
+    from x402pay.server.demo import serve_demo
+
+    rpc_url = setting(args, "rpc_url")
+    if rpc_url:
+        key, asset, pay_to = args.facilitator_key or setting(args, "facilitator_key"), args.asset, args.pay_to
+        if not (key and asset and pay_to):
+            raise UsageError("with --rpc-url, give --facilitator-key (or X402PAY_FACILITATOR_KEY), --asset, --pay-to")
+        serve_demo(rpc_url=rpc_url, facilitator_key=key, asset=asset, pay_to=pay_to, host=args.host, port=args.port)
+        return EXIT_OK
+    with local_devnet() as (_, devnet):
+        print(describe(devnet), flush=True)
+        print(f"demo API on http://{args.host}:{args.port}/v1 ; Ctrl-C stops it", flush=True)
+        serve_demo(
+            rpc_url=devnet.rpc_url, facilitator_key="0x" + devnet.facilitator.key.hex(), asset=devnet.usdc,
+            pay_to=devnet.payee.address, host=args.host, port=args.port,
+        )  # fmt: skip
+    return EXIT_OK
+
+
+def describe(devnet: Devnet) -> str:
+    """What a person needs to use the devnet: the RPC URL, contract addresses, and the public test keys."""
+    rows = [
+        ("RPC URL", devnet.rpc_url),
+        ("chain id", f"{devnet.chain_id} ({devnet.network})"),
+        ("USDC (TestUSDC)", devnet.usdc),
+        ("Permit2", devnet.permit2),
+        ("x402 exact proxy", devnet.exact_proxy),
+        ("x402 upto proxy", devnet.upto_proxy),
+        ("Multicall3", devnet.multicall3),
+    ]
+    accounts = [
+        ("deployer/minter", devnet.deployer),
+        ("facilitator", devnet.facilitator),
+        ("payee", devnet.payee),
+    ]
+    accounts += [(f"payer {number}", payer) for number, payer in enumerate(devnet.payers, start=1)]
+    lines = [f"{label:<18} {value}" for label, value in rows]
+    lines.append("accounts (anvil's public test keys; never use them for real money):")
+    lines += [f"  {label:<16} {account.address}  key 0x{account.key.hex()}" for label, account in accounts]
+    return "\n".join(lines)
