@@ -222,6 +222,8 @@ REFUSED_BY_ETH_ACCOUNT = {
     "missing field": changed(valid_transfer(), "message.nonce", ...),
     "bad address": changed(valid_permit2(), "message.witness.to", "0x12"),
     "domain keys do not match the types": changed(valid_transfer(), "domain.version", ...),
+    "no domain": changed(valid_transfer(), "domain", ...),
+    "no message": changed(valid_permit2(), "message", ...),
 }
 NOT_RECOGNISED = {
     **SIGNED_BY_ETH_ACCOUNT,

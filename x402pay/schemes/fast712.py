@@ -111,8 +111,8 @@ class _Struct:
         """``hashStruct(value)``; _Unrecognised unless `value` is a dict whose every member encodes."""
         if type(value) is not dict:
             raise _Unrecognised
-        words = [encode(value.get(name)) for name, encode in self.members]
-        return keccak256(self.typehash + b"".join(words))
+        get = value.get
+        return keccak256(b"".join([self.typehash, *[encode(get(name)) for name, encode in self.members]]))
 
 
 def _dependencies(name: str, types: _Types) -> set[str]:
@@ -225,8 +225,8 @@ def typed_data_digest(typed_data: Any) -> bytes | None:
     if shape is None:
         return None
     try:
-        domain = _domain_hash(typed_data["domain"], shape.domain_keys)
-        message = shape.message.hash(typed_data["message"])
+        domain = _domain_hash(typed_data.get("domain"), shape.domain_keys)
+        message = shape.message.hash(typed_data.get("message"))
     except _Unrecognised:
         return None
     return keccak256(_EIP191_TYPED_DATA + domain + message)
@@ -234,7 +234,7 @@ def typed_data_digest(typed_data: Any) -> bytes | None:
 
 def _recognise(typed_data: Any) -> _Shape | None:
     """The shape whose builder made `typed_data` (same primaryType, same types), or None."""
-    if type(typed_data) is not dict or "domain" not in typed_data or "message" not in typed_data:
+    if type(typed_data) is not dict:
         return None
     primary = typed_data.get("primaryType")
     if type(primary) is not str:

@@ -1,0 +1,103 @@
+"""What every benchmark shares: interleaved timing rounds and medians, the machine's description, BENCHMARKS.md.
+
+Contenders are timed side by side in one run: every round runs each contender once, in an order that rotates from
+round to round, after one untimed warm-up round. Figures kept: the median rate over the rounds, and for a ratio
+between two contenders the median of the per-round ratios (paired, so that load drifting across rounds cancels out).
+The garbage collector is off while a batch is timed, as in `timeit`. The clock is wall time by default; a benchmark
+of pure CPU work may pass `CPU_CLOCK` (this process's CPU time), which other work on a shared machine skews less.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+
+#: Where results go: BENCHMARKS.md at the repository root.
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+_TITLE = "# Benchmarks\n\nWritten by the scripts in `bench/` (see bench/README.md); one section per benchmark.\n"
+
+#: A contender runs one batch of operations and returns how many it did.
+Batch = Callable[[], int]
+Clock = Callable[[], float]
+WALL_CLOCK: Clock = time.perf_counter
+CPU_CLOCK: Clock = time.process_time
+
+
+def interleaved_rates(
+    contenders: Mapping[str, Batch], rounds: int, clock: Clock = WALL_CLOCK
+) -> dict[str, list[float]]:
+    """Operations per second of `clock` time of each contender in each of `rounds` interleaved rounds."""
+    names = list(contenders)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds + 1):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            rate = _rate(contenders[name], clock)
+            if round_number:  # round 0 warms caches up and is not counted
+                rates[name].append(rate)
+    return rates
+
+
+def median(values: list[float]) -> float:
+    """The median of `values`."""
+    return statistics.median(values)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median of the round-by-round ratios ``numerator[i] / denominator[i]``."""
+    return statistics.median(top / bottom for top, bottom in zip(numerator, denominator, strict=True))
+
+
+def _rate(batch: Batch, clock: Clock) -> float:
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = clock()
+        operations = batch()
+        elapsed = clock() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return operations / elapsed
+
+
+def machine() -> str:
+    """CPU model, cores, OS, Python, and the load average when asked (other work on the machine skews rates)."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(encoding="utf-8"), re.MULTILINE)
+        model = found.group(1).strip() if found else model
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    system = f"{platform.system()} {platform.machine()}"
+    load = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
+    return f"{model}, {cores} cores usable, {system}, Python {platform.python_version()}; {load}"
+
+
+def versions(*distributions: str) -> str:
+    """``name version`` of each installed distribution, comma separated."""
+    return ", ".join(f"{name} {metadata.version(name)}" for name in distributions)
+
+
+def today() -> str:
+    """The UTC date and time of the run, to the minute."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
+    """Put `markdown` in `path` between the markers of section `key`, replacing an older run of it."""
+    begin, end = f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else _TITLE
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    found = pattern.search(text)
+    text = text[: found.start()] + block + text[found.end() :] if found else text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
