@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: devnet test lint contracts clean
+.PHONY: devnet test lint contracts bench clean
 
 devnet: $(VENV)/.installed node_modules/.installed
 	$(BIN)/x402pay devnet
@@ -15,9 +15,12 @@ test: $(VENV)/.installed node_modules/.installed
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check x402pay tests
-	$(BIN)/ruff format --check x402pay tests
+	$(BIN)/ruff check x402pay tests bench
+	$(BIN)/ruff format --check x402pay tests bench
 	$(BIN)/mypy
+
+bench: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m bench.bench_signing
 
 contracts: node_modules/.installed
 	node contracts/build.mjs
