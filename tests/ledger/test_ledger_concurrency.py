@@ -1,0 +1,130 @@
+"""Lost updates would show here: threads, processes and 1,000 async tasks race for a budget that fits exactly N."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+
+from ledger_support import (
+    ASSET,
+    NETWORK,
+    ORIGIN,
+    Backend,
+    areserve,
+    authorize,
+    process_worker,
+    racing_cycles,
+    reserve,
+    run_threads,
+)
+
+from x402pay.ledger import Budget, BudgetExceeded, EntryState, PaymentInFlight
+
+AMOUNT = 7
+
+
+def budget_for(payments: int) -> tuple[Budget, ...]:
+    return (Budget(ASSET, AMOUNT * payments),)
+
+
+def assert_exactly(backend: Backend, payments: int) -> None:
+    with backend.ledger(budget_for(payments)) as ledger:
+        assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 0
+        held = [entry.held for entry in ledger.entries(limit=10_000) if entry.held]
+        assert held == [AMOUNT] * payments
+
+
+def test_eight_threads_with_a_connection_each_pay_exactly_n(backend: Backend) -> None:
+    budgets = budget_for(13)
+    backend.ledger(budgets).close()  # create the schema before the race
+    start = threading.Barrier(8)
+    paid = run_threads(8, lambda index: racing_cycles(backend, budgets, f"t{index}", 4, AMOUNT, start))
+    assert sum(paid) == 13
+    assert_exactly(backend, 13)
+
+
+def test_eight_threads_sharing_one_ledger_pay_exactly_n(backend: Backend) -> None:
+    with backend.ledger(budget_for(11)) as ledger:
+
+        def pay(index: int) -> int:
+            paid = 0
+            for number in range(4):
+                try:
+                    entry = reserve(ledger, f"{index}-{number}", AMOUNT)
+                except BudgetExceeded:
+                    continue
+                ledger.settle(authorize(ledger, entry.id, nonce=entry.key).id, amount=AMOUNT, tx_hash="0x")
+                paid += 1
+            return paid
+
+        assert sum(run_threads(8, pay)) == 11
+    assert_exactly(backend, 11)
+
+
+def test_four_processes_pay_exactly_n(backend: Backend) -> None:
+    """On PostgreSQL these are four "machines": separate processes, separate connections, one budget."""
+    budgets = budget_for(30)
+    backend.ledger(budgets).close()
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(4), context.Queue()
+    processes = [
+        context.Process(target=process_worker, args=(backend, budgets, f"p{index}", 15, AMOUNT, start, results))
+        for index in range(4)
+    ]
+    for process in processes:
+        process.start()
+    paid = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    assert sum(paid) == 30
+    assert_exactly(backend, 30)
+
+
+async def test_a_thousand_async_tasks_reserve_exactly_n(backend: Backend) -> None:
+    budgets = budget_for(137)
+    ledgers = [await backend.aledger(budgets), await backend.aledger(budgets)]
+
+    async def attempt(number: int) -> bool:
+        try:
+            await areserve(ledgers[number % 2], f"a{number}", AMOUNT)
+        except BudgetExceeded:
+            return False
+        return True
+
+    try:
+        outcomes = await asyncio.gather(*(attempt(number) for number in range(1_000)))
+    finally:
+        for ledger in ledgers:
+            await ledger.aclose()
+    assert sum(outcomes) == 137
+    assert_exactly(backend, 137)
+
+
+def test_one_key_raced_by_eight_threads_is_reserved_once(backend: Backend) -> None:
+    backend.ledger().close()
+
+    def race(index: int) -> str:
+        with backend.ledger() as ledger:
+            try:
+                return reserve(ledger, "the-one-request", AMOUNT).state
+            except PaymentInFlight:
+                return "in flight"
+
+    outcomes = run_threads(8, race)
+    assert sorted(outcomes) == ["in flight"] * 7 + [EntryState.RESERVED]
+    with backend.ledger() as ledger:
+        assert len(ledger.entries()) == 1
+
+
+def test_retries_racing_after_authorization_all_get_the_same_payment(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        entry = authorize(ledger, reserve(ledger, "k", AMOUNT).id)
+    outcomes = run_threads(8, lambda index: _reserve_in_own_ledger(backend, "k").id)
+    assert set(outcomes) == {entry.id}
+
+
+def _reserve_in_own_ledger(backend: Backend, key: str):  # type: ignore[no-untyped-def]
+    with backend.ledger() as ledger:
+        return reserve(ledger, key, AMOUNT)

@@ -1,0 +1,54 @@
+"""The spend ledger: budgets held before signing, one signature per logical request, reconciled with the chain.
+
+    ledger = Ledger.sqlite("spend.db", budgets=[Budget(usdc_address, usdc("5"), window=DAY)])
+    entry = ledger.reserve(key, origin=..., asset=..., network=..., amount=..., pay_to=...)
+
+SQLite is the default (embedded; threads and processes of one machine); PostgreSQL (``x402pay[postgres]``) lets
+bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same operations.
+"""
+
+from x402pay.ledger.chain import Chain, Web3Chain
+from x402pay.ledger.core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
+from x402pay.ledger.errors import (
+    BudgetExceeded,
+    EntryNotFound,
+    InvalidTransition,
+    LedgerError,
+    PaymentInFlight,
+    SchemaError,
+)
+from x402pay.ledger.model import (
+    DAY,
+    EACH_ORIGIN,
+    HOUR,
+    Budget,
+    BudgetStatus,
+    Entry,
+    EntryState,
+    ReconcileReport,
+    Transfer,
+)
+
+__all__ = [
+    "DAY",
+    "DEFAULT_MARGIN",
+    "DEFAULT_STALE_AFTER",
+    "EACH_ORIGIN",
+    "HOUR",
+    "AsyncLedger",
+    "Budget",
+    "BudgetExceeded",
+    "BudgetStatus",
+    "Chain",
+    "Entry",
+    "EntryNotFound",
+    "EntryState",
+    "InvalidTransition",
+    "Ledger",
+    "LedgerError",
+    "PaymentInFlight",
+    "ReconcileReport",
+    "SchemaError",
+    "Transfer",
+    "Web3Chain",
+]
