@@ -23,8 +23,8 @@ def test_the_ledger_table_shows_payments_and_budget_totals(backend: Backend, clo
     assert lines[0].split() == ["time", "origin", "scheme", "signed", "max", "settled", "tx", "verdict"]
     assert lines[1].split() == ["2027-01-15", "08:01:00", ORIGIN, "exact", "0.050000", "USDC", "0.020000", "USDC",
                                 "0xababababab…", "settled"]  # fmt: skip
-    assert "'total'  (all)              0.020005 USDC  1.000000 USDC  0.979995 USDC" in text
-    assert f"per origin per hour]  {ORIGIN}  0.020005 USDC  0.100000 USDC  0.079995 USDC" in text
+    assert lines[-2].split() == ["'total'", "(all)", "0.020005", "USDC", "1.000000", "USDC", "0.979995", "USDC"]
+    assert lines[-1].split()[-7:] == [ORIGIN, "0.020005", "USDC", "0.100000", "USDC", "0.079995", "USDC"]
 
 
 def test_the_ledger_json_keeps_atomic_units(backend: Backend) -> None:

@@ -14,6 +14,7 @@ The transport's part, for one logical request (its idempotency key):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -34,12 +35,19 @@ from x402pay.ledger.model import OPEN_STATES, Budget, BudgetStatus, Entry, Entry
 from x402pay.ledger.sql import NewEntry
 from x402pay.ledger.steps import Steps, Tally
 
+logger = logging.getLogger(__name__)
+
 #: A reservation never signed after this many seconds belongs to a request that died: reconcile() releases it.
 DEFAULT_STALE_AFTER: Final = 600
 #: Seconds past an authorization's expiry before reconcile() trusts that its unused nonce stays unused.
 DEFAULT_MARGIN: Final = 30
 _POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
 Clock = Callable[[], float]
+
+
+def _log(verdict: Verdict) -> None:
+    level = logging.DEBUG if verdict.action == "open" else logging.INFO
+    logger.log(level, "reconcile %s: %s (%s)", verdict.entry.id, verdict.action, verdict.reason)
 
 
 def _new_entry(key: str, origin: str, asset: str, network: str, amount: int, scheme: str, pay_to: str) -> NewEntry:
@@ -190,6 +198,7 @@ class Ledger:
         return tally.report()
 
     def _apply(self, verdict: Verdict) -> Entry | str:
+        _log(verdict)
         if verdict.action == "open":
             return verdict.reason
         try:
@@ -328,6 +337,7 @@ class AsyncLedger:
         return tally.report()
 
     async def _apply(self, verdict: Verdict) -> Entry | str:
+        _log(verdict)
         if verdict.action == "open":
             return verdict.reason
         try:
