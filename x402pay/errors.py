@@ -82,11 +82,16 @@ class SettlementFailed(PaymentError):
 
 
 class ReceiptMismatch(PaymentError):
-    """A receipt disagrees with what was signed (or with the chain): fraud. `payment` holds the evidence."""
+    """A receipt disagrees with what was signed or with the chain: fraud.
 
-    def __init__(self, message: str, payment: object = None) -> None:
+    `payment` is the Payment concerned (when known); `verification`, the on-chain check that failed (when the
+    chain, not the receipt alone, showed it).
+    """
+
+    def __init__(self, message: str, payment: object = None, verification: object = None) -> None:
         super().__init__(message)
         self.payment = payment
+        self.verification = verification
 
 
 class WalletError(X402PayError):

@@ -13,7 +13,8 @@ from the asset; Permit2: a call to the scheme's x402 proxy settling that owner a
 A claim without tx hash is located by its nonce, or stays ``pending`` while its authorization is unused.
 """
 
-from x402pay.verify.claims import Check, Claim, ReceiptMismatch, Verdict, Verification
+from x402pay.errors import ReceiptMismatch
+from x402pay.verify.claims import Check, Claim, Verdict, Verification
 from x402pay.verify.rpc import averify_claim, averify_claims, verify_claim, verify_claims
 
 __all__ = [

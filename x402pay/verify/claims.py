@@ -10,7 +10,7 @@ from typing import Final
 from eth_typing import ChecksumAddress
 from eth_utils.address import is_address, to_checksum_address
 
-from x402pay.errors import PaymentError
+from x402pay.errors import ReceiptMismatch
 from x402pay.protocol.networks import chain_id_of
 from x402pay.schemes.exact import SignedPayment
 
@@ -162,17 +162,6 @@ class Verification:
     def raise_for_mismatch(self) -> None:
         """Raise `ReceiptMismatch` if the verdict is ``mismatch``; do nothing otherwise."""
         if self.verdict is Verdict.MISMATCH:
-            raise ReceiptMismatch(self)
-
-
-class ReceiptMismatch(PaymentError):
-    """The server's settlement claim disagrees with the chain or with what was signed (the peer's fault: fraud).
-
-    `verification` says which check failed, with both values.
-    """
-
-    def __init__(self, verification: Verification) -> None:
-        claimed, actual = verification.claimed, verification.actual
-        sides = f" (claimed {claimed}, actual {actual})" if claimed is not None or actual is not None else ""
-        super().__init__(f"receipt mismatch on {verification.check}: {verification.reason}{sides}")
-        self.verification = verification
+            claimed, actual = self.claimed, self.actual
+            sides = f" (claimed {claimed}, actual {actual})" if claimed is not None or actual is not None else ""
+            raise ReceiptMismatch(f"receipt mismatch on {self.check}: {self.reason}{sides}", verification=self)
