@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -113,16 +114,24 @@ def facilitator(x402pay_chain: Devnet) -> LocalFacilitator:
     return LocalFacilitator(x402pay_chain.rpc_url, x402pay_chain.facilitator)
 
 
-@pytest.fixture
-def server(x402pay_chain: Devnet, facilitator: LocalFacilitator) -> Iterator[PaidServer]:
+@contextlib.contextmanager
+def paid_server(devnet: Devnet, facilitator: LocalFacilitator, **options: Any) -> Iterator[PaidServer]:
+    """The test app behind PaymentMiddleware (`options` go to the middleware), served on loopback."""
     probe = Probe()
     app = PaymentMiddleware(
         make_app(probe),
         facilitator=facilitator,
-        network=x402pay_chain.network,
-        pay_to=x402pay_chain.payee.address,
-        routes=routes(x402pay_chain),
+        network=devnet.network,
+        pay_to=devnet.payee.address,
+        routes=routes(devnet),
+        **options,
     )
     with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        yield PaidServer(url, x402pay_chain, probe, client)
+        yield PaidServer(url, devnet, probe, client)
         probe.gate.set()
+
+
+@pytest.fixture
+def server(x402pay_chain: Devnet, facilitator: LocalFacilitator) -> Iterator[PaidServer]:
+    with paid_server(x402pay_chain, facilitator) as paid:
+        yield paid

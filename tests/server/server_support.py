@@ -10,10 +10,11 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.schemes.eip712 import (
     EXACT_WITNESS_FIELDS,
     UPTO_WITNESS_FIELDS,
+    eip2612_permit,
     permit_witness_transfer_from,
     transfer_with_authorization,
 )
@@ -104,6 +105,36 @@ def permit2_payload(
         "witness": {key: str(value) for key, value in witness.items()},
     }
     return envelope(requirement, {"signature": "0x" + signature.hex(), "permit2Authorization": authorization}, 2)
+
+
+def eip2612_extension(
+    devnet: Devnet, payer: LocalAccount, amount: int, *, signer: LocalAccount | None = None, **override: Any
+) -> dict[str, Any]:
+    """The payload's ``eip2612GasSponsoring`` entry: `payer`'s EIP-2612 permit letting Permit2 move `amount`
+    of the devnet's USDC; `override` replaces permit fields (owner, token, spender, value, nonce, deadline)."""
+    usdc = devnet.contract("TestUSDC", devnet.usdc)
+    fields = {
+        "owner": payer.address,
+        "token": devnet.usdc,
+        "spender": PERMIT2_ADDRESS,
+        "value": amount,
+        "nonce": usdc.functions.nonces(payer.address).call(),
+        "deadline": now(devnet) + 300,
+        **override,
+    }
+    typed = eip2612_permit(token_name="USD Coin", token_version="2", chain_id=devnet.chain_id, **fields)
+    signature = (signer or payer).sign_typed_data(full_message=typed).signature
+    info = {
+        "from": fields["owner"],
+        "asset": fields["token"],
+        "spender": fields["spender"],
+        "amount": str(fields["value"]),
+        "nonce": str(fields["nonce"]),
+        "deadline": str(fields["deadline"]),
+        "signature": "0x" + signature.hex(),
+        "version": "1",
+    }
+    return {"eip2612GasSponsoring": {"info": info}}
 
 
 def envelope(requirement: dict[str, Any], payload: dict[str, Any], version: int) -> dict[str, Any]:

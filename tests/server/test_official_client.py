@@ -5,9 +5,11 @@ None of its code is copied; it is a dev dependency, driven through its public ht
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
-from conftest import PRICE, PaidServer
+from conftest import PRICE, PaidServer, paid_server
 from eth_account.signers.local import LocalAccount
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -16,9 +18,18 @@ from x402.mechanisms.evm.exact.register import register_exact_evm_client
 from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
+from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
+
+
+@pytest.fixture
+def server(x402pay_chain: Devnet, facilitator: LocalFacilitator) -> Iterator[PaidServer]:
+    """The test server without the gas-sponsoring offer: the official client (2.25.0) meets any extension in a
+    Permit2 challenge by importing ``x402.extensions``, which fails without its ``[extensions]`` extra."""
+    with paid_server(x402pay_chain, facilitator, gas_sponsoring=False) as paid:
+        yield paid
 
 
 def official_client(devnet: Devnet, payer: LocalAccount) -> x402Client:

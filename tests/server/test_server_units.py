@@ -1,4 +1,7 @@
-"""Pure pieces of the server: the SSE tap, route matching and prices, receipts. No chain, no sockets."""
+"""Pure pieces of the server: the SSE tap, route matching and prices, receipts, the gas-sponsoring extension.
+
+No chain, no sockets.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from server_support import decode
 
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LineItem, PaidRequest, Price
+from x402pay.server.evm import Refusal
 from x402pay.server.pricing import client_ceiling, compile_routes, match_route
 from x402pay.server.receipts import compose_receipt, x_receipt_header
 from x402pay.server.responses import SSETap
+from x402pay.server.sponsoring import offer, read_permit
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
@@ -135,3 +140,37 @@ def test_receipts_in_stream_and_header_form() -> None:
     decoded = decode(header)
     assert decoded.pop("subject") == "m"
     assert decoded == {key: value for key, value in receipt.items() if key != "meterSubject"}
+
+
+# -- eip2612GasSponsoring -------------------------------------------------------------------------------------
+
+SIGNED_INFO = {
+    "from": PAY_TO.lower(),
+    "asset": USDC,
+    "spender": "0x000000000022D473030F116dDEE9F6B43aC78BA3",
+    "amount": "50000",
+    "nonce": "3",
+    "deadline": "1900000000",
+    "signature": "0x" + "11" * 32 + "22" * 32 + "1b",
+    "version": "1",
+}
+
+
+def test_a_signed_permit_is_read_into_the_proxies_struct() -> None:
+    permit = read_permit({"eip2612GasSponsoring": {**offer(), "info": SIGNED_INFO}})
+    assert permit is not None
+    assert (permit.owner, permit.value, permit.nonce) == (PAY_TO, 50_000, 3)
+    assert permit.contract_tuple == (50_000, 1_900_000_000, b"\x11" * 32, b"\x22" * 32, 27)
+
+
+@pytest.mark.parametrize("extensions", [None, {}, {"bazaar": {}}, {"eip2612GasSponsoring": offer()}])
+def test_no_signed_permit_reads_as_none(extensions: dict[str, object] | None) -> None:
+    assert read_permit(extensions) is None
+
+
+@pytest.mark.parametrize("change", [{"from": "0x12"}, {"deadline": "-1"}, {"signature": "0x" + "11" * 64}, {}])
+def test_a_malformed_permit_is_refused(change: dict[str, str]) -> None:
+    info = {**SIGNED_INFO, **change} if change else {key: v for key, v in SIGNED_INFO.items() if key != "nonce"}
+    with pytest.raises(Refusal) as caught:
+        read_permit({"eip2612GasSponsoring": {"info": info}})
+    assert caught.value.reason == "invalid_eip2612_extension_format"

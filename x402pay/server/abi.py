@@ -33,11 +33,27 @@ _PERMIT: Final = _tuple(
     _p("uint256", "nonce"),
     _p("uint256", "deadline"),
 )
+_EIP2612_PERMIT: Final = _tuple(
+    "permit2612",
+    _p("uint256", "value"),
+    _p("uint256", "deadline"),
+    _p("bytes32", "r"),
+    _p("bytes32", "s"),
+    _p("uint8", "v"),
+)
+_EXACT_WITNESS: Final = _tuple("witness", _p("address", "to"), _p("uint256", "validAfter"))
+_UPTO_WITNESS: Final = _tuple("witness", _p("address", "to"), _p("address", "facilitator"), _p("uint256", "validAfter"))
+_EXACT_SETTLE: Final = [_PERMIT, _p("address", "owner"), _EXACT_WITNESS, _p("bytes", "signature")]
+_UPTO_SETTLE: Final = [
+    _PERMIT, _p("uint256", "amount"), _p("address", "owner"), _UPTO_WITNESS, _p("bytes", "signature")
+]  # fmt: skip
 
 TOKEN_ABI: Final = [
     _function("balanceOf", [_p("address", "account")], ("uint256",), view=True),
     _function("allowance", [_p("address", "owner"), _p("address", "spender")], ("uint256",), view=True),
     _function("authorizationState", [_p("address", "authorizer"), _p("bytes32", "nonce")], ("bool",), view=True),
+    _function("nonces", [_p("address", "owner")], ("uint256",), view=True),
+    _function("DOMAIN_SEPARATOR", [], ("bytes32",), view=True),
     _function(
         "transferWithAuthorization",
         [
@@ -54,28 +70,14 @@ TOKEN_ABI: Final = [
 PERMIT2_ABI: Final = [
     _function("nonceBitmap", [_p("address", "owner"), _p("uint256", "wordPosition")], ("uint256",), view=True),
 ]
+#: ``settle`` and, with the payer's EIP-2612 approval of Permit2 first, ``settleWithPermit``.
 EXACT_PROXY_ABI: Final = [
-    _function(
-        "settle",
-        [
-            _PERMIT,
-            _p("address", "owner"),
-            _tuple("witness", _p("address", "to"), _p("uint256", "validAfter")),
-            _p("bytes", "signature"),
-        ],
-    ),
+    _function("settle", _EXACT_SETTLE),
+    _function("settleWithPermit", [_EIP2612_PERMIT, *_EXACT_SETTLE]),
 ]
 UPTO_PROXY_ABI: Final = [
-    _function(
-        "settle",
-        [
-            _PERMIT,
-            _p("uint256", "amount"),
-            _p("address", "owner"),
-            _tuple("witness", _p("address", "to"), _p("address", "facilitator"), _p("uint256", "validAfter")),
-            _p("bytes", "signature"),
-        ],
-    ),
+    _function("settle", _UPTO_SETTLE),
+    _function("settleWithPermit", [_EIP2612_PERMIT, *_UPTO_SETTLE]),
 ]
 
 #: Custom errors of Permit2, the proxies and OpenZeppelin ERC-20, by selector, as protocol reason codes;

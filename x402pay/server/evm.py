@@ -227,13 +227,15 @@ def _uint(value: Any) -> int:
     return _UINT.validate_python(value)
 
 
-def _address(value: Any) -> ChecksumAddress:
+def parse_address(value: Any) -> ChecksumAddress:
+    """A checksummed address from a wire string; ValueError for anything else."""
     if not isinstance(value, str) or not is_address(value):
         raise ValueError(f"not an address: {str(value)[:80]!r}")
     return to_checksum_address(value)
 
 
-def _hex_bytes(value: Any, length: int | None = None) -> bytes:
+def parse_hex(value: Any, length: int | None = None) -> bytes:
+    """Bytes from ``0x`` hex (of exactly `length` bytes when given); ValueError for anything else."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"not 0x hex: {str(value)[:80]!r}")
     raw = bytes.fromhex(value[2:])
@@ -245,13 +247,13 @@ def _hex_bytes(value: Any, length: int | None = None) -> bytes:
 def _read_eip3009(payload: dict[str, Any]) -> Eip3009Authorization:
     auth = payload["authorization"]
     return Eip3009Authorization(
-        payer=_address(auth["from"]),
-        to=_address(auth["to"]),
+        payer=parse_address(auth["from"]),
+        to=parse_address(auth["to"]),
         amount=_uint(auth["value"]),
         valid_after=_uint(auth["validAfter"]),
         deadline=_uint(auth["validBefore"]),
-        nonce=_hex_bytes(auth["nonce"], 32),
-        signature=_hex_bytes(payload["signature"]),
+        nonce=parse_hex(auth["nonce"], 32),
+        signature=parse_hex(payload["signature"]),
     )
 
 
@@ -259,15 +261,15 @@ def _read_permit2(payload: dict[str, Any], *, upto: bool) -> Permit2Authorizatio
     auth = payload["permit2Authorization"]
     witness = auth["witness"]
     return Permit2Authorization(
-        payer=_address(auth["from"]),
-        token=_address(auth["permitted"]["token"]),
+        payer=parse_address(auth["from"]),
+        token=parse_address(auth["permitted"]["token"]),
         amount=_uint(auth["permitted"]["amount"]),
-        spender=_address(auth["spender"]),
+        spender=parse_address(auth["spender"]),
         nonce=_uint(auth["nonce"]),
         deadline=_uint(auth["deadline"]),
-        to=_address(witness["to"]),
+        to=parse_address(witness["to"]),
         valid_after=_uint(witness["validAfter"]),
-        facilitator=_address(witness["facilitator"]) if upto else None,
-        signature=_hex_bytes(payload["signature"]),
+        facilitator=parse_address(witness["facilitator"]) if upto else None,
+        signature=parse_hex(payload["signature"]),
         codes=UPTO_CODES if upto else PERMIT2_CODES,
     )

@@ -2,6 +2,8 @@
 
 Supports ``exact`` by EIP-3009 ``transferWithAuthorization`` or by Permit2 through the x402 exact proxy, and
 ``upto`` by Permit2 through the x402 upto proxy (whose witness names this facilitator as the only caller).
+A Permit2 payer without allowance may carry an EIP-2612 permit for Permit2 (the ``eip2612GasSponsoring``
+extension): it is checked, and the settlement goes through the proxy's ``settleWithPermit`` instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
+from x402pay.allowance import GAS_SPONSORING
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.protocol.networks import caip2, chain_id_of
@@ -36,6 +39,7 @@ from x402pay.server.evm import (
     transfer_method,
 )
 from x402pay.server.facilitator import FacilitatorError, SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server.sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 _REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
@@ -48,8 +52,9 @@ class LocalFacilitator:
     `web3` is a ``Web3`` or an RPC URL; `account` is any eth-account signer (``Account.from_key(...)``) holding
     gas money. Verification checks, in order: scheme and network, the payload's shape, recipient, amount, token
     and spender, the time window (against the later of the latest block and the wall clock), for upto that this
-    facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance, the balance,
-    and finally a simulation of the settlement call. Blocking web3 calls run in a worker thread.
+    facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
+    short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
+    simulation of the settlement call. Blocking web3 calls run in a worker thread.
     """
 
     def __init__(self, web3: Web3 | str, account: BaseAccount, *, receipt_timeout: float = 120.0) -> None:
@@ -77,7 +82,10 @@ class LocalFacilitator:
         return await anyio.to_thread.run_sync(self.settle_blocking, payload, requirements)
 
     async def supported(self) -> SupportedResponse:
-        """exact (v1, v2) and upto (v2) on the connected chain; upto's ``facilitatorAddress`` is this account."""
+        """exact (v1, v2) and upto (v2) on the connected chain; upto's ``facilitatorAddress`` is this account.
+
+        Lists the ``eip2612GasSponsoring`` extension: this facilitator submits payers' EIP-2612 permits.
+        """
         return await anyio.to_thread.run_sync(self.supported_blocking)
 
     def verify_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
@@ -86,8 +94,8 @@ class LocalFacilitator:
         try:
             auth = self._read(payload, requirements)
             payer = auth.payer
-            self._check(auth, requirements)
-            self._simulate(self._settle_call(auth, requirements.asset, requirements.amount), auth.codes)
+            permit = self._check(auth, requirements, payload.extensions)
+            self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
@@ -101,10 +109,10 @@ class LocalFacilitator:
             auth = self._read(payload, requirements)
             payer = auth.payer
             charge = self._charge(auth, requirements)
-            self._check(auth, requirements.model_copy(update={"amount": auth.amount}))
+            permit = self._check(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
             if charge == 0:
                 return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
-            tx_hash = self._send(self._settle_call(auth, requirements.asset, charge), auth.codes)
+            tx_hash = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth.codes)
         except Refusal as refusal:
             return _failed(requirements, refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
@@ -121,7 +129,7 @@ class LocalFacilitator:
             SupportedKind(x402_version=1, scheme="exact", network=network),
             SupportedKind(x402_version=2, scheme="upto", network=network, extra={"facilitatorAddress": self.address}),
         ]
-        return SupportedResponse(kinds=kinds, signers={"eip155:*": [self.address]})
+        return SupportedResponse(kinds=kinds, extensions=[GAS_SPONSORING], signers={"eip155:*": [self.address]})
 
     # -- verification steps ---------------------------------------------------------------------------------
 
@@ -150,26 +158,49 @@ class LocalFacilitator:
         if payload_method(payload.payload) != transfer_method(requirements):
             raise Refusal("invalid_payload", f"the requirement is paid by {transfer_method(requirements)}")
 
-    def _check(self, auth: Authorization, requirements: PaymentRequirements) -> None:
-        check_terms(auth, requirements, now=self._now())
+    def _check(
+        self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
+    ) -> Eip2612Permit | None:
+        """All checks; the EIP-2612 permit to settle with when the payer's Permit2 allowance needs it."""
+        now = self._now()
+        check_terms(auth, requirements, now=now)
         upto_witness = auth.facilitator if isinstance(auth, Permit2Authorization) else None
         if upto_witness is not None and not same_address(upto_witness, self.address):
             raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
-        if not self._web3.eth.get_code(auth.payer):  # contract wallets: the simulation asks the wallet
+        eoa = not self._web3.eth.get_code(auth.payer)  # contract wallets: the simulation asks the wallet
+        if eoa:
             check_signer(auth, requirements)
-        self._check_state(auth, requirements.asset)
+        return self._check_state(auth, requirements.asset, extensions, now=now, eoa=eoa)
 
-    def _check_state(self, auth: Authorization, asset: str) -> None:
+    def _check_state(
+        self, auth: Authorization, asset: str, extensions: dict[str, Any] | None, *, now: int, eoa: bool
+    ) -> Eip2612Permit | None:
         token = self._contract(asset, TOKEN_ABI)
         if self._nonce_used(auth, token):
             raise Refusal(auth.codes.nonce_used, "this authorization's nonce was already used")
+        permit = None
         if isinstance(auth, Permit2Authorization):
-            allowance = token.functions.allowance(auth.payer, PERMIT2_ADDRESS).call()
-            if allowance < auth.amount:
-                raise Refusal("permit2_allowance_required", f"the payer allows Permit2 {allowance}, not {auth.amount}")
+            permit = self._approval(auth, token, extensions, now=now, eoa=eoa)
         balance = token.functions.balanceOf(auth.payer).call()
         if balance < auth.amount:
             raise Refusal(auth.codes.balance, f"the payer holds {balance}, not {auth.amount}")
+        return permit
+
+    def _approval(
+        self, auth: Permit2Authorization, token: Contract, extensions: dict[str, Any] | None, *, now: int, eoa: bool
+    ) -> Eip2612Permit | None:
+        """None when Permit2 may already move the amount; otherwise the payment's EIP-2612 permit, checked."""
+        allowance = token.functions.allowance(auth.payer, PERMIT2_ADDRESS).call()
+        if allowance >= auth.amount:
+            return None
+        permit = read_permit(extensions)
+        if permit is None:
+            raise Refusal("permit2_allowance_required", f"the payer allows Permit2 {allowance}, not {auth.amount}")
+        check_permit(permit, auth, token.address, now=now)
+        if eoa:  # a contract owner's permit is checked by the token itself, in the simulation
+            domain = token.functions.DOMAIN_SEPARATOR().call()
+            check_permit_signer(permit, domain, token.functions.nonces(auth.payer).call())
+        return permit
 
     def _nonce_used(self, auth: Authorization, token: Contract) -> bool:
         if isinstance(auth, Eip3009Authorization):
@@ -192,17 +223,23 @@ class LocalFacilitator:
             )
         return charge
 
-    def _settle_call(self, auth: Authorization, asset: str, amount: int) -> ContractFunction:
+    def _settle_call(
+        self, auth: Authorization, asset: str, amount: int, permit: Eip2612Permit | None
+    ) -> ContractFunction:
+        """The settlement: EIP-3009 on the token, or a proxy's ``settle`` (``settleWithPermit`` with a permit)."""
         if isinstance(auth, Eip3009Authorization):
             return self._contract(asset, TOKEN_ABI).functions.transferWithAuthorization(
                 auth.payer, auth.to, auth.amount, auth.valid_after, auth.deadline, auth.nonce, auth.signature
             )
         witness = tuple(auth.witness.values())
-        if auth.facilitator is None:
-            proxy = self._contract(EXACT_PERMIT2_PROXY_ADDRESS, EXACT_PROXY_ABI)
-            return proxy.functions.settle(auth.permit, auth.payer, witness, auth.signature)
-        proxy = self._contract(UPTO_PERMIT2_PROXY_ADDRESS, UPTO_PROXY_ABI)
-        return proxy.functions.settle(auth.permit, amount, auth.payer, witness, auth.signature)
+        args: tuple[Any, ...] = (auth.permit, auth.payer, witness, auth.signature)
+        proxy = self._contract(EXACT_PERMIT2_PROXY_ADDRESS, EXACT_PROXY_ABI)
+        if auth.facilitator is not None:  # upto: the amount to charge follows the permit
+            args = (auth.permit, amount, auth.payer, witness, auth.signature)
+            proxy = self._contract(UPTO_PERMIT2_PROXY_ADDRESS, UPTO_PROXY_ABI)
+        if permit is None:
+            return proxy.functions.settle(*args)
+        return proxy.functions.settleWithPermit(permit.contract_tuple, *args)
 
     def _simulate(self, call: ContractFunction, codes: Codes) -> None:
         try:

@@ -3,8 +3,10 @@
 Theory of operation, per request to a priced route:
 
 1. Build the ``accepts`` list from the route's prices (an upto maximum is lowered to the client's
-   ``x-x402-max-amount-wei`` when that is smaller). No payment header: 402 with ``PAYMENT-REQUIRED`` and the same
-   JSON as the body. A payment header that does not decode (base64, JSON, shape): 400.
+   ``x-x402-max-amount-wei`` when that is smaller); a route paid by Permit2 also offers the
+   ``eip2612GasSponsoring`` extension when the facilitator supports it. No payment header: 402 with
+   ``PAYMENT-REQUIRED`` and the same JSON as the body. A payment header that does not decode (base64, JSON,
+   shape): 400.
 2. Pick the advertised requirement the payment is for (scheme, network, transfer method, asset) and verify the
    payment against *that* requirement, never against the client's copy. A payment already in use or spent on this
    server is refused before the facilitator is asked. Refusals: 402 with the reason code in ``error``.
@@ -23,19 +25,22 @@ from typing import Any, Final
 from starlette.datastructures import URL, Headers, MutableHeaders
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from x402pay.allowance import GAS_SPONSORING
 from x402pay.errors import X402PayError
+from x402pay.protocol import headers as wire
 from x402pay.protocol.codec import decode_header, encode_header, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 from x402pay.protocol.networks import chain_id_of
 from x402pay.server.evm import payload_method, same_address, transfer_method
-from x402pay.server.facilitator import Facilitator, FacilitatorError
-from x402pay.server.pricing import MAX_AMOUNT_HEADER, Price, Route, client_ceiling, compile_routes, match_route
+from x402pay.server.facilitator import Facilitator, FacilitatorError, SupportedResponse
+from x402pay.server.pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server.receipts import PaidRequest, attach
 from x402pay.server.responses import SettlingSend
+from x402pay.server.sponsoring import offer
 
 logger = logging.getLogger("x402pay.server")
 
-_PAYMENT_HEADERS: Final = (("payment-signature", "PAYMENT-SIGNATURE"), ("x-payment", "X-PAYMENT"))
+_PAYMENT_HEADERS: Final = (wire.PAYMENT_SIGNATURE, wire.X_PAYMENT)
 _PURGE_ABOVE: Final = 1024
 _REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "permit2": "permit2_invalid_nonce"}
 
@@ -60,6 +65,8 @@ class PaymentMiddleware:
 
     Other requests (and websocket / lifespan traffic) pass through untouched. An upto app reports what it used
     with ``paid_request(scope).charge(amount)`` or a ``Settlement-Overrides: {"amount": "..."}`` response header.
+    Routes paid by Permit2 offer gas-free approval (``eip2612GasSponsoring``) when the facilitator lists it in
+    ``/supported``; ``gas_sponsoring=False`` withdraws the offer.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class PaymentMiddleware:
         routes: Mapping[str, Price | Sequence[Price]],
         network: str,
         pay_to: str | None = None,
+        gas_sponsoring: bool = True,
     ) -> None:
         self.app = app
         self._facilitator = facilitator
@@ -78,7 +86,8 @@ class PaymentMiddleware:
         self._chain_id = chain_id_of(network)
         self._pay_to = pay_to
         self._claims = _Claims()
-        self._facilitator_address: str | None = None
+        self._gas_sponsoring = gas_sponsoring
+        self._supported: SupportedResponse | None = None
         for route in self._routes:  # fail at startup, not on the first paying request
             for price in route.prices:
                 if price.pay_to is None and pay_to is None:
@@ -107,7 +116,7 @@ class PaymentMiddleware:
             await _send_json(send, 400, {"x402Version": 2, "error": "invalid_payload", "errorMessage": str(exc)})
             return
         if payload is None:
-            await _send_challenge(send, challenge, "PAYMENT-SIGNATURE header is required")
+            await _send_challenge(send, challenge, f"{wire.PAYMENT_SIGNATURE} header is required")
             return
         verified = await self._verified(payload, challenge, send)
         if verified is not None:
@@ -165,14 +174,22 @@ class PaymentMiddleware:
         return settlement
 
     async def _challenge(self, route: Route, scope: Scope, headers: Headers) -> PaymentRequired:
-        ceiling = client_ceiling(headers.get(MAX_AMOUNT_HEADER))
+        ceiling = client_ceiling(headers.get(wire.MAX_AMOUNT))
         facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
         accepts = [self._requirement(price, ceiling, facilitator).to_wire() for price in route.prices]
         first = route.prices[0]
         resource = ResourceInfo(
             url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type
         )
-        return PaymentRequired(x402_version=2, resource=resource, accepts=accepts)
+        extensions = await self._extensions(route)
+        return PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
+
+    async def _extensions(self, route: Route) -> dict[str, Any] | None:
+        """The offer of gas-free Permit2 approval, for a route paid by Permit2 through a facilitator that can."""
+        if not self._gas_sponsoring or all(price.transfer != "permit2" for price in route.prices):
+            return None
+        supported = await self._supported_once()
+        return {GAS_SPONSORING: offer()} if GAS_SPONSORING in supported.extensions else None
 
     def _requirement(self, price: Price, ceiling: int | None, facilitator: str | None) -> PaymentRequirements:
         pay_to = price.pay_to or self._pay_to or ""
@@ -181,16 +198,20 @@ class PaymentMiddleware:
         )
 
     async def _upto_facilitator(self) -> str:
-        """The address upto witnesses must name, from the facilitator's ``/supported`` (asked once)."""
-        if self._facilitator_address is None:
-            supported = await self._facilitator.supported()
-            kind = supported.kind("upto", self._network)
-            address = (kind.extra or {}).get("facilitatorAddress") if kind else None
-            signers = supported.signers.get("eip155:*") or supported.signers.get(self._network) or []
-            if not isinstance(address, str) and not signers:
-                raise FacilitatorError(f"the facilitator names no upto signer for {self._network}")
-            self._facilitator_address = address if isinstance(address, str) else signers[0]
-        return self._facilitator_address
+        """The address upto witnesses must name, from the facilitator's ``/supported``."""
+        supported = await self._supported_once()
+        kind = supported.kind("upto", self._network)
+        address = (kind.extra or {}).get("facilitatorAddress") if kind else None
+        signers = supported.signers.get("eip155:*") or supported.signers.get(self._network) or []
+        if not isinstance(address, str) and not signers:
+            raise FacilitatorError(f"the facilitator names no upto signer for {self._network}")
+        return address if isinstance(address, str) else signers[0]
+
+    async def _supported_once(self) -> SupportedResponse:
+        """The facilitator's ``/supported``, asked once (a failure is not remembered)."""
+        if self._supported is None:
+            self._supported = await self._facilitator.supported()
+        return self._supported
 
 
 class _Claims:
@@ -230,11 +251,11 @@ def _claim_key(payload: PaymentPayload) -> tuple[_Key, float]:
 
 
 def _read_payment(headers: Headers) -> PaymentPayload | None:
-    for name, what in _PAYMENT_HEADERS:
+    for name in _PAYMENT_HEADERS:
         value = headers.get(name)
         if value is not None:
-            data = decode_header(value, what=what, error=MalformedPayment)
-            return parse_model(data, PaymentPayload, what=what, error=MalformedPayment)
+            data = decode_header(value, what=name, error=MalformedPayment)
+            return parse_model(data, PaymentPayload, what=name, error=MalformedPayment)
     return None
 
 
@@ -261,7 +282,7 @@ def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> Paym
 async def _send_challenge(send: Send, challenge: PaymentRequired, error: str, message: str | None = None) -> None:
     refusal = challenge.model_copy(update={"error": error})
     body = refusal.to_wire() | ({"errorMessage": message} if message else {})
-    await _send_json(send, 402, body, {"payment-required": encode_header(refusal)})
+    await _send_json(send, 402, body, {wire.PAYMENT_REQUIRED: encode_header(refusal)})
 
 
 async def _send_json(send: Send, status: int, data: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:

@@ -19,12 +19,13 @@ from typing import Any, Final, Literal
 
 from eth_utils.address import is_address, to_checksum_address
 
+from x402pay.protocol.headers import MAX_AMOUNT
 from x402pay.protocol.models import UINT256_MAX, PaymentRequirements
 from x402pay.protocol.networks import known_asset
 from x402pay.server.evm import TransferMethod
 
-#: The request header in which a client caps an upto route's maximum (Compose Market's name; atomic units).
-MAX_AMOUNT_HEADER: Final = "x-x402-max-amount-wei"
+#: The request header in which a client caps an upto route's maximum (``x402pay.protocol.headers.MAX_AMOUNT``).
+MAX_AMOUNT_HEADER: Final = MAX_AMOUNT
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 

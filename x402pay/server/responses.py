@@ -18,6 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
 from x402pay.protocol.codec import encode_header
+from x402pay.protocol.headers import PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
 from x402pay.protocol.models import SettleResponse
 from x402pay.server.receipts import PaidRequest, compose_receipt, settlement_error, sse_event, x_receipt_header
 
@@ -170,7 +171,7 @@ class SettlingSend:
 
     @property
     def _response_header(self) -> str:
-        return "payment-response" if self._version == 2 else "x-payment-response"
+        return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
 
 
 def _override_amount(value: str) -> int | None:

@@ -42,11 +42,13 @@ FORTUNE = "A paid request is a promise kept on chain."
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Prices of the demo API, in atomic USDC units: the upto maximum, the exact price, the per-token meter."""
+    """Prices of the demo API, in atomic USDC units: the upto maximum, the exact price, the per-token meter;
+    and whether its Permit2 routes offer gas-free approval (``eip2612GasSponsoring``)."""
 
     upto_max: int = 1_000_000
     exact_price: int = 10_000
     meter: Meter = field(default_factory=Meter)
+    gas_sponsoring: bool = True
 
 
 def demo_api(meter: Meter | None = None) -> Starlette:
@@ -88,6 +90,7 @@ def demo_app(
         network=network,
         pay_to=pay_to,
         routes=demo_routes(asset, config),
+        gas_sponsoring=config.gas_sponsoring,
     )
 
 
