@@ -11,7 +11,7 @@ from web3 import Web3
 from x402pay import PaymentRejected, PaymentStatus, PaymentTransport, Permit2AllowanceRequired, SpendPolicy, Wallet
 from x402pay import payment_of as paid_by
 from x402pay.protocol.addresses import PERMIT2_ADDRESS
-from x402pay.server.demo import running_demo
+from x402pay.server.demo import DemoConfig, running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -22,7 +22,7 @@ CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
 
 @pytest.fixture(scope="module")
 def demo_url(x402pay_devnet: Devnet) -> Iterator[str]:
-    with running_demo(x402pay_devnet) as url:
+    with running_demo(x402pay_devnet, config=DemoConfig(gas_sponsoring=False)) as url:
         yield url
 
 
