@@ -16,6 +16,7 @@ from x402pay.errors import (
     ChallengeError,
     DevnetError,
     NoAcceptableRequirement,
+    OriginUntrusted,
     PaymentError,
     PaymentRejected,
     Permit2AllowanceRequired,
@@ -31,6 +32,7 @@ from x402pay.payment import Payment, PaymentStatus, payment_of
 from x402pay.policy import SpendPolicy
 from x402pay.receipts import Receipt
 from x402pay.transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
+from x402pay.trust import TrustStore
 from x402pay.wallet import Wallet
 
 __version__ = "0.1.0"
@@ -42,6 +44,7 @@ __all__ = [
     "ChallengeError",
     "DevnetError",
     "NoAcceptableRequirement",
+    "OriginUntrusted",
     "Payment",
     "PaymentError",
     "PaymentRejected",
@@ -56,6 +59,7 @@ __all__ = [
     "SpendCapExceeded",
     "SpendPolicy",
     "TransportOptions",
+    "TrustStore",
     "Wallet",
     "WalletError",
     "X402PayError",

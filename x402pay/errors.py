@@ -9,6 +9,7 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     │   ├── ChallengeError             the peer's 402 is malformed or not x402
     │   ├── NoAcceptableRequirement    no offered way to pay passes the spend policy (why, per option)
     │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
+    │   ├── OriginUntrusted            this origin lied about a payment before; a person must clear it
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
     │   ├── PaymentRejected            the peer answered the signed payment with another 402
@@ -48,6 +49,13 @@ class NoAcceptableRequirement(PaymentError):
 
 class SpendCapExceeded(NoAcceptableRequirement):
     """Paying would sign more than the policy's cap (our limit, not the peer's fault)."""
+
+
+class OriginUntrusted(PaymentError):
+    """The origin was caught lying about a payment; it is not paid until the mark is cleared.
+
+    Clear it with ``x402pay trust reset ORIGIN`` or ``TrustStore.reset``.
+    """
 
 
 class SigningError(PaymentError):

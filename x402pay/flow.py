@@ -73,11 +73,13 @@ class Challenge:
         return self.required.x402_version
 
 
-def announced_ceiling(policy: SpendPolicy, given: str | None) -> int:
-    """The ceiling to announce in ``x-x402-max-amount-wei``: the policy's cap, lowered by the caller's own value."""
+def announced_ceiling(policy: SpendPolicy, given: str | None, room: int | None = None) -> int:
+    """The ceiling to announce in ``x-x402-max-amount-wei``: the policy's cap, lowered by the caller's own value
+    and by the room left in the budgets."""
+    ceiling = policy.max_per_request if room is None else min(policy.max_per_request, room)
     if given is not None and given.isascii() and given.isdigit() and len(given) <= 78:
-        return min(policy.max_per_request, int(given))
-    return policy.max_per_request
+        return min(ceiling, int(given))
+    return ceiling
 
 
 def challenge_needs_body(headers: Mapping[str, str]) -> bool:

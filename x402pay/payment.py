@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -30,7 +30,9 @@ class Payment:
 
     The transport fills the rest from the response: `settlement` (the x402 settlement header, if any), `receipt`
     (from whichever place the server put it, at the end of a stream for streamed responses), `settlement_error`
-    when the server's claim could not be read, and `mismatch` when it disagrees with what was signed.
+    when the server's claim could not be read, `mismatch` when it disagrees with what was signed or with the chain,
+    `verification` (an `x402pay.verify.Verification`) once checked on chain, and `ledger_entry` with a ledger.
+    `booked` is the transport's own note of what it has already recorded.
     """
 
     origin: str
@@ -41,6 +43,9 @@ class Payment:
     receipt: Receipt | None = None
     settlement_error: str | None = None
     mismatch: str | None = None
+    verification: Any = None
+    ledger_entry: str | None = None
+    booked: set[str] = field(default_factory=set, repr=False)
 
     @property
     def requirement(self) -> PaymentRequirements:

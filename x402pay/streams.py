@@ -1,15 +1,16 @@
 """Response streams that read the receipt as the bytes pass: the I/O edge of `x402pay.sse` and JSON bodies.
 
 A paid response's stream is wrapped, never buffered: each chunk goes to the caller as soon as the tap lets it
-(vendor frames are held and, by default, removed), and the payment is concluded when the stream ends. The
-wrappers subclass the byte-stream types of the response's own library (httpx or httpx2), which their clients
-insist on.
+(vendor frames are held and, by default, removed), frames are applied to the Payment as soon as they arrive
+(SDKs stop reading at ``data: [DONE]``, before the stream ends), and the transport's bookkeeping hook runs
+whenever the Payment learned something. The wrappers subclass the byte-stream types of the response's own
+library (httpx or httpx2), which their clients insist on.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -19,22 +20,19 @@ from x402pay.payment import Payment
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.sse import SSETap
 
-OnReceipt = Callable[[Payment], None]
+Hook = Callable[[Payment], None]
+AsyncHook = Callable[[Payment], Awaitable[None]]
 
 
 class ReceiptTap:
-    """Watches one paid response body for its receipt: SSE frames, or a JSON body's ``receipt`` object.
+    """Watches one paid response body for its receipt: SSE frames, or a JSON body's ``receipt`` object."""
 
-    Frames are applied as soon as they arrive (SDKs stop reading at ``data: [DONE]``, before the stream ends);
-    `on_receipt` fires once, when the receipt lands.
-    """
-
-    def __init__(self, payment: Payment, *, sse: bool, keep_frames: bool, on_receipt: OnReceipt | None) -> None:
+    def __init__(self, payment: Payment, *, sse: bool, keep_frames: bool) -> None:
         self.payment = payment
         self._sse = SSETap(keep_frames=keep_frames) if sse else None
         self._body: bytearray | None = None if sse else bytearray()
-        self._on_receipt = on_receipt
         self._applied = 0
+        self._ended = False
 
     def feed(self, chunk: bytes) -> bytes:
         """Pass `chunk` through the tap; returns what goes to the caller now."""
@@ -46,37 +44,34 @@ class ReceiptTap:
                 self._body = None  # too large to be a receipt-bearing JSON answer: stop copying
         return chunk
 
+    def end(self) -> bytes:
+        """The stream ended: what the tap still held (apply() then reads what the end revealed)."""
+        self._ended = True
+        return self._sse.finish() if self._sse is not None else b""
+
     def apply(self) -> PaymentError | None:
-        """Apply the frames that arrived since the last call; return (not raise) a `SettlementFailed` or
-        `ReceiptMismatch`, so the bytes before the frame still reach the caller before it is raised."""
-        frames = self._sse.frames if self._sse is not None else []
+        """Apply what arrived since the last call; return (not raise) a `SettlementFailed` or `ReceiptMismatch`,
+        so the bytes before the frame still reach the caller before it is raised."""
         try:
-            while self._applied < len(frames):
-                self._applied += 1
-                self._landing(flow.apply_frame, frames[self._applied - 1])
+            if self._sse is not None:
+                frames = self._sse.frames
+                while self._applied < len(frames):
+                    self._applied += 1
+                    flow.apply_frame(self.payment, frames[self._applied - 1])
+            elif self._ended and self._body:
+                body, self._body = bytes(self._body), None
+                flow.conclude_body(self.payment, body)
         except (SettlementFailed, ReceiptMismatch) as exc:
             return exc
         return None
 
-    def finish(self) -> bytes:
-        """The stream ended: flush what the tap held and apply what is left (may raise)."""
-        if self._sse is None:
-            if self._body:
-                self._landing(flow.conclude_body, bytes(self._body))
-            return b""
-        rest = self._sse.finish()
-        failure = self.apply()
-        if failure is not None:
-            raise failure
-        return rest
 
-    def _landing(self, step: Callable[[Payment, Any], None], argument: Any) -> None:
-        had_receipt = self.payment.receipt is not None
-        try:
-            step(self.payment, argument)
-        finally:
-            if not had_receipt and self.payment.receipt is not None and self._on_receipt is not None:
-                self._on_receipt(self.payment)
+def _settle_hook(hook: Hook, payment: Payment) -> PaymentError | None:
+    try:
+        hook(payment)
+    except PaymentError as exc:  # e.g. inline verification found fraud: raised after the bytes went out
+        return exc
+    return None
 
 
 @cache
@@ -86,21 +81,27 @@ def _sync_stream_type(library: str) -> type[Any]:
     class TappedStream(base):  # type: ignore[misc, valid-type]
         """A sync byte stream that passes through a `ReceiptTap`."""
 
-        def __init__(self, inner: Any, tap: ReceiptTap) -> None:
-            self._inner = inner
-            self._tap = tap
+        def __init__(self, inner: Any, tap: ReceiptTap, hook: Hook) -> None:
+            self._inner, self._tap, self._hook = inner, tap, hook
 
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 out = self._tap.feed(chunk)
-                failure = self._tap.apply()  # before yielding: a reader may stop at [DONE] and never come back
+                failure = self._step()  # before yielding: a reader may stop at [DONE] and never come back
                 if out:
                     yield out
                 if failure is not None:
                     raise failure
-            rest = self._tap.finish()
+            rest = self._tap.end()
+            failure = self._step()
             if rest:
                 yield rest
+            if failure is not None:
+                raise failure
+
+        def _step(self) -> PaymentError | None:
+            failure = self._tap.apply()
+            return _settle_hook(self._hook, self._tap.payment) or failure
 
         def close(self) -> None:
             self._inner.close()
@@ -115,21 +116,31 @@ def _async_stream_type(library: str) -> type[Any]:
     class TappedAsyncStream(base):  # type: ignore[misc, valid-type]
         """An async byte stream that passes through a `ReceiptTap`."""
 
-        def __init__(self, inner: Any, tap: ReceiptTap) -> None:
-            self._inner = inner
-            self._tap = tap
+        def __init__(self, inner: Any, tap: ReceiptTap, hook: AsyncHook) -> None:
+            self._inner, self._tap, self._hook = inner, tap, hook
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
                 out = self._tap.feed(chunk)
-                failure = self._tap.apply()  # before yielding: a reader may stop at [DONE] and never come back
+                failure = await self._step()  # before yielding: a reader may stop at [DONE]
                 if out:
                     yield out
                 if failure is not None:
                     raise failure
-            rest = self._tap.finish()
+            rest = self._tap.end()
+            failure = await self._step()
             if rest:
                 yield rest
+            if failure is not None:
+                raise failure
+
+        async def _step(self) -> PaymentError | None:
+            failure = self._tap.apply()
+            try:
+                await self._hook(self._tap.payment)
+            except PaymentError as exc:
+                return exc
+            return failure
 
         async def aclose(self) -> None:
             await self._inner.aclose()
@@ -137,8 +148,13 @@ def _async_stream_type(library: str) -> type[Any]:
     return TappedAsyncStream
 
 
-def tap_response(response: Any, tap: ReceiptTap, *, asynchronous: bool) -> None:
-    """Route `response`'s body through `tap` (in place: its stream is replaced by a wrapper)."""
+def tap_response(response: Any, tap: ReceiptTap, hook: Hook) -> None:
+    """Route a sync `response`'s body through `tap`, calling `hook` as the Payment learns things."""
     library = type(response).__module__.split(".", 1)[0]
-    wrapper = _async_stream_type(library) if asynchronous else _sync_stream_type(library)
-    response.stream = wrapper(response.stream, tap)
+    response.stream = _sync_stream_type(library)(response.stream, tap, hook)
+
+
+def atap_response(response: Any, tap: ReceiptTap, hook: AsyncHook) -> None:
+    """Route an async `response`'s body through `tap`, awaiting `hook` as the Payment learns things."""
+    library = type(response).__module__.split(".", 1)[0]
+    response.stream = _async_stream_type(library)(response.stream, tap, hook)

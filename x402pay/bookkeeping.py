@@ -1,0 +1,258 @@
+"""Bookkeeping around a paid request: the spend ledger, the trust marks, and verification on chain.
+
+The transport calls these at fixed points: `reserve` after the policy chose (the budget check, before signing),
+`authorize` before the signed payment leaves the process, `lost` when no answer came, and `record` whenever the
+Payment learned something (a receipt, a mismatch, a refusal). With a ledger, a logical request is its
+``Idempotency-Key`` header (added when absent); a repeat of it re-sends the stored payment instead of signing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, Literal
+
+from x402pay.errors import OriginUntrusted, ReceiptMismatch
+from x402pay.payment import Payment, PaymentStatus
+from x402pay.protocol.models import PaymentRequirements
+from x402pay.schemes.exact import SignedPayment
+from x402pay.trust import TrustStore
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+VerifyMode = Literal["off", "inline", "background"]
+Callback = Callable[[Payment], None]
+#: How long verification waits for a just-reported transaction to show on chain before leaving it pending.
+VERIFY_PATIENCE: Final = 10.0
+_RETRYABLE_CHECKS: Final = frozenset({"rpc", "transaction", "confirmations", "locate"})
+
+
+def stored_payment(payment: Payment, header: tuple[str, str]) -> dict[str, Any]:
+    """What the ledger keeps to re-send `payment` byte for byte and to rebuild its record."""
+    signed = payment.signed
+    return {
+        "header": list(header), "origin": payment.origin, "x402Version": payment.x402_version,
+        "requirement": signed.requirement.raw, "payload": signed.payload, "payer": signed.payer,
+        "amount": signed.amount, "nonce": signed.nonce, "validAfter": signed.valid_after,
+        "validBefore": signed.valid_before, "method": signed.method,
+    }  # fmt: skip
+
+
+def restored_payment(stored: Any, entry_id: str) -> tuple[Payment, tuple[str, str]]:
+    """The Payment and header of a stored payment (see `stored_payment`)."""
+    signed = SignedPayment(
+        requirement=PaymentRequirements.model_validate(stored["requirement"]),
+        payload=stored["payload"], payer=stored["payer"], amount=int(stored["amount"]), nonce=stored["nonce"],
+        valid_after=int(stored["validAfter"]), valid_before=int(stored["validBefore"]), method=stored["method"],
+    )  # fmt: skip
+    payment = Payment(origin=stored["origin"], x402_version=int(stored["x402Version"]), signed=signed)
+    payment.ledger_entry = entry_id
+    name, value = stored["header"]
+    return payment, (str(name), str(value))
+
+
+def idempotency_key(request: Any) -> str:
+    """The request's ``Idempotency-Key``, added (a fresh UUID) when the caller did not set one."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if not key:
+        key = str(uuid.uuid4())
+        request.headers[IDEMPOTENCY_KEY] = key
+    return str(key)
+
+
+class Verifier:
+    """Checks a Payment's receipt against the chain (sync Web3), inline or on a background thread."""
+
+    def __init__(self, rpc_url: str, mode: VerifyMode, confirmations: int = 0) -> None:
+        from web3 import HTTPProvider, Web3  # only when verification is asked for
+
+        self.mode = mode
+        self.confirmations = confirmations
+        self.rpc_url = rpc_url
+        self._web3 = Web3(HTTPProvider(rpc_url))
+        background = mode == "background"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-verify") if background else None
+
+    def check(self, payment: Payment) -> Any:
+        """Verify `payment`'s receipt; retries while the chain has not caught up, up to `VERIFY_PATIENCE` s."""
+        from x402pay.verify import verify_claim
+
+        claim = claim_of(payment)
+        deadline = time.monotonic() + VERIFY_PATIENCE
+        while True:
+            verification = verify_claim(self._web3, claim, confirmations=self.confirmations)
+            if verification.verdict != "pending" or str(verification.check) not in _RETRYABLE_CHECKS:
+                return verification
+            if time.monotonic() > deadline:
+                return verification
+            time.sleep(0.2)
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run `work` on the background thread."""
+        assert self._pool is not None  # noqa: S101 - only in background mode
+        self._pool.submit(work)
+
+    def close(self) -> None:
+        """Finish queued verifications and stop the background thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def claim_of(payment: Payment) -> Any:
+    """The on-chain claim a Payment's receipt makes."""
+    from x402pay.verify import Claim
+
+    receipt = payment.receipt
+    network = receipt.network if receipt is not None else None
+    return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction, network=network)
+
+
+def is_fraud(verification: Any) -> bool:
+    """A mismatch that the server is to blame for (an RPC on another chain than signed is our own mistake)."""
+    if verification.verdict != "mismatch":
+        return False
+    return not (str(verification.check) == "chain_id" and verification.claim.claimed_chain_id is None)
+
+
+def _facts(payment: Payment) -> set[str]:
+    facts = {
+        "mismatch": payment.mismatch is not None,
+        "receipt": payment.receipt is not None,
+        "failed": payment.status is PaymentStatus.FAILED,
+    }
+    return {fact for fact, true in facts.items() if true}
+
+
+def has_news(payment: Payment) -> bool:
+    """Whether `payment` learned something the books have not recorded yet (cheap; no lock)."""
+    return not _facts(payment) <= payment.booked
+
+
+def _take_news(payment: Payment) -> set[str]:
+    news = _facts(payment) - payment.booked
+    payment.booked |= news
+    return news
+
+
+class Books:
+    """The sync bookkeeping of a `PaymentTransport` (ledger optional, trust marks always)."""
+
+    def __init__(
+        self,
+        ledger: Any,
+        trust: TrustStore,
+        verifier: Verifier | None,
+        on_receipt: Callback | None,
+        on_verified: Callback | None,
+    ) -> None:
+        self.ledger = ledger
+        self.trust = trust
+        self.verifier = verifier
+        self.on_receipt = on_receipt
+        self.on_verified = on_verified
+        self._lock = threading.Lock()
+
+    def check_trust(self, origin: str) -> None:
+        """Raise `OriginUntrusted` for an origin marked as having lied; nothing is signed for it."""
+        reason = self.trust.reason(origin)
+        if reason is not None:
+            raise OriginUntrusted(f"{origin} is untrusted ({reason}); clear it with `x402pay trust reset {origin}`")
+
+    def key(self, request: Any) -> str | None:
+        """The logical request's idempotency key (only kept with a ledger)."""
+        return idempotency_key(request) if self.ledger is not None else None
+
+    def replay(self, key: str | None) -> tuple[Payment, tuple[str, str]] | None:
+        """The signed payment already stored for `key`, to re-send instead of signing again."""
+        entry = self.ledger.lookup(key) if key is not None else None
+        return restored_payment(entry.payment, entry.id) if entry is not None and entry.payment else None
+
+    def room(self, origin: str) -> int | None:
+        """The least room left in the budgets (for the announced ceiling); None without budgets."""
+        if self.ledger is None:
+            return None
+        statuses = self.ledger.budget_status(origin=origin)
+        return min((status.remaining for status in statuses), default=None)
+
+    def reserve(self, key: str | None, origin: str, requirement: PaymentRequirements) -> Any:
+        """Hold the requirement's amount against the budgets (raises `BudgetExceeded`); the ledger entry."""
+        if self.ledger is None or key is None:
+            return None
+        return self.ledger.reserve(
+            key, origin=origin, asset=requirement.asset, network=requirement.network, amount=requirement.amount,
+            pay_to=requirement.pay_to, scheme=requirement.scheme,
+        )  # fmt: skip
+
+    def authorize(self, entry: Any, payment: Payment, header: tuple[str, str]) -> None:
+        """Store the signed payment before it is sent (the money rule: durable before it leaves)."""
+        if entry is None:
+            return
+        signed = payment.signed
+        self.ledger.authorize(
+            entry.id, payment=stored_payment(payment, header), payer=signed.payer, nonce=signed.nonce,
+            valid_before=signed.valid_before, method=signed.method, amount=signed.amount,
+        )  # fmt: skip
+        payment.ledger_entry = entry.id
+
+    def lost(self, payment: Payment, detail: str) -> None:
+        """The signed payment went out and no answer came: it may still settle."""
+        if payment.ledger_entry is not None:
+            self.ledger.mark_unknown(payment.ledger_entry, detail[:500])
+
+    def record(self, payment: Payment) -> None:
+        """Book what `payment` learned since the last call; raises `ReceiptMismatch` for inline-verified fraud."""
+        if not has_news(payment):
+            return
+        with self._lock:
+            news = _take_news(payment)
+        if "mismatch" in news:
+            self._mismatch(payment, payment.mismatch or "mismatch")
+        elif "receipt" in news:
+            self._settled(payment)
+        elif "failed" in news and payment.ledger_entry is not None:
+            self.ledger.mark_unknown(payment.ledger_entry, payment.settlement_error or "refused or failed")
+
+    def _settled(self, payment: Payment) -> None:
+        receipt = payment.receipt
+        assert receipt is not None  # noqa: S101 - only called once a receipt landed
+        if payment.ledger_entry is not None:
+            self.ledger.settle(payment.ledger_entry, amount=receipt.amount, tx_hash=receipt.transaction)
+        if self.on_receipt is not None:
+            self.on_receipt(payment)
+        if self.verifier is not None and self.verifier.mode == "inline":
+            self._verified(payment, self.verifier.check(payment))
+        elif self.verifier is not None:
+            self.verifier.submit(lambda: self._verified_quietly(payment))
+
+    def _verified(self, payment: Payment, verification: Any) -> None:
+        payment.verification = verification
+        if is_fraud(verification):
+            self._mismatch(payment, f"{verification.check}: {verification.reason}")
+            raise ReceiptMismatch(f"the chain contradicts the receipt from {payment.origin}: "
+                                  f"{verification.check}: {verification.reason}", payment, verification)  # fmt: skip
+        if verification.verdict == "verified" and payment.ledger_entry is not None:
+            self.ledger.mark_verified(payment.ledger_entry)
+        if self.on_verified is not None:
+            self.on_verified(payment)
+
+    def _verified_quietly(self, payment: Payment) -> None:
+        assert self.verifier is not None  # noqa: S101 - submitted only with a verifier
+        try:
+            self._verified(payment, self.verifier.check(payment))
+        except ReceiptMismatch:
+            logger.info("verification found fraud by %s", payment.origin)
+            if self.on_verified is not None:
+                self.on_verified(payment)
+        except Exception:  # a background failure must not vanish silently, nor kill the worker
+            logger.exception("background verification of a payment to %s failed", payment.origin)
+
+    def _mismatch(self, payment: Payment, detail: str) -> None:
+        payment.mismatch = payment.mismatch or detail
+        self.trust.mark(payment.origin, detail)
+        if payment.ledger_entry is not None:
+            self.ledger.mark_mismatch(payment.ledger_entry, detail[:500])

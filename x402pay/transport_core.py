@@ -1,0 +1,157 @@
+"""What the sync and async payment transports share: options, the inner transport per library, the I/O-free
+steps around signing, and the bookkeeping hooks. `x402pay.transport` drives these with real I/O."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from x402pay import flow
+from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
+from x402pay.bookkeeping import Books, Callback, Verifier, VerifyMode
+from x402pay.errors import ChallengeError
+from x402pay.payment import PAYMENT_EXTENSION, Payment
+from x402pay.policy import SpendPolicy
+from x402pay.protocol.codec import MAX_BODY_BYTES
+from x402pay.protocol.headers import MAX_AMOUNT
+from x402pay.protocol.models import PaymentRequirements
+from x402pay.streams import ReceiptTap
+from x402pay.trust import TrustStore
+from x402pay.wallet import Wallet
+
+_DROPPED_ON_REBUILD = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How a payment transport behaves beyond its policy (the keyword arguments of both transports).
+
+    - `announce_ceiling`: send ``x-x402-max-amount-wei`` (the cap, lowered by the budgets' room) so that upto
+      servers ask for no more; the paid retry carries the identical value.
+    - `keep_receipt_frames`: leave vendor receipt/error frames in streams (by default they are removed, so
+      standard SSE parsers such as the OpenAI SDK's see only their own frames).
+    - `on_receipt` / `on_verified`: called with the `Payment` when its receipt lands / when it was checked.
+    - `rpc_url`: a JSON-RPC endpoint of the payment's chain: the Permit2 allowance is checked before signing, and
+      receipts can be verified.
+    - `ledger`: an `x402pay.ledger.Ledger`: budgets held before signing, one signature per ``Idempotency-Key``.
+    - `trust`: where origins caught lying are marked (default: in memory).
+    - `verify`: ``"off"``, ``"inline"`` (a receipt is checked on chain before the answer or the stream's end
+      reaches you; fraud raises `ReceiptMismatch`) or ``"background"`` (a worker thread checks; see
+      `on_verified`). Needs `rpc_url`. `confirmations`: how deep the settlement must be.
+    - `clock`: the time source for authorization windows.
+    """
+
+    announce_ceiling: bool = True
+    keep_receipt_frames: bool = False
+    on_receipt: Callback | None = None
+    on_verified: Callback | None = None
+    rpc_url: str | None = None
+    ledger: Any = None
+    trust: TrustStore | None = None
+    verify: VerifyMode = "off"
+    confirmations: int = 0
+    clock: Callable[[], float] = time.time
+
+
+def origin_of(url: Any) -> str:
+    """``scheme://host[:port]`` of an httpx or httpx2 URL: the unit a payment header is bound to."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+class PaymentCore:
+    """Configuration and the I/O-free steps that both transports share."""
+
+    def __init__(self, *, wallet: Wallet, policy: SpendPolicy, inner: Any = None, **options: Any) -> None:
+        self.wallet = wallet
+        self.policy = policy
+        self.options = TransportOptions(**options)
+        if self.options.verify != "off" and self.options.rpc_url is None:
+            raise ValueError(f"verify={self.options.verify!r} needs rpc_url: the chain to check receipts on")
+        self._inner = inner
+        self._default_inners: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        verifier = (
+            Verifier(self.options.rpc_url, self.options.verify, self.options.confirmations)
+            if self.options.verify != "off" and self.options.rpc_url is not None
+            else None
+        )
+        trust = self.options.trust if self.options.trust is not None else TrustStore()
+        self.books = Books(self.options.ledger, trust, verifier, self.options.on_receipt, self.options.on_verified)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} wallet={self.wallet.address} max_per_request={self.policy.max_per_request}>"
+
+    def _inner_for(self, request: Any, factory: str) -> Any:
+        if self._inner is not None:
+            return self._inner
+        library = type(request).__module__.split(".", 1)[0]  # "httpx" or "httpx2": same API, separate types
+        with self._lock:
+            if library not in self._default_inners:
+                self._default_inners[library] = getattr(importlib.import_module(library), factory)()
+            return self._default_inners[library]
+
+    def _inners(self) -> list[Any]:
+        return [self._inner] if self._inner is not None else list(self._default_inners.values())
+
+    def _announce(self, request: Any, room: int | None) -> int | None:
+        """Put the ceiling in ``x-x402-max-amount-wei``; None when not announced (and the caller set none)."""
+        given = request.headers.get(MAX_AMOUNT)
+        if not self.options.announce_ceiling and given is None:
+            return room
+        ceiling = flow.announced_ceiling(self.policy, given, room)
+        request.headers[MAX_AMOUNT] = str(ceiling)
+        return ceiling
+
+    def _choose(self, challenge: flow.Challenge, origin: str, ceiling: int | None) -> PaymentRequirements:
+        self.books.check_trust(origin)
+        return flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling)
+
+    def _sign(
+        self, challenge: flow.Challenge, requirement: PaymentRequirements, origin: str, extensions: dict[str, Any]
+    ) -> tuple[Payment, tuple[str, str]]:
+        return flow.sign(
+            challenge, requirement, wallet=self.wallet, policy=self.policy, origin=origin,
+            now=int(self.options.clock()), extensions=extensions,
+        )  # fmt: skip
+
+    def _sponsoring(self, challenge: flow.Challenge, requirement: PaymentRequirements, nonce: int) -> dict[str, Any]:
+        deadline = int(self.options.clock()) + min(requirement.max_timeout_seconds, self.policy.max_lifetime)
+        extension = gas_sponsoring_extension(
+            self.wallet, requirement, challenge.required.extensions or {}, nonce=nonce, deadline=deadline
+        )
+        return {GAS_SPONSORING: extension}
+
+    @staticmethod
+    def _retry(request: Any, header: tuple[str, str]) -> Any:
+        """The one paid retry: the same request (same URL, same buffered body) plus the payment header."""
+        headers = request.headers.copy()
+        headers[header[0]] = header[1]
+        return type(request)(
+            request.method, request.url, headers=headers, stream=request.stream, extensions=request.extensions
+        )
+
+    def _tap(self, payment: Payment, response: Any) -> ReceiptTap | None:
+        """Attach `payment` to the paid `response`; a tap when a receipt may be inside its body."""
+        response.extensions[PAYMENT_EXTENSION] = payment
+        content_type = response.headers.get("content-type", "").lower()
+        sse = "text/event-stream" in content_type
+        compressed = response.headers.get("content-encoding", "identity").lower() not in ("identity", "")
+        wants_body = "json" in content_type and payment.receipt is None
+        if compressed or not (sse or wants_body):
+            return None
+        return ReceiptTap(payment, sse=sse, keep_frames=self.options.keep_receipt_frames)
+
+
+def rebuilt(response: Any, body: bytes) -> Any:
+    """A copy of a response whose body was consumed while looking for a challenge, with that (decoded) body."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_ON_REBUILD]
+    return type(response)(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+
+def too_large() -> ChallengeError:
+    """The error for a 402 body larger than anything a challenge needs."""
+    return ChallengeError(f"402 body is over the {MAX_BODY_BYTES} byte limit")

@@ -1,0 +1,73 @@
+"""Untrusted origins: a server caught sending a fraudulent receipt is not paid again until a person clears it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+#: Where the CLI keeps the marks unless told otherwise (X402PAY_TRUST_FILE).
+DEFAULT_TRUST_FILE: Final = Path("~/.local/state/x402pay/untrusted.json")
+
+
+class TrustStore:
+    """Marks on origins that lied about a payment, with the reason; in memory, or in a JSON file shared by processes.
+
+    A file-backed store is read on every check, so a mark set by one bot (or cleared with ``x402pay trust reset``)
+    applies to all the processes that use the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else None
+        self._memory: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def reason(self, origin: str) -> str | None:
+        """Why `origin` is untrusted, or None when it may be paid."""
+        mark = self._read().get(origin.lower())
+        return str(mark["reason"]) if mark else None
+
+    def mark(self, origin: str, reason: str) -> None:
+        """Mark `origin` untrusted (the first reason is kept; later ones do not overwrite it)."""
+        with self._edit() as marks:
+            marks.setdefault(origin.lower(), {"reason": reason[:500], "marked_at": int(time.time())})
+
+    def reset(self, origin: str) -> bool:
+        """Clear the mark on `origin`; False if it had none."""
+        with self._edit() as marks:
+            return marks.pop(origin.lower(), None) is not None
+
+    def marks(self) -> dict[str, str]:
+        """Every untrusted origin and its reason."""
+        return {origin: str(mark["reason"]) for origin, mark in sorted(self._read().items())}
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self.path is None:
+            with self._lock:
+                return dict(self._memory)
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @contextmanager
+    def _edit(self) -> Iterator[dict[str, dict[str, Any]]]:
+        if self.path is None:
+            with self._lock:
+                yield self._memory
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            marks = self._read()
+            yield marks
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(marks, indent=2, sort_keys=True), encoding="utf-8")
+            temporary.replace(self.path)
