@@ -8,6 +8,7 @@ Payment learned something (a receipt, a mismatch, a refusal). With a ledger, a l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
 
 from x402pay.errors import OriginUntrusted, ReceiptMismatch
+from x402pay.ledger.errors import InvalidTransition
 from x402pay.payment import Payment, PaymentStatus
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.schemes.exact import SignedPayment
@@ -202,7 +204,7 @@ class Books:
     def lost(self, payment: Payment, detail: str) -> None:
         """The signed payment went out and no answer came: it may still settle."""
         if payment.ledger_entry is not None:
-            self.ledger.mark_unknown(payment.ledger_entry, detail[:500])
+            self._unknown(payment.ledger_entry, detail)
 
     def record(self, payment: Payment) -> None:
         """Book what `payment` learned since the last call; raises `ReceiptMismatch` for inline-verified fraud."""
@@ -215,7 +217,13 @@ class Books:
         elif "receipt" in news:
             self._settled(payment)
         elif "failed" in news and payment.ledger_entry is not None:
-            self.ledger.mark_unknown(payment.ledger_entry, payment.settlement_error or "refused or failed")
+            self._unknown(payment.ledger_entry, payment.settlement_error or "refused, or settlement failed")
+
+    def _unknown(self, entry_id: str, detail: str) -> None:
+        """A refused or failed payment may still settle (the server holds the signature) until it expires."""
+        # A re-sent payment whose entry already settled: the refusal of the repeat changes nothing.
+        with contextlib.suppress(InvalidTransition):
+            self.ledger.mark_unknown(entry_id, detail[:500])
 
     def _settled(self, payment: Payment) -> None:
         receipt = payment.receipt

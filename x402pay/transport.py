@@ -199,6 +199,8 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         """Close the inner transport(s) and finish background verifications."""
         for inner in self._inners():
             await inner.aclose()
+        if self._web3 is not None:
+            await self._web3.provider.disconnect()
         if self.books.verifier is not None:
             await anyio.to_thread.run_sync(self.books.verifier.close)
 

@@ -101,7 +101,7 @@ class PaymentCore:
         """Put the ceiling in ``x-x402-max-amount-wei``; None when not announced (and the caller set none)."""
         given = request.headers.get(MAX_AMOUNT)
         if not self.options.announce_ceiling and given is None:
-            return room
+            return None  # the ledger's reservation still checks the budgets
         ceiling = flow.announced_ceiling(self.policy, given, room)
         request.headers[MAX_AMOUNT] = str(ceiling)
         return ceiling
