@@ -136,3 +136,51 @@ def test_pay_refused_by_the_cap_exits_4_and_pays_nothing(x402pay_chain: Devnet, 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pay", "http://127.0.0.1:9/", "-H", "no colon"]) == 2
     assert main([]) == 2
+
+
+def test_pay_with_a_budget_then_ledger_budget_and_reconcile(
+    x402pay_chain: Devnet, demo_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payer = x402pay_chain.payers[1]
+    ledger = str(tmp_path / "spend.db")
+    books = ["--ledger", ledger, "--budget", "0.015", "--asset", x402pay_chain.usdc]
+    first = pay(demo_url + "/v1/fortune", *books, key="0x" + payer.key.hex())
+    second = pay(demo_url + "/v1/fortune", *books, key="0x" + payer.key.hex())
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 4  # 0.010 held, 0.005 left: the budget refuses before signing
+    assert b"0.010000" in first.stderr
+
+    assert main(["ledger", *books]) == 0
+    table = capsys.readouterr().out
+    assert "settled" in table
+    assert demo_url.lower() in table.lower()
+    assert main(["budget", *books, "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert (status["held"], status["remaining"]) == (10_000, 5_000)
+    assert main(["reconcile", *books, "--rpc-url", x402pay_chain.rpc_url]) == 0
+
+
+def test_verify_one_settlement_and_a_lie(
+    x402pay_chain: Devnet, demo_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payer = x402pay_chain.payers[1]
+    result = pay(demo_url + "/v1/fortune", key="0x" + payer.key.hex())
+    tx = result.stderr.decode().split("tx ")[1].split(";")[0].strip()
+    common = ["--payer", payer.address, "--to", x402pay_chain.payee.address, "--rpc-url", x402pay_chain.rpc_url]
+
+    assert main(["verify", tx, *common, "--amount", "0.01", "--asset", x402pay_chain.usdc]) == 0
+    assert capsys.readouterr().out.strip() == "verified"
+    assert main(["verify", tx, *common, "--amount", "0.02", "--asset", x402pay_chain.usdc]) == 1
+    assert capsys.readouterr().out.startswith("mismatch")
+
+
+def test_trust_list_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from x402pay.trust import TrustStore
+
+    marks = tmp_path / "untrusted.json"
+    TrustStore(marks).mark("https://liar.example", "forged receipt")
+    assert main(["trust", "--trust-file", str(marks), "list"]) == 0
+    assert "https://liar.example  forged receipt" in capsys.readouterr().out
+    assert main(["trust", "--trust-file", str(marks), "reset", "https://liar.example"]) == 0
+    assert "trusted again" in capsys.readouterr().out
+    assert TrustStore(marks).marks() == {}

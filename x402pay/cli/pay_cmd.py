@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 
 from x402pay.amounts import usdc
+from x402pay.cli.books_cmd import open_ledger
 from x402pay.cli.common import EXIT_HTTP, EXIT_OK, UsageError, load_wallet, setting, usdc_text
 from x402pay.payment import Payment, payment_of
 from x402pay.policy import SpendPolicy
 from x402pay.transport import PaymentTransport
+from x402pay.trust import DEFAULT_TRUST_FILE, TrustStore
 
 DEFAULT_MAX = "0.05"
 
@@ -37,13 +39,23 @@ def register(commands: Any) -> None:
     pay.add_argument("--keystore", help="a v3 keystore (X402PAY_KEYSTORE); else X402PAY_PRIVATE_KEY")
     pay.add_argument("--rpc-url", help="check the Permit2 allowance on this chain before signing (X402PAY_RPC_URL)")
     pay.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    pay.add_argument(
+        "--ledger", help="keep the payment in this ledger (X402PAY_LEDGER): budgets, one signature per key"
+    )
+    pay.add_argument("--budget", help="refuse once this much USDC is held in the ledger (X402PAY_BUDGET)")
+    pay.add_argument("--window", choices=["total", "hour", "day"], help="the budget's window (default total)")
+    pay.add_argument("--trust-file", help="the untrusted origins (X402PAY_TRUST_FILE)")
     pay.set_defaults(run=run_pay)
 
 
 def run_pay(args: argparse.Namespace) -> int:
     """Send the request, paying if asked; stream the body out; report the payment."""
     policy, headers, body = _policy(args), _headers(args.header), _body(args.data)
-    transport = PaymentTransport(wallet=load_wallet(args), policy=policy, rpc_url=setting(args, "rpc_url"))
+    ledger = open_ledger(args) if setting(args, "ledger") or setting(args, "budget") else None
+    transport = PaymentTransport(
+        wallet=load_wallet(args), policy=policy, rpc_url=setting(args, "rpc_url"), ledger=ledger,
+        trust=TrustStore(setting(args, "trust_file", str(DEFAULT_TRUST_FILE))),
+    )  # fmt: skip
     method = args.method or ("POST" if body is not None else "GET")
     with (
         httpx.Client(transport=transport, timeout=args.timeout) as client,

@@ -110,11 +110,12 @@ def _chain(args: argparse.Namespace) -> tuple[Any, Any]:
     if not rpc_url:
         raise UsageError("give --rpc-url (or X402PAY_RPC_URL)")
     web3 = Web3(Web3.HTTPProvider(rpc_url))
-    asset = args.asset or setting(args, "asset") or _known_usdc(int(web3.eth.chain_id))
+    asset = args.asset or setting(args, "asset") or known_usdc(int(web3.eth.chain_id))
     return web3, Web3.to_checksum_address(asset)
 
 
-def _known_usdc(chain_id: int) -> str:
+def known_usdc(chain_id: int) -> str:
+    """The known USDC deployment on `chain_id`; UsageError when there is none."""
     for (known_chain, _), asset in KNOWN_ASSETS.items():
         if known_chain == chain_id:
             return asset.address
