@@ -1,10 +1,13 @@
-# Two commands a fresh machine needs: `make devnet` (the main job) and `make test` (everything CI runs).
+# Two commands a fresh machine needs: `make demo` (the main job) and `make test` (everything CI runs).
 # Each installs what it needs first: a venv in .venv (pip) and the pinned chain tools in node_modules (npm ci).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: devnet test lint contracts bench clean
+.PHONY: demo devnet test lint contracts bench clean
+
+demo: $(VENV)/.installed node_modules/.installed
+	$(BIN)/x402pay demo
 
 devnet: $(VENV)/.installed node_modules/.installed
 	$(BIN)/x402pay devnet

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import httpx
 
 from x402pay import __version__
-from x402pay.cli import books_cmd, devnet_cmd, pay_cmd, wallet_cmd
+from x402pay.cli import books_cmd, demo_cmd, devnet_cmd, pay_cmd, wallet_cmd
 from x402pay.cli.common import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE, UsageError
 from x402pay.errors import NoAcceptableRequirement, X402PayError
 
@@ -61,6 +61,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"x402pay {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
-    for module in (devnet_cmd, wallet_cmd, pay_cmd, books_cmd):
+    for module in (demo_cmd, devnet_cmd, wallet_cmd, pay_cmd, books_cmd):
         module.register(commands)
     return parser
