@@ -67,3 +67,30 @@ def test_devnet_command_rejects_too_many_payers() -> None:
     )
     assert result.returncode == 2
     assert "--payers" in result.stderr
+
+
+def test_serve_demo_serves_the_paid_api_on_its_own_devnet_until_ctrl_c() -> None:
+    command = [sys.executable, "-m", "x402pay", "serve-demo", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if "Uvicorn running on" in line:
+                url = line.split("Uvicorn running on ")[1].split()[0]
+        assert url is not None, "serve-demo never said where it listens"
+        assert httpx.get(url + "/v1/models").json()["data"][0]["id"]
+        challenge = httpx.get(url + "/v1/fortune")
+        assert challenge.status_code == 402
+        assert "payment-required" in challenge.headers
+        anvils = anvil_children(process.pid)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in anvils)  # fmt: skip
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -95,7 +95,8 @@ def run_serve_demo(args: argparse.Namespace) -> int:
         return EXIT_OK
     with local_devnet() as (_, devnet):
         print(describe(devnet), flush=True)
-        print(f"demo API on http://{args.host}:{args.port}/v1 ; Ctrl-C stops it", flush=True)
+        where = f"http://{args.host}:{args.port}/v1" if args.port else "the port uvicorn prints below"
+        print(f"demo API on {where}; Ctrl-C stops it", flush=True)
         serve_demo(
             rpc_url=devnet.rpc_url, facilitator_key="0x" + devnet.facilitator.key.hex(), asset=devnet.usdc,
             pay_to=devnet.payee.address, host=args.host, port=args.port,
