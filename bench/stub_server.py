@@ -1,0 +1,218 @@
+"""A paid HTTP server for benchmarks whose settlement is stubbed out: it measures clients, not a chain.
+
+Routes (raw ASGI, no framework, so that the server's own cost stays small and the same for every client):
+
+- ``GET /free``: 200 and a small JSON body; the unpaid floor.
+- ``GET /paid``: a real x402 v2 challenge (``PAYMENT-REQUIRED``, exact, Base Sepolia USDC, EIP-3009), and for a
+  well-formed ``PAYMENT-SIGNATURE`` whose EIP-712 signature eth-account recovers to the authorization's ``from``,
+  200 with a ``PAYMENT-RESPONSE`` (success, a made-up transaction hash). No nonce, balance or time checks: nothing
+  touches a chain.
+- ``GET /stream?size=N&chunk=K`` and ``GET /paid-stream?...``: an SSE stream of about N bytes of OpenAI-like
+  ``data:`` frames, then an ``event: compose.receipt`` frame and ``data: [DONE]``, sent in K-byte pieces that cut
+  frames anywhere. The paid one is priced like ``/paid`` and, like Compose Market, carries its receipt in-band only.
+
+Run it as a subprocess with `running()` (it prints its port, and is stopped by PID), or ``python -m
+bench.stub_server`` by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import uvicorn
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+NETWORK: Final = "eip155:84532"  # Base Sepolia: an asset both x402pay and the official SDK know
+CHAIN_ID: Final = 84532
+USDC: Final = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+PAY_TO: Final = "0x2096ae4E2Ae1B5D6c7B1D5a8B0A7A08B6C1c287c"
+AMOUNT: Final = 1_000  # 0.001 USDC
+TRANSACTION: Final = "0x" + "ab" * 32
+
+REQUIREMENT: Final = {
+    "scheme": "exact",
+    "network": NETWORK,
+    "amount": str(AMOUNT),
+    "asset": USDC,
+    "payTo": PAY_TO,
+    "maxTimeoutSeconds": 60,
+    "extra": {"name": "USDC", "version": "2"},
+}
+_MATCHED: Final = ("scheme", "network", "amount", "asset", "payTo")
+_AUTHORIZATION_TYPES: Final = [
+    {"name": "from", "type": "address"},
+    {"name": "to", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "validAfter", "type": "uint256"},
+    {"name": "validBefore", "type": "uint256"},
+    {"name": "nonce", "type": "bytes32"},
+]
+_DOMAIN_TYPES: Final = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _b64json(value: object) -> bytes:
+    return base64.b64encode(json.dumps(value, separators=(",", ":")).encode())
+
+
+@cache
+def _challenge(path: str) -> bytes:
+    resource = {"url": f"http://127.0.0.1{path}", "description": "benchmark route", "mimeType": "application/json"}
+    return _b64json({"x402Version": 2, "error": "PAYMENT-SIGNATURE header is required", "resource": resource,
+                     "accepts": [REQUIREMENT], "extensions": {}})  # fmt: skip
+
+
+def payer_of(header: bytes) -> str | None:
+    """The payer of a well-formed exact EIP-3009 payment for `REQUIREMENT` whose signature recovers, else None."""
+    try:
+        payment = json.loads(base64.b64decode(header, validate=True))
+        accepted, inner = payment["accepted"], payment["payload"]
+        authorization, signature = inner["authorization"], inner["signature"]
+        if payment["x402Version"] != 2 or any(accepted[key] != REQUIREMENT[key] for key in _MATCHED):
+            return None
+        if authorization["to"].lower() != PAY_TO.lower() or int(authorization["value"]) != AMOUNT:
+            return None
+        message = {key: authorization[key] for key in ("from", "to", "nonce")}
+        message.update({key: int(authorization[key]) for key in ("value", "validAfter", "validBefore")})
+        typed = {
+            "types": {"EIP712Domain": _DOMAIN_TYPES, "TransferWithAuthorization": _AUTHORIZATION_TYPES},
+            "primaryType": "TransferWithAuthorization",
+            "domain": {"name": "USDC", "version": "2", "chainId": CHAIN_ID, "verifyingContract": USDC},
+            "message": message,
+        }
+        signer: str = Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        return None
+    return signer if signer.lower() == str(authorization["from"]).lower() else None
+
+
+@cache
+def sse_body(size: int) -> bytes:
+    """About `size` bytes of OpenAI-like chunk frames, then the in-band receipt frame and ``[DONE]``."""
+    frame = b'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"' + b"x" * 900 + b'"}}]}\n\n'
+    receipt = {"finalAmountWei": str(AMOUNT), "network": NETWORK, "txHash": TRANSACTION, "settledAt": 1_764_000_000_000}
+    tail = b"event: compose.receipt\ndata: " + json.dumps(receipt).encode() + b"\n\ndata: [DONE]\n\n"
+    return frame * max(1, size // len(frame)) + tail
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream(send: Send, query: str, headers: list[tuple[bytes, bytes]]) -> None:
+    params = parse_qs(query)
+    body = sse_body(int(params.get("size", ["10000000"])[0]))
+    chunk = int(params.get("chunk", ["16384"])[0])
+    headers = [*headers, (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    view = memoryview(body)
+    for start in range(0, len(body), chunk):
+        await send({"type": "http.response.body", "body": bytes(view[start : start + chunk]), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The benchmark server (see the module docstring)."""
+    if scope["type"] != "http":
+        return
+    path, query = scope["path"], scope["query_string"].decode()
+    json_type = (b"content-type", b"application/json")
+    if path == "/free":
+        await _send(send, 200, [json_type], b'{"ok":true}')
+        return
+    if path == "/stream":
+        await _stream(send, query, [])
+        return
+    if path not in ("/paid", "/paid-stream"):
+        await _send(send, 404, [json_type], b'{"error":"not found"}')
+        return
+    header = dict(scope["headers"]).get(b"payment-signature")
+    payer = payer_of(header) if header is not None else None
+    if payer is None:
+        await _send(send, 402, [json_type, (b"payment-required", _challenge(path))], b"{}")
+        return
+    if path == "/paid-stream":
+        await _stream(send, query, [])
+        return
+    settlement = _b64json({"success": True, "transaction": TRANSACTION, "network": NETWORK, "payer": payer})
+    await _send(send, 200, [json_type, (b"payment-response", settlement)], b'{"ok":true,"paid":true}')
+
+
+@dataclass
+class StubServer:
+    """A running stub server subprocess: its base URL, and its CPU time so far."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server process has used (Linux ``/proc``; 0.0 elsewhere)."""
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        if not stat.exists():
+            return 0.0
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def running(timeout: float = 20.0) -> Iterator[StubServer]:
+    """Start the stub server in a subprocess on a free loopback port; stop it (by its PID) when the block exits."""
+    process = subprocess.Popen(  # our own interpreter and module
+        [sys.executable, "-m", "bench.stub_server"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        line = process.stdout.readline().strip()
+        if not line.startswith("port "):
+            raise SystemExit(f"the stub server did not start (said {line!r})")
+        yield StubServer(f"http://127.0.0.1:{line.split()[1]}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def main() -> None:
+    """Serve on 127.0.0.1 (a free port, printed as ``port N``) until terminated."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", int(os.environ.get("STUB_PORT", "0"))))
+    sock.listen(1024)  # connections queue up from now on, before uvicorn starts accepting
+    print(f"port {sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, backlog=1024)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
