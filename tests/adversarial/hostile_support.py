@@ -1,0 +1,346 @@
+"""A hostile paid server for the adversarial suite, and the helpers its tests share.
+
+`Hostile` is a small ASGI app served on loopback (`x402pay.server.serving.serve_app`) in front of the anvil devnet.
+It records every request it receives (method, path, every header as received), then answers with whatever the
+test's `script` says: a challenge of any shape, a real settlement through a `LocalFacilitator` followed by any
+lie, a stream cut mid-frame, an answer that never comes. "No signature left the process" is asserted on what the
+server saw: no request carried ``PAYMENT-SIGNATURE`` or ``X-PAYMENT``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from x402pay import AsyncPaymentTransport, PaymentTransport, SpendPolicy, Wallet
+from x402pay.errors import X402PayError
+from x402pay.protocol.codec import decode_header, parse_model
+from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
+from x402pay.server import LocalFacilitator
+from x402pay.testing import Devnet
+
+PRICE = 10_000
+CAP = 50_000
+PAYMENT_HEADERS = ("payment-signature", "x-payment")
+#: A well-formed address that is neither the devnet's payee nor any payer.
+STRANGER = "0x000000000000000000000000000000000000dEaD"
+
+
+class HostileError(X402PayError):
+    """What the hostile server raises to cut a connection (never seen by the client as such)."""
+
+
+def b64(data: Any) -> str:
+    """Standard base64 of compact JSON, as x402 headers carry it."""
+    return base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+
+def unb64(text: str) -> Any:
+    """The JSON inside a base64 header."""
+    return json.loads(base64.b64decode(text + "=" * (-len(text) % 4)))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server received it: every header, names lower-cased, in order."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name`, or None."""
+        return next((value for key, value in self.headers if key == name.lower()), None)
+
+    @property
+    def payment(self) -> str | None:
+        """The payment header this request carried (``PAYMENT-SIGNATURE`` or ``X-PAYMENT``), if any."""
+        return next((value for key, value in self.headers if key in PAYMENT_HEADERS), None)
+
+
+@dataclass
+class Reply:
+    """What the hostile server answers.
+
+    `body` is one byte string or chunks sent one by one (`pause` seconds apart). After the chunks, `cut` drops
+    the connection mid-body and `hang` keeps the response open until the test ends.
+    """
+
+    status: int = 200
+    headers: Sequence[tuple[str | bytes, str | bytes]] = ()
+    body: bytes | Sequence[bytes] = b""
+    pause: float = 0.0
+    cut: bool = False
+    hang: bool = False
+
+
+@dataclass
+class Call:
+    """One request handed to a script: what was seen, its number in this test, and the server (to settle)."""
+
+    seen: Seen
+    index: int
+    server: Hostile
+
+    @property
+    def paid(self) -> bool:
+        """Whether this request carries a payment header."""
+        return self.seen.payment is not None
+
+    def payload(self) -> PaymentPayload:
+        """The payment this request carries, decoded."""
+        assert self.seen.payment is not None
+        data = decode_header(self.seen.payment, what="payment", error=HostileError)
+        return parse_model(data, PaymentPayload, what="payment", error=HostileError)
+
+    def settle(self, v1_requirement: dict[str, Any] | None = None) -> SettleResponse:
+        """Settle the carried payment for real on the devnet: v2 as `accepted` says, v1 per `v1_requirement`."""
+        payload = self.payload()
+        requirement = PaymentRequirements.model_validate(payload.accepted or v1_requirement)
+        settlement = self.server.facilitator.settle_blocking(payload, requirement)
+        self.server.settlements.append(settlement)
+        return settlement
+
+
+Script = Callable[[Call], Reply]
+
+
+class Hostile:
+    """The hostile paid server: records every request, answers as `script` says (run in a worker thread)."""
+
+    def __init__(self, devnet: Devnet) -> None:
+        self.devnet = devnet
+        self.facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator)
+        self.url = ""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous test: no requests seen, the default script, hanging answers released."""
+        stop = getattr(self, "stop", None)
+        if stop is not None:
+            stop.set()
+        self.seen: list[Seen] = []
+        self.settlements: list[SettleResponse] = []
+        self.script: Script = lambda call: Reply(404)
+        self.stop = threading.Event()
+
+    @property
+    def signatures(self) -> list[str]:
+        """Every payment header the server received, in order."""
+        return [seen.payment for seen in self.seen if seen.payment is not None]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = tuple((key.decode("latin-1").lower(), value.decode("latin-1")) for key, value in scope["headers"])
+        seen = Seen(scope["method"], scope["path"], headers)
+        self.seen.append(seen)
+        call = Call(seen, len(self.seen) - 1, self)
+        reply = await anyio.to_thread.run_sync(self.script, call)
+        await self._answer(reply, send)
+
+    async def _answer(self, reply: Reply, send: Send) -> None:
+        raw = [(_bytes(name), _bytes(value)) for name, value in reply.headers]
+        start: Message = {"type": "http.response.start", "status": reply.status, "headers": raw}
+        await send(start)
+        chunks = [reply.body] if isinstance(reply.body, bytes) else list(reply.body)
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if reply.pause:
+                await anyio.sleep(reply.pause)
+        if reply.cut:
+            raise HostileError("the hostile server cuts the connection mid-body")
+        stop = self.stop
+        while reply.hang and not stop.is_set():
+            await anyio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+# -- challenges -------------------------------------------------------------------------------------------------
+
+
+def requirement(devnet: Devnet, **changes: Any) -> dict[str, Any]:
+    """An honest exact (EIP-3009) requirement on the devnet, with `changes` applied (None removes a field)."""
+    option: dict[str, Any] = {
+        "scheme": "exact",
+        "network": devnet.network,
+        "amount": str(PRICE),
+        "asset": devnet.usdc,
+        "payTo": devnet.payee.address,
+        "maxTimeoutSeconds": 60,
+        "extra": {"name": "USD Coin", "version": "2"},
+    }
+    option.update(changes)
+    return {key: value for key, value in option.items() if value is not None}
+
+
+def challenge(*accepts: dict[str, Any], version: int = 2, **top: Any) -> dict[str, Any]:
+    """A PaymentRequired envelope around `accepts`."""
+    data: dict[str, Any] = {"x402Version": version, "error": "payment required", "accepts": list(accepts)}
+    if version == 2:
+        data["resource"] = {"url": "http://hostile.invalid/report", "mimeType": "application/json"}
+    data.update(top)
+    return data
+
+
+def challenge_reply(header: str | dict[str, Any], *extra_headers: tuple[str, str]) -> Reply:
+    """A v2 402: `header` (a dict is encoded; a str goes out as is) in ``PAYMENT-REQUIRED``."""
+    value = b64(header) if isinstance(header, dict) else header
+    headers = [("content-type", "application/json"), ("payment-required", value), *extra_headers]
+    return Reply(402, headers, b"{}")
+
+
+def v1_reply(body: dict[str, Any] | bytes) -> Reply:
+    """A v1 402: the challenge in the JSON body."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Reply(402, [("content-type", "application/json")], raw)
+
+
+def settled_header(settlement: SettleResponse, **lies: Any) -> tuple[str, str]:
+    """``PAYMENT-RESPONSE`` for `settlement`, with fields replaced by `lies`."""
+    return ("payment-response", b64({**settlement.to_wire(), **lies}))
+
+
+def challenge_then(first: Reply, then: Script) -> Script:
+    """A script: `first` to any unpaid request, `then` to a paid one."""
+    return lambda call: then(call) if call.paid else first
+
+
+def settle_honestly(call: Call) -> Reply:
+    """Settle for real and say so in ``PAYMENT-RESPONSE`` (what an honest server does)."""
+    settlement = call.settle()
+    status = 200 if settlement.success else 402
+    return Reply(status, [settled_header(settlement), ("content-type", "application/json")], b'{"report":"paid"}')
+
+
+def sse(event: str | None, data: Any) -> bytes:
+    """One SSE frame (`event` None: a plain data frame)."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return (f"event: {event}\n" if event else "").encode() + f"data: {text}\n\n".encode()
+
+
+def compose(settlement: SettleResponse, payer: str, **lies: Any) -> dict[str, Any]:
+    """A Compose receipt object for `settlement`, with fields replaced by `lies`."""
+    receipt = {
+        "finalAmountWei": str(settlement.amount),
+        "network": settlement.network,
+        "txHash": settlement.transaction,
+        "userAddress": payer,
+        "settlementStatus": "settled",
+    }
+    return {**receipt, **lies}
+
+
+# -- clients ----------------------------------------------------------------------------------------------------
+
+
+def policy(devnet: Devnet, cap: int = CAP, **fields: Any) -> SpendPolicy:
+    """The policy of the suite's client: the devnet only, `cap` per request."""
+    return SpendPolicy(max_per_request=cap, networks=(devnet.network,), **fields)
+
+
+def wallet(devnet: Devnet) -> Wallet:
+    """The suite's payer."""
+    return Wallet(devnet.payers[1])
+
+
+def transport(devnet: Devnet, *, cap: int = CAP, rules: SpendPolicy | None = None, **options: Any) -> PaymentTransport:
+    """A sync paying transport for the suite's payer."""
+    return PaymentTransport(wallet=wallet(devnet), policy=rules or policy(devnet, cap), **options)
+
+
+def client(devnet: Devnet, *, cap: int = CAP, rules: SpendPolicy | None = None, **options: Any) -> httpx.Client:
+    """A sync paying client (60 s timeout unless `timeout` is given)."""
+    timeout = options.pop("timeout", 60)
+    follow = options.pop("follow_redirects", False)
+    paying = transport(devnet, cap=cap, rules=rules, **options)
+    return httpx.Client(transport=paying, timeout=timeout, follow_redirects=follow)
+
+
+def async_client(
+    devnet: Devnet, *, cap: int = CAP, rules: SpendPolicy | None = None, **options: Any
+) -> httpx.AsyncClient:
+    """The async twin of `client`."""
+    timeout = options.pop("timeout", 60)
+    follow = options.pop("follow_redirects", False)
+    paying = AsyncPaymentTransport(wallet=wallet(devnet), policy=rules or policy(devnet, cap), **options)
+    return httpx.AsyncClient(transport=paying, timeout=timeout, follow_redirects=follow)
+
+
+def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> httpx.Response:
+    """GET `url` (read) through a sync or async paying client; errors propagate."""
+    headers = options.pop("headers", None)
+    if flavour == "async":
+
+        async def go() -> httpx.Response:
+            async with async_client(devnet, **options) as http:
+                return await http.get(url, headers=headers)
+
+        return anyio.run(go)
+    with client(devnet, **options) as http:
+        return http.get(url, headers=headers)
+
+
+@dataclass
+class Balances:
+    """USDC balances of the suite's payer and the payee, to show that nothing moved (or exactly what did)."""
+
+    devnet: Devnet
+    before: tuple[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.before = self.now()
+
+    def now(self) -> tuple[int, int]:
+        """(payer, payee) balances now."""
+        usdc = self.devnet.contract("TestUSDC", self.devnet.usdc)
+        payer, payee = wallet(self.devnet).address, self.devnet.payee.address
+        return int(usdc.functions.balanceOf(payer).call()), int(usdc.functions.balanceOf(payee).call())
+
+    def moved(self) -> int:
+        """How much went from the payer to the payee since this object was made."""
+        payer, payee = self.now()
+        assert self.before[0] - payer == payee - self.before[1]
+        return payee - self.before[1]
+
+
+# -- a client in a child process (for faults that would take the test process down with it) -------------------
+
+CHILD_CLIENT = """
+import sys, httpx
+from x402pay import PaymentTransport, SpendPolicy, Wallet
+from x402pay.errors import X402PayError
+url, network = sys.argv[1:3]
+paying = PaymentTransport(wallet=Wallet.from_env(), policy=SpendPolicy(max_per_request=50000, networks=(network,)))
+try:
+    with httpx.Client(transport=paying, timeout=30) as http:
+        response = http.get(url)
+    print("answer", response.status_code)
+except X402PayError as exc:
+    print("typed", type(exc).__name__)
+except Exception as exc:
+    print("untyped", type(exc).__name__)
+"""
+
+
+def run_child(devnet: Devnet, url: str) -> subprocess.CompletedProcess[str]:
+    """GET `url` with a paying client in a child Python; its one line of output says how it ended."""
+    env = {**os.environ, "X402PAY_PRIVATE_KEY": "0x" + bytes(devnet.payers[1].key).hex()}
+    command = [sys.executable, "-c", CHILD_CLIENT, url, devnet.network]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)

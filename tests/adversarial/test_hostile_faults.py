@@ -1,0 +1,242 @@
+"""Faults around the paid request: the RPC down during verification, a server that dies after settling, a client
+killed between signing and sending, and clocks ten minutes off the chain's. Nothing is lost: the ledger holds
+what may still move, and reconcile finds what did.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hostile_support import (
+    PRICE,
+    Balances,
+    Call,
+    Hostile,
+    Reply,
+    challenge,
+    challenge_reply,
+    challenge_then,
+    client,
+    requirement,
+    settle_honestly,
+    unb64,
+)
+from web3 import Web3
+
+from x402pay import PaymentRejected, PaymentStatus, payment_of
+from x402pay.ledger import EntryState, Ledger, Web3Chain
+from x402pay.server.serving import serve_app
+
+pytestmark = pytest.mark.chain
+
+
+def honest(hostile: Hostile) -> None:
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+# -- verification RPC -------------------------------------------------------------------------------------------
+
+
+def test_the_rpc_down_during_inline_verification_leaves_the_verdict_pending(
+    hostile: Hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+    honest(hostile)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with client(hostile.devnet, ledger=ledger, rpc_url=closed_port_url(), verify="inline") as http:
+        response = http.get(hostile.url + "/report")
+
+    assert response.status_code == 200
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    assert payment.verification.verdict == "pending"
+    assert payment.verification.check == "rpc"
+    assert payment.mismatch is None
+    assert ledger.entries()[0].state is EntryState.SETTLED  # not verified, not fraud: still a claim
+
+
+async def _garbage(scope: object, receive: object, send: object) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": b'{"jsonrpc": "2.0", "result": [[[['})  # type: ignore[operator]
+
+
+def test_an_rpc_that_answers_garbage_leaves_the_verdict_pending(
+    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+    honest(hostile)
+
+    with serve_app(_garbage) as rpc, client(hostile.devnet, rpc_url=rpc, verify="background") as http:
+        response = http.get(hostile.url + "/report")
+    payment = payment_of(response)
+
+    assert payment is not None
+    assert payment.verification is not None
+    assert payment.verification.verdict == "pending"
+
+
+# -- the server dies after settling -----------------------------------------------------------------------------
+
+
+def dies_after_settling(hostile: Hostile, how: str) -> None:
+    def paid(call: Call) -> Reply:
+        settlement = call.settle()
+        assert settlement.success
+        if how == "hang":
+            return Reply(200, [("content-type", "text/plain")], [], hang=True)  # never a status line's end
+        return Reply(200, [("content-type", "text/plain"), ("content-length", "100")], [b"partial"], cut=True)
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), paid)
+
+
+@pytest.mark.parametrize("how", ["hang", "cut"])
+def test_a_server_that_dies_after_settling_leaves_the_entry_held_and_reconcile_finds_it(
+    hostile: Hostile, tmp_path: Path, how: str
+) -> None:
+    balances = Balances(hostile.devnet)
+    dies_after_settling(hostile, how)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with (
+        client(hostile.devnet, ledger=ledger, timeout=httpx.Timeout(10, read=1.0)) as http,
+        pytest.raises(httpx.HTTPError),
+    ):
+        http.get(hostile.url + "/report").read()
+
+    (entry,) = ledger.entries()
+    assert entry.state in (EntryState.UNKNOWN, EntryState.AUTHORIZED)
+    assert entry.held == PRICE
+    assert balances.moved() == PRICE
+
+    report = ledger.reconcile(Web3Chain(Web3(Web3.HTTPProvider(hostile.devnet.rpc_url))))
+
+    assert [settled.id for settled in report.settled] == [entry.id]
+    settled = ledger.get(entry.id)
+    assert (settled.state, settled.settled_amount) == (EntryState.SETTLED, PRICE)
+    assert settled.tx_hash == hostile.settlements[0].transaction
+
+
+# -- the client dies between signing and sending ----------------------------------------------------------------
+
+KILLED_CLIENT = """
+import os, signal, sys, httpx
+from x402pay import PaymentTransport, SpendPolicy, Wallet
+from x402pay.ledger import Ledger
+url, network, database = sys.argv[1:4]
+
+class DiesBeforeSending(httpx.HTTPTransport):
+    def handle_request(self, request):
+        if "payment-signature" in request.headers:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().handle_request(request)
+
+paying = PaymentTransport(wallet=Wallet.from_env(), policy=SpendPolicy(max_per_request=50000, networks=(network,)),
+                          ledger=Ledger.sqlite(database), inner=DiesBeforeSending())
+httpx.Client(transport=paying).get(url, headers={"Idempotency-Key": "killed-1"})
+"""
+
+
+def test_a_client_killed_between_signing_and_sending_resends_the_stored_payment(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    honest(hostile)
+    database = tmp_path / "spend.db"
+    env = {**os.environ, "X402PAY_PRIVATE_KEY": "0x" + bytes(hostile.devnet.payers[1].key).hex()}
+    command = [sys.executable, "-c", KILLED_CLIENT, hostile.url + "/report", hostile.devnet.network, str(database)]
+
+    died = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+
+    assert died.returncode == -9
+    assert hostile.signatures == []  # killed before the payment left
+    ledger = Ledger.sqlite(database)
+    (entry,) = ledger.entries()
+    assert entry.state is EntryState.AUTHORIZED
+    assert entry.held == PRICE
+    stored = entry.payment["header"][1]
+
+    with client(hostile.devnet, ledger=ledger) as http:
+        response = http.get(hostile.url + "/report", headers={"Idempotency-Key": "killed-1"})
+
+    assert response.status_code == 200
+    assert hostile.signatures == [stored]  # the stored payment, byte for byte: no second signature
+    assert ledger.get(entry.id).state is EntryState.SETTLED
+
+
+# -- clock skew -------------------------------------------------------------------------------------------------
+
+
+def chain_time(hostile: Hostile) -> int:
+    return int(hostile.devnet.web3().eth.get_block("latest")["timestamp"])
+
+
+@pytest.mark.parametrize("skew", [300, 590])
+def test_a_client_clock_minutes_ahead_still_pays_within_the_window(hostile: Hostile, skew: int) -> None:
+    honest(hostile)
+    balances = Balances(hostile.devnet)
+    hostile.devnet.web3().provider.make_request("evm_mine", [])  # a reverted devnet's latest block may be old
+    offset = chain_time(hostile) - time.time() + skew  # the skew is between the client and the chain
+    with client(hostile.devnet, clock=lambda: time.time() + offset) as http:
+        response = http.get(hostile.url + "/report")
+
+    assert response.status_code == 200
+    assert balances.moved() == PRICE
+    authorization = unb64(hostile.signatures[0])["payload"]["authorization"]
+    lifetime = int(authorization["validBefore"]) - int(authorization["validAfter"])
+    assert lifetime <= 600 + 300  # backdated by the clock skew allowance, alive at most max_lifetime
+
+
+def test_a_client_clock_ten_minutes_behind_signs_an_expired_window_and_nothing_moves(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    honest(hostile)
+    balances = Balances(hostile.devnet)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    with (
+        client(hostile.devnet, ledger=ledger, clock=lambda: time.time() - 600) as http,
+        pytest.raises(PaymentRejected),
+    ):
+        http.get(hostile.url + "/report")
+
+    assert balances.moved() == 0
+    (entry,) = ledger.entries()
+    assert entry.state is EntryState.UNKNOWN
+    assert entry.valid_before is not None
+    assert entry.valid_before < chain_time(hostile)  # already expired on chain when it was signed
+    report = ledger.reconcile(Web3Chain(Web3(Web3.HTTPProvider(hostile.devnet.rpc_url))), margin=0)
+    assert [released.id for released in report.released] == [entry.id]
+    assert ledger.get(entry.id).held == 0
+
+
+def test_a_client_clock_ten_minutes_ahead_pays_once_or_is_refused_with_nothing_lost(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """At exactly the backdating allowance (600 s) validAfter is the chain's "now": settlement may be refused."""
+    honest(hostile)
+    balances = Balances(hostile.devnet)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with client(hostile.devnet, ledger=ledger, clock=lambda: time.time() + 600) as http:
+        try:
+            http.get(hostile.url + "/report")
+        except PaymentRejected:
+            (entry,) = ledger.entries()
+            assert (entry.state, entry.held, balances.moved()) == (EntryState.UNKNOWN, PRICE, 0)
+        else:
+            (entry,) = ledger.entries()
+            assert (entry.state, balances.moved()) == (EntryState.SETTLED, PRICE)
+    assert len(hostile.signatures) == 1
