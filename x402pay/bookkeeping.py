@@ -2,8 +2,10 @@
 
 The transport calls these at fixed points: `reserve` after the policy chose (the budget check, before signing),
 `authorize` before the signed payment leaves the process, `lost` when no answer came, and `record` whenever the
-Payment learned something (a receipt, a mismatch, a refusal). With a ledger, a logical request is its
-``Idempotency-Key`` header (added when absent); a repeat of it re-sends the stored payment instead of signing.
+Payment learned something (a receipt, a mismatch, a refusal). A logical request is its ``Idempotency-Key`` header
+(added when absent, and carried along redirects): a repeat of it at the same origin re-sends the stored payment
+(kept in the ledger, or in this process's memory without one), and another origin asking to be paid for it is
+refused. One logical request, at most one signature.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal
 
-from x402pay.errors import OriginUntrusted, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, OriginUntrusted, ReceiptMismatch
 from x402pay.ledger.errors import InvalidTransition
 from x402pay.payment import Payment, PaymentStatus
 from x402pay.protocol.models import PaymentRequirements
@@ -27,8 +30,11 @@ from x402pay.trust import TrustStore
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+#: Without a ledger, how many paid logical requests this process remembers (to re-send, never to re-sign).
+MEMORY_KEYS: Final = 4096
 VerifyMode = Literal["off", "inline", "background"]
 Callback = Callable[[Payment], None]
+Replay = tuple[Payment, tuple[str, str]]
 #: How long verification waits for a just-reported transaction to show on chain before leaving it pending.
 VERIFY_PATIENCE: Final = 10.0
 _RETRYABLE_CHECKS: Final = frozenset({"rpc", "transaction", "confirmations", "locate"})
@@ -158,6 +164,7 @@ class Books:
         self.on_receipt = on_receipt
         self.on_verified = on_verified
         self._lock = threading.Lock()
+        self._memory: OrderedDict[str, tuple[str, Replay]] = OrderedDict()
 
     def check_trust(self, origin: str) -> None:
         """Raise `OriginUntrusted` for an origin marked as having lied; nothing is signed for it."""
@@ -165,14 +172,14 @@ class Books:
         if reason is not None:
             raise OriginUntrusted(f"{origin} is untrusted ({reason}); clear it with `x402pay trust reset {origin}`")
 
-    def key(self, request: Any) -> str | None:
-        """The logical request's idempotency key (only kept with a ledger)."""
-        return idempotency_key(request) if self.ledger is not None else None
+    def key(self, request: Any) -> str:
+        """The logical request's idempotency key (the caller's, or one added now; redirects carry it along)."""
+        return idempotency_key(request)
 
-    def replay(self, key: str | None) -> tuple[Payment, tuple[str, str]] | None:
-        """The signed payment already stored for `key`, to re-send instead of signing again."""
-        entry = self.ledger.lookup(key) if key is not None else None
-        return restored_payment(entry.payment, entry.id) if entry is not None and entry.payment else None
+    def replay(self, key: str, origin: str) -> Replay | None:
+        """The signed payment already made for `key` at `origin`, to re-send instead of signing again."""
+        found = self._find(key)
+        return found[1] if found is not None and found[0] == origin.lower() else None
 
     def room(self, origin: str) -> int | None:
         """The least room left in the budgets (for the announced ceiling); None without budgets."""
@@ -181,18 +188,35 @@ class Books:
         statuses = self.ledger.budget_status(origin=origin)
         return min((status.remaining for status in statuses), default=None)
 
-    def reserve(self, key: str | None, origin: str, requirement: PaymentRequirements) -> Any:
-        """Hold the requirement's amount against the budgets (raises `BudgetExceeded`); the ledger entry."""
-        if self.ledger is None or key is None:
-            return None
-        return self.ledger.reserve(
-            key, origin=origin, asset=requirement.asset, network=requirement.network, amount=requirement.amount,
-            pay_to=requirement.pay_to, scheme=requirement.scheme,
-        )  # fmt: skip
+    def reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> tuple[Any, Replay | None]:
+        """Before signing: (a ledger entry holding the amount against the budgets, None) to sign anew, or
+        (None, the stored payment) to re-send. Raises `BudgetExceeded`, or `AlreadyPaid` when this logical request
+        was paid at another origin (a redirect asking to be paid again)."""
+        found = self._find(key)
+        if found is None and self.ledger is not None:
+            entry = self.ledger.reserve(
+                key, origin=origin, asset=requirement.asset, network=requirement.network,
+                amount=requirement.amount, pay_to=requirement.pay_to, scheme=requirement.scheme,
+            )  # fmt: skip
+            if not entry.payment:
+                return entry, None
+            found = entry.origin, restored_payment(entry.payment, entry.id)  # another attempt signed meanwhile
+        if found is None:
+            return None, None
+        if found[0] == origin.lower():
+            return None, found[1]
+        raise AlreadyPaid(
+            f"this request (Idempotency-Key {key[:80]!r}) was already paid at {found[0]}; {origin} asks to be "
+            "paid again for it: refused"
+        )
 
-    def authorize(self, entry: Any, payment: Payment, header: tuple[str, str]) -> None:
+    def authorize(self, entry: Any, key: str, payment: Payment, header: tuple[str, str]) -> None:
         """Store the signed payment before it is sent (the money rule: durable before it leaves)."""
         if entry is None:
+            with self._lock:
+                self._memory[key] = (payment.origin.lower(), (payment, header))
+                while len(self._memory) > MEMORY_KEYS:
+                    self._memory.popitem(last=False)
             return
         signed = payment.signed
         self.ledger.authorize(
@@ -200,6 +224,16 @@ class Books:
             valid_before=signed.valid_before, method=signed.method, amount=signed.amount,
         )  # fmt: skip
         payment.ledger_entry = entry.id
+
+    def _find(self, key: str) -> tuple[str, Replay] | None:
+        """Where and how `key` was paid: the ledger's entry, or (without a ledger) this process's memory."""
+        if self.ledger is None:
+            with self._lock:
+                return self._memory.get(key)
+        entry = self.ledger.lookup(key)
+        if entry is None or not entry.payment:
+            return None
+        return entry.origin, restored_payment(entry.payment, entry.id)
 
     def lost(self, payment: Payment, detail: str) -> None:
         """The signed payment went out and no answer came: it may still settle."""

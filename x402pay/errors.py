@@ -13,6 +13,7 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
     │   ├── PaymentRejected            the peer answered the signed payment with another 402
+    │   │   └── AlreadyPaid            another origin asks to be paid for a request already paid (a redirect)
     │   ├── SettlementError            the peer's settlement response or receipt is malformed
     │   ├── SettlementFailed           the peer says settlement failed (e.g. a compose.error frame mid-stream)
     │   └── ReceiptMismatch            fraud: the peer's receipt disagrees with what was signed (or the chain)
@@ -75,6 +76,10 @@ class Permit2AllowanceRequired(PaymentError):
 
     Approve once with ``Wallet.approve_permit2`` (or ``x402pay wallet approve-permit2``); nothing was signed.
     """
+
+
+class AlreadyPaid(PaymentRejected):
+    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to."""
 
 
 class SettlementError(PaymentError):

@@ -113,7 +113,10 @@ def _text(value: Any) -> str | None:
 def _epoch_ms(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
         return None
-    return datetime.fromtimestamp(value / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):  # past year 9999: not a time this receipt could mean
+        return None
 
 
 def _line_items(value: Any) -> tuple[Mapping[str, Any], ...]:

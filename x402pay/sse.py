@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
+from x402pay.protocol.codec import check_depth
+
 RECEIPT_EVENTS: Final = frozenset({"compose.receipt", "receipt"})
 ERROR_EVENTS: Final = frozenset({"compose.error", "error"})
 _VENDOR_EVENTS: Final = RECEIPT_EVENTS | ERROR_EVENTS
@@ -85,7 +87,10 @@ class SSETap:
 
     def _pass(self, data: bytes, out: list[bytes]) -> bytes:
         combined = self._tail + data
-        match = _FRAME_END_BEFORE_E.search(combined)
+        # A frame starting with "e" follows a terminator; without one inside, only the last bytes can hold a frame
+        # end (one whose next frame starts in a later chunk), so the regex need not scan the whole chunk.
+        inside = b"\ne" in combined or b"\re" in combined
+        match = _FRAME_END_BEFORE_E.search(combined, 0 if inside else max(0, len(combined) - 4))
         if match is None:
             out.append(data)
             self._tail = combined[-2:]
@@ -132,6 +137,9 @@ class SSETap:
                 self.oversized = True
                 return self._release(out)
             return b""
+        if end.end() > MAX_FRAME_BYTES:
+            self.oversized = True
+            return self._release(out)
         frame, rest = held[: end.end()], held[end.end() :]
         self._capture(frame)
         if self.keep_frames:
@@ -159,6 +167,7 @@ class SSETap:
 
 def _json_or_none(data: bytes) -> Any:
     try:
+        check_depth(data)
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None

@@ -15,7 +15,7 @@ import httpx
 
 from x402pay import flow
 from x402pay.allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
-from x402pay.bookkeeping import has_news, restored_payment
+from x402pay.bookkeeping import has_news
 from x402pay.payment import Payment
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.protocol.models import PaymentRequirements
@@ -31,6 +31,30 @@ def _web3(rpc_url: str | None, *, asynchronous: bool) -> Any:
     from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # only when asked: web3 is slow to import
 
     return AsyncWeb3(AsyncHTTPProvider(rpc_url)) if asynchronous else Web3(HTTPProvider(rpc_url))
+
+
+_DRAIN_LIMIT = 64 * 1024
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read a small challenge body to its end before closing, so the connection can be reused for the retry."""
+    drained = 0
+    for chunk in () if response.is_stream_consumed else response.iter_raw():
+        drained += len(chunk)
+        if drained > _DRAIN_LIMIT:
+            break
+    response.close()
+
+
+async def _adrain(response: httpx.Response) -> None:
+    """The async `_drain`."""
+    drained = 0
+    if not response.is_stream_consumed:
+        async for chunk in response.aiter_raw():
+            drained += len(chunk)
+            if drained > _DRAIN_LIMIT:
+                break
+    await response.aclose()
 
 
 class PaymentTransport(httpx.BaseTransport, PaymentCore):
@@ -51,7 +75,7 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         request.read()
         origin, books = origin_of(request.url), self.books
         key = books.key(request)
-        replay = books.replay(key)
+        replay = books.replay(key, origin)
         if replay is not None:
             return self._send_paid(inner, request, *replay)
         ceiling = self._announce(request, books.room(origin))
@@ -62,13 +86,14 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         challenge = flow.decode_challenge(response.headers, body)
         if challenge is None:
             return response if body is None else rebuilt(response, body)
-        response.close()
+        if body is None:
+            _drain(response)
         requirement = self._choose(challenge, origin, ceiling)
-        entry = books.reserve(key, origin, requirement)
-        if entry is not None and entry.payment:  # another attempt of this logical request signed meanwhile
-            return self._send_paid(inner, request, *restored_payment(entry.payment, entry.id))
+        entry, replay = books.reserve(key, origin, requirement)
+        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
+            return self._send_paid(inner, request, *replay)
         payment, header = self._sign(challenge, requirement, origin, self._approval(challenge, requirement))
-        books.authorize(entry, payment, header)
+        books.authorize(entry, key, payment, header)
         return self._send_paid(inner, request, payment, header)
 
     def _send_paid(self, inner: Any, request: Any, payment: Payment, header: tuple[str, str]) -> httpx.Response:
@@ -137,7 +162,7 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         await request.aread()
         origin, books = origin_of(request.url), self.books
         key = books.key(request)
-        replay = await self._books(books.replay, key)
+        replay = await self._books(books.replay, key, origin)
         if replay is not None:
             return await self._send_paid(inner, request, *replay)
         ceiling = self._announce(request, await self._books(books.room, origin))
@@ -148,13 +173,14 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         challenge = flow.decode_challenge(response.headers, body)
         if challenge is None:
             return response if body is None else rebuilt(response, body)
-        await response.aclose()
+        if body is None:
+            await _adrain(response)
         requirement = self._choose(challenge, origin, ceiling)
-        entry = await self._books(books.reserve, key, origin, requirement)
-        if entry is not None and entry.payment:  # another attempt of this logical request signed meanwhile
-            return await self._send_paid(inner, request, *restored_payment(entry.payment, entry.id))
+        entry, replay = await self._books(books.reserve, key, origin, requirement)
+        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
+            return await self._send_paid(inner, request, *replay)
         payment, header = self._sign(challenge, requirement, origin, await self._approval(challenge, requirement))
-        await self._books(books.authorize, entry, payment, header)
+        await self._books(books.authorize, entry, key, payment, header)
         return await self._send_paid(inner, request, payment, header)
 
     async def _send_paid(self, inner: Any, request: Any, payment: Payment, header: tuple[str, str]) -> httpx.Response:

@@ -243,12 +243,6 @@ def nested(depth: int) -> Any:
     return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an option whose extra nests ~300 levels deep parses, is signed, and then encoding the payment "
-    "raises pydantic's untyped ValueError('Maximum serialization depth exceeded') (flow._payment_header -> "
-    "codec.encode_header -> WireModel.to_wire), not a ChallengeError",
-)
 @pytest.mark.parametrize("depth", [400, 3_000])
 def test_a_deeply_nested_option_is_a_typed_error(hostile: Hostile, depth: int) -> None:
     option = requirement(hostile.devnet)

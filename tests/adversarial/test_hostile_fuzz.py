@@ -134,14 +134,6 @@ def settled_after_year_9999(data: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 253402300800000 <= value < 2**53
 
 
-SETTLED_AT_BUG = (
-    "BUG: x402pay/receipts.py _epoch_ms accepts any settledAt below 2**53 ms, but datetime.fromtimestamp raises "
-    "an untyped ValueError from year 10000 on (>= 253402300800000 ms); compose_receipt should ignore it or raise "
-    "SettlementError"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SETTLED_AT_BUG)
 @pytest.mark.parametrize("settled_at", [253402300800000, 2**53 - 1])
 def test_compose_receipt_with_a_settled_at_after_year_9999_is_typed(settled_at: int) -> None:
     with contextlib.suppress(SettlementError):

@@ -386,12 +386,6 @@ def test_an_oversized_receipt_frame_in_small_reads_passes_through_unparsed(hosti
     assert lines[-1] == "data: [DONE]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: x402pay/sse.py SSETap._vendor checks MAX_FRAME_BYTES only while the frame's end has not arrived; "
-    "an oversized frame whose end comes in the same read as the bytes crossing the limit (one large network read) "
-    "is captured and parsed instead of passing through unparsed as the module promises",
-)
 def test_an_oversized_receipt_frame_in_one_read_passes_through_unparsed() -> None:
     big = sse("compose.receipt", {"finalAmountWei": "1", "pad": "x" * (MAX_FRAME_BYTES + 1000)})
     tap = SSETap()
@@ -402,12 +396,6 @@ def test_an_oversized_receipt_frame_in_one_read_passes_through_unparsed() -> Non
     assert out == big
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a receipt whose settledAt is at or after year 10000 (ms < 2**53) makes receipts._epoch_ms raise an "
-    "untyped ValueError out of flow.conclude (X-Receipt header) after the payment was sent: the caller gets "
-    "ValueError instead of the paid response with settlement_error recorded",
-)
 def test_a_receipt_settled_in_the_year_10000_is_recorded_not_raised(hostile: Hostile) -> None:
     def answer(call: Call) -> Reply:
         settlement = call.settle()

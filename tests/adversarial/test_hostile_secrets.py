@@ -50,7 +50,7 @@ def test_no_key_password_or_signature_leaks_into_logs_reprs_or_errors(
     with httpx.Client(transport=transport, timeout=60) as http:
         hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
         honest = http.get(hostile.url + "/report")
-        texts += [repr(transport)]  # repr(Payment) is the xfail below
+        texts += [repr(transport), repr(payment_of(honest))]
         assert payment_of(honest) is not None
         hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), lies)
         with pytest.raises(ReceiptMismatch) as caught:
@@ -73,12 +73,6 @@ def test_no_key_password_or_signature_leaks_into_logs_reprs_or_errors(
         assert leaks == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: repr(Payment) (and so repr(payment_of(response)), repr(ReceiptMismatch.payment)) includes "
-    "SignedPayment.payload with the full EIP-712 signature (x402pay/schemes/exact.py SignedPayment.payload is a "
-    "repr'd dataclass field; x402pay/payment.py Payment.signed is too)",
-)
 def test_the_repr_of_a_payment_shows_no_full_signature(hostile: Hostile) -> None:
     hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
     transport = PaymentTransport(wallet=Wallet(hostile.devnet.payers[1]), policy=policy(hostile.devnet))

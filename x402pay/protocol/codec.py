@@ -22,7 +22,11 @@ from x402pay.protocol.models import WireModel
 MAX_HEADER_CHARS: Final = 64 * 1024
 #: Largest JSON body decoded from a peer (a v1 challenge, a JSON receipt).
 MAX_BODY_BYTES: Final = 256 * 1024
+#: Deepest JSON nesting accepted from a peer (x402 objects nest a few levels).
+MAX_DEPTH: Final = 64
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -54,6 +58,7 @@ def decode_json(raw: bytes, *, what: str, error: type[X402PayError]) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise error(f"{what} is {len(raw)} bytes, over the {MAX_BODY_BYTES} limit")
     try:
+        check_depth(raw)
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8: {exc}") from exc
@@ -74,6 +79,21 @@ def parse_model(data: Any, model: type[ModelT], *, what: str, error: type[X402Pa
         raise error(f"{what} is not a valid {model.__name__}: {problems}") from exc
     except RecursionError as exc:
         raise error(f"{what} is nested too deeply") from exc
+
+
+def check_depth(raw: bytes, limit: int = MAX_DEPTH) -> None:
+    """ValueError when JSON `raw` nests deeper than `limit`.
+
+    Checked before parsing: the recursion limit is no guard (py_ecc, under eth-account, raises it to 100,000, and
+    a deep enough document then overflows the C stack and kills the process).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b'""', raw)):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > limit:
+            raise ValueError(f"nested deeper than {limit} levels")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from eth_typing import ChecksumAddress
@@ -40,7 +41,7 @@ class SignedPayment:
     """
 
     requirement: PaymentRequirements
-    payload: dict[str, Any]
+    payload: dict[str, Any] = field(repr=False)  # holds the signature: never in a repr or a log
     payer: ChecksumAddress
     amount: int
     nonce: str
@@ -134,6 +135,7 @@ def evm_chain_id(requirement: PaymentRequirements) -> int:
         raise SigningError(f"cannot sign for network {requirement.network!r}: {exc}") from exc
 
 
+@lru_cache(maxsize=4096)  # payees and assets repeat, and EIP-55 hashing costs more than signing
 def checksum_address(value: str, field: str) -> ChecksumAddress:
     """`value` as an EIP-55 address; SigningError for a malformed, mis-checksummed or zero address.
 

@@ -42,7 +42,8 @@ def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, timeout: 
     The socket is bound before the thread starts, so the port is known without a race; the server is stopped
     with ``should_exit`` and its thread joined, so nothing outlives the block.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on only for sockets that say so (else a 40 ms delayed-ACK stall).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
