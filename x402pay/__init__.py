@@ -11,6 +11,7 @@ import logging
 
 from x402pay.amounts import usdc
 from x402pay.errors import (
+    AlreadyPaid,
     AnvilNotFound,
     AnvilStartError,
     ChallengeError,
@@ -38,6 +39,7 @@ from x402pay.wallet import Wallet
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyPaid",
     "AnvilNotFound",
     "AnvilStartError",
     "AsyncPaymentTransport",
