@@ -231,8 +231,8 @@ class Books:
             with self._lock:
                 return self._memory.get(key)
         entry = self.ledger.lookup(key)
-        if entry is None or not entry.payment:
-            return None
+        if entry is None or not entry.payment or entry.state == "released":
+            return None  # released: provably never settled (expired unused), so a fresh signature is allowed
         return entry.origin, restored_payment(entry.payment, entry.id)
 
     def lost(self, payment: Payment, detail: str) -> None:
