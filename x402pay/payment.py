@@ -32,6 +32,7 @@ class Payment:
     (from whichever place the server put it, at the end of a stream for streamed responses), `settlement_error`
     when the server's claim could not be read, `mismatch` when it disagrees with what was signed or with the chain,
     `verification` (an `x402pay.verify.Verification`) once checked on chain, and `ledger_entry` with a ledger.
+    `prepaid` is true for a payment sent with the first request (pre-payment), before any challenge came.
     `booked` is the transport's own note of what it has already recorded.
     """
 
@@ -45,6 +46,7 @@ class Payment:
     mismatch: str | None = None
     verification: Any = None
     ledger_entry: str | None = None
+    prepaid: bool = False
     booked: set[str] = field(default_factory=set, repr=False)
 
     @property

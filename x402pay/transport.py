@@ -15,12 +15,13 @@ import httpx
 
 from x402pay import flow
 from x402pay.allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
-from x402pay.bookkeeping import has_news
+from x402pay.bookkeeping import Replay, has_news
+from x402pay.errors import PaymentRejected
 from x402pay.payment import Payment
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.streams import atap_response, tap_response
-from x402pay.transport_core import PaymentCore, TransportOptions, origin_of, rebuilt, too_large
+from x402pay.transport_core import Attempt, PaymentCore, TransportOptions, origin_of, rebuilt, too_large
 
 __all__ = ["AsyncPaymentTransport", "PaymentTransport", "TransportOptions"]
 
@@ -78,7 +79,10 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         replay = books.replay(key, origin)
         if replay is not None:
             return self._send_paid(inner, request, *replay)
-        ceiling = self._announce(request, books.room(origin))
+        attempt = Attempt(key, origin, self._announce(request, books.room(origin)))
+        prepaid = self._prepay(inner, request, attempt)
+        if prepaid is not None:
+            return prepaid
         response: httpx.Response = inner.handle_request(request)
         if response.status_code != 402:
             return response
@@ -88,15 +92,36 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
             return response if body is None else rebuilt(response, body)
         if body is None:
             _drain(response)
-        requirement = self._choose(challenge, origin, ceiling)
-        entry, replay = books.reserve(key, origin, requirement)
-        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
-            return self._send_paid(inner, request, *replay)
-        payment, header = self._sign(challenge, requirement, origin, self._approval(challenge, requirement))
-        books.authorize(entry, key, payment, header)
-        return self._send_paid(inner, request, payment, header)
+        return self._pay(inner, request, attempt, challenge, self._choose(challenge, origin, attempt.ceiling))
 
-    def _send_paid(self, inner: Any, request: Any, payment: Payment, header: tuple[str, str]) -> httpx.Response:
+    def _prepay(self, inner: Any, request: httpx.Request, attempt: Attempt) -> httpx.Response | None:
+        """With pre-payment on: re-send this request's pre-payment, or pre-pay from its route's challenge."""
+        if self.prepayments is None:
+            return None
+        replay = self.books.replay(attempt.prepay_key, attempt.origin)
+        if replay is not None:
+            return self._send_paid(inner, request, *replay, fallback=attempt)
+        prepayable = self._prepayable(request, attempt)
+        return None if prepayable is None else self._pay(inner, request, attempt, *prepayable, prepaid=True)
+
+    def _pay(
+        self, inner: Any, request: httpx.Request, attempt: Attempt, challenge: flow.Challenge,
+        requirement: PaymentRequirements, prepaid: bool = False,
+    ) -> httpx.Response:  # fmt: skip
+        key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
+        entry, replay = self.books.reserve(key, attempt.origin, requirement)
+        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
+            return self._send_paid(inner, request, *replay, fallback=fallback)
+        payment, header = self._sign(challenge, requirement, attempt.origin, self._approval(challenge, requirement))
+        payment.prepaid = prepaid
+        self.books.authorize(entry, key, payment, header)
+        paid = self._send_paid(inner, request, payment, header, fallback=fallback)
+        self._remember(request, challenge, payment)
+        return paid
+
+    def _send_paid(
+        self, inner: Any, request: Any, payment: Payment, header: tuple[str, str], fallback: Attempt | None = None
+    ) -> httpx.Response:
         try:
             paid: httpx.Response = inner.handle_request(self._retry(request, header))
         except BaseException as exc:
@@ -107,6 +132,13 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
             paid.close()
         try:
             flow.conclude(payment, paid.status_code, paid.headers, paid_body)
+        except PaymentRejected as rejected:
+            if fallback is None:
+                raise
+            self.books.record(payment)
+            challenge = self._after_refusal(rejected, payment, paid.headers, paid_body)
+            requirement = self._choose(challenge, fallback.origin, fallback.ceiling)
+            return self._pay(inner, request, fallback, challenge, requirement)
         finally:
             self.books.record(payment)
         tap = self._tap(payment, paid)
@@ -165,7 +197,10 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         replay = await self._books(books.replay, key, origin)
         if replay is not None:
             return await self._send_paid(inner, request, *replay)
-        ceiling = self._announce(request, await self._books(books.room, origin))
+        attempt = Attempt(key, origin, self._announce(request, await self._books(books.room, origin)))
+        prepaid = await self._prepay(inner, request, attempt)
+        if prepaid is not None:
+            return prepaid
         response: httpx.Response = await inner.handle_async_request(request)
         if response.status_code != 402:
             return response
@@ -175,15 +210,38 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
             return response if body is None else rebuilt(response, body)
         if body is None:
             await _adrain(response)
-        requirement = self._choose(challenge, origin, ceiling)
-        entry, replay = await self._books(books.reserve, key, origin, requirement)
-        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
-            return await self._send_paid(inner, request, *replay)
-        payment, header = self._sign(challenge, requirement, origin, await self._approval(challenge, requirement))
-        await self._books(books.authorize, entry, key, payment, header)
-        return await self._send_paid(inner, request, payment, header)
+        return await self._pay(inner, request, attempt, challenge, self._choose(challenge, origin, attempt.ceiling))
 
-    async def _send_paid(self, inner: Any, request: Any, payment: Payment, header: tuple[str, str]) -> httpx.Response:
+    async def _prepay(self, inner: Any, request: httpx.Request, attempt: Attempt) -> httpx.Response | None:
+        """With pre-payment on: re-send this request's pre-payment, or pre-pay from its route's challenge."""
+        if self.prepayments is None:
+            return None
+        replay: Replay | None = await self._books(self.books.replay, attempt.prepay_key, attempt.origin)
+        if replay is not None:
+            return await self._send_paid(inner, request, *replay, fallback=attempt)
+        prepayable = self._prepayable(request, attempt)
+        return None if prepayable is None else await self._pay(inner, request, attempt, *prepayable, prepaid=True)
+
+    async def _pay(
+        self, inner: Any, request: httpx.Request, attempt: Attempt, challenge: flow.Challenge,
+        requirement: PaymentRequirements, prepaid: bool = False,
+    ) -> httpx.Response:  # fmt: skip
+        key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
+        reserved: tuple[Any, Replay | None] = await self._books(self.books.reserve, key, attempt.origin, requirement)
+        entry, replay = reserved
+        if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
+            return await self._send_paid(inner, request, *replay, fallback=fallback)
+        approval = await self._approval(challenge, requirement)
+        payment, header = self._sign(challenge, requirement, attempt.origin, approval)
+        payment.prepaid = prepaid
+        await self._books(self.books.authorize, entry, key, payment, header)
+        paid = await self._send_paid(inner, request, payment, header, fallback=fallback)
+        self._remember(request, challenge, payment)
+        return paid
+
+    async def _send_paid(
+        self, inner: Any, request: Any, payment: Payment, header: tuple[str, str], fallback: Attempt | None = None
+    ) -> httpx.Response:
         try:
             paid: httpx.Response = await inner.handle_async_request(self._retry(request, header))
         except BaseException as exc:
@@ -194,6 +252,13 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
             await paid.aclose()
         try:
             flow.conclude(payment, paid.status_code, paid.headers, paid_body)
+        except PaymentRejected as rejected:
+            if fallback is None:
+                raise
+            await self._record(payment)
+            challenge = self._after_refusal(rejected, payment, paid.headers, paid_body)
+            requirement = self._choose(challenge, fallback.origin, fallback.ceiling)
+            return await self._pay(inner, request, fallback, challenge, requirement)
         finally:
             await self._record(payment)
         tap = self._tap(payment, paid)

@@ -13,9 +13,10 @@ from typing import Any
 from x402pay import flow
 from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
 from x402pay.bookkeeping import Books, Callback, Verifier, VerifyMode
-from x402pay.errors import ChallengeError
-from x402pay.payment import PAYMENT_EXTENSION, Payment
+from x402pay.errors import ChallengeError, PaymentError, PaymentRejected
+from x402pay.payment import PAYMENT_EXTENSION, Payment, PaymentStatus
 from x402pay.policy import SpendPolicy
+from x402pay.prepay import KEY_SUFFIX, Prepayments, asks_for_signed, route_of
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.protocol.headers import MAX_AMOUNT
 from x402pay.protocol.models import PaymentRequirements
@@ -43,6 +44,8 @@ class TransportOptions:
       reaches you; fraud raises `ReceiptMismatch`) or ``"background"`` (a worker thread checks; see
       `on_verified`). Needs `rpc_url`. `confirmations`: how deep the settlement must be.
     - `clock`: the time source for authorization windows.
+    - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
+      see `x402pay.prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
     """
 
     announce_ceiling: bool = True
@@ -55,6 +58,22 @@ class TransportOptions:
     verify: VerifyMode = "off"
     confirmations: int = 0
     clock: Callable[[], float] = time.time
+    prepay: bool = False
+    prepay_ttl: float = 300.0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One logical request on its way: its idempotency key, its origin and the ceiling it announced."""
+
+    key: str
+    origin: str
+    ceiling: int | None
+
+    @property
+    def prepay_key(self) -> str:
+        """The key its pre-payment is booked under (the reactive payment, if any, uses `key`)."""
+        return self.key + KEY_SUFFIX
 
 
 def origin_of(url: Any) -> str:
@@ -81,6 +100,7 @@ class PaymentCore:
         )
         trust = self.options.trust if self.options.trust is not None else TrustStore()
         self.books = Books(self.options.ledger, trust, verifier, self.options.on_receipt, self.options.on_verified)
+        self.prepayments = Prepayments(self.options.prepay_ttl) if self.options.prepay else None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} wallet={self.wallet.address} max_per_request={self.policy.max_per_request}>"
@@ -109,6 +129,40 @@ class PaymentCore:
     def _choose(self, challenge: flow.Challenge, origin: str, ceiling: int | None) -> PaymentRequirements:
         self.books.check_trust(origin)
         return flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling)
+
+    def _prepayable(self, request: Any, attempt: Attempt) -> tuple[flow.Challenge, PaymentRequirements] | None:
+        """The remembered challenge of the request's route and the option the policy takes from it now, if any."""
+        if self.prepayments is None:
+            return None
+        route = route_of(request, attempt.origin)
+        challenge = self.prepayments.challenge_for(route)
+        if challenge is None:
+            return None
+        try:
+            return challenge, self._choose(challenge, attempt.origin, attempt.ceiling)
+        except PaymentError:  # the policy, the ceiling or the trust marks changed: pay reactively, if at all
+            self.prepayments.forget(route)
+            return None
+
+    def _remember(self, request: Any, challenge: flow.Challenge, payment: Payment) -> None:
+        """After a paid answer: remember the route's challenge for pre-payment, unless the payment failed."""
+        if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
+            self.prepayments.remember(route_of(request, payment.origin), challenge)
+
+    def _after_refusal(
+        self, rejected: PaymentRejected, payment: Payment, headers: Any, body: bytes | None
+    ) -> flow.Challenge:
+        """A pre-payment was answered with a 402: the new challenge to pay reactively, or `rejected` re-raised
+        when there is none or it asks for exactly what was signed."""
+        assert self.prepayments is not None  # noqa: S101 - only pre-payments fall back
+        self.prepayments.refused(payment.origin)
+        try:
+            challenge = flow.decode_challenge(headers, body)
+        except ChallengeError as exc:
+            raise rejected from exc
+        if challenge is None or asks_for_signed(challenge, payment.signed.requirement):
+            raise rejected
+        return challenge
 
     def _sign(
         self, challenge: flow.Challenge, requirement: PaymentRequirements, origin: str, extensions: dict[str, Any]

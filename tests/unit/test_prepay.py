@@ -1,0 +1,229 @@
+"""Pre-payment's pure steps against an in-memory peer that recovers every signature (the same flows run on anvil in
+tests/integration/test_prepay.py): expiry, re-sending after a lost answer, the fallback's bookkeeping, the bar."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from x402pay import PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
+from x402pay.flow import decode_challenge
+from x402pay.ledger import EntryState, Ledger
+from x402pay.prepay import BAR_SECONDS, KEY_SUFFIX, MAX_ROUTES, Prepayments, asks_for_signed
+from x402pay.schemes.eip712 import transfer_with_authorization
+from x402pay.transport import AsyncPaymentTransport, PaymentTransport
+
+WALLET = Wallet.from_key("0x" + "44" * 32)
+USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+URL = "https://paid.example/data"
+
+
+def requirement(amount: int) -> dict[str, Any]:
+    return {
+        "scheme": "exact", "network": "eip155:8453", "amount": str(amount), "asset": USDC, "payTo": PAYEE,
+        "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"},
+    }  # fmt: skip
+
+
+def b64(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+class Peer:
+    """A v2 server at one price that accepts a payment only when it recovers to the payer and matches the price."""
+
+    def __init__(self, price: int = 10_000) -> None:
+        self.price = price
+        self.refuse_all = False
+        self.fail_next_send = False
+        self.seen: list[str | None] = []  # the payment header of each request, None when unpaid
+
+    def challenge(self) -> httpx.Response:
+        body = {"x402Version": 2, "error": "pay", "resource": {"url": URL}, "accepts": [requirement(self.price)]}
+        return httpx.Response(402, headers={"PAYMENT-REQUIRED": b64(body)})
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("PAYMENT-SIGNATURE")
+        self.seen.append(header)
+        if self.fail_next_send:
+            self.fail_next_send = False
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        if header is None or self.refuse_all or not self.accepts(json.loads(base64.b64decode(header))):
+            return self.challenge()
+        settled = {"success": True, "transaction": "0x" + "cd" * 32, "network": "eip155:8453"}
+        return httpx.Response(200, headers={"PAYMENT-RESPONSE": b64(settled)}, json={"ok": True})
+
+    def accepts(self, payment: dict[str, Any]) -> bool:
+        authorization = payment["payload"]["authorization"]
+        message = {**authorization, **{k: int(authorization[k]) for k in ("value", "validAfter", "validBefore")}}
+        typed = transfer_with_authorization(
+            token_name="USD Coin", token_version="2", chain_id=8453, token=USDC, authorization=message
+        )
+        signer = Account.recover_message(
+            encode_typed_data(full_message=typed), signature=payment["payload"]["signature"]
+        )
+        return signer == authorization["from"] and message["value"] == self.price
+
+
+def client(peer: Peer, **options: Any) -> httpx.Client:
+    policy = SpendPolicy(max_per_request=options.pop("cap", 50_000))
+    transport = PaymentTransport(wallet=WALLET, policy=policy, inner=httpx.MockTransport(peer), prepay=True, **options)
+    return httpx.Client(transport=transport)
+
+
+def paid_flags(peer: Peer) -> list[bool]:
+    return [header is not None for header in peer.seen]
+
+
+def test_pre_payment_is_off_unless_asked_for() -> None:
+    peer = Peer()
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(peer)
+    )
+    with httpx.Client(transport=transport) as http:
+        http.get(URL)
+        http.get(URL)
+    assert paid_flags(peer) == [False, True, False, True]
+
+
+def test_the_query_does_not_matter_but_the_method_does() -> None:
+    peer = Peer()
+    with client(peer) as http:
+        http.get(URL + "?a=1")
+        http.get(URL + "?b=2")
+        http.post(URL)
+    assert paid_flags(peer) == [False, True, True, False, True]
+
+
+def test_a_stale_challenge_is_not_used() -> None:
+    peer = Peer()
+    with client(peer, prepay_ttl=0.0) as http:
+        http.get(URL)
+        http.get(URL)
+    assert paid_flags(peer) == [False, True, False, True]
+
+
+def test_a_lost_answer_is_re_sent_with_the_same_pre_payment() -> None:
+    peer = Peer()
+    with client(peer) as http:
+        http.get(URL)
+        peer.fail_next_send = True
+        with pytest.raises(httpx.ReadTimeout):
+            http.get(URL, headers={"Idempotency-Key": "order-7"})
+        response = http.get(URL, headers={"Idempotency-Key": "order-7"})
+    assert response.status_code == 200
+    assert peer.seen[2] is not None
+    assert peer.seen[3] == peer.seen[2]  # re-sent byte for byte, not re-signed
+
+
+def test_a_pre_payment_above_the_cap_is_never_signed() -> None:
+    peer = Peer()
+    with client(peer, cap=10_000) as http:
+        http.get(URL)
+        peer.price = 20_000  # the remembered challenge still says 10,000: the server's 402 tells the truth
+        with pytest.raises(SpendCapExceeded):
+            http.get(URL)
+    assert paid_flags(peer) == [False, True, True]  # the pre-payment (10,000) only; 20,000 is over the cap
+    assert all(json.loads(base64.b64decode(h))["accepted"]["amount"] == "10000" for h in peer.seen if h)
+
+
+def test_a_refused_pre_payment_is_held_and_the_new_price_booked_under_the_key(tmp_path: Any) -> None:
+    ledger = Ledger.sqlite(tmp_path / "ledger.db")
+    peer = Peer()
+    with client(peer, ledger=ledger) as http:
+        http.get(URL)
+        peer.price = 12_000
+        response = http.get(URL, headers={"Idempotency-Key": "order-8"})
+        again = http.get(URL, headers={"Idempotency-Key": "order-8"})  # the caller retries the same request
+
+    prepaid, reactive = ledger.lookup("order-8" + KEY_SUFFIX), ledger.lookup("order-8")
+    assert prepaid is not None
+    assert reactive is not None
+    assert prepaid.state is EntryState.UNKNOWN  # refused, but it may still settle until it expires: still held
+    assert (prepaid.amount, reactive.amount, reactive.state) == (10_000, 12_000, EntryState.SETTLED)
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.settled_amount == 12_000
+    assert len(peer.seen) == 5  # unpaid, paid; the refused pre-payment, the reactive payment; the retry
+    assert peer.seen[-1] == peer.seen[-2]  # the retry re-sent the reactive payment; nothing new was signed
+    assert again.status_code == 200
+
+
+def test_a_402_without_a_challenge_after_a_pre_payment_stands() -> None:
+    peer = Peer()
+    with client(peer) as http:
+        http.get(URL)
+        peer.challenge = lambda: httpx.Response(402, text="no")  # type: ignore[method-assign]
+        peer.refuse_all = True
+        with pytest.raises(PaymentRejected):
+            http.get(URL)
+    assert paid_flags(peer) == [False, True, True]
+
+
+async def test_the_async_transport_falls_back_the_same_way() -> None:
+    peer = Peer()
+    policy = SpendPolicy(max_per_request=50_000)
+    transport = AsyncPaymentTransport(wallet=WALLET, policy=policy, inner=httpx.MockTransport(peer), prepay=True)
+    async with httpx.AsyncClient(transport=transport) as http:
+        await http.get(URL)
+        await http.get(URL)
+        peer.price = 12_000
+        changed = await http.get(URL)
+        await http.get(URL)
+    assert paid_flags(peer) == [False, True, True, True, True, False, True]
+    payment = payment_of(changed)
+    assert payment is not None
+    assert (payment.prepaid, payment.settled_amount) == (False, 12_000)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def challenge(amount: int) -> Any:
+    body = {"x402Version": 2, "resource": {"url": URL}, "accepts": [requirement(amount)]}
+    return decode_challenge({"PAYMENT-REQUIRED": b64(body)}, None)
+
+
+def test_prepayments_expire_are_barred_and_stay_bounded() -> None:
+    clock = Clock()
+    routes = Prepayments(ttl=60, clock=clock)
+    route = ("GET", "https://paid.example", "/data")
+    routes.remember(route, challenge(10_000))
+    assert routes.challenge_for(route) is not None
+    clock.now += 61
+    assert routes.challenge_for(route) is None
+
+    routes.remember(route, challenge(10_000))
+    routes.refused("HTTPS://PAID.example")
+    routes.remember(route, challenge(10_000))
+    assert routes.challenge_for(route) is None
+    clock.now += BAR_SECONDS + 1
+    routes.remember(route, challenge(10_000))
+    assert routes.challenge_for(route) is not None
+
+    for n in range(MAX_ROUTES + 10):
+        routes.remember(("GET", "https://paid.example", f"/{n}"), challenge(1))
+    assert routes.challenge_for(route) is None  # the oldest were forgotten
+    assert routes.challenge_for(("GET", "https://paid.example", f"/{MAX_ROUTES + 9}")) is not None
+
+
+def test_asks_for_signed_compares_the_whole_requirement() -> None:
+    old = challenge(10_000)
+    assert old is not None
+    signed = old.requirements[0]
+    assert asks_for_signed(old, signed)
+    new = challenge(10_001)
+    assert new is not None
+    assert not asks_for_signed(new, signed)
