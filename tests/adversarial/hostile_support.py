@@ -344,3 +344,50 @@ def run_child(devnet: Devnet, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "X402PAY_PRIVATE_KEY": "0x" + bytes(devnet.payers[1].key).hex()}
     command = [sys.executable, "-c", CHILD_CLIENT, url, devnet.network]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+# -- a slow JSON-RPC endpoint in front of anvil -----------------------------------------------------------------
+
+
+class SlowRpc:
+    """An ASGI JSON-RPC proxy to the devnet's anvil that answers late, or never (`delay` None: it stalls).
+
+    Every POST is held `delay` seconds, then forwarded to anvil and anvil's answer returned. Stalled requests are
+    released (with a 503) by `release`, so that the server can stop; `posts` counts the requests it received.
+    """
+
+    def __init__(self, upstream: str, delay: float | None) -> None:
+        self.upstream = upstream
+        self.delay = delay
+        self.posts = 0
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """Let every stalled request end."""
+        self._released.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        self.posts += 1
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, answer = await self._answer(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": answer})
+
+    async def _answer(self, body: bytes) -> tuple[int, bytes]:
+        waited, limit = 0.0, float("inf") if self.delay is None else self.delay
+        while waited < limit and not self._released.is_set():
+            await anyio.sleep(0.05)
+            waited += 0.05
+        if self._released.is_set():
+            return 503, b'{"error": "released"}'
+        async with httpx.AsyncClient() as upstream:
+            forwarded = await upstream.post(self.upstream, content=body, headers={"content-type": "application/json"})
+        return forwarded.status_code, forwarded.content

@@ -1,0 +1,258 @@
+"""A slow or stalled verification RPC: the verdict stays ``pending`` within a bounded time, nothing crashes or hangs.
+
+`SlowRpc` is a real JSON-RPC endpoint on loopback, a proxy in front of the devnet's anvil that holds every request
+(for some seconds, or until the test ends). Every call that could hang runs under `bounded`, so a hang fails the
+test instead of hanging the suite. Bounds are generous (tens of seconds for timeouts of one or two): they tell a
+bounded wait from an unbounded one, not a fast machine from a slow one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import anyio
+import pytest
+from hostile_support import (
+    PRICE,
+    Hostile,
+    SlowRpc,
+    async_client,
+    challenge,
+    challenge_reply,
+    challenge_then,
+    client,
+    fetch,
+    requirement,
+    settle_honestly,
+)
+from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
+
+from x402pay import Payment, PaymentStatus, payment_of
+from x402pay.ledger import EntryState, Ledger
+from x402pay.server.serving import serve_app
+from x402pay.verify import Claim, Verdict, averify_claims, verify_claims
+
+pytestmark = pytest.mark.chain
+
+T = TypeVar("T")
+#: The RPC client's timeout in these tests, and how long a call may take before it counts as hanging.
+RPC_TIMEOUT = 2.0
+BOUND = 60.0
+
+
+def bounded(work: Callable[[], T], seconds: float = BOUND) -> tuple[T, float]:
+    """Run `work` on a thread; its result and how long it took, or a test failure if it takes over `seconds`."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("value", work()))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(("error", exc))
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s: the slow RPC hung it")
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value, time.monotonic() - started
+
+
+def honest(hostile: Hostile) -> None:
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
+
+
+@contextlib.contextmanager
+def serve_slow(hostile: Hostile, delay: float | None) -> Iterator[tuple[str, SlowRpc]]:
+    rpc = SlowRpc(hostile.devnet.rpc_url, delay)
+    with serve_app(rpc) as url:
+        try:
+            yield url, rpc
+        finally:
+            rpc.release()  # stalled requests end, so that the server can stop
+
+
+@pytest.fixture
+def stalled(hostile: Hostile) -> Iterator[tuple[str, SlowRpc]]:
+    """A JSON-RPC endpoint that never answers (until the test ends)."""
+    with serve_slow(hostile, None) as served:
+        yield served
+
+
+@pytest.fixture(params=[5.0, None], ids=["slow", "stalled"])
+def late(hostile: Hostile, request: pytest.FixtureRequest) -> Iterator[tuple[str, SlowRpc]]:
+    """An endpoint that answers after 5 s (beyond the client's 2 s timeout), or never."""
+    with serve_slow(hostile, request.param) as served:
+        yield served
+
+
+def paid_claim(hostile: Hostile) -> Claim:
+    """Pay the hostile server honestly (nothing verified) and return the claim its receipt makes."""
+    honest(hostile)
+    with client(hostile.devnet) as http:
+        payment = payment_of(http.get(hostile.url + "/report"))
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction)
+
+
+# -- verify_claims directly --------------------------------------------------------------------------------------
+
+
+def test_verify_claims_through_an_rpc_slower_than_usual_but_within_the_timeout_is_verified(hostile: Hostile) -> None:
+    """The control: the proxy forwards faithfully, so a pending verdict below is the delay's doing."""
+    claim = paid_claim(hostile)
+    with serve_slow(hostile, 0.5) as (url, rpc):
+        web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        (verification,), _ = bounded(lambda: verify_claims(web3, [claim]))
+    assert verification.verdict is Verdict.VERIFIED
+    assert rpc.posts >= 1
+
+
+def test_verify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout(
+    hostile: Hostile, late: tuple[str, SlowRpc]
+) -> None:
+    claim = paid_claim(hostile)
+    url, rpc = late
+    web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": RPC_TIMEOUT}))
+
+    (verification,), took = bounded(lambda: verify_claims(web3, [claim]))
+
+    assert verification.verdict is Verdict.PENDING
+    assert verification.check == "rpc"
+    assert "Timeout" in verification.reason
+    assert url not in verification.reason  # the endpoint's URL (often carrying an API key) is not repeated
+    assert rpc.posts >= 1
+    assert took < BOUND
+
+
+def test_averify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout(
+    hostile: Hostile, late: tuple[str, SlowRpc]
+) -> None:
+    claim = paid_claim(hostile)
+    url, rpc = late
+
+    async def verify() -> list[Any]:
+        timeout = aiohttp.ClientTimeout(total=RPC_TIMEOUT)
+        web3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": timeout}))
+        try:
+            return await averify_claims(web3, [claim])
+        finally:
+            await web3.provider.disconnect()
+
+    (verification,), _ = bounded(lambda: anyio.run(verify))
+
+    assert verification.verdict is Verdict.PENDING
+    assert verification.check == "rpc"
+    assert rpc.posts >= 1
+
+
+# -- the transport: inline and background verification -----------------------------------------------------------
+
+
+def assert_pending_and_booked(payment: Payment | None, ledger: Ledger, hostile: Hostile) -> None:
+    """Paid and settled, the verdict pending (a claim, neither verified nor fraud), the origin still trusted."""
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    assert payment.settled_amount == PRICE
+    assert payment.verification is not None
+    assert payment.verification.verdict == "pending"
+    assert payment.verification.check == "rpc"
+    assert payment.mismatch is None
+    (entry,) = ledger.entries()
+    assert entry.state is EntryState.SETTLED  # not verified, not fraud
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_stalled_rpc_during_inline_verification_leaves_the_verdict_pending_and_the_answer_arrives(
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
+    honest(hostile)
+    url, rpc = stalled
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    response, _ = bounded(
+        lambda: fetch(flavour, hostile.devnet, hostile.url + "/report", ledger=ledger, rpc_url=url, verify="inline"),
+        seconds=120,  # web3's own 30 s request timeout, at worst a few times over
+    )
+
+    assert response.status_code == 200
+    assert rpc.posts >= 1  # verification did ask the stalled endpoint
+    assert_pending_and_booked(payment_of(response), ledger, hostile)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the Verifier's HTTPProvider has no timeout of its own: a stalled RPC holds an inline-verified answer "
+    "for web3's default 30 s, however short VERIFY_PATIENCE is (fix in x402pay/bookkeeping.py: Verifier)",
+)
+def test_a_stalled_rpc_holds_an_inline_verified_answer_no_longer_than_the_verification_patience(
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
+    honest(hostile)
+    url, _ = stalled
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with client(hostile.devnet, ledger=ledger, rpc_url=url, verify="inline") as http:
+        response, took = bounded(lambda: http.get(hostile.url + "/report"), seconds=120)
+
+    assert_pending_and_booked(payment_of(response), ledger, hostile)
+    assert took < 20  # patience 1 s (plus a timeout of that order): far more is web3's 30 s default, not ours
+
+
+def test_a_stalled_rpc_never_delays_an_answer_verified_in_the_background(
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
+    honest(hostile)
+    url, rpc = stalled
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    verified = threading.Event()
+    http = client(hostile.devnet, ledger=ledger, rpc_url=url, verify="background", on_verified=lambda _: verified.set())
+
+    try:
+        response, took = bounded(lambda: http.get(hostile.url + "/report"), seconds=120)
+        assert response.status_code == 200
+        assert took < 20  # the answer does not wait for the stalled RPC (web3 alone waits 30 s for it)
+        assert not verified.is_set()  # still waiting on the RPC while the answer is in our hands
+    finally:
+        bounded(http.close, seconds=120)  # close finishes the queued verification: bounded, not forever
+
+    assert rpc.posts >= 1
+    assert verified.is_set()
+    assert_pending_and_booked(payment_of(response), ledger, hostile)
+
+
+def test_a_stalled_rpc_in_the_background_leaves_the_async_answer_alone(
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
+    honest(hostile)
+    url, _ = stalled
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    timings: list[float] = []
+
+    async def go() -> Any:
+        async with async_client(hostile.devnet, ledger=ledger, rpc_url=url, verify="background") as http:
+            started = time.monotonic()
+            response = await http.get(hostile.url + "/report")
+            timings.append(time.monotonic() - started)
+            return response
+
+    response, _ = bounded(lambda: anyio.run(go), seconds=120)
+
+    assert response.status_code == 200
+    assert timings[0] < 20
+    assert_pending_and_booked(payment_of(response), ledger, hostile)
