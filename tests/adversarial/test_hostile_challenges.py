@@ -358,3 +358,35 @@ def test_a_malformed_option_beside_a_good_one_is_skipped(hostile: Hostile) -> No
     assert payment is not None
     assert payment.signed_amount == PRICE
     assert len(hostile.signatures) == 1
+
+
+def test_a_broken_v2_header_never_falls_back_to_a_v1_body_that_asks_for_another_payee(hostile: Hostile) -> None:
+    """A server cannot steer the payment by breaking the header so that a v1 body (cheaper, elsewhere) is read."""
+    decoy = requirement(hostile.devnet, amount="1", payTo=STRANGER)
+    decoy["maxAmountRequired"] = decoy.pop("amount")
+    first = challenge_reply("%%% broken %%%")
+    first.body = json.dumps(challenge(decoy, version=1)).encode()
+    hostile.script = challenge_then(first, lambda call: Reply(200, [], b"ok"))
+
+    refused(hostile, ChallengeError, "not base64")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_v2_header_and_a_v1_body_each_valid_alone_get_exactly_one_signature_for_the_header(
+    hostile: Hostile, version: int
+) -> None:
+    """Whichever order the server hopes for, one payment goes out, and it is the header's (v2) option."""
+    header_option = requirement(hostile.devnet)
+    body_option = requirement(hostile.devnet, payTo=STRANGER)
+    body_option["maxAmountRequired"] = body_option.pop("amount")
+    first = challenge_reply(challenge(header_option))
+    first.body = json.dumps(challenge(body_option, version=version)).encode()
+    hostile.script = challenge_then(first, settle_honestly)
+    balances = Balances(hostile.devnet)
+
+    response = fetch("sync", hostile.devnet, hostile.url + "/report")
+
+    assert response.status_code == 200
+    (signature,) = hostile.signatures
+    assert unb64(signature)["accepted"]["payTo"] == hostile.devnet.payee.address
+    assert balances.moved() == PRICE

@@ -408,3 +408,68 @@ def test_a_receipt_settled_in_the_year_10000_is_recorded_not_raised(hostile: Hos
         response = http.get(hostile.url + "/report")
 
     assert response.status_code == 200
+
+
+# -- duplicate settlement headers, an oversized paid body -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["payment-response", "x-payment-response", "x-receipt"])
+def test_duplicate_settlement_headers_that_disagree_settle_nothing(hostile: Hostile, tmp_path: Path, name: str) -> None:
+    """Two claims in one answer (the honest one and a cheaper or dearer one): neither is taken, the maximum stays
+    held until the chain (reconcile) says what moved."""
+
+    def answer(call: Call) -> Reply:
+        settlement = call.settle()
+        if name == "x-receipt":
+            claims = [compose(settlement, wallet(hostile.devnet).address, finalAmountWei=str(amount))
+                      for amount in (PRICE, 1)]  # fmt: skip
+        else:
+            claims = [{**settlement.to_wire(), "amount": str(amount)} for amount in (PRICE, PRICE * 3)]
+        return Reply(200, [(name, b64(claim)) for claim in claims], b"paid")
+
+    pays_then(hostile, answer)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with client(hostile.devnet, ledger=ledger) as http:
+        response = http.get(hostile.url + "/report")
+
+    assert response.status_code == 200
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.receipt is None
+    assert payment.status is PaymentStatus.UNSETTLED
+    assert payment.settlement_error is not None
+    (entry,) = ledger.entries()
+    assert entry.state is EntryState.AUTHORIZED
+    assert entry.held == PRICE
+    assert len(hostile.signatures) == 1
+
+
+def test_a_paid_json_body_beyond_the_size_limit_is_delivered_whole_and_its_receipt_not_parsed(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """A huge array around the receipt: the caller gets every byte, x402pay parses none of it (bounded decoding),
+    and the payment stays unsettled with its maximum held."""
+    body: bytes = b""
+
+    def answer(call: Call) -> Reply:
+        nonlocal body
+        settlement = call.settle()
+        data = {"receipt": compose(settlement, wallet(hostile.devnet).address), "rows": [0] * 2_000_000}
+        body = json.dumps(data).encode()
+        return Reply(200, [("content-type", "application/json")], body)
+
+    pays_then(hostile, answer)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with client(hostile.devnet, ledger=ledger) as http:
+        response = http.get(hostile.url + "/report")
+
+    assert response.content == body
+    assert len(body) > 4_000_000
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.receipt is None
+    assert payment.status is PaymentStatus.UNSETTLED
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.held) == (EntryState.AUTHORIZED, PRICE)
