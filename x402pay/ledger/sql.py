@@ -46,6 +46,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"CREATE INDEX x402pay_entries_budget ON {ENTRIES} (asset, created_at)",
         f"CREATE INDEX x402pay_entries_state ON {ENTRIES} (state, created_at)",
     ),
+    (
+        # lookup() must find released entries too, which the partial unique index leaves out: without this it
+        # scanned the whole table on every reserve.
+        f"CREATE INDEX IF NOT EXISTS x402pay_entries_key ON {ENTRIES} (key)",
+        # Budget sums read only these columns, so they never touch the table. The window leads: a per-origin
+        # budget scans the window's entries of every origin, which is cheaper than a second index to keep up.
+        "DROP INDEX IF EXISTS x402pay_entries_budget",
+        f"CREATE INDEX IF NOT EXISTS x402pay_entries_held ON {ENTRIES} (asset, created_at, network, origin, held)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
