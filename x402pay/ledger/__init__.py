@@ -4,9 +4,11 @@
     entry = ledger.reserve(key, origin=..., asset=..., network=..., amount=..., pay_to=...)
 
 SQLite is the default (embedded; threads and processes of one machine); PostgreSQL (``x402pay[postgres]``) lets
-bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same operations.
+bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same operations. `Durability` says
+which commits wait for the disk: by default, the one that stores a signed payment before it leaves the process.
 """
 
+from x402pay.ledger.backends import Durability
 from x402pay.ledger.chain import Chain, Web3Chain
 from x402pay.ledger.core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
 from x402pay.ledger.errors import (
@@ -40,6 +42,7 @@ __all__ = [
     "BudgetExceeded",
     "BudgetStatus",
     "Chain",
+    "Durability",
     "Entry",
     "EntryNotFound",
     "EntryState",

@@ -4,6 +4,7 @@ Each backend runs one program (see `x402pay.ledger.sql`) in one transaction. ``e
 migrate) are serialized across every thread, process and machine that shares the database: SQLite through
 ``BEGIN IMMEDIATE`` (its write lock is the whole database), PostgreSQL through a transaction-level advisory lock
 keyed by the schema. Other writes are single-row conditional updates and need no more than the default isolation.
+A ``durable`` write is one whose commit must reach stable storage before it returns (see `Durability`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from x402pay.ledger.errors import LedgerError
@@ -27,13 +29,45 @@ T = TypeVar("T")
 #: First half of the PostgreSQL advisory lock key (the second is the hash of the schema name).
 _ADVISORY_CLASS: Final = 0x402
 _ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+#: This transaction's commit waits for the flush the server is configured for (the session turned it off).
+_SERVER_FLUSH: Final = "SET LOCAL synchronous_commit TO DEFAULT"
+
+
+class Durability(StrEnum):
+    """How soon a committed ledger write reaches stable storage, i.e. survives a power cut or an OS crash.
+
+    Every setting survives the process being killed (say between signing and sending): a commit that returned is in
+    the SQLite file's write-ahead log or on the PostgreSQL server. They differ in what a power cut, an OS crash or
+    (PostgreSQL) a server crash can take back, and in how many flushes to disk a payment waits for:
+
+    - ``FULL``: nothing. Every commit is flushed before it returns: three flushes per paid request.
+    - ``SIGNED``, the default: nothing a sent payment depends on. The commits that store a signed payment
+      (`Ledger.authorize`, before the payment leaves the process), record a mismatch or apply a reconcile verdict
+      are flushed before they return, and each flush carries every commit made before it. A crash can take back
+      only what was committed since the last flush: a reservation whose payment never left, a settlement (the entry
+      is authorized again and reconcile settles it from the chain), a release or a mark (redone by reconcile and
+      `release_stale`). Each leaves the budgets holding at least as much as they did, never less. One flush per
+      paid request.
+    - ``UNSAFE_PROCESS``: no commit waits for a flush. A power cut can take back a signed payment that was already
+      sent, and the budgets then forget money that may still settle: the reservation survives the process being
+      killed, not the machine going down. Only for ledgers that do not outlive the machine (tmpfs, a test).
+    """
+
+    FULL = "full"
+    SIGNED = "signed"
+    UNSAFE_PROCESS = "unsafe_process"
+
+    def flushes(self, durable: bool) -> bool:
+        """Whether a commit is flushed before it returns; `durable`: the ledger asks for it (see `SIGNED`)."""
+        return self is Durability.FULL or (durable and self is Durability.SIGNED)
 
 
 class Database(Protocol):
     """A sync backend: runs a ledger program in one transaction."""
 
-    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
-        """Run `program`; `write` for a write transaction, `exclusive` to serialize it with all other exclusive ones."""
+    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
+        """Run `program`; `write` for a write transaction, `exclusive` to serialize it with all other exclusive ones,
+        `durable` for a commit that must reach stable storage before it returns (unless the durability is unsafe)."""
 
     def close(self) -> None:
         """Close the connection."""
@@ -42,8 +76,10 @@ class Database(Protocol):
 class AsyncDatabase(Protocol):
     """An async backend: runs a ledger program in one transaction."""
 
-    async def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
-        """Run `program`; `write` for a write transaction, `exclusive` to serialize it with all other exclusive ones."""
+    async def run(
+        self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False
+    ) -> T:
+        """Run `program`; `write`, `exclusive` and `durable` as in `Database.run`."""
 
     async def close(self) -> None:
         """Close the connection."""
@@ -83,25 +119,32 @@ def _sqlite_errors(path: str) -> Iterator[None]:
 
 
 class SQLiteDatabase:
-    """An SQLite ledger database: a file (WAL, full sync) or ``":memory:"``; one connection, one thread at a time.
+    """An SQLite ledger database: a file (WAL) or ``":memory:"``; one connection, one thread at a time.
 
     Processes share a file safely: every write transaction takes SQLite's write lock up front (``BEGIN IMMEDIATE``)
-    and waits up to `timeout` seconds for it.
+    and waits up to `timeout` seconds for it. A flushed commit runs with ``synchronous=FULL`` (the write-ahead log
+    is synced before the commit returns), any other with ``synchronous=NORMAL`` (written to the log, which the
+    operating system holds, and synced with the next flushed commit or checkpoint).
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 30.0,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> None:  # fmt: skip
         self.path = os.fspath(path)
+        self.durability = Durability(durability)
         self._lock = threading.Lock()
+        self._flushing: bool | None = None
         with _sqlite_errors(self.path):
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
-            # A reservation must survive a power cut before its signed payment leaves the process.
-            self._conn.execute("PRAGMA synchronous=FULL")
 
-    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
-        """Run `program` in one transaction (``BEGIN IMMEDIATE`` for writes)."""
+    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
+        """Run `program` in one transaction (``BEGIN IMMEDIATE`` for writes), flushed as `durability` says."""
         with self._lock, _sqlite_errors(self.path):
+            if write or exclusive:
+                self._flush_commits(self.durability.flushes(durable))
             self._conn.execute("BEGIN IMMEDIATE" if write or exclusive else "BEGIN")
             try:
                 result = drive(program, self._execute)
@@ -110,6 +153,11 @@ class SQLiteDatabase:
                 raise
             self._conn.execute("COMMIT")
             return result
+
+    def _flush_commits(self, flush: bool) -> None:
+        if flush is not self._flushing:  # a pragma per switch, not per transaction
+            self._conn.execute("PRAGMA synchronous=FULL" if flush else "PRAGMA synchronous=NORMAL")
+            self._flushing = flush
 
     def _execute(self, query: Query) -> Rows:
         return self._conn.execute(query.sql, query.params).fetchall()
@@ -123,12 +171,17 @@ class SQLiteDatabase:
 class AsyncSQLiteDatabase:
     """`SQLiteDatabase` for asyncio: each transaction runs in a worker thread."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 30.0) -> None:
-        self._sync = SQLiteDatabase(path, timeout=timeout)
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, timeout: float = 30.0,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> None:  # fmt: skip
+        self._sync = SQLiteDatabase(path, timeout=timeout, durability=durability)
 
-    async def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
+    async def run(
+        self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False
+    ) -> T:
         """Run `program` in one transaction, in a worker thread."""
-        return await asyncio.to_thread(self._sync.run, program, write=write, exclusive=exclusive)
+        return await asyncio.to_thread(self._sync.run, program, write=write, exclusive=exclusive, durable=durable)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -162,22 +215,32 @@ def _pg_sql(query: Query) -> str:
 class _PostgresSettings:
     """What both PostgreSQL backends share: the connection string, the schema, and the statements around them."""
 
-    def __init__(self, conninfo: str, schema: str | None, connect_timeout: int) -> None:
+    def __init__(self, conninfo: str, schema: str | None, connect_timeout: int, durability: Durability | str) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.connect_timeout = connect_timeout
+        self.durability = Durability(durability)
 
     @property
     def lock_params(self) -> tuple[int, str]:
         return _ADVISORY_CLASS, self.schema or "public"
 
     def setup_statements(self) -> list[Any]:
-        """Statements for a fresh connection: create the schema (under the lock) and make it the search path."""
-        if self.schema is None:
-            return []
-        sql = _psycopg().sql
-        name = sql.Identifier(self.schema)
-        return [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name), sql.SQL("SET search_path TO {}").format(name)]
+        """Statements for a fresh connection: create the schema (under the lock) and make it the search path; stop
+        waiting for commit flushes unless every commit must wait."""
+        statements: list[Any] = []
+        if self.durability is not Durability.FULL:
+            statements.append("SET synchronous_commit = off")
+        if self.schema is not None:
+            sql = _psycopg().sql
+            name = sql.Identifier(self.schema)
+            statements += [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name),
+                           sql.SQL("SET search_path TO {}").format(name)]  # fmt: skip
+        return statements
+
+    def waits_for_flush(self, durable: bool) -> bool:
+        """Whether a transaction must restore the server's own `synchronous_commit` (the session turned it off)."""
+        return durable and self.durability is Durability.SIGNED
 
 
 class PostgresDatabase:
@@ -188,8 +251,11 @@ class PostgresDatabase:
     lock.
     """
 
-    def __init__(self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10) -> None:
-        self._settings = _PostgresSettings(conninfo, schema, connect_timeout)
+    def __init__(
+        self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> None:  # fmt: skip
+        self._settings = _PostgresSettings(conninfo, schema, connect_timeout, durability)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
 
@@ -204,11 +270,13 @@ class PostgresDatabase:
             self._conn = conn
         return self._conn
 
-    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
+    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
         """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
         with self._lock, _postgres_errors():
             conn = self._connection()
             with conn.transaction():
+                if self._settings.waits_for_flush(durable):
+                    conn.execute(_SERVER_FLUSH)
                 if exclusive:
                     conn.execute(_ADVISORY_LOCK, self._settings.lock_params)
                 return drive(program, lambda query: _rows(conn.execute(_pg_sql(query), query.params)))
@@ -227,8 +295,11 @@ def _rows(cursor: Any) -> Rows:
 class AsyncPostgresDatabase:
     """The asyncio twin of `PostgresDatabase`, over one ``psycopg.AsyncConnection``, one task at a time."""
 
-    def __init__(self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10) -> None:
-        self._settings = _PostgresSettings(conninfo, schema, connect_timeout)
+    def __init__(
+        self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> None:  # fmt: skip
+        self._settings = _PostgresSettings(conninfo, schema, connect_timeout, durability)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
 
@@ -245,12 +316,16 @@ class AsyncPostgresDatabase:
             self._conn = conn
         return self._conn
 
-    async def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False) -> T:
+    async def run(
+        self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False
+    ) -> T:
         """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
         async with self._lock:
             with _postgres_errors():
                 conn = await self._connection()
                 async with conn.transaction():
+                    if self._settings.waits_for_flush(durable):
+                        await conn.execute(_SERVER_FLUSH)
                     if exclusive:
                         await conn.execute(_ADVISORY_LOCK, self._settings.lock_params)
 

@@ -26,6 +26,7 @@ from x402pay.ledger.backends import (
     AsyncPostgresDatabase,
     AsyncSQLiteDatabase,
     Database,
+    Durability,
     PostgresDatabase,
     SQLiteDatabase,
 )
@@ -65,31 +66,38 @@ class Ledger:
     def __init__(self, database: Database, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
         self._db = database
         self._steps = Steps(budgets, clock)
-        database.run(sql.migrate(), write=True, exclusive=True)
+        database.run(sql.migrate(), write=True, exclusive=True, durable=True)
 
     @classmethod
     def sqlite(
-        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time
-    ) -> Self:
-        """A ledger in the SQLite file at `path` (WAL), or in memory for this ledger object only."""
-        return cls(SQLiteDatabase(path), budgets=budgets, clock=clock)
+        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in the SQLite file at `path` (WAL), or in memory for this ledger object only.
+
+        `durability` says which commits wait for the disk (`Durability`; the default keeps every stored signed
+        payment through a power cut)."""
+        return cls(SQLiteDatabase(path, durability=durability), budgets=budgets, clock=clock)
 
     @classmethod
     def postgres(
-        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time
-    ) -> Self:
-        """A ledger in PostgreSQL (`conninfo`: a libpq URL or key=value string), in `schema` if given."""
-        return cls(PostgresDatabase(conninfo, schema=schema), budgets=budgets, clock=clock)
+        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in PostgreSQL (`conninfo`: a libpq URL or key=value string), in `schema` if given.
+
+        `durability` says which commits wait for the server's flush (`Durability`)."""
+        return cls(PostgresDatabase(conninfo, schema=schema, durability=durability), budgets=budgets, clock=clock)
 
     @classmethod
     def open(
         cls, target: str | os.PathLike[str], *, schema: str | None = None, budgets: Sequence[Budget] = (),
-        clock: Clock = time.time,
+        clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
     ) -> Self:  # fmt: skip
         """`Ledger.postgres` for a ``postgres(ql)://`` URL, else `Ledger.sqlite` for a file path."""
         if str(target).startswith(_POSTGRES_SCHEMES):
-            return cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock)
-        return cls.sqlite(target, budgets=budgets, clock=clock)
+            return cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
+        return cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
 
     @property
     def budgets(self) -> tuple[Budget, ...]:
@@ -131,7 +139,7 @@ class Ledger:
         steps = self._steps.authorize(
             entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
         )
-        return self._db.run(steps, write=True)
+        return self._db.run(steps, write=True, durable=True)
 
     def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """Record the settlement the server reported: `amount` (at most the signed maximum) in `tx_hash`."""
@@ -154,7 +162,7 @@ class Ledger:
     def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
         steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
-        return self._db.run(steps, write=True)
+        return self._db.run(steps, write=True, durable=True)
 
     def get(self, entry_id: str) -> Entry:
         """The entry `entry_id`; `EntryNotFound` if there is none."""
@@ -202,7 +210,7 @@ class Ledger:
         if verdict.action == "open":
             return verdict.reason
         try:
-            return self._db.run(self._steps.resolve(verdict), write=True)
+            return self._db.run(self._steps.resolve(verdict), write=True, durable=True)
         except InvalidTransition as exc:  # the transport got there first
             return str(exc)
 
@@ -217,31 +225,35 @@ class AsyncLedger:
 
     @classmethod
     async def sqlite(
-        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time
-    ) -> Self:
-        """A ledger in the SQLite file at `path` (WAL), or in memory for this ledger object only."""
-        return await cls(AsyncSQLiteDatabase(path), budgets=budgets, clock=clock).migrate()
+        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in the SQLite file at `path` (WAL), or in memory; see `Ledger.sqlite`."""
+        database = AsyncSQLiteDatabase(path, durability=durability)
+        return await cls(database, budgets=budgets, clock=clock).migrate()
 
     @classmethod
     async def postgres(
-        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time
-    ) -> Self:
-        """A ledger in PostgreSQL (`conninfo`: a libpq URL or key=value string), in `schema` if given."""
-        return await cls(AsyncPostgresDatabase(conninfo, schema=schema), budgets=budgets, clock=clock).migrate()
+        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in PostgreSQL, in `schema` if given; see `Ledger.postgres`."""
+        database = AsyncPostgresDatabase(conninfo, schema=schema, durability=durability)
+        return await cls(database, budgets=budgets, clock=clock).migrate()
 
     @classmethod
     async def open(
         cls, target: str | os.PathLike[str], *, schema: str | None = None, budgets: Sequence[Budget] = (),
-        clock: Clock = time.time,
+        clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
     ) -> Self:  # fmt: skip
         """`AsyncLedger.postgres` for a ``postgres(ql)://`` URL, else `AsyncLedger.sqlite` for a file path."""
         if str(target).startswith(_POSTGRES_SCHEMES):
-            return await cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock)
-        return await cls.sqlite(target, budgets=budgets, clock=clock)
+            return await cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
+        return await cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
 
     async def migrate(self) -> Self:
         """Create or upgrade the schema (the constructors do it; call it when building from a database)."""
-        await self._db.run(sql.migrate(), write=True, exclusive=True)
+        await self._db.run(sql.migrate(), write=True, exclusive=True, durable=True)
         return self
 
     @property
@@ -274,7 +286,7 @@ class AsyncLedger:
         steps = self._steps.authorize(
             entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
         )
-        return await self._db.run(steps, write=True)
+        return await self._db.run(steps, write=True, durable=True)
 
     async def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """Record the settlement the server reported; see `Ledger.settle`."""
@@ -297,7 +309,7 @@ class AsyncLedger:
     async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
         steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
-        return await self._db.run(steps, write=True)
+        return await self._db.run(steps, write=True, durable=True)
 
     async def get(self, entry_id: str) -> Entry:
         """The entry `entry_id`; `EntryNotFound` if there is none."""
@@ -341,6 +353,6 @@ class AsyncLedger:
         if verdict.action == "open":
             return verdict.reason
         try:
-            return await self._db.run(self._steps.resolve(verdict), write=True)
+            return await self._db.run(self._steps.resolve(verdict), write=True, durable=True)
         except InvalidTransition as exc:  # the transport got there first
             return str(exc)

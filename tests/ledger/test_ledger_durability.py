@@ -1,0 +1,96 @@
+"""Which commits wait for the disk under each `Durability`, and that every setting survives a killed process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_support import Backend, authorize, reserve
+
+from x402pay.ledger import Durability, EntryState, Ledger
+from x402pay.ledger.backends import SQLiteDatabase
+from x402pay.ledger.sql import Program, Query
+
+# (flushed when the ledger does not ask, flushed when it asks): the promise of each setting.
+FLUSHES = {
+    Durability.FULL: (True, True),
+    Durability.SIGNED: (False, True),
+    Durability.UNSAFE_PROCESS: (False, False),
+}
+
+
+def _flush_setting(backend: str) -> Program[bool]:
+    """Inside a write transaction: whether its commit will wait for the disk."""
+    if backend == "sqlite":
+        rows = yield Query("PRAGMA synchronous")
+        return int(rows[0][0]) >= 2  # FULL
+    rows = yield Query("SHOW synchronous_commit")
+    return str(rows[0][0]) != "off"
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_each_durability_flushes_the_commits_it_promises(backend: Backend, durability: Durability) -> None:
+    with backend.ledger(durability=durability) as ledger:
+        database = ledger._db
+        flushed = tuple(database.run(_flush_setting(backend.name), write=True, durable=asks) for asks in (False, True))
+        assert flushed == FLUSHES[durability]
+        assert flushed == (durability.flushes(False), durability.flushes(True))
+
+
+class Recording:
+    """A database that notes which operations asked for a durable commit."""
+
+    def __init__(self, inner: SQLiteDatabase) -> None:
+        self.inner = inner
+        self.durable: list[bool] = []
+
+    def run(self, program: Program[Any], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> Any:
+        if write:
+            self.durable.append(durable)
+        return self.inner.run(program, write=write, exclusive=exclusive, durable=durable)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_stored_signed_payment_and_a_mismatch_ask_for_durable_commits(tmp_path: Path) -> None:
+    database = Recording(SQLiteDatabase(tmp_path / "ledger.db"))
+    with Ledger(database) as ledger:
+        entry = reserve(ledger, "k", 10)
+        authorize(ledger, entry.id)
+        ledger.settle(entry.id, amount=10, tx_hash="0x01")
+        ledger.mark_mismatch(entry.id, "the chain moved nothing")
+    #                          schema, reserve, authorize, settle, mismatch
+    assert database.durable == [True, False, True, False, True]
+
+
+def test_an_unknown_durability_is_refused_with_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'fast' is not a valid Durability"):
+        Ledger.sqlite(tmp_path / "ledger.db", durability="fast")
+
+
+def _sign_then_die(backend: Backend, durability: str) -> None:
+    ledger = backend.ledger(durability=durability)
+    entry = reserve(ledger, "killed", 10)
+    authorize(ledger, entry.id)
+    reserve(ledger, "killed-too", 5)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: as if killed between signing and sending
+
+
+@pytest.mark.parametrize("durability", list(Durability))
+def test_every_durability_keeps_what_a_killed_process_committed(backend: Backend, durability: Durability) -> None:
+    backend.ledger().close()
+    child = multiprocessing.get_context("spawn").Process(target=_sign_then_die, args=(backend, str(durability)))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    with backend.ledger(durability=durability) as ledger:
+        signed, reserved = ledger.lookup("killed"), ledger.lookup("killed-too")
+        assert signed is not None
+        assert (signed.state, signed.payment is not None) == (EntryState.AUTHORIZED, True)
+        assert reserved is not None
+        assert (reserved.state, reserved.held) == (EntryState.RESERVED, 5)
