@@ -1,8 +1,9 @@
 """Paid request latency and throughput: plain httpx (unpaid, the floor) vs x402pay's transports vs the official SDK.
 
 A stub server (`bench.stub_server`, a subprocess on loopback) issues a real x402 v2 challenge and accepts any
-well-formed payment whose EIP-712 signature eth-account recovers; settlement is a made-up receipt, so what is timed
-is the client's work: two HTTP exchanges, choosing, signing, reading the receipt. Every contender keeps one client
+well-formed payment whose EIP-712 signature recovers to its payer; settlement is a made-up receipt, so what is timed
+is the client's work: the HTTP exchanges (two when paying reactively, one with pre-payment), choosing, signing,
+reading the receipt. Every contender keeps one client
 (and its connection pool) for the whole run. Two measurements, each in interleaved rounds:
 
 - sequential: one request at a time; median latency per request (sync and async clients);
@@ -41,12 +42,15 @@ from x402pay.schemes.exact import sign_exact
 
 TARGET_VS_UNPAID = 0.8  # issue 9, target 3
 TARGET_VS_OFFICIAL = 3.0
+TARGET_PREPAID_LATENCY = 1.15  # issue 9, target 2
 
 FLOOR_SYNC = "httpx.Client, unpaid route"
 FLOOR_ASYNC = "httpx.AsyncClient, unpaid route"
 PRESIGNED = "httpx.AsyncClient + a pre-signed PAYMENT-SIGNATURE (reference)"
 X402PAY_SYNC = "x402pay PaymentTransport, paid route"
 X402PAY_ASYNC = "x402pay AsyncPaymentTransport, paid route"
+PREPAY_SYNC = "x402pay PaymentTransport(prepay=True), paid route"
+PREPAY_ASYNC = "x402pay AsyncPaymentTransport(prepay=True), paid route"
 OFFICIAL = "official x402 SDK (x402HttpxClient), paid route"
 
 
@@ -68,12 +72,14 @@ class Clients:
     presigned_async: httpx.AsyncClient
     paid_async: httpx.AsyncClient
     official: httpx.AsyncClient
+    prepay_sync: httpx.Client
+    prepay_async: httpx.AsyncClient
 
     async def aclose(self) -> None:
         """Close every client."""
-        self.free_sync.close()
-        self.paid_sync.close()
-        for client in (self.free_async, self.presigned_async, self.paid_async, self.official):
+        for sync in (self.free_sync, self.paid_sync, self.prepay_sync):
+            sync.close()
+        for client in (self.free_async, self.presigned_async, self.paid_async, self.official, self.prepay_async):
             await client.aclose()
 
 
@@ -97,6 +103,8 @@ def make_clients(account: LocalAccount) -> Clients:
         presigned_async=httpx.AsyncClient(headers={"PAYMENT-SIGNATURE": presigned_header(wallet)}),
         paid_async=httpx.AsyncClient(transport=AsyncPaymentTransport(wallet=wallet, policy=policy)),
         official=x402HttpxClient(official),
+        prepay_sync=httpx.Client(transport=PaymentTransport(wallet=wallet, policy=policy, prepay=True)),
+        prepay_async=httpx.AsyncClient(transport=AsyncPaymentTransport(wallet=wallet, policy=policy, prepay=True)),
     )
 
 
@@ -107,21 +115,26 @@ def _check(response: httpx.Response, paid: bool) -> None:
         raise SystemExit(f"{response.request.url}: paid, but no PAYMENT-RESPONSE")
 
 
+def _check_payment(response: httpx.Response, prepaid: bool = False) -> None:
+    _check(response, paid=True)
+    payment = payment_of(response)
+    if payment is None or payment.receipt is None:
+        raise SystemExit(f"{response.request.url}: no payment recorded")
+    if payment.prepaid is not prepaid:
+        raise SystemExit(f"{response.request.url}: prepaid is {payment.prepaid}, expected {prepaid}")
+
+
 async def check(clients: Clients, url: str) -> None:
     """Each contender gets a 200 (and the paid ones a receipt) before anything is timed."""
     _check(clients.free_sync.get(url + "/free"), paid=False)
-    response = clients.paid_sync.get(url + "/paid")
-    _check(response, paid=True)
-    payment = payment_of(response)
-    if payment is None or payment.receipt is None:
-        raise SystemExit("PaymentTransport: no payment recorded")
+    _check_payment(clients.paid_sync.get(url + "/paid"))
+    _check_payment(clients.prepay_sync.get(url + "/paid"))  # the first payment to a route is reactive
+    _check_payment(clients.prepay_sync.get(url + "/paid"), prepaid=True)
     _check(await clients.free_async.get(url + "/free"), paid=False)
     _check(await clients.presigned_async.get(url + "/paid"), paid=True)
-    response = await clients.paid_async.get(url + "/paid")
-    _check(response, paid=True)
-    payment = payment_of(response)
-    if payment is None or payment.receipt is None:
-        raise SystemExit("AsyncPaymentTransport: no payment recorded")
+    _check_payment(await clients.paid_async.get(url + "/paid"))
+    _check_payment(await clients.prepay_async.get(url + "/paid"))
+    _check_payment(await clients.prepay_async.get(url + "/paid"), prepaid=True)
     _check(await clients.official.get(url + "/paid"), paid=True)
 
 
@@ -163,6 +176,7 @@ def async_gets(clients: Clients, url: str) -> dict[str, AsyncGet]:
         FLOOR_ASYNC: lambda: clients.free_async.get(url + "/free"),
         PRESIGNED: lambda: clients.presigned_async.get(url + "/paid"),
         X402PAY_ASYNC: lambda: clients.paid_async.get(url + "/paid"),
+        PREPAY_ASYNC: lambda: clients.prepay_async.get(url + "/paid"),
         OFFICIAL: lambda: clients.official.get(url + "/paid"),
     }
 
@@ -180,7 +194,11 @@ def sequential_batches(
 
         return batch
 
-    batches = {FLOOR_SYNC: sync(clients.free_sync, "/free"), X402PAY_SYNC: sync(clients.paid_sync, "/paid")}
+    batches = {
+        FLOOR_SYNC: sync(clients.free_sync, "/free"),
+        X402PAY_SYNC: sync(clients.paid_sync, "/paid"),
+        PREPAY_SYNC: sync(clients.prepay_sync, "/paid"),
+    }
     for name, get in async_gets(clients, url).items():
         batches[name] = lambda get=get: loop.run_until_complete(_sequential(get, count))  # type: ignore[misc]
     return batches
@@ -198,7 +216,7 @@ def concurrent_batches(
 
 
 #: What a profile row is kept for: the client library's own functions, and opening/closing TCP connections.
-PROFILED = {X402PAY_ASYNC: ("/x402pay/",), OFFICIAL: ("site-packages/x402/",)}
+PROFILED = {X402PAY_ASYNC: ("/x402pay/",), PREPAY_ASYNC: ("/x402pay/",), OFFICIAL: ("site-packages/x402/",)}
 _SOCKET_CALLS = ("<method 'connect' of '_socket.socket' objects>", "<function socket.close")
 
 
@@ -245,7 +263,7 @@ def _cpu(cost: Cost) -> str:
 def report(results: Results) -> str:
     """The BENCHMARKS.md section."""
     seq, conc, costs, args = results.sequential, results.concurrent, results.costs, results.args
-    floor_of = {FLOOR_SYNC: FLOOR_SYNC, X402PAY_SYNC: FLOOR_SYNC}
+    floor_of = {FLOOR_SYNC: FLOOR_SYNC, X402PAY_SYNC: FLOOR_SYNC, PREPAY_SYNC: FLOOR_SYNC}
     seq_rows = [
         f"| {name} | {_ms(rates)} | {paired_ratio(seq[floor_of.get(name, FLOOR_ASYNC)], rates):.2f}x |"
         f" {_cpu(costs['seq ' + name])} |"
@@ -256,12 +274,22 @@ def report(results: Results) -> str:
         f" {paired_ratio(rates, conc[OFFICIAL]):.2f}x | {_cpu(costs['conc ' + name])} |"
         for name, rates in conc.items()
     ]
-    vs_unpaid = paired_ratio(conc[X402PAY_ASYNC], conc[FLOOR_ASYNC])
-    vs_official = paired_ratio(conc[X402PAY_ASYNC], conc[OFFICIAL])
+    vs_unpaid = paired_ratio(conc[PREPAY_ASYNC], conc[FLOOR_ASYNC])
+    vs_official = paired_ratio(conc[PREPAY_ASYNC], conc[OFFICIAL])
+    reactive_vs_unpaid = paired_ratio(conc[X402PAY_ASYNC], conc[FLOOR_ASYNC])
+    reactive_vs_official = paired_ratio(conc[X402PAY_ASYNC], conc[OFFICIAL])
     seq_official = paired_ratio(seq[OFFICIAL], seq[X402PAY_ASYNC])  # latency ratio
+    prepaid_latency = {
+        "sync": paired_ratio(seq[FLOOR_SYNC], seq[PREPAY_SYNC]),
+        "async": paired_ratio(seq[FLOOR_ASYNC], seq[PREPAY_ASYNC]),
+    }
 
     def verdict(value: float, target: float) -> str:
         return f"{value:.2f}x, {'met' if value >= target else 'NOT met'}"
+
+    def latency_verdict(kind: str) -> str:
+        value = prepaid_latency[kind]
+        return f"{kind} {value:.2f}x, {'met' if value <= TARGET_PREPAID_LATENCY else 'NOT met'}"
 
     profile_rows = [
         f"| {name.split(',')[0]} | `{function}` | {calls:.2g} | {own:,.0f} | {cumulative:,.0f} |"
@@ -283,22 +311,29 @@ def report(results: Results) -> str:
             f"- Versions: {versions('x402pay', 'x402', 'httpx', 'uvicorn', 'h11', 'eth-account', 'coincurve')}",
             "- Server: `bench/stub_server.py`, raw ASGI on uvicorn (h11, asyncio) in a subprocess on 127.0.0.1.",
             "  `/paid` answers a real v2 challenge (exact, Base Sepolia USDC, EIP-3009) and accepts a payment whose",
-            "  EIP-712 signature eth-account recovers; settlement is a made-up `PAYMENT-RESPONSE`.",
+            "  EIP-712 signature recovers to its payer (x402pay's EIP-712 digest and a coincurve recovery, about",
+            "  0.1 ms; eth-account's recovery cost the server 1.2 ms per request, so every client waited on the",
+            "  server); settlement is a made-up `PAYMENT-RESPONSE`.",
             "- Clients: one per contender for the whole run (keep-alive). x402pay with its defaults (no ledger, no",
             "  on-chain verification); the official SDK as its docs show (`x402Client` + `register_exact_evm_client`",
             "  + `x402HttpxClient`; it has no sync httpx client, so it appears only in the async rows). The",
-            "  pre-signed row sends a fixed payment header with every request: the one-round-trip floor that",
-            "  pre-payment (issue 9 target 2, not implemented yet, so not measured) could reach at best.",
+            "  `prepay=True` rows pay each request on its first send (a fresh signature each time, from the",
+            "  challenge the route answered before; one round trip). The pre-signed row sends one fixed payment",
+            "  header with every request: the floor any one-round-trip payment could reach.",
             f"- Method: {args.rounds} interleaved rounds (order rotating, one warm-up round not counted). Sequential:",
             f"  {args.sequential} requests one after another per batch, median ms per request, ratio = median of the",
             "  per-round latency ratios to the unpaid floor of the same kind (sync or async). Concurrent:",
             f"  {args.concurrent} requests per batch with {args.concurrency} in flight on one event loop, median",
             "  requests/s and paired ratios. CPU µs per request: this process (the client) and the server process",
             "  (`/proc`, 10 ms ticks), medians over the batches.",
-            f"- Target 3, throughput: x402pay >= {TARGET_VS_UNPAID}x unpaid: {verdict(vs_unpaid, TARGET_VS_UNPAID)};"
-            f" >= {TARGET_VS_OFFICIAL:.0f}x the official SDK: {verdict(vs_official, TARGET_VS_OFFICIAL)}.",
-            f"  Sequential latency, x402pay async / official SDK: {seq_official:.2f}x (below 1: x402pay is faster).",
-            "- Target 2 (pre-payment, <= 1.15x unpaid latency): not measured, the feature is not implemented.",
+            f"- Target 3, throughput with pre-payment: x402pay >= {TARGET_VS_UNPAID}x unpaid:"
+            f" {verdict(vs_unpaid, TARGET_VS_UNPAID)}; >= {TARGET_VS_OFFICIAL:.0f}x the official SDK:"
+            f" {verdict(vs_official, TARGET_VS_OFFICIAL)}. Paying reactively (two round trips, the default):"
+            f" {reactive_vs_unpaid:.2f}x unpaid, {reactive_vs_official:.2f}x the official SDK.",
+            f"- Target 2, pre-paid latency <= {TARGET_PREPAID_LATENCY}x unpaid: {latency_verdict('sync')};"
+            f" {latency_verdict('async')}.",
+            f"  Sequential latency, x402pay async (reactive) / official SDK: {seq_official:.2f}x (below 1: x402pay"
+            " is faster).",
             "",
             "Sequential (one request at a time):",
             "",
@@ -341,7 +376,7 @@ def run(server: StubServer, args: argparse.Namespace) -> Results:
         conc = concurrent_batches(clients, server.url, loop, args.concurrent, args.concurrency)
         sequential = interleaved_rates(costed("seq", seq), args.rounds)
         concurrent = interleaved_rates(costed("conc", conc), args.rounds)
-        profiles = {name: profile(conc[name], PROFILED[name], args.top) for name in (X402PAY_ASYNC, OFFICIAL)}
+        profiles = {name: profile(conc[name], PROFILED[name], args.top) for name in PROFILED}
     finally:
         loop.run_until_complete(clients.aclose())
         loop.close()

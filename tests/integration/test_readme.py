@@ -66,6 +66,8 @@ def test_readme_example_runs(
         assert printed.strip()
     if 'verify="inline"' in EXAMPLES[index]:
         assert printed.splitlines()[0] == "verified"
+    if "prepay=True" in EXAMPLES[index]:
+        assert printed.splitlines()[0] == "[False, True, True]"
 
 
 def test_the_readme_has_the_examples_it_promises() -> None:
@@ -74,3 +76,4 @@ def test_the_readme_has_the_examples_it_promises() -> None:
     assert any("openai.OpenAI" in example for example in EXAMPLES)
     assert any("anthropic.Anthropic" in example for example in EXAMPLES)
     assert any('verify="inline"' in example for example in EXAMPLES)
+    assert any("prepay=True" in example for example in EXAMPLES)
