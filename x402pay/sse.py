@@ -4,6 +4,11 @@ Bytes go out as soon as they come in, except the first line of a frame that star
 its end, to learn the event's name) and whole vendor frames (``compose.receipt``, ``receipt``, ``compose.error``,
 ``error``), which are captured and, by default, removed, so that standard SSE parsers (the OpenAI SDK's) see only
 their own frames. Frames split anywhere across network chunks parse the same. Pure: no I/O.
+
+The common chunk holds no vendor frame and goes out as it came, without Python work per line or per frame: a
+vendor frame starts with ``event:`` right after a blank line, so only places where ``event:`` occurs (found at
+memory speed, see `_find_event`) and a chunk's last few bytes (a blank line and the start of ``event:`` cut off
+by the chunk's end) are looked at; the state machine runs only from such a place to the end of its frame.
 """
 
 from __future__ import annotations
@@ -22,13 +27,20 @@ _VENDOR_EVENTS: Final = RECEIPT_EVENTS | ERROR_EVENTS
 _EVENT: Final = b"event:"
 #: A vendor frame larger than this is not one: it is passed through unparsed.
 MAX_FRAME_BYTES: Final = 256 * 1024
-_MAX_FIRST_LINE: Final = 1024
+#: A first line longer than this (terminator not counted) does not name a vendor event.
+MAX_FIRST_LINE: Final = 1024
 # A line terminator (CR LF, LF, or a CR not starting a CR LF) followed by another: the end of a frame.
 _FRAME_END: Final = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
-# A frame end after which the next frame begins with "e" (or might: the data ends there).
-_FRAME_END_BEFORE_E: Final = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)(?=e|\Z)")
+# A frame end and then as much of "event:" as fits before the end of the data: a vendor frame may start there.
+_OPEN_FRAME: Final = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)(event|even|eve|ev|e|)\Z")
+_OPEN_FRAME_BYTES: Final = len(b"\r\n\r\nevent")
+# The blank lines that can end the bytes before a frame start, judged from its last three bytes.
+_BLANK_ENDINGS: Final = (b"\n\n", b"\r\r", b"\n\r")
+_LOOK_BACK: Final = 3
 _LINE_END: Final = re.compile(rb"\r\n|\n|\r")
 _TERMINATORS: Final = b"\r\n"
+_RARE: Final = b"v"
+_RARE_PROBES: Final = 8
 
 
 class _Mode(Enum):
@@ -58,8 +70,9 @@ class SSETap:
         self.frames: list[VendorFrame] = []
         self.oversized = False
         self._mode = _Mode.FRAME_START
-        self._held = b""
-        self._tail = b""
+        self._held = bytearray()
+        self._scanned = 0  # how far into `_held` no frame end can start any more
+        self._tail = b""  # the last bytes let through, to judge whether a frame starts right after them
 
     def feed(self, chunk: bytes) -> bytes:
         """Take `chunk` of the stream; return the bytes that may go to the caller now."""
@@ -71,7 +84,7 @@ class SSETap:
 
     def finish(self) -> bytes:
         """The stream ended: what was held goes out; an unterminated vendor frame is captured (kept if asked)."""
-        held, self._held = self._held, b""
+        held, self._held = bytes(self._held), bytearray()
         if self._mode is _Mode.VENDOR:
             self._capture(held)  # a final frame without its blank line still counts
             return held if self.keep_frames else b""
@@ -86,53 +99,65 @@ class SSETap:
         return self._first_line(out) if self._mode is _Mode.FIRST_LINE else self._vendor(out)
 
     def _pass(self, data: bytes, out: list[bytes]) -> bytes:
-        combined = self._tail + data
-        # A frame starting with "e" follows a terminator; without one inside, only the last bytes can hold a frame
-        # end (one whose next frame starts in a later chunk), so the regex need not scan the whole chunk.
-        inside = b"\ne" in combined or b"\re" in combined
-        match = _FRAME_END_BEFORE_E.search(combined, 0 if inside else max(0, len(combined) - 4))
+        """Inside ordinary frames: all goes out up to the first place where a vendor frame may start."""
+        at = self._frame_event(data)
+        if at >= 0:
+            out.append(data[:at])
+            self._mode = _Mode.FIRST_LINE
+            return data[at:]
+        window = self._tail + data[-_OPEN_FRAME_BYTES:]
+        match = _OPEN_FRAME.search(window)
         if match is None:
             out.append(data)
-            self._tail = combined[-2:]
+            self._tail = window[-_LOOK_BACK:]
             return b""
-        cut = max(match.end() - len(self._tail), 0)
+        cut = len(data) - (len(window) - match.start(1))
         out.append(data[:cut])
-        self._mode, self._tail = _Mode.FRAME_START, b""
+        self._mode = _Mode.FRAME_START
         return data[cut:]
+
+    def _frame_event(self, data: bytes) -> int:
+        """Where the first ``event:`` of `data` that starts a frame is, or -1."""
+        at = _find_event(data, 0)
+        while at >= 0:
+            before = (self._tail + data[max(0, at - _LOOK_BACK) : at])[-_LOOK_BACK:]
+            if before.endswith(_BLANK_ENDINGS) or (len(before) == _LOOK_BACK and not before.strip(_TERMINATORS)):
+                return at
+            at = _find_event(data, at + 1)
+        return -1
 
     def _frame_start(self, data: bytes, out: list[bytes]) -> bytes:
         blank = len(data) - len(data.lstrip(_TERMINATORS))
         if blank:
             out.append(data[:blank])
             data = data[blank:]
-        if not data:
-            return b""
-        self._mode = _Mode.FIRST_LINE if _EVENT.startswith(data[:6]) else _Mode.THROUGH
-        if self._mode is _Mode.THROUGH:
-            return data
-        self._held = b""
+        if data:
+            # The frame's first byte is no terminator, so whether a later "event:" starts a frame is known from
+            # the data alone: no tail.
+            self._mode = _Mode.FIRST_LINE if _EVENT.startswith(data[:6]) else _Mode.THROUGH
+            self._tail = b""
         return data
 
     def _first_line(self, out: list[bytes]) -> bytes:
         held = self._held
-        line_end = _LINE_END.search(held)
-        if not _EVENT.startswith(held[:6]) or (line_end is None and len(held) > _MAX_FIRST_LINE):
+        line_end = _LINE_END.search(held, 0, MAX_FIRST_LINE + 1)
+        if not _EVENT.startswith(held[:6]) or (line_end is None and len(held) > MAX_FIRST_LINE):
             return self._release(out)
         if line_end is None:
             return b""
         name = held[len(_EVENT) : line_end.start()].strip().decode("utf-8", "replace")
         if name not in _VENDOR_EVENTS:
             return self._release(out)
-        self._mode = _Mode.VENDOR
-        self._held = b""
-        return held
+        self._mode, self._held, self._scanned = _Mode.VENDOR, bytearray(), 0
+        return bytes(held)
 
     def _vendor(self, out: list[bytes]) -> bytes:
         held = self._held
-        end = _FRAME_END.search(held)
+        end = _FRAME_END.search(held, self._scanned)
         if end is not None and end.end() == len(held) and held.endswith(b"\r"):
             end = None  # the CR may be the first half of a CR LF still on its way
         if end is None:
+            self._scanned = max(0, len(held) - len(b"\r\n\r"))  # a frame end needs at most 3 held bytes
             if len(held) > MAX_FRAME_BYTES:
                 self.oversized = True
                 return self._release(out)
@@ -140,18 +165,20 @@ class SSETap:
         if end.end() > MAX_FRAME_BYTES:
             self.oversized = True
             return self._release(out)
-        frame, rest = held[: end.end()], held[end.end() :]
+        frame, rest = bytes(held[: end.end()]), bytes(held[end.end() :])
         self._capture(frame)
         if self.keep_frames:
             out.append(frame)
-        self._mode, self._held = _Mode.FRAME_START, b""
+        self._mode, self._held = _Mode.FRAME_START, bytearray()
         return rest
 
     def _release(self, out: list[bytes]) -> bytes:
         """Give up holding: what was held is ordinary stream data after all."""
-        held, self._held = self._held, b""
-        self._mode, self._tail = _Mode.THROUGH, b""
-        return held
+        held, self._held = bytes(self._held), bytearray()
+        # Its first byte ("e") goes out at once and becomes the tail: the "event:" that was held starts no frame.
+        out.append(held[:1])
+        self._mode, self._tail = _Mode.THROUGH, held[:1]
+        return held[1:]
 
     def _capture(self, frame: bytes) -> None:
         event, lines = "", []
@@ -163,6 +190,20 @@ class SSETap:
             elif name == b"data":
                 lines.append(value)
         self.frames.append(VendorFrame(event, _json_or_none(b"\n".join(lines)), frame))
+
+
+def _find_event(data: bytes, start: int) -> int:
+    """Index of the first ``event:`` in `data` at or after `start`, or -1."""
+    # A search for one byte runs at memory speed (memchr), one for several walks the bytes one by one. "v", the
+    # rarest byte of "event:" in JSON and prose, is looked for first; where it is common, a plain search takes over.
+    for _ in range(_RARE_PROBES):
+        probe = data.find(_RARE, start + 1)
+        if probe < 0:
+            return -1
+        if data.startswith(_EVENT, probe - 1):
+            return probe - 1
+        start = probe
+    return data.find(_EVENT, start)
 
 
 def _json_or_none(data: bytes) -> Any:
