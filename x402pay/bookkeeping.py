@@ -147,6 +147,13 @@ def _take_news(payment: Payment) -> set[str]:
     return news
 
 
+def _already_paid(key: str, paid_at: str, origin: str) -> AlreadyPaid:
+    return AlreadyPaid(
+        f"this request (Idempotency-Key {key[:80]!r}) was already paid at {paid_at}; {origin} asks to be "
+        "paid again for it: refused"
+    )
+
+
 class Books:
     """The sync bookkeeping of a `PaymentTransport` (ledger optional, trust marks always)."""
 
@@ -205,10 +212,13 @@ class Books:
             return None, None
         if found[0] == origin.lower():
             return None, found[1]
-        raise AlreadyPaid(
-            f"this request (Idempotency-Key {key[:80]!r}) was already paid at {found[0]}; {origin} asks to be "
-            "paid again for it: refused"
-        )
+        raise _already_paid(key, found[0], origin)
+
+    def refuse_elsewhere(self, key: str, origin: str) -> None:
+        """Raise `AlreadyPaid` when `key` was paid at an origin other than `origin` (a redirect after paying)."""
+        found = self._find(key)
+        if found is not None and found[0] != origin.lower():
+            raise _already_paid(key, found[0], origin)
 
     def authorize(self, entry: Any, key: str, payment: Payment, header: tuple[str, str]) -> None:
         """Store the signed payment before it is sent (the money rule: durable before it leaves)."""

@@ -109,6 +109,8 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         requirement: PaymentRequirements, prepaid: bool = False,
     ) -> httpx.Response:  # fmt: skip
         key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
+        if self.prepayments is not None and not prepaid:  # pre-paid at another origin, then redirected here
+            self.books.refuse_elsewhere(attempt.prepay_key, attempt.origin)
         entry, replay = self.books.reserve(key, attempt.origin, requirement)
         if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
             return self._send_paid(inner, request, *replay, fallback=fallback)
@@ -227,6 +229,8 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         requirement: PaymentRequirements, prepaid: bool = False,
     ) -> httpx.Response:  # fmt: skip
         key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
+        if self.prepayments is not None and not prepaid:  # pre-paid at another origin, then redirected here
+            await self._books(self.books.refuse_elsewhere, attempt.prepay_key, attempt.origin)
         reserved: tuple[Any, Replay | None] = await self._books(self.books.reserve, key, attempt.origin, requirement)
         entry, replay = reserved
         if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
