@@ -212,7 +212,9 @@ def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, 
     `changes` sees the entry as it stands and raises (e.g. through `require`) to refuse the step.
     """
     entry = yield from get(entry_id)
-    values = {**changes(entry), "updated_at": now}
+    # Only the columns that change: SQLite rewrites every index on a column that is SET, changed or not.
+    values = {column: value for column, value in changes(entry).items() if getattr(entry, column) != value}
+    values["updated_at"] = now
     assignments = ", ".join(f"{column} = ?" for column in values)
     rows = yield Query(
         f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state = ? RETURNING {COLUMNS}",
