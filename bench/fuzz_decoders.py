@@ -43,6 +43,10 @@ PROPERTIES: Final = {
         "a paid answer: status, settlement headers, JSON body, SSE receipt/error frames",
     ),
     "sse_tap": ("test_the_sse_tap_never_raises_and_never_loses_bytes", "SSE streams split anywhere"),
+    "hostile_rpc": (
+        "test_any_answer_of_a_hostile_rpc_ends_in_a_verdict_for_every_claim",
+        "JSON-RPC batch answers to verification (x402pay.verify.steps)",
+    ),
     "whole_client": (
         "test_a_fuzzed_challenge_is_signed_only_within_the_policy",
         "the sync transport against fuzzed challenges (signature only within the policy)",

@@ -15,21 +15,24 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import httpx
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from x402pay import AsyncPaymentTransport, PaymentTransport, SpendPolicy, Wallet
+from x402pay import AsyncPaymentTransport, PaymentStatus, PaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.errors import X402PayError
 from x402pay.protocol.codec import decode_header, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
+from x402pay.verify import Claim
 
 PRICE = 10_000
 CAP = 50_000
@@ -391,3 +394,40 @@ class SlowRpc:
         async with httpx.AsyncClient() as upstream:
             forwarded = await upstream.post(self.upstream, content=body, headers={"content-type": "application/json"})
         return forwarded.status_code, forwarded.content
+
+
+# -- helpers of the verification-fault tests ---------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def bounded(work: Callable[[], T], seconds: float = 60.0) -> tuple[T, float]:
+    """Run `work` on a thread; its result and how long it took, or a test failure if it takes over `seconds`."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("value", work()))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(("error", exc))
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s: it hangs")
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value, time.monotonic() - started
+
+
+def paid_claim(hostile: Hostile) -> Claim:
+    """Pay the hostile server honestly (nothing verified) and return the claim its receipt makes."""
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
+    with client(hostile.devnet) as http:
+        payment = payment_of(http.get(hostile.url + "/report"))
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction)

@@ -5,13 +5,17 @@ what may still move, and reconcile finds what did.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 from hostile_support import (
@@ -20,19 +24,22 @@ from hostile_support import (
     Call,
     Hostile,
     Reply,
+    bounded,
     challenge,
     challenge_reply,
     challenge_then,
     client,
+    paid_claim,
     requirement,
     settle_honestly,
     unb64,
 )
-from web3 import Web3
+from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 
 from x402pay import PaymentRejected, PaymentStatus, payment_of
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server.serving import serve_app
+from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain
 
@@ -88,6 +95,85 @@ def test_an_rpc_that_answers_garbage_leaves_the_verdict_pending(
     assert payment is not None
     assert payment.verification is not None
     assert payment.verification.verdict == "pending"
+
+
+# A hostile RPC's batch answers: right length, wrong items (web3 itself trips over some of them).
+MALFORMED_BATCHES: dict[str, Callable[[int], Any]] = {
+    "nulls": lambda count: [None] * count,
+    "numbers": lambda count: list(range(count)),
+    "ids of mixed types": lambda count: [
+        {"jsonrpc": "2.0", "id": index if index % 2 else str(index), "result": "0x1"} for index in range(count)
+    ],
+    "neither result nor error": lambda count: [{"jsonrpc": "2.0", "id": index} for index in range(count)],
+}
+
+
+def malformed_rpc(make: Callable[[int], Any]) -> Any:
+    """An ASGI JSON-RPC endpoint answering each batch of n requests with `make(n)`."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        asked = json.loads(body)
+        answer = make(len(asked)) if isinstance(asked, list) else make(1)[0]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+
+    return app
+
+
+@pytest.mark.parametrize("shape", MALFORMED_BATCHES)
+def test_verify_claims_against_malformed_batch_answers_is_pending_not_a_crash(hostile: Hostile, shape: str) -> None:
+    claim = paid_claim(hostile)
+    with serve_app(malformed_rpc(MALFORMED_BATCHES[shape])) as rpc:
+        (verification,), _ = bounded(lambda: verify_claims(Web3(Web3.HTTPProvider(rpc)), [claim]))
+
+    assert verification.verdict is Verdict.PENDING
+    assert verification.check == "rpc"
+
+
+@pytest.mark.parametrize("shape", MALFORMED_BATCHES)
+def test_averify_claims_against_malformed_batch_answers_is_pending_not_a_crash(hostile: Hostile, shape: str) -> None:
+    claim = paid_claim(hostile)
+
+    async def verify(url: str) -> list[Any]:
+        web3 = AsyncWeb3(AsyncHTTPProvider(url))
+        try:
+            return await averify_claims(web3, [claim])
+        finally:
+            await web3.provider.disconnect()
+
+    with serve_app(malformed_rpc(MALFORMED_BATCHES[shape])) as rpc:
+        (verification,), _ = bounded(lambda: anyio.run(verify, rpc))
+
+    assert verification.verdict is Verdict.PENDING
+    assert verification.check == "rpc"
+
+
+def test_malformed_batch_answers_during_inline_verification_leave_the_verdict_pending(
+    hostile: Hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+    honest(hostile)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+
+    with (
+        serve_app(malformed_rpc(MALFORMED_BATCHES["nulls"])) as rpc,
+        client(hostile.devnet, ledger=ledger, rpc_url=rpc, verify="inline") as http,
+    ):
+        response = http.get(hostile.url + "/report")
+
+    assert response.status_code == 200
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    assert payment.verification.verdict == "pending"
+    assert payment.verification.check == "rpc"
+    assert ledger.entries()[0].state is EntryState.SETTLED
 
 
 # -- the server dies after settling -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Fuzzing the decoders a hostile peer feeds: only typed errors come out, never another exception, never a signature.
 
 The suite runs a moderate number of examples per property (``X402PAY_FUZZ_EXAMPLES``, 1,500 by default; the
-whole-client property a fifth of that, ``X402PAY_FUZZ_CLIENT_EXAMPLES``). The bench-style run of the issue (at least
-100,000 inputs per decoder, counted in `INPUTS`) is ``bench/fuzz_decoders.py``::
+slower whole-client and hostile-RPC properties a fifth of that, ``X402PAY_FUZZ_CLIENT_EXAMPLES``). The bench-style
+run of the issue (at least 100,000 inputs per decoder, counted in `INPUTS`) is ``bench/fuzz_decoders.py``::
 
     .venv/bin/python -m bench.fuzz_decoders --examples 100000 --jobs 2
 
@@ -41,6 +41,9 @@ from x402pay.protocol.models import PaymentRequirements
 from x402pay.receipts import Receipt, compose_receipt, receipt_from_header
 from x402pay.schemes.signing import sign_requirement
 from x402pay.sse import SSETap, VendorFrame
+from x402pay.verify import Claim, Verdict
+from x402pay.verify.chain import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, Rules, address_topic
+from x402pay.verify.steps import Batch, unpack
 
 EXAMPLES = int(os.environ.get("X402PAY_FUZZ_EXAMPLES", "1500"))
 CLIENT_EXAMPLES = int(os.environ.get("X402PAY_FUZZ_CLIENT_EXAMPLES", str(max(EXAMPLES // 5, 50))))
@@ -244,6 +247,81 @@ def test_a_fuzzed_paid_answer_is_read_with_only_typed_errors_and_never_above_the
     if payment.status is PaymentStatus.SETTLED and payment.mismatch is None:
         assert payment.receipt is not None
         assert payment.receipt.amount == SIGNED.amount  # exact: the signed amount, nothing else, unflagged
+
+
+# -- a hostile verification RPC: any JSON it answers ends in a verdict, never an exception -------------------------
+
+PERMIT2_SIGNED = sign_requirement(
+    Wallet.from_key("0x" + "44" * 32),
+    PaymentRequirements.model_validate(
+        {"scheme": "exact", "network": "eip155:8453", "amount": "10000", "asset": USDC, "payTo": PAYEE,
+         "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}}
+    ),
+    now=1_750_000_000,
+    max_lifetime=60,
+)  # fmt: skip
+CLAIMS = [
+    Claim.from_signed(signed, 10_000, tx_hash)
+    for signed in (SIGNED, PERMIT2_SIGNED)
+    for tx_hash in ("0x" + "ab" * 32, None)
+]
+hexes = st.one_of(
+    st.integers(0, 2**300).map(hex), st.sampled_from(["0x", "0x0", "0x1", "0xzz", "", "1", "-0x1", "0x" + "f" * 5000])
+)
+topics = st.sampled_from([TRANSFER_TOPIC, AUTHORIZATION_USED_TOPIC, address_topic(PAYEE), "0x" + "00" * 32]) | hexes
+logs = st.fixed_dictionaries(
+    {},
+    optional={
+        "address": st.sampled_from([USDC, USDC.lower(), "0x" + "11" * 20]) | json_scalars,
+        "topics": st.lists(topics, max_size=4) | json_scalars,
+        "data": hexes | json_scalars,
+        "blockNumber": hexes,
+        "logIndex": hexes,
+        "transactionHash": st.just("0x" + "ab" * 32) | hexes,
+    },
+)
+rpc_results = st.one_of(
+    json_values,
+    hexes,
+    st.fixed_dictionaries({}, optional={"number": hexes, "timestamp": hexes | json_scalars}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(["0x1", "0x0", 1, None]),
+            "blockNumber": hexes,
+            "logs": st.lists(logs, max_size=4) | json_scalars,
+        },
+    ),
+    st.fixed_dictionaries(
+        {}, optional={"to": st.sampled_from([PAYEE, "0x" + "22" * 20]) | json_scalars, "input": hexes | json_scalars}
+    ),
+)
+
+
+def rpc_batches(count: int) -> st.SearchStrategy[Any]:
+    """A decoded JSON-RPC batch answer of `count` items (results or errors), or any other JSON."""
+    item = st.one_of(
+        rpc_results.map(lambda result: {"jsonrpc": "2.0", "result": result}),
+        json_values.map(lambda error: {"jsonrpc": "2.0", "error": error}),
+        json_values,
+    )
+    return st.one_of(st.lists(item, min_size=count, max_size=count), json_values)
+
+
+@settings(max_examples=CLIENT_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_any_answer_of_a_hostile_rpc_ends_in_a_verdict_for_every_claim(data: st.DataObject) -> None:
+    INPUTS["hostile_rpc"] += 1
+    batch = Batch(CLAIMS, Rules(confirmations=data.draw(st.integers(0, 3)), seen_transactions=None, lookback_blocks=50))
+    for _ in range(6):  # a claim takes at most three rounds
+        requests = batch.requests()
+        if not requests:
+            break
+        batch.feed(unpack(data.draw(rpc_batches(len(requests))), len(requests)))
+    assert batch.requests() == []
+    verifications = batch.verifications()
+    assert [verification.claim for verification in verifications] == CLAIMS
+    assert all(isinstance(verification.verdict, Verdict) for verification in verifications)
 
 
 # -- the whole client against fuzzed challenges: a signature only for what the policy allows ------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import anyio
@@ -23,11 +23,13 @@ from hostile_support import (
     Hostile,
     SlowRpc,
     async_client,
+    bounded,
     challenge,
     challenge_reply,
     challenge_then,
     client,
     fetch,
+    paid_claim,
     requirement,
     settle_honestly,
 )
@@ -36,36 +38,13 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 from x402pay import Payment, PaymentStatus, payment_of
 from x402pay.ledger import EntryState, Ledger
 from x402pay.server.serving import serve_app
-from x402pay.verify import Claim, Verdict, averify_claims, verify_claims
+from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain
 
-T = TypeVar("T")
 #: The RPC client's timeout in these tests, and how long a call may take before it counts as hanging.
 RPC_TIMEOUT = 2.0
 BOUND = 60.0
-
-
-def bounded(work: Callable[[], T], seconds: float = BOUND) -> tuple[T, float]:
-    """Run `work` on a thread; its result and how long it took, or a test failure if it takes over `seconds`."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(("value", work()))
-        except BaseException as exc:  # handed to the test thread
-            outcome.append(("error", exc))
-
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"still running after {seconds} s: the slow RPC hung it")
-    kind, value = outcome[0]
-    if kind == "error":
-        raise value
-    return value, time.monotonic() - started
 
 
 def honest(hostile: Hostile) -> None:
@@ -94,16 +73,6 @@ def late(hostile: Hostile, request: pytest.FixtureRequest) -> Iterator[tuple[str
     """An endpoint that answers after 5 s (beyond the client's 2 s timeout), or never."""
     with serve_slow(hostile, request.param) as served:
         yield served
-
-
-def paid_claim(hostile: Hostile) -> Claim:
-    """Pay the hostile server honestly (nothing verified) and return the claim its receipt makes."""
-    honest(hostile)
-    with client(hostile.devnet) as http:
-        payment = payment_of(http.get(hostile.url + "/report"))
-    assert payment is not None
-    assert payment.status is PaymentStatus.SETTLED
-    return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction)
 
 
 # -- verify_claims directly --------------------------------------------------------------------------------------

@@ -26,8 +26,11 @@ from x402pay.verify.steps import Batch, Request, RpcFailure, unpack
 #: Requests per JSON-RPC batch POST (public endpoints commonly accept 100 to 1,000).
 DEFAULT_BATCH_SIZE: Final = 500
 # What a provider raises when the endpoint is down, slow, or answers garbage (requests' errors and
-# TimeoutError are OSErrors).
-_RPC_FAILURES: Final = (Web3Exception, OSError, ValueError, aiohttp.ClientError)
+# TimeoutError are OSErrors; web3 reading a batch answer whose items are not objects, or whose ids cannot be
+# compared, raises AttributeError, TypeError or KeyError).
+_RPC_FAILURES: Final = (
+    Web3Exception, OSError, ValueError, aiohttp.ClientError, AttributeError, TypeError, KeyError, IndexError,
+)  # fmt: skip
 
 
 def verify_claim(

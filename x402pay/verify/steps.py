@@ -202,12 +202,18 @@ def unpack(responses: object, count: int) -> list[Any]:
         return [RpcFailure(_error_text(responses.get("error")))] * count
     if not isinstance(responses, list) or len(responses) != count:
         return [RpcFailure("the RPC answered a batch with the wrong number of responses")] * count
-    return [
-        RpcFailure(_error_text(item.get("error")))
-        if not isinstance(item, dict) or "error" in item
-        else item.get("result")
-        for item in responses
-    ]
+    return [_result(item) for item in responses]
+
+
+def _result(item: object) -> Any:
+    """One item of a batch answer: its result, or an `RpcFailure` (an error, or not a JSON-RPC response at all)."""
+    if not isinstance(item, dict):
+        return RpcFailure(f"the RPC answered a batch item that is not an object: {str(item)[:80]}")
+    if "error" in item:
+        return RpcFailure(_error_text(item["error"]))
+    if "result" not in item:
+        return RpcFailure("the RPC answered a batch item with neither result nor error")
+    return item["result"]
 
 
 def _error_text(error: object) -> str:
