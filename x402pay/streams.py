@@ -44,6 +44,11 @@ class ReceiptTap:
                 self._body = None  # too large to be a receipt-bearing JSON answer: stop copying
         return chunk
 
+    @property
+    def pending(self) -> bool:
+        """Whether vendor frames arrived that `apply` has not applied yet (the stream's end always has news)."""
+        return self._sse is not None and self._applied < len(self._sse.frames)
+
     def end(self) -> bytes:
         """The stream ended: what the tap still held (apply() then reads what the end revealed)."""
         self._ended = True
@@ -87,7 +92,9 @@ def _sync_stream_type(library: str) -> type[Any]:
         def __iter__(self) -> Iterator[bytes]:
             for chunk in self._inner:
                 out = self._tap.feed(chunk)
-                failure = self._step()  # before yielding: a reader may stop at [DONE] and never come back
+                # Before yielding: a reader may stop at [DONE] and never come back. Only a captured frame can have
+                # taught the Payment something, so most chunks skip the step.
+                failure = self._step() if self._tap.pending else None
                 if out:
                     yield out
                 if failure is not None:
@@ -122,7 +129,7 @@ def _async_stream_type(library: str) -> type[Any]:
         async def __aiter__(self) -> AsyncIterator[bytes]:
             async for chunk in self._inner:
                 out = self._tap.feed(chunk)
-                failure = await self._step()  # before yielding: a reader may stop at [DONE]
+                failure = await self._step() if self._tap.pending else None  # before yielding (see the sync twin)
                 if out:
                     yield out
                 if failure is not None:
