@@ -18,20 +18,18 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar
 
 from coincurve import PrivateKey
-from eth_abi.exceptions import EncodingError
-from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
-from eth_account.signers.base import BaseAccount
-from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
-from eth_utils.exceptions import ValidationError
 
 from x402pay.errors import SigningError, WalletError
 from x402pay.schemes import fast712
+
+if TYPE_CHECKING:  # eth-account takes half a second to import: a wallet made from a key signs without it
+    from eth_account.messages import SignableMessage
+    from eth_account.signers.base import BaseAccount
 
 #: Environment variables read by `Wallet.from_env`.
 ENV_PRIVATE_KEY: Final = "X402PAY_PRIVATE_KEY"
@@ -76,12 +74,43 @@ def _load_keystore(path: Path) -> dict[str, Any]:
 
 
 def _decrypt(keystore: dict[str, Any], password: str, where: str) -> bytes:
+    from eth_account import Account
+
     try:
         return bytes(Account.decrypt(keystore, password))
     except (KeyError, TypeError, NotImplementedError):
         raise WalletError(f"keystore {where} is not a v3 JSON keystore eth-account can open") from None
     except ValueError:
         raise WalletError(f"cannot decrypt keystore {where}: wrong password or damaged file") from None
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    """The 32 bytes of a private key given as bytes or as 64 hex digits (``0x`` optional); WalletError else."""
+    if isinstance(key, str):
+        digits = key.strip()
+        digits = digits[2:] if digits[:2].lower() == "0x" else digits
+        try:
+            key = bytes.fromhex(digits) if len(digits) == 64 and digits.isascii() and digits.isalnum() else b""
+        except ValueError:
+            key = b""
+    elif not isinstance(key, bytes):
+        raise WalletError(f"a private key is str or bytes, got {type(key).__name__}")
+    if len(key) != 32:
+        raise WalletError(_BAD_KEY)
+    return key
+
+
+def _address_of(key: PrivateKey) -> ChecksumAddress:
+    """The Ethereum address of `key`: the last 20 bytes of the Keccak-256 of its uncompressed public key."""
+    return to_checksum_address(fast712.keccak256(key.public_key.format(compressed=False)[1:])[-20:])
+
+
+def _is_plain_local_account(signer: object) -> bool:
+    if signer is None:
+        return False
+    from eth_account.signers.local import LocalAccount  # loaded already: there is a signer
+
+    return type(signer) is LocalAccount
 
 
 class Wallet:
@@ -94,9 +123,11 @@ class Wallet:
     __slots__ = ("_address", "_secp_key", "_signer")
 
     def __init__(self, signer: BaseAccount) -> None:
+        from eth_account.signers.base import BaseAccount
+
         if not isinstance(signer, BaseAccount):
             raise WalletError(f"a Wallet needs an eth-account signer (BaseAccount), got {type(signer).__name__}")
-        self._signer = signer
+        self._signer: BaseAccount | None = signer
         self._address = to_checksum_address(signer.address)
         self._secp_key: PrivateKey | None = None
 
@@ -104,15 +135,15 @@ class Wallet:
     @_secret_safe
     def from_key(cls, key: str | bytes) -> Wallet:
         """A wallet for a raw secp256k1 private key: 32 bytes, or 64 hex digits with or without ``0x``."""
-        if isinstance(key, str):
-            key = key.strip()
-        elif not isinstance(key, bytes):
-            raise WalletError(f"a private key is str or bytes, got {type(key).__name__}")
         try:
-            account = Account.from_key(key)
-        except ValueError:  # binascii.Error is a ValueError
+            secp_key = PrivateKey(_key_bytes(key))
+        except ValueError:  # zero, or not below the curve order
             raise WalletError(_BAD_KEY) from None
-        return cls(account)
+        wallet = cls.__new__(cls)
+        wallet._signer = None  # an eth-account LocalAccount is made only if something needs one (`_account`)
+        wallet._secp_key = secp_key
+        wallet._address = _address_of(secp_key)
+        return wallet
 
     @classmethod
     @_secret_safe
@@ -158,6 +189,8 @@ class Wallet:
         """
         if not password:
             raise WalletError("refusing to write a keystore with an empty password")
+        from eth_account import Account
+
         account = Account.create()
         keystore = Account.encrypt(account.key, password, kdf=kdf, iterations=iterations)
         return cls(account), keystore
@@ -172,6 +205,10 @@ class Wallet:
         fast = self._sign_fast(typed_data)
         if fast is not None:
             return fast
+        from eth_abi.exceptions import EncodingError
+        from eth_account.messages import encode_typed_data
+        from eth_utils.exceptions import ValidationError
+
         try:
             signable = encode_typed_data(full_message=typed_data)
         except (ValueError, TypeError, KeyError, EncodingError, ValidationError) as exc:
@@ -184,7 +221,7 @@ class Wallet:
     def sign_transaction(self, transaction: dict[str, Any]) -> bytes:
         """Sign an EVM transaction (a web3 transaction dict); the raw signed bytes, ready to send."""
         try:
-            return bytes(self._signer.sign_transaction(transaction).raw_transaction)
+            return bytes(self._account().sign_transaction(transaction).raw_transaction)
         except Exception as exc:  # a signer's message may quote key material: keep only the type
             failure = type(exc).__name__
         raise SigningError(f"the signer of {self._address} could not sign the transaction ({failure})")
@@ -204,20 +241,29 @@ class Wallet:
 
         return approve_permit2(web3, self, token, MAX_UINT256 if amount is None else amount)
 
+    def _account(self) -> BaseAccount:
+        """The eth-account signer (for a wallet made from a key, a ``LocalAccount`` made on first use)."""
+        if self._signer is None:
+            from eth_account import Account
+
+            assert self._secp_key is not None  # noqa: S101 - a wallet has a signer or a key
+            self._signer = Account.from_key(self._secp_key.secret)
+        return self._signer
+
     def _sign_fast(self, typed_data: dict[str, Any]) -> bytes | None:
-        """The fast712 signature when the signer is a plain ``LocalAccount`` and fast712 knows the shape; else None.
+        """The fast712 signature when the wallet holds a key (made from one, or over a plain ``LocalAccount``) and
+        fast712 knows the shape; else None.
 
         A ``LocalAccount`` subclass may sign differently, so only the exact class takes this path.
         """
-        signer = self._signer
-        if type(signer) is not LocalAccount:
+        if self._secp_key is None and not _is_plain_local_account(self._signer):
             return None
         digest = fast712.typed_data_digest(typed_data)
         if digest is None:
             return None
         try:
             if self._secp_key is None:
-                self._secp_key = PrivateKey(bytes(signer.key))
+                self._secp_key = PrivateKey(bytes(self._signer.key))  # type: ignore[union-attr]
             return fast712.sign_digest(self._secp_key, digest)
         except Exception as exc:  # coincurve's message could quote its input: keep only the type
             failure = type(exc).__name__
@@ -225,7 +271,7 @@ class Wallet:
 
     def _sign(self, signable: SignableMessage) -> bytes:
         try:
-            return bytes(self._signer.sign_message(signable).signature)
+            return bytes(self._account().sign_message(signable).signature)
         except Exception as exc:  # a signer's message may quote key material: keep only the type
             failure = type(exc).__name__
         raise SigningError(f"the signer of {self._address} failed ({failure})")

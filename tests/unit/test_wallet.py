@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,12 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.base import BaseAccount
 from eth_account.signers.local import LocalAccount
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import x402pay
 from x402pay.errors import SigningError, WalletError
+from x402pay.schemes.eip712 import transfer_with_authorization
 from x402pay.wallet import Wallet
 
 PACKAGE_DIR = str(Path(x402pay.__file__).parent)
@@ -346,3 +351,40 @@ def test_a_wallet_cannot_be_pickled_or_copied_into_bytes() -> None:
         pickle.dumps(wallet)
     with pytest.raises(TypeError, match="cannot be pickled"):
         copy.deepcopy(wallet)
+
+
+# -- a wallet made from a key needs no eth-account until something asks for it -------------------------------
+
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=SECP256K1_ORDER - 1))
+def test_a_key_wallet_has_eth_accounts_address_and_signatures(secret: int) -> None:
+    key = secret.to_bytes(32, "big")
+    account = Account.from_key(key)
+    wallet = Wallet.from_key(key)
+    assert wallet.address == account.address
+    transfer = transfer_with_authorization(  # a shape fast712 signs
+        token_name="USD Coin", token_version="2", chain_id=8453, token=ACCOUNT.address,
+        authorization={"from": account.address, "to": ACCOUNT.address, "value": secret % 10**12, "validAfter": 0,
+                       "validBefore": 2**40, "nonce": "0x" + key.hex()},
+    )  # fmt: skip
+    for typed_data in (transfer, TYPED_DATA):  # fast712, then eth-account's own path
+        assert wallet.sign_typed_data(typed_data) == account.sign_typed_data(full_message=typed_data).signature
+
+
+def test_a_key_wallet_signs_transactions_like_eth_account() -> None:
+    transaction = {"to": ACCOUNT.address, "value": 1, "gas": 21_000, "gasPrice": 10**9, "nonce": 0, "chainId": 31337}
+    raw = Wallet.from_key(KEY).sign_transaction(transaction)
+    assert raw == bytes(ACCOUNT.sign_transaction(transaction).raw_transaction)
+
+
+def test_importing_x402pay_loads_neither_web3_nor_eth_account() -> None:
+    probe = (
+        "import sys, x402pay\n"
+        "wallet = x402pay.Wallet.from_key('0x' + '11' * 32)\n"
+        "print(sorted(name for name in ('web3', 'eth_account') if name in sys.modules))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

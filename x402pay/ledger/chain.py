@@ -9,15 +9,17 @@ payee) of the transaction whose calldata carries the nonce.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3 import Web3
 
 from x402pay.ledger.model import Entry, Transfer
 from x402pay.protocol.addresses import PERMIT2_ADDRESS
 from x402pay.protocol.networks import chain_id_of
+
+if TYPE_CHECKING:  # web3 takes a second to import; only a Web3Chain's caller needs it, and brings it
+    from web3 import Web3
 
 PERMIT2: Final = "permit2"
 TRANSFER_TOPIC: Final = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
