@@ -4,6 +4,7 @@ steps around signing, and the bookkeeping hooks. `x402pay.transport` drives thes
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +91,11 @@ class PaymentCore:
         self.options = TransportOptions(**options)
         if self.options.verify != "off" and self.options.rpc_url is None:
             raise ValueError(f"verify={self.options.verify!r} needs rpc_url: the chain to check receipts on")
+        if inspect.iscoroutinefunction(getattr(self.options.ledger, "reserve", None)):
+            raise TypeError(
+                "ledger: pass a Ledger (both transports take the sync one; the async transport calls it in a worker "
+                "thread), not an AsyncLedger"
+            )
         self._inner = inner
         self._default_inners: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -17,6 +17,7 @@ from eth_account.messages import encode_typed_data
 
 import x402pay
 from x402pay.errors import ChallengeError, PaymentRejected, SpendCapExceeded
+from x402pay.ledger import AsyncLedger
 from x402pay.payment import PaymentStatus, payment_of
 from x402pay.policy import SpendPolicy
 from x402pay.schemes.eip712 import transfer_with_authorization
@@ -240,6 +241,14 @@ def test_the_transport_repr_shows_no_key() -> None:
     transport = PaymentTransport(wallet=WALLET, policy=SpendPolicy(max_per_request=1))
     assert WALLET.address in repr(transport)
     assert KEY[2:] not in repr(transport).lower()
+
+
+async def test_an_async_ledger_is_refused_with_what_to_pass_instead() -> None:
+    ledger = await AsyncLedger.sqlite(":memory:")
+    for kind in (PaymentTransport, AsyncPaymentTransport):
+        with pytest.raises(TypeError, match="pass a Ledger"):
+            kind(wallet=WALLET, policy=SpendPolicy(max_per_request=1), ledger=ledger)
+    await ledger.aclose()
 
 
 def test_a_redirect_after_payment_does_not_carry_the_payment_to_another_origin() -> None:
