@@ -1,8 +1,9 @@
 """JSON bombs from a hostile server: deep nesting where the client parses JSON it did not choose.
 
-x402pay bounds nesting by catching RecursionError, but importing it (eth-account pulls in py_ecc) raises the
-interpreter's recursion limit to 100,000, so CPython's C JSON decoder overflows the C stack before the limit is
-hit: the process dies with SIGSEGV. These run the client in a child process so that the suite survives.
+Importing x402pay (eth-account pulls in py_ecc) raises the interpreter's recursion limit to 100,000, so catching
+RecursionError is no guard: CPython's C JSON decoder would overflow the C stack first and the process would die with
+SIGSEGV. x402pay bounds the nesting before parsing (`x402pay.protocol.codec.check_depth`). These tests run the client
+in a child process, so that a regression shows as a dead child (its signal named), not as a dead suite.
 """
 
 from __future__ import annotations
