@@ -42,9 +42,8 @@ from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain
 
-#: The RPC client's timeout in these tests, and how long a call may take before it counts as hanging.
+#: The RPC client's timeout in these tests.
 RPC_TIMEOUT = 2.0
-BOUND = 60.0
 
 
 def honest(hostile: Hostile) -> None:
@@ -102,7 +101,7 @@ def test_verify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout(
     assert "Timeout" in verification.reason
     assert url not in verification.reason  # the endpoint's URL (often carrying an API key) is not repeated
     assert rpc.posts >= 1
-    assert took < BOUND
+    assert took < 25  # the client's 2 s timeout ended it, not web3's default 30 s
 
 
 def test_averify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout(
