@@ -76,6 +76,8 @@ class SSETap:
 
     def feed(self, chunk: bytes) -> bytes:
         """Take `chunk` of the stream; return the bytes that may go to the caller now."""
+        if self._mode is _Mode.THROUGH and self._ordinary(chunk):
+            return chunk
         out: list[bytes] = []
         data = chunk
         while data:
@@ -98,20 +100,27 @@ class SSETap:
         self._held += data
         return self._first_line(out) if self._mode is _Mode.FIRST_LINE else self._vendor(out)
 
+    def _ordinary(self, data: bytes) -> bool:
+        """Whether no vendor frame can start inside `data` or right after it: then it all goes out as it came."""
+        window = self._tail + data[-_OPEN_FRAME_BYTES:]
+        if _OPEN_FRAME.search(window) or self._frame_event(data) >= 0:
+            return False
+        self._tail = window[-_LOOK_BACK:]
+        return True
+
     def _pass(self, data: bytes, out: list[bytes]) -> bytes:
         """Inside ordinary frames: all goes out up to the first place where a vendor frame may start."""
+        if self._ordinary(data):
+            out.append(data)
+            return b""
         at = self._frame_event(data)
         if at >= 0:
             out.append(data[:at])
             self._mode = _Mode.FIRST_LINE
             return data[at:]
-        window = self._tail + data[-_OPEN_FRAME_BYTES:]
-        match = _OPEN_FRAME.search(window)
-        if match is None:
-            out.append(data)
-            self._tail = window[-_LOOK_BACK:]
-            return b""
-        cut = len(data) - (len(window) - match.start(1))
+        open_frame = _OPEN_FRAME.search(self._tail + data[-_OPEN_FRAME_BYTES:])
+        assert open_frame is not None  # noqa: S101 - the only other reason `data` is not ordinary
+        cut = len(data) - len(open_frame.group(1))  # the start of "event:" lies in `data`, never in the tail
         out.append(data[:cut])
         self._mode = _Mode.FRAME_START
         return data[cut:]
