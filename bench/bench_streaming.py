@@ -13,7 +13,9 @@ body with ``iter_bytes`` / ``aiter_bytes``:
 
 Figures: time to first byte (request start to the first body chunk), throughput (MB/s of the whole stream), and in a
 separate untimed pass the peak of Python allocations (tracemalloc) while streaming 1 MB and `--size`, which is flat
-when it does not grow with the stream. Prints the table and writes the "streaming" section of BENCHMARKS.md.
+when it does not grow with the stream. Where the time goes: the tap's own cost, from the same pieces read through an
+httpx response in memory with and without the tap (interleaved rounds too), and a cProfile of one tapped read over
+loopback, its own time summed per package. Prints the table and writes the "streaming" section of BENCHMARKS.md.
 Run from the repository root: ``.venv/bin/python -m bench.bench_streaming`` (``--help``).
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import textwrap
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -30,7 +34,7 @@ import httpx
 from eth_account import Account
 
 from bench.bench_transport import presigned_header
-from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
+from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.stub_server import REQUIREMENT, running, sse_body
 from x402pay import AsyncPaymentTransport, PaymentTransport, SpendPolicy, TrustStore, Wallet, payment_of
 from x402pay.bookkeeping import Books
@@ -44,6 +48,9 @@ TARGET_THROUGHPUT = 0.9
 RAW, TAPPED, TRANSPORT = "raw httpx (pre-signed)", "raw httpx + receipt tap", "x402pay transport (full flow)"
 KINDS = ("sync", "async")
 SMALL = 1_000_000
+PIECE = 16_384  # the stub server's default piece size
+IN_MEMORY = ("in-memory httpx", "in-memory httpx + receipt tap")
+_PACKAGES = ("x402pay", "httpx", "httpcore", "h11")
 
 
 @dataclass
@@ -149,6 +156,19 @@ class Contenders:
         if payment is not None:
             self.payments.append(payment)
 
+    def in_memory(self, size: int) -> dict[str, Batch]:
+        """Both `IN_MEMORY` contenders: the stream's pieces, already in memory, read through an httpx response."""
+        body = sse_body(size)
+        pieces = [body[at : at + PIECE] for at in range(0, len(body), PIECE)]
+
+        def read(tap: bool) -> int:
+            response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(pieces))
+            if tap:
+                self._tap(response)
+            return sum(len(chunk) for chunk in response.iter_bytes())
+
+        return {IN_MEMORY[0]: lambda: read(False), IN_MEMORY[1]: lambda: read(True)}
+
     def reads(self, size: int) -> dict[str, Callable[[], tuple[int, float]]]:
         """Every contender's read of a `size`-byte stream, named ``"<kind> <contender>"``."""
         return {
@@ -189,7 +209,44 @@ def peak_memory(read: Callable[[], tuple[int, float]]) -> int:
     return peak - base
 
 
-def report(streams: dict[str, Stream], rates: dict[str, list[float]], size: int, rounds: int) -> str:
+def profile_shares(read: Callable[[], tuple[int, float]]) -> dict[str, float]:
+    """Share of a read's time spent in each package's own code (cProfile): `_PACKAGES`, "C" (built-in functions,
+    such as the socket's recv) and "other" (the rest of the Python code, the bench's loop among it)."""
+    profiler = cProfile.Profile()
+    profiler.runcall(read)
+    shares: dict[str, float] = {}
+    for entry in profiler.getstats():
+        file = entry.code if isinstance(entry.code, str) else entry.code.co_filename
+        package = next((name for name in _PACKAGES if f"/{name}/" in file), "C" if entry.code is file else "other")
+        shares[package] = shares.get(package, 0.0) + entry.inlinetime
+    total = sum(shares.values())
+    return {package: spent / total for package, spent in sorted(shares.items(), key=lambda item: -item[1])}
+
+
+@dataclass
+class Costs:
+    """Where the time goes: the tap's own cost in memory, and a profile of a tapped read over loopback."""
+
+    in_memory: dict[str, list[float]]
+    shares: dict[str, float]
+
+    def lines(self, raw_rate: float) -> list[str]:
+        """The section's lines about them; `raw_rate` is the sync raw read's bytes per second over loopback."""
+        plain, tapped = (median(self.in_memory[name]) for name in IN_MEMORY)
+        per_piece = (1 / tapped - 1 / plain) * PIECE
+        shares = ", ".join(f"{package} {share:.0%}" for package, share in self.shares.items())
+        of_raw = per_piece / (PIECE / raw_rate)
+        text = (
+            f"Where the time goes. The tap's own work, measured with the {PIECE:,}-byte pieces already in memory"
+            f" (`httpx.Response.iter_bytes`, no socket, same rounds): {plain / 1e6:,.0f} MB/s untapped,"
+            f" {tapped / 1e6:,.0f} MB/s tapped, so {per_piece * 1e6:.1f} us per piece, {of_raw:.1%}"
+            " of the time a raw read over loopback takes per piece. Own time by package in one tapped sync read"
+            f" (cProfile, which inflates Python-heavy code): {shares}."
+        )
+        return textwrap.wrap(text, width=112, initial_indent="- ", subsequent_indent="  ")
+
+
+def report(streams: dict[str, Stream], rates: dict[str, list[float]], costs: Costs, size: int, rounds: int) -> str:
     """The BENCHMARKS.md section."""
     rows, verdicts = [], []
     for name, stream in streams.items():
@@ -225,8 +282,8 @@ def report(streams: dict[str, Stream], rates: dict[str, list[float]], size: int,
             "- Contenders: raw httpx with a pre-signed `PAYMENT-SIGNATURE` (one exchange); the same response through",
             "  x402pay's receipt tap as the transport attaches it (`x402pay.streams.tap_response` + `ReceiptTap`, the",
             "  receipt frame removed and applied); the transport doing the whole flow (402, sign, paid retry, tap),",
-            "  whose TTFB also holds the extra round trip of reactive payment (pre-payment, not implemented yet, would",
-            "  remove it).",
+            "  whose TTFB also holds the extra round trip of reactive payment (pre-payment, `prepay=True`, would",
+            "  remove it; not used here).",
             f"- Method: {rounds} interleaved rounds (one warm-up not counted), one whole stream per contender per",
             "  round; medians of TTFB (request start to first body chunk), of the per-round TTFB difference to raw of",
             "  the same kind, of MB/s, and of the per-round throughput ratio to raw. Memory: peak of Python",
@@ -234,6 +291,7 @@ def report(streams: dict[str, Stream], rates: dict[str, list[float]], size: int,
             "  untimed pass.",
             "- Targets for the tap (TTFB within 1 ms of raw, throughput >= 0.9x raw, memory flat):",
             *verdicts,
+            *costs.lines(median(rates[f"sync {RAW}"])),
             "",
             "| contender | TTFB ms | vs raw ms | MB/s | vs raw | peak KB, 1 MB | peak KB, full |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -261,10 +319,14 @@ def main() -> None:
             for read_size in (SMALL, args.size):
                 for name, read in contenders.reads(read_size).items():
                     streams[name].peaks[read_size] = peak_memory(read)
+            costs = Costs(
+                interleaved_rates(contenders.in_memory(args.size), args.rounds),
+                profile_shares(contenders.reads(args.size)[f"sync {TAPPED}"]),
+            )
         finally:
             contenders.close()
     loop.close()
-    section = report(streams, rates, args.size, args.rounds)
+    section = report(streams, rates, costs, args.size, args.rounds)
     print(section)
     if not args.no_write:
         write_section("streaming", section)
