@@ -1,8 +1,9 @@
 """Fuzzing the decoders a hostile peer feeds: only typed errors come out, never another exception, never a signature.
 
 The suite runs a moderate number of examples per property (``X402PAY_FUZZ_EXAMPLES``, 1,500 by default; the
-slower whole-client and hostile-RPC properties a fifth of that, ``X402PAY_FUZZ_CLIENT_EXAMPLES``). The bench-style
-run of the issue (at least 100,000 inputs per decoder, counted in `INPUTS`) is ``bench/fuzz_decoders.py``::
+slower paid-answer, hostile-RPC and whole-client properties a fifth of that, ``X402PAY_FUZZ_CLIENT_EXAMPLES``).
+The bench-style run of the issue (at least 100,000 inputs per decoder, counted in `INPUTS`) is
+``bench/fuzz_decoders.py``::
 
     .venv/bin/python -m bench.fuzz_decoders --examples 100000 --jobs 2
 
@@ -225,7 +226,7 @@ frames = st.builds(
 )
 
 
-@FUZZ
+@settings(max_examples=CLIENT_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
     st.sampled_from([200, 201, 204, 400, 402, 500]),
     st.dictionaries(st.sampled_from(SETTLEMENT_NAMES), settlement_headers, max_size=3),
