@@ -102,6 +102,7 @@ class SSETap:
 
     def _ordinary(self, data: bytes) -> bool:
         """Whether no vendor frame can start inside `data` or right after it: then it all goes out as it came."""
+        # Past a short `data` the tail is not next to these last bytes, but no open frame start is longer than they.
         window = self._tail + data[-_OPEN_FRAME_BYTES:]
         if _OPEN_FRAME.search(window) or self._frame_event(data) >= 0:
             return False
