@@ -46,7 +46,7 @@ class ReceiptTap:
 
     @property
     def pending(self) -> bool:
-        """Whether vendor frames arrived that `apply` has not applied yet (the stream's end always has news)."""
+        """Whether vendor frames arrived that `apply` has not applied yet (a body is applied at its end, always)."""
         return self._sse is not None and self._applied < len(self._sse.frames)
 
     def end(self) -> bytes:
