@@ -22,8 +22,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check x402pay tests bench
 	$(BIN)/mypy
 
+# Every benchmark, each rewriting its section of BENCHMARKS.md (a few minutes; bench/README.md says more).
 bench: $(VENV)/.installed node_modules/.installed
-	$(BIN)/python -m bench.bench_signing
+	$(BIN)/python -m bench.bench_import --rounds 5
+	$(BIN)/python -m bench.bench_signing --messages 100 --rounds 9
+	$(BIN)/python -m bench.bench_transport --sequential 50 --concurrent 300 --rounds 5
+	$(BIN)/python -m bench.bench_streaming --rounds 5
+	$(BIN)/python -m bench.bench_ledger --rounds 5
+	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 
 contracts: node_modules/.installed
 	node contracts/build.mjs
