@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from x402pay.protocol.codec import check_depth
 
@@ -43,11 +42,8 @@ _RARE: Final = b"v"
 _RARE_PROBES: Final = 8
 
 
-class _Mode(Enum):
-    FRAME_START = "frame start"
-    THROUGH = "through"
-    FIRST_LINE = "first line"
-    VENDOR = "vendor"
+# Plain strings, not an Enum: reading an Enum member costs as much as the whole check of an ordinary chunk.
+_Mode = Literal["frame start", "through", "first line", "vendor"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +65,14 @@ class SSETap:
         self.keep_frames = keep_frames
         self.frames: list[VendorFrame] = []
         self.oversized = False
-        self._mode = _Mode.FRAME_START
+        self._mode: _Mode = "frame start"
         self._held = bytearray()
         self._scanned = 0  # how far into `_held` no frame end can start any more
         self._tail = b""  # the last bytes let through, to judge whether a frame starts right after them
 
     def feed(self, chunk: bytes) -> bytes:
         """Take `chunk` of the stream; return the bytes that may go to the caller now."""
-        if self._mode is _Mode.THROUGH and self._ordinary(chunk):
+        if self._mode == "through" and self._ordinary(chunk):
             return chunk
         out: list[bytes] = []
         data = chunk
@@ -87,26 +83,24 @@ class SSETap:
     def finish(self) -> bytes:
         """The stream ended: what was held goes out; an unterminated vendor frame is captured (kept if asked)."""
         held, self._held = bytes(self._held), bytearray()
-        if self._mode is _Mode.VENDOR:
+        if self._mode == "vendor":
             self._capture(held)  # a final frame without its blank line still counts
             return held if self.keep_frames else b""
         return held
 
     def _step(self, data: bytes, out: list[bytes]) -> bytes:
-        if self._mode is _Mode.THROUGH:
+        if self._mode == "through":
             return self._pass(data, out)
-        if self._mode is _Mode.FRAME_START:
+        if self._mode == "frame start":
             return self._frame_start(data, out)
         self._held += data
-        return self._first_line(out) if self._mode is _Mode.FIRST_LINE else self._vendor(out)
+        return self._first_line(out) if self._mode == "first line" else self._vendor(out)
 
     def _ordinary(self, data: bytes) -> bool:
         """Whether no vendor frame can start inside `data` or right after it: then it all goes out as it came."""
-        # Past a short `data` the tail is not next to these last bytes, but no open frame start is longer than they.
-        window = self._tail + data[-_OPEN_FRAME_BYTES:]
-        if _OPEN_FRAME.search(window) or self._frame_event(data) >= 0:
+        if (_RARE in data and self._frame_event(data) >= 0) or self._open_frame(data) >= 0:
             return False
-        self._tail = window[-_LOOK_BACK:]
+        self._tail = data[-_LOOK_BACK:] if len(data) >= _LOOK_BACK else (self._tail + data)[-_LOOK_BACK:]
         return True
 
     def _pass(self, data: bytes, out: list[bytes]) -> bytes:
@@ -117,14 +111,21 @@ class SSETap:
         at = self._frame_event(data)
         if at >= 0:
             out.append(data[:at])
-            self._mode = _Mode.FIRST_LINE
+            self._mode = "first line"
             return data[at:]
-        open_frame = _OPEN_FRAME.search(self._tail + data[-_OPEN_FRAME_BYTES:])
-        assert open_frame is not None  # noqa: S101 - the only other reason `data` is not ordinary
-        cut = len(data) - len(open_frame.group(1))  # the start of "event:" lies in `data`, never in the tail
+        cut = self._open_frame(data)
         out.append(data[:cut])
-        self._mode = _Mode.FRAME_START
+        self._mode = "frame start"
         return data[cut:]
+
+    def _open_frame(self, data: bytes) -> int:
+        """Where `data` ends in a frame end and the start of ``event:`` (maybe none of it): that start, or -1."""
+        if len(data) > len(b"event") and data.find(b"\n", -6) < 0 and data.find(b"\r", -6) < 0:
+            return -1  # the common case, settled without the regex: no line ends among the last bytes
+        # Past a short `data` the tail is not next to these last bytes, but no open frame start is longer than they.
+        match = _OPEN_FRAME.search(self._tail + data[-_OPEN_FRAME_BYTES:])
+        # The start of "event:" lies in `data`, never in the tail: a tail never ends in an open frame start.
+        return -1 if match is None else len(data) - len(match.group(1))
 
     def _frame_event(self, data: bytes) -> int:
         """Where the first ``event:`` of `data` that starts a frame is, or -1."""
@@ -144,7 +145,7 @@ class SSETap:
         if data:
             # The frame's first byte is no terminator, so whether a later "event:" starts a frame is known from
             # the data alone: no tail.
-            self._mode = _Mode.FIRST_LINE if _EVENT.startswith(data[:6]) else _Mode.THROUGH
+            self._mode = "first line" if _EVENT.startswith(data[:6]) else "through"
             self._tail = b""
         return data
 
@@ -158,7 +159,7 @@ class SSETap:
         name = held[len(_EVENT) : line_end.start()].strip().decode("utf-8", "replace")
         if name not in _VENDOR_EVENTS:
             return self._release(out)
-        self._mode, self._held, self._scanned = _Mode.VENDOR, bytearray(), 0
+        self._mode, self._held, self._scanned = "vendor", bytearray(), 0
         return bytes(held)
 
     def _vendor(self, out: list[bytes]) -> bytes:
@@ -179,7 +180,7 @@ class SSETap:
         self._capture(frame)
         if self.keep_frames:
             out.append(frame)
-        self._mode, self._held = _Mode.FRAME_START, bytearray()
+        self._mode, self._held = "frame start", bytearray()
         return rest
 
     def _release(self, out: list[bytes]) -> bytes:
@@ -187,7 +188,7 @@ class SSETap:
         held, self._held = bytes(self._held), bytearray()
         # Its first byte ("e") goes out at once and becomes the tail: the "event:" that was held starts no frame.
         out.append(held[:1])
-        self._mode, self._tail = _Mode.THROUGH, held[:1]
+        self._mode, self._tail = "through", held[:1]
         return held[1:]
 
     def _capture(self, frame: bytes) -> None:
