@@ -245,7 +245,9 @@ class Costs:
             f"Where the time goes. The tap's own work, measured with the {PIECE:,}-byte pieces already in memory"
             f" (`httpx.Response.iter_bytes`, no socket, same rounds): {plain / 1e6:,.0f} MB/s untapped,"
             f" {tapped / 1e6:,.0f} MB/s tapped, so {per_piece * 1e6:.1f} us per piece, {per_piece / raw_per_piece:.1%}"
-            ' of the time a raw read over loopback takes per piece. With a "v" in every frame (OpenAI\'s'
+            " of the time a raw read over loopback takes per piece: by itself the tap would leave"
+            f" {raw_per_piece / (raw_per_piece + per_piece):.2f}x of raw's throughput (steadier than the ratios"
+            ' above, which swing with the load of a shared machine). With a "v" in every frame (OpenAI\'s'
             ' `"service_tier":"default"`), the memchr probe gives way to a plain search of each piece:'
             f" {with_v_per_piece * 1e6:.1f} us per piece, {with_v_per_piece / raw_per_piece:.1%}. Own time by"
             f" package in one tapped sync read (cProfile, which inflates Python-heavy code): {shares}."
