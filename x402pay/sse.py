@@ -38,6 +38,8 @@ _BLANK_ENDINGS: Final = (b"\n\n", b"\r\r", b"\n\r")
 _LOOK_BACK: Final = 3
 _LINE_END: Final = re.compile(rb"\r\n|\n|\r")
 _TERMINATORS: Final = b"\r\n"
+_RECEIPT: Final = b"receipt"
+_ERROR: Final = b"error"
 _RARE: Final = b"v"
 _RARE_PROBES: Final = 8
 
@@ -128,14 +130,38 @@ class SSETap:
         return -1 if match is None else len(data) - len(match.group(1))
 
     def _frame_event(self, data: bytes) -> int:
-        """Where the first ``event:`` of `data` that starts a frame is, or -1."""
-        at = _find_event(data, 0)
+        """Where a vendor frame may start in `data`, or -1: an ``event:`` line at a frame start that names a vendor
+        event, or that the end of `data` cuts off."""
+        if _find_event(data, 0) < 0:
+            return -1
+        # Some streams begin every frame with "event:". Rather than judge each such line, look only at the lines
+        # that hold "receipt" or "error" (as every vendor event's name does) and at the one the end cuts off.
+        starts = [self._named_line(data, _RECEIPT), self._named_line(data, _ERROR), self._cut_line(data)]
+        return min((start for start in starts if start >= 0), default=-1)
+
+    def _named_line(self, data: bytes, name: bytes) -> int:
+        """Where the first line of `data` that holds `name` and may start a vendor frame begins, or -1."""
+        at = data.find(name)
         while at >= 0:
-            before = (self._tail + data[max(0, at - _LOOK_BACK) : at])[-_LOOK_BACK:]
-            if before.endswith(_BLANK_ENDINGS) or (len(before) == _LOOK_BACK and not before.strip(_TERMINATORS)):
-                return at
-            at = _find_event(data, at + 1)
+            start = _line_start(data, at)
+            if self._may_start_vendor_frame(data, start):
+                return start
+            at = data.find(name, at + 1)
         return -1
+
+    def _cut_line(self, data: bytes) -> int:
+        """Where the line that the end of `data` cuts off begins, if it may start a vendor frame; else -1."""
+        start = _line_start(data, len(data))
+        return start if self._may_start_vendor_frame(data, start) else -1
+
+    def _may_start_vendor_frame(self, data: bytes, start: int) -> bool:
+        """Whether an ``event:`` line that may name a vendor event starts a frame at `start` in `data`."""
+        return data.startswith(_EVENT, start) and self._starts_frame(data, start) and _may_name_vendor(data, start)
+
+    def _starts_frame(self, data: bytes, at: int) -> bool:
+        """Whether a frame starts at `at` in `data`: the bytes before it end in a blank line."""
+        before = (self._tail + data[max(0, at - _LOOK_BACK) : at])[-_LOOK_BACK:]
+        return before.endswith(_BLANK_ENDINGS) or (len(before) == _LOOK_BACK and not before.strip(_TERMINATORS))
 
     def _frame_start(self, data: bytes, out: list[bytes]) -> bytes:
         blank = len(data) - len(data.lstrip(_TERMINATORS))
@@ -156,8 +182,7 @@ class SSETap:
             return self._release(out)
         if line_end is None:
             return b""
-        name = held[len(_EVENT) : line_end.start()].strip().decode("utf-8", "replace")
-        if name not in _VENDOR_EVENTS:
+        if not _names_vendor_event(held[: line_end.start()]):
             return self._release(out)
         self._mode, self._held, self._scanned = "vendor", bytearray(), 0
         return bytes(held)
@@ -201,6 +226,27 @@ class SSETap:
             elif name == b"data":
                 lines.append(value)
         self.frames.append(VendorFrame(event, _json_or_none(b"\n".join(lines)), frame))
+
+
+def _may_name_vendor(data: bytes, at: int) -> bool:
+    """Whether the ``event:`` line at `at` in `data` names a vendor event, or may once the rest of it arrives."""
+    line_end = _LINE_END.search(data, at, at + MAX_FIRST_LINE + 1)
+    if line_end is None:
+        return len(data) - at <= MAX_FIRST_LINE
+    return _names_vendor_event(data[at : line_end.start()])
+
+
+def _line_start(data: bytes, at: int) -> int:
+    """Where the line holding position `at` of `data` begins, looked for no further back than the first line of a
+    vendor frame can reach (a line longer than that starts no vendor frame, and a scan back to the start of
+    `data` per candidate would be quadratic)."""
+    low = max(0, at - MAX_FIRST_LINE - 1)
+    return max(data.rfind(b"\n", low, at), data.rfind(b"\r", low, at), low - 1) + 1
+
+
+def _names_vendor_event(line: bytes | bytearray) -> bool:
+    """Whether an ``event:`` line (its terminator left out) names a vendor event."""
+    return line[len(_EVENT) :].strip().decode("utf-8", "replace") in _VENDOR_EVENTS
 
 
 def _find_event(data: bytes, start: int) -> int:

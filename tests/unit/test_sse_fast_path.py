@@ -19,6 +19,8 @@ ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 ORDINARY = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
 RECEIPT = b'event: compose.receipt\ndata: {"finalAmountWei":"5","txHash":"0xab"}\n\n'
 DONE = b"data: [DONE]\n\n"
+# Anthropic's streams begin every frame with an event line, none of which is a vendor's.
+NAMED = b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"an error"}}\n\n'
 # JSON that names the vendor event, even after escaped blank lines: text inside a data line, never a frame.
 LOOKALIKE = b'data: {"content":"event: compose.receipt\\n\\nevent: compose.receipt"}\n\n'
 
@@ -76,8 +78,14 @@ def test_the_reference_parse_itself() -> None:
 @pytest.mark.parametrize("ending", ENDINGS)
 @pytest.mark.parametrize(
     "stream",
-    [ORDINARY * 3 + RECEIPT + DONE, RECEIPT + ORDINARY + DONE, ORDINARY + DONE + RECEIPT, ORDINARY + RECEIPT[:-1]],
-    ids=["middle", "start", "end", "end-unterminated"],
+    [
+        ORDINARY * 3 + RECEIPT + DONE,
+        RECEIPT + ORDINARY + DONE,
+        ORDINARY + DONE + RECEIPT,
+        ORDINARY + RECEIPT[:-1],
+        NAMED * 2 + RECEIPT + NAMED,
+    ],
+    ids=["middle", "start", "end", "end-unterminated", "event-lines-everywhere"],
 )
 def test_a_cut_at_every_byte_offset(stream: bytes, ending: str) -> None:
     stream = with_ending(stream, ending)
@@ -151,6 +159,8 @@ PIECES = st.sampled_from(
      b"event: error\ndata: {}\n\n", b"event:compose.receipt\ndata: 1\n\n", b"event: message\ndata: kept\n\n",
      b"event: ping\n\n", b"id: 7\nevent: compose.receipt\ndata: {}\n\n", b": comment\n\n", b"\n", b"\r",
      b'data: {"service_tier":"default","vvv":"event:"}\n\n', b"data: e\nevent: receipt\n\n", b"ev", b"event",
+     b"event: errors\ndata: receipt\n\n", b'event: content_block_delta\ndata: {"error":"receipt"}\n\n',
+     b"event:\t receipt \ndata: {}\n\n", b"event: receipt x\n\n", b"data: error receipt\n\n", NAMED,
      b"event: compose.receipt", b"data: x", b"\xff"]
 )  # fmt: skip
 
