@@ -29,6 +29,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 from eth_account import Account
@@ -49,9 +50,16 @@ RAW, TAPPED, TRANSPORT = "raw httpx (pre-signed)", "raw httpx + receipt tap", "x
 KINDS = ("sync", "async")
 SMALL = 1_000_000
 PIECE = 16_384  # the stub server's default piece size
-IN_MEMORY = ("in-memory httpx", "in-memory httpx + receipt tap", 'the same, "v" in every frame')
+IN_MEMORY = (
+    "in-memory httpx",
+    "in-memory httpx + receipt tap",
+    'the same, "v" in every frame',
+    "the same, an event line in every frame",
+)
 # OpenAI's chunks carry "service_tier":"default": a "v" in every frame, which the tap's memchr probe cannot skip.
 V_IN_EVERY_FRAME = (b'{"object"', b'{"service_tier":"default","object"')
+# Anthropic's streams begin every frame with an event line.
+EVENT_IN_EVERY_FRAME = (b'data: {"object"', b'event: content_block_delta\ndata: {"object"')
 _PACKAGES = ("x402pay", "httpx", "httpcore", "h11")
 
 
@@ -161,9 +169,10 @@ class Contenders:
     def in_memory(self, size: int) -> dict[str, Batch]:
         """The `IN_MEMORY` contenders: the stream's pieces, already in memory, read through an httpx response."""
         body = sse_body(size)
-        plain = [body[at : at + PIECE] for at in range(0, len(body), PIECE)]
-        body = body.replace(*V_IN_EVERY_FRAME)
-        with_v = [body[at : at + PIECE] for at in range(0, len(body), PIECE)]
+        plain, with_v, with_event = (
+            [variant[at : at + PIECE] for at in range(0, len(variant), PIECE)]
+            for variant in (body, body.replace(*V_IN_EVERY_FRAME), body.replace(*EVENT_IN_EVERY_FRAME))
+        )
 
         def read(pieces: list[bytes], tap: bool) -> int:
             response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(pieces))
@@ -171,7 +180,8 @@ class Contenders:
                 self._tap(response)
             return sum(len(chunk) for chunk in response.iter_bytes())
 
-        batches = (lambda: read(plain, False), lambda: read(plain, True), lambda: read(with_v, True))
+        batches: list[Batch] = [partial(read, plain, False)]
+        batches += (partial(read, pieces, True) for pieces in (plain, with_v, with_event))
         return dict(zip(IN_MEMORY, batches, strict=True))
 
     def reads(self, size: int) -> dict[str, Callable[[], tuple[int, float]]]:
@@ -237,8 +247,9 @@ class Costs:
 
     def lines(self, raw_rate: float) -> list[str]:
         """The section's lines about them; `raw_rate` is the sync raw read's bytes per second over loopback."""
-        plain, tapped, with_v = (median(self.in_memory[name]) for name in IN_MEMORY)
-        per_piece, with_v_per_piece = ((1 / rate - 1 / plain) * PIECE for rate in (tapped, with_v))
+        plain, *rates = (median(self.in_memory[name]) for name in IN_MEMORY)
+        per_piece, with_v_per_piece, with_event_per_piece = ((1 / rate - 1 / plain) * PIECE for rate in rates)
+        tapped = rates[0]
         raw_per_piece = PIECE / raw_rate
         shares = ", ".join(f"{package} {share:.0%}" for package, share in self.shares.items())
         text = (
@@ -249,8 +260,10 @@ class Costs:
             f" {raw_per_piece / (raw_per_piece + per_piece):.2f}x of raw's throughput (steadier than the ratios"
             ' above, which swing with the load of a shared machine). With a "v" in every frame (OpenAI\'s'
             ' `"service_tier":"default"`), the memchr probe gives way to a plain search of each piece:'
-            f" {with_v_per_piece * 1e6:.1f} us per piece, {with_v_per_piece / raw_per_piece:.1%}. Own time by"
-            f" package in one tapped sync read (cProfile, which inflates Python-heavy code): {shares}."
+            f" {with_v_per_piece * 1e6:.1f} us per piece, {with_v_per_piece / raw_per_piece:.1%}. With an event line"
+            ' in every frame (Anthropic\'s `event: content_block_delta`), only lines holding "receipt" or "error"'
+            f" are judged: {with_event_per_piece * 1e6:.1f} us per piece, {with_event_per_piece / raw_per_piece:.1%}."
+            f" Own time by package in one tapped sync read (cProfile, which inflates Python-heavy code): {shares}."
         )
         return textwrap.wrap(text, width=112, initial_indent="- ", subsequent_indent="  ")
 
