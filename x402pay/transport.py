@@ -62,8 +62,9 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
     """A sync transport that pays x402 challenges within `policy`, signing with `wallet`.
 
     `inner` does the HTTP (default: ``httpx.HTTPTransport()``, or ``httpx2.HTTPTransport()`` when an httpx2 client
-    uses it). Other keyword arguments are the `TransportOptions` (ledger, verification, callbacks, ...). Each
-    request is paid at most once; `x402pay.payment_of(response)` tells how.
+    uses it). Other keyword arguments are the `TransportOptions` (ledger, verification, pre-payment, callbacks,
+    ...). Each request is paid at most once (with ``prepay=True``, a pre-payment the server refused with new terms
+    is followed by one reactive payment; see `x402pay.prepay`); `x402pay.payment_of(response)` tells how.
     """
 
     def __init__(self, *, wallet: Any, policy: Any, inner: Any = None, **options: Any) -> None:
