@@ -21,7 +21,7 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -98,17 +98,23 @@ def main() -> int:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
         futures = [pool.submit(run_property, name, args.examples) for name in names]
+        for future in as_completed(futures):  # a line per property as it ends: a long run shows its progress
+            done = future.result()
+            print(f"{done.name}: {done.inputs:,} inputs, {done.seconds:,.0f} s, {_verdict(done)}", flush=True)
         outcomes = [future.result() for future in futures]
     print("\n| decoder | feeds | inputs | seconds | outcome |\n|---|---|---:|---:|---|")
     for outcome in outcomes:
-        verdict = "only typed errors" if outcome.failure is None else "FAILED (below)"
         feeds = PROPERTIES[outcome.name][1]
-        print(f"| `{outcome.name}` | {feeds} | {outcome.inputs:,} | {outcome.seconds:,.0f} | {verdict} |")
+        print(f"| `{outcome.name}` | {feeds} | {outcome.inputs:,} | {outcome.seconds:,.0f} | {_verdict(outcome)} |")
     print(f"\nwall time {time.monotonic() - started:,.0f} s")
     for outcome in outcomes:
         if outcome.failure is not None:
             print(f"\n--- {outcome.name} ---\n{outcome.failure}")
     return 1 if any(outcome.failure for outcome in outcomes) else 0
+
+
+def _verdict(outcome: Outcome) -> str:
+    return "only typed errors" if outcome.failure is None else "FAILED (below)"
 
 
 if __name__ == "__main__":
