@@ -37,6 +37,9 @@ Callback = Callable[[Payment], None]
 Replay = tuple[Payment, tuple[str, str]]
 #: How long verification waits for a just-reported transaction to show on chain before leaving it pending.
 VERIFY_PATIENCE: Final = 10.0
+#: How long one verification RPC request may take before it counts as failed (the verdict stays pending).
+RPC_TIMEOUT: Final = 5.0
+_RETRY_PAUSE: Final = 0.2
 _RETRYABLE_CHECKS: Final = frozenset({"rpc", "transaction", "confirmations", "locate"})
 
 
@@ -82,7 +85,8 @@ class Verifier:
         self.mode = mode
         self.confirmations = confirmations
         self.rpc_url = rpc_url
-        self._web3 = Web3(HTTPProvider(rpc_url))
+        # web3's own default waits 30 s for a stalled RPC: an inline check would hold the paid answer that long.
+        self._web3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
         background = mode == "background"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-verify") if background else None
 
@@ -96,9 +100,9 @@ class Verifier:
             verification = verify_claim(self._web3, claim, confirmations=self.confirmations)
             if verification.verdict != "pending" or str(verification.check) not in _RETRYABLE_CHECKS:
                 return verification
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline:  # a round takes at most a few RPC_TIMEOUTs: the wait stays bounded
                 return verification
-            time.sleep(0.2)
+            time.sleep(_RETRY_PAUSE)
 
     def submit(self, work: Callable[[], None]) -> None:
         """Run `work` on the background thread."""

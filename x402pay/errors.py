@@ -12,6 +12,7 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     │   ├── OriginUntrusted            this origin lied about a payment before; a person must clear it
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
+    │   ├── ChainUnavailable           the JSON-RPC endpoint failed a check made before signing (nothing signed)
     │   ├── PaymentRejected            the peer answered the signed payment with another 402
     │   │   └── AlreadyPaid            another origin asks to be paid for a request already paid (a redirect)
     │   ├── SettlementError            the peer's settlement response or receipt is malformed
@@ -76,6 +77,11 @@ class Permit2AllowanceRequired(PaymentError):
 
     Approve once with ``Wallet.approve_permit2`` (or ``x402pay wallet approve-permit2``); nothing was signed.
     """
+
+
+class ChainUnavailable(PaymentError):
+    """The chain's JSON-RPC endpoint (``rpc_url``) was down, too slow or answered nonsense during a check that must
+    pass before signing (the Permit2 allowance); nothing was signed."""
 
 
 class AlreadyPaid(PaymentRejected):

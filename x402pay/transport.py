@@ -21,7 +21,15 @@ from x402pay.payment import Payment
 from x402pay.protocol.codec import MAX_BODY_BYTES
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.streams import atap_response, tap_response
-from x402pay.transport_core import Attempt, PaymentCore, TransportOptions, origin_of, rebuilt, too_large
+from x402pay.transport_core import (
+    Attempt,
+    PaymentCore,
+    TransportOptions,
+    chain_unavailable,
+    origin_of,
+    rebuilt,
+    too_large,
+)
 
 __all__ = ["AsyncPaymentTransport", "PaymentTransport", "TransportOptions"]
 
@@ -153,11 +161,17 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         """Check the Permit2 allowance on chain (when an RPC is configured): extensions to add, or a typed refusal."""
         if self._web3 is None or not flow.uses_permit2(requirement):
             return {}
-        allowance = permit2_allowance(self._web3, requirement.asset, self.wallet.address)
+        allowance = self._read_chain(permit2_allowance, requirement.asset)
         if not flow.approval_needed(challenge, requirement, allowance):
             return {}
-        nonce = token_nonce(self._web3, requirement.asset, self.wallet.address)
-        return self._sponsoring(challenge, requirement, nonce)
+        return self._sponsoring(challenge, requirement, self._read_chain(token_nonce, requirement.asset))
+
+    def _read_chain(self, read: Any, token: str) -> int:
+        """`read` (an allowance step) for this wallet and `token`; RPC failures as `ChainUnavailable`."""
+        try:
+            return int(read(self._web3, token, self.wallet.address))
+        except Exception as exc:  # the RPC library's own errors: requests, web3, an answer that is not a number
+            raise chain_unavailable(exc) from exc
 
     def close(self) -> None:
         """Close the inner transport(s) and finish background verifications."""
@@ -285,11 +299,17 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         """Check the Permit2 allowance on chain (when an RPC is configured): extensions to add, or a typed refusal."""
         if self._web3 is None or not flow.uses_permit2(requirement):
             return {}
-        allowance = await apermit2_allowance(self._web3, requirement.asset, self.wallet.address)
+        allowance = await self._read_chain(apermit2_allowance, requirement.asset)
         if not flow.approval_needed(challenge, requirement, allowance):
             return {}
-        nonce = await atoken_nonce(self._web3, requirement.asset, self.wallet.address)
-        return self._sponsoring(challenge, requirement, nonce)
+        return self._sponsoring(challenge, requirement, await self._read_chain(atoken_nonce, requirement.asset))
+
+    async def _read_chain(self, read: Any, token: str) -> int:
+        """`read` (an async allowance step) for this wallet and `token`; RPC failures as `ChainUnavailable`."""
+        try:
+            return int(await read(self._web3, token, self.wallet.address))
+        except Exception as exc:  # the RPC library's own errors: aiohttp, web3, an answer that is not a number
+            raise chain_unavailable(exc) from exc
 
     async def aclose(self) -> None:
         """Close the inner transport(s) and finish background verifications."""

@@ -14,7 +14,7 @@ from typing import Any
 from x402pay import flow
 from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
 from x402pay.bookkeeping import Books, Callback, Verifier, VerifyMode
-from x402pay.errors import ChallengeError, PaymentError, PaymentRejected
+from x402pay.errors import ChainUnavailable, ChallengeError, PaymentError, PaymentRejected
 from x402pay.payment import PAYMENT_EXTENSION, Payment, PaymentStatus
 from x402pay.policy import SpendPolicy
 from x402pay.prepay import KEY_SUFFIX, Prepayments, asks_for_signed, route_of
@@ -210,6 +210,12 @@ def rebuilt(response: Any, body: bytes) -> Any:
     """A copy of a response whose body was consumed while looking for a challenge, with that (decoded) body."""
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_ON_REBUILD]
     return type(response)(response.status_code, headers=headers, content=body, extensions=response.extensions)
+
+
+def chain_unavailable(exc: Exception) -> ChainUnavailable:
+    """The error for an RPC failure during the Permit2 allowance check (named by type: messages may hold URLs)."""
+    return ChainUnavailable(f"the Permit2 allowance could not be read from rpc_url ({type(exc).__name__}); nothing "
+                            "was signed")  # fmt: skip
 
 
 def too_large() -> ChallengeError:

@@ -38,7 +38,7 @@ from hostile_support import (
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 
 from x402pay import PaymentRejected, PaymentStatus, payment_of
-from x402pay.errors import X402PayError
+from x402pay.errors import ChainUnavailable
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server.serving import serve_app
 from x402pay.verify import Verdict, averify_claims, verify_claims
@@ -195,12 +195,6 @@ def test_the_rpc_down_during_the_permit2_allowance_check_signs_nothing(hostile: 
     assert len(hostile.seen) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the allowance check lets the RPC client's exception through (requests' ConnectionError, aiohttp's "
-    "ClientConnectorError): the transport should map it to a typed x402pay error (fix in x402pay/transport.py "
-    "_allowance, or x402pay/allowance.py)",
-)
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_the_rpc_down_during_the_permit2_allowance_check_is_a_typed_error(hostile: Hostile, flavour: str) -> None:
     extra = {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}
@@ -208,8 +202,9 @@ def test_the_rpc_down_during_the_permit2_allowance_check_is_a_typed_error(hostil
         challenge_reply(challenge(requirement(hostile.devnet, extra=extra))), settle_honestly
     )
 
-    with pytest.raises(X402PayError):
+    with pytest.raises(ChainUnavailable, match="nothing was signed"):
         fetch(flavour, hostile.devnet, hostile.url + "/report", rpc_url=closed_port_url())
+    assert hostile.signatures == []
 
 
 # -- the server dies after settling -----------------------------------------------------------------------------

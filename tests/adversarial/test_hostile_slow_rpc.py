@@ -160,11 +160,6 @@ def test_a_stalled_rpc_during_inline_verification_leaves_the_verdict_pending_and
     assert_pending_and_booked(payment_of(response), ledger, hostile)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Verifier's HTTPProvider has no timeout of its own: a stalled RPC holds an inline-verified answer "
-    "for web3's default 30 s, however short VERIFY_PATIENCE is (fix in x402pay/bookkeeping.py: Verifier)",
-)
 def test_a_stalled_rpc_holds_an_inline_verified_answer_no_longer_than_the_verification_patience(
     hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
