@@ -1,5 +1,6 @@
-"""Pre-payment's pure steps against an in-memory peer that recovers every signature (the same flows run on anvil in
-tests/integration/test_prepay_on_chain.py): expiry, re-sending after a lost answer, the fallback's bookkeeping, the bar."""
+"""Pre-payment's pure steps against an in-memory peer that recovers every signature (the same flows run on anvil
+in tests/integration/test_prepay_on_chain.py): expiry, re-sending after a lost answer, the fallback's bookkeeping,
+the bar."""
 
 from __future__ import annotations
 
