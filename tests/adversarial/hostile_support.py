@@ -26,8 +26,17 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from x402pay import AsyncPaymentTransport, PaymentStatus, PaymentTransport, SpendPolicy, Wallet, payment_of
+from x402pay import (
+    AsyncPaymentTransport,
+    Payment,
+    PaymentStatus,
+    PaymentTransport,
+    SpendPolicy,
+    Wallet,
+    payment_of,
+)
 from x402pay.errors import X402PayError
+from x402pay.ledger import EntryState, Ledger
 from x402pay.protocol.codec import decode_header, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LocalFacilitator
@@ -232,6 +241,11 @@ def settle_honestly(call: Call) -> Reply:
     return Reply(status, [settled_header(settlement), ("content-type", "application/json")], b'{"report":"paid"}')
 
 
+def honest(hostile: Hostile) -> None:
+    """Script `hostile` as an honest paid server: challenge, then settle for real."""
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
+
+
 def sse(event: str | None, data: Any) -> bytes:
     """One SSE frame (`event` None: a plain data frame)."""
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
@@ -352,6 +366,16 @@ def run_child(devnet: Devnet, url: str) -> subprocess.CompletedProcess[str]:
 # -- a slow JSON-RPC endpoint in front of anvil -----------------------------------------------------------------
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class SlowRpc:
     """An ASGI JSON-RPC proxy to the devnet's anvil that answers late, or never (`delay` None: it stalls).
 
@@ -373,13 +397,7 @@ class SlowRpc:
         if scope["type"] != "http":
             return
         self.posts += 1
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        status, answer = await self._answer(body)
+        status, answer = await self._answer(await read_body(receive))
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
         await send({"type": "http.response.body", "body": answer})
@@ -431,3 +449,16 @@ def paid_claim(hostile: Hostile) -> Claim:
     assert payment is not None
     assert payment.status is PaymentStatus.SETTLED
     return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction)
+
+
+def assert_pending_and_booked(payment: Payment | None, ledger: Ledger) -> None:
+    """Paid and settled, the verdict pending on an RPC failure: a claim, neither verified nor fraud."""
+    assert payment is not None
+    assert payment.status is PaymentStatus.SETTLED
+    assert payment.settled_amount == PRICE
+    assert payment.verification is not None
+    assert payment.verification.verdict == "pending"
+    assert payment.verification.check == "rpc"
+    assert payment.mismatch is None
+    (entry,) = ledger.entries()
+    assert entry.state is EntryState.SETTLED  # not verified, not fraud

@@ -24,30 +24,29 @@ from hostile_support import (
     Call,
     Hostile,
     Reply,
+    assert_pending_and_booked,
     bounded,
     challenge,
     challenge_reply,
     challenge_then,
     client,
     fetch,
+    honest,
     paid_claim,
+    read_body,
     requirement,
     settle_honestly,
     unb64,
 )
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 
-from x402pay import PaymentRejected, PaymentStatus, payment_of
+from x402pay import PaymentRejected, payment_of
 from x402pay.errors import ChainUnavailable
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server.serving import serve_app
 from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain
-
-
-def honest(hostile: Hostile) -> None:
-    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
 
 
 def closed_port_url() -> str:
@@ -70,13 +69,7 @@ def test_the_rpc_down_during_inline_verification_leaves_the_verdict_pending(
         response = http.get(hostile.url + "/report")
 
     assert response.status_code == 200
-    payment = payment_of(response)
-    assert payment is not None
-    assert payment.status is PaymentStatus.SETTLED
-    assert payment.verification.verdict == "pending"
-    assert payment.verification.check == "rpc"
-    assert payment.mismatch is None
-    assert ledger.entries()[0].state is EntryState.SETTLED  # not verified, not fraud: still a claim
+    assert_pending_and_booked(payment_of(response), ledger)
 
 
 async def _garbage(scope: object, receive: object, send: object) -> None:
@@ -114,13 +107,7 @@ def malformed_rpc(make: Callable[[int], Any]) -> Any:
     """An ASGI JSON-RPC endpoint answering each batch of n requests with `make(n)`."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        asked = json.loads(body)
+        asked = json.loads(await read_body(receive))
         answer = make(len(asked)) if isinstance(asked, list) else make(1)[0]
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
@@ -170,12 +157,7 @@ def test_malformed_batch_answers_during_inline_verification_leave_the_verdict_pe
         response = http.get(hostile.url + "/report")
 
     assert response.status_code == 200
-    payment = payment_of(response)
-    assert payment is not None
-    assert payment.status is PaymentStatus.SETTLED
-    assert payment.verification.verdict == "pending"
-    assert payment.verification.check == "rpc"
-    assert ledger.entries()[0].state is EntryState.SETTLED
+    assert_pending_and_booked(payment_of(response), ledger)
 
 
 # -- the RPC down before signing (the Permit2 allowance check) -------------------------------------------------
