@@ -199,10 +199,15 @@ class Books:
         statuses = self.ledger.budget_status(origin=origin)
         return min((status.remaining for status in statuses), default=None)
 
-    def reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> tuple[Any, Replay | None]:
+    def reserve(
+        self, key: str, origin: str, requirement: PaymentRequirements, sibling: str | None = None
+    ) -> tuple[Any, Replay | None]:
         """Before signing: (a ledger entry holding the amount against the budgets, None) to sign anew, or
         (None, the stored payment) to re-send. Raises `BudgetExceeded`, or `AlreadyPaid` when this logical request
-        was paid at another origin (a redirect asking to be paid again)."""
+        was paid at another origin (a redirect asking to be paid again), under `key` or under `sibling`, the other
+        key of the same logical request (its pre-payment, or its reactive payment)."""
+        if sibling is not None:
+            self._refuse_elsewhere(sibling, origin)
         found = self._find(key)
         if found is None and self.ledger is not None:
             entry = self.ledger.reserve(
@@ -218,7 +223,7 @@ class Books:
             return None, found[1]
         raise _already_paid(key, found[0], origin)
 
-    def refuse_elsewhere(self, key: str, origin: str) -> None:
+    def _refuse_elsewhere(self, key: str, origin: str) -> None:
         """Raise `AlreadyPaid` when `key` was paid at an origin other than `origin` (a redirect after paying)."""
         found = self._find(key)
         if found is not None and found[0] != origin.lower():

@@ -117,10 +117,8 @@ class PaymentTransport(httpx.BaseTransport, PaymentCore):
         self, inner: Any, request: httpx.Request, attempt: Attempt, challenge: flow.Challenge,
         requirement: PaymentRequirements, prepaid: bool = False,
     ) -> httpx.Response:  # fmt: skip
-        key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
-        if self.prepayments is not None and not prepaid:  # pre-paid at another origin, then redirected here
-            self.books.refuse_elsewhere(attempt.prepay_key, attempt.origin)
-        entry, replay = self.books.reserve(key, attempt.origin, requirement)
+        key, sibling, fallback = self._keys(attempt, prepaid)
+        entry, replay = self.books.reserve(key, attempt.origin, requirement, sibling)
         if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
             return self._send_paid(inner, request, *replay, fallback=fallback)
         payment, header = self._sign(challenge, requirement, attempt.origin, self._approval(challenge, requirement))
@@ -243,10 +241,9 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport, PaymentCore):
         self, inner: Any, request: httpx.Request, attempt: Attempt, challenge: flow.Challenge,
         requirement: PaymentRequirements, prepaid: bool = False,
     ) -> httpx.Response:  # fmt: skip
-        key, fallback = (attempt.prepay_key, attempt) if prepaid else (attempt.key, None)
-        if self.prepayments is not None and not prepaid:  # pre-paid at another origin, then redirected here
-            await self._books(self.books.refuse_elsewhere, attempt.prepay_key, attempt.origin)
-        reserved: tuple[Any, Replay | None] = await self._books(self.books.reserve, key, attempt.origin, requirement)
+        key, sibling, fallback = self._keys(attempt, prepaid)
+        reserve = self.books.reserve
+        reserved: tuple[Any, Replay | None] = await self._books(reserve, key, attempt.origin, requirement, sibling)
         entry, replay = reserved
         if replay is not None:  # paid already (another attempt, or an earlier hop): re-send, never re-sign
             return await self._send_paid(inner, request, *replay, fallback=fallback)

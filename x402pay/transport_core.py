@@ -136,6 +136,13 @@ class PaymentCore:
         self.books.check_trust(origin)
         return flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling)
 
+    def _keys(self, attempt: Attempt, prepaid: bool) -> tuple[str, str | None, Attempt | None]:
+        """The key a payment is booked under, the logical request's other key (None without pre-payment: there is
+        none), and the attempt to fall back to when a pre-payment is refused."""
+        if prepaid:
+            return attempt.prepay_key, attempt.key, attempt
+        return attempt.key, attempt.prepay_key if self.prepayments is not None else None, None
+
     def _prepayable(self, request: Any, attempt: Attempt) -> tuple[flow.Challenge, PaymentRequirements] | None:
         """The remembered challenge of the request's route and the option the policy takes from it now, if any."""
         if self.prepayments is None:

@@ -13,7 +13,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from x402pay import PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
+from x402pay import AlreadyPaid, PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
 from x402pay.flow import decode_challenge
 from x402pay.ledger import EntryState, Ledger
 from x402pay.prepay import BAR_SECONDS, KEY_SUFFIX, MAX_ROUTES, Prepayments, asks_for_signed
@@ -166,6 +166,30 @@ def test_a_402_without_a_challenge_after_a_pre_payment_stands() -> None:
         with pytest.raises(PaymentRejected):
             http.get(URL)
     assert paid_flags(peer) == [False, True, True]
+
+
+def test_a_request_paid_at_one_origin_is_not_pre_paid_at_the_next_one() -> None:
+    peer = Peer()  # serves URL (https://paid.example), whose route gets pre-payable below
+    first_hop: list[str | None] = []
+
+    def two_origins(request: httpx.Request) -> httpx.Response:
+        if request.url.host != "first.example":
+            return peer(request)
+        first_hop.append(request.headers.get("PAYMENT-SIGNATURE"))
+        if first_hop[-1] is None:
+            return peer.challenge()
+        return httpx.Response(307, headers={"location": URL})  # paid, then sent elsewhere
+
+    policy = SpendPolicy(max_per_request=50_000)
+    paying = PaymentTransport(wallet=WALLET, policy=policy, inner=httpx.MockTransport(two_origins), prepay=True)
+    with httpx.Client(transport=paying, follow_redirects=True) as http:
+        http.get(URL)  # the route of URL is now pre-payable
+        seen_before = len(peer.seen)
+        with pytest.raises(AlreadyPaid, match=r"already paid at https://first\.example"):
+            http.get("https://first.example/start")
+
+    assert first_hop[1] is not None  # paid once, at the first origin
+    assert peer.seen[seen_before:] == []  # nothing, not even a pre-payment, went to the second
 
 
 async def test_the_async_transport_falls_back_the_same_way() -> None:
