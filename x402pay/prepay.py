@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from x402pay.flow import Challenge
 from x402pay.protocol.models import PaymentRequirements
@@ -28,15 +28,8 @@ from x402pay.protocol.models import PaymentRequirements
 MAX_ROUTES: Final = 1024
 #: How long pre-payment stays off for an origin that refused one.
 BAR_SECONDS: Final = 3600.0
-#: Added to a logical request's idempotency key for its pre-payment (the reactive payment keeps the key itself).
-KEY_SUFFIX: Final = "#prepay"
 
 Route = tuple[str, str, str]
-
-
-def route_of(request: Any, origin: str) -> Route:
-    """What a remembered challenge is valid for: the request's method, origin and path (the query is ignored)."""
-    return request.method, origin.lower(), request.url.path
 
 
 def asks_for_signed(challenge: Challenge, signed: PaymentRequirements) -> bool:

@@ -200,6 +200,11 @@ class Wallet:
         """The payer's EIP-55 checksummed address."""
         return self._address
 
+    @property
+    def signs_locally(self) -> bool:
+        """Whether signing is pure CPU in this process (a key, or a plain ``LocalAccount``), not a remote signer."""
+        return self._secp_key is not None or _is_plain_local_account(self._signer)
+
     def sign_typed_data(self, typed_data: dict[str, Any]) -> bytes:
         """Sign EIP-712 `typed_data` (eth-account's ``full_message`` form); the 65-byte ``r || s || v`` signature."""
         fast = self._sign_fast(typed_data)

@@ -58,14 +58,11 @@ def closed_port_url() -> str:
 # -- verification RPC -------------------------------------------------------------------------------------------
 
 
-def test_the_rpc_down_during_inline_verification_leaves_the_verdict_pending(
-    hostile: Hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+def test_the_rpc_down_during_inline_verification_leaves_the_verdict_pending(hostile: Hostile, tmp_path: Path) -> None:
     honest(hostile)
     ledger = Ledger.sqlite(tmp_path / "spend.db")
 
-    with client(hostile.devnet, ledger=ledger, rpc_url=closed_port_url(), verify="inline") as http:
+    with client(hostile.devnet, ledger=ledger, rpc_url=closed_port_url(), verify="inline", verify_patience=0.5) as http:
         response = http.get(hostile.url + "/report")
 
     assert response.status_code == 200
@@ -77,13 +74,13 @@ async def _garbage(scope: object, receive: object, send: object) -> None:
     await send({"type": "http.response.body", "body": b'{"jsonrpc": "2.0", "result": [[[['})  # type: ignore[operator]
 
 
-def test_an_rpc_that_answers_garbage_leaves_the_verdict_pending(
-    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+def test_an_rpc_that_answers_garbage_leaves_the_verdict_pending(hostile: Hostile) -> None:
     honest(hostile)
 
-    with serve_app(_garbage) as rpc, client(hostile.devnet, rpc_url=rpc, verify="background") as http:
+    with (
+        serve_app(_garbage) as rpc,
+        client(hostile.devnet, rpc_url=rpc, verify="background", verify_patience=0.5) as http,
+    ):
         response = http.get(hostile.url + "/report")
     payment = payment_of(response)
 
@@ -144,15 +141,14 @@ def test_averify_claims_against_malformed_batch_answers_is_pending_not_a_crash(h
 
 
 def test_malformed_batch_answers_during_inline_verification_leave_the_verdict_pending(
-    hostile: Hostile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hostile: Hostile, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
     honest(hostile)
     ledger = Ledger.sqlite(tmp_path / "spend.db")
 
     with (
         serve_app(malformed_rpc(MALFORMED_BATCHES["nulls"])) as rpc,
-        client(hostile.devnet, ledger=ledger, rpc_url=rpc, verify="inline") as http,
+        client(hostile.devnet, ledger=ledger, rpc_url=rpc, verify="inline", verify_patience=0.5) as http,
     ):
         response = http.get(hostile.url + "/report")
 

@@ -131,15 +131,12 @@ def test_a_lying_settlement_header_is_fraud(
     assert len(hostile.signatures) == 1  # the untrusted origin got no second payment
 
 
-def test_a_forged_receipt_for_a_transaction_that_does_not_exist_is_not_verified(
-    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 0.5)
+def test_a_forged_receipt_for_a_transaction_that_does_not_exist_is_not_verified(hostile: Hostile) -> None:
     forged = SettleResponse(success=True, transaction=FAKE_TX, network=hostile.devnet.network)
     pays_then(hostile, lambda call: Reply(200, [settled_header(forged)], b"paid"))
     balances = Balances(hostile.devnet)
 
-    with client(hostile.devnet, rpc_url=hostile.devnet.rpc_url, verify="inline") as http:
+    with client(hostile.devnet, rpc_url=hostile.devnet.rpc_url, verify="inline", verify_patience=0.5) as http:
         response = http.get(hostile.url + "/report")
 
     payment = payment_of(response)

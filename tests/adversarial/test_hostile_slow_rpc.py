@@ -122,15 +122,22 @@ def test_averify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_stalled_rpc_during_inline_verification_leaves_the_verdict_pending_and_the_answer_arrives(
-    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, flavour: str
 ) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
     honest(hostile)
     url, rpc = stalled
     ledger = Ledger.sqlite(tmp_path / "spend.db")
 
     response, _ = bounded(
-        lambda: fetch(flavour, hostile.devnet, hostile.url + "/report", ledger=ledger, rpc_url=url, verify="inline"),
+        lambda: fetch(
+            flavour,
+            hostile.devnet,
+            hostile.url + "/report",
+            ledger=ledger,
+            rpc_url=url,
+            verify="inline",
+            verify_patience=1.0,
+        ),
         seconds=120,  # generous: the verifier's requests time out after 5 s (RPC_TIMEOUT)
     )
 
@@ -140,14 +147,13 @@ def test_a_stalled_rpc_during_inline_verification_leaves_the_verdict_pending_and
 
 
 def test_a_stalled_rpc_holds_an_inline_verified_answer_no_longer_than_the_verification_patience(
-    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
     honest(hostile)
     url, _ = stalled
     ledger = Ledger.sqlite(tmp_path / "spend.db")
 
-    with client(hostile.devnet, ledger=ledger, rpc_url=url, verify="inline") as http:
+    with client(hostile.devnet, ledger=ledger, rpc_url=url, verify="inline", verify_patience=1.0) as http:
         response, took = bounded(lambda: http.get(hostile.url + "/report"), seconds=120)
 
     assert_pending_and_booked(payment_of(response), ledger)
@@ -155,14 +161,20 @@ def test_a_stalled_rpc_holds_an_inline_verified_answer_no_longer_than_the_verifi
 
 
 def test_a_stalled_rpc_never_delays_an_answer_verified_in_the_background(
-    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
     honest(hostile)
     url, rpc = stalled
     ledger = Ledger.sqlite(tmp_path / "spend.db")
     verified = threading.Event()
-    http = client(hostile.devnet, ledger=ledger, rpc_url=url, verify="background", on_verified=lambda _: verified.set())
+    http = client(
+        hostile.devnet,
+        ledger=ledger,
+        rpc_url=url,
+        verify="background",
+        verify_patience=1.0,
+        on_verified=lambda _: verified.set(),
+    )
 
     try:
         response, took = bounded(lambda: http.get(hostile.url + "/report"), seconds=120)
@@ -178,16 +190,17 @@ def test_a_stalled_rpc_never_delays_an_answer_verified_in_the_background(
 
 
 def test_a_stalled_rpc_in_the_background_leaves_the_async_answer_alone(
-    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("x402pay.bookkeeping.VERIFY_PATIENCE", 1.0)
     honest(hostile)
     url, _ = stalled
     ledger = Ledger.sqlite(tmp_path / "spend.db")
     timings: list[float] = []
 
     async def go() -> Any:
-        async with async_client(hostile.devnet, ledger=ledger, rpc_url=url, verify="background") as http:
+        async with async_client(
+            hostile.devnet, ledger=ledger, rpc_url=url, verify="background", verify_patience=1.0
+        ) as http:
             started = time.monotonic()
             response = await http.get(hostile.url + "/report")
             timings.append(time.monotonic() - started)

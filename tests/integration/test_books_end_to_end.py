@@ -28,7 +28,6 @@ from x402pay import (
     PaymentStatus,
     PaymentTransport,
     ReceiptMismatch,
-    SpendCapExceeded,
     SpendPolicy,
     TrustStore,
     Wallet,
@@ -127,9 +126,9 @@ def test_a_budget_refuses_before_anything_is_signed(
     with client(x402pay_chain, ledger, wire) as http:
         assert http.get(url + "/report").status_code == 200
         assert http.get(url + "/report").status_code == 200
-        assert sent[-1].headers["x-x402-max-amount-wei"] == str(PRICE + 5)  # the ceiling follows the budget
-        with pytest.raises(SpendCapExceeded, match="announced ceiling 5"):  # the budget's room is the ceiling
-            http.get(url + "/report")
+        assert sent[-1].headers["x-x402-max-amount-wei"] == "50000"  # the cap: no budget is read before a 402
+        with pytest.raises(BudgetExceeded, match=f"refuses {PRICE}: only 5 of {2 * PRICE + 5} left"):
+            http.get(url + "/report")  # an exact price is not re-asked at the budget's room: it would not change
     assert all("payment-signature" not in request.headers for request in sent[4:])
     assert len(sent) == 5
     assert [entry.state for entry in ledger.entries()] == [EntryState.SETTLED, EntryState.SETTLED]

@@ -14,9 +14,10 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from x402pay import AlreadyPaid, PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
+from x402pay._books import PREPAY_SUFFIX as KEY_SUFFIX
 from x402pay.flow import decode_challenge
 from x402pay.ledger import EntryState, Ledger
-from x402pay.prepay import BAR_SECONDS, KEY_SUFFIX, MAX_ROUTES, Prepayments, asks_for_signed
+from x402pay.prepay import BAR_SECONDS, MAX_ROUTES, Prepayments, asks_for_signed
 from x402pay.schemes.eip712 import transfer_with_authorization
 from x402pay.transport import AsyncPaymentTransport, PaymentTransport
 

@@ -243,11 +243,33 @@ def test_the_transport_repr_shows_no_key() -> None:
     assert KEY[2:] not in repr(transport).lower()
 
 
-async def test_an_async_ledger_is_refused_with_what_to_pass_instead() -> None:
+def test_a_sync_transport_refuses_an_async_ledger() -> None:
+    ledger = AsyncLedger.__new__(AsyncLedger)  # never opened: the check looks at the type's methods
+    with pytest.raises(TypeError, match="a sync transport needs a Ledger, not an AsyncLedger"):
+        PaymentTransport(wallet=WALLET, policy=SpendPolicy(max_per_request=1), ledger=ledger)
+
+
+async def test_the_async_transport_books_in_an_async_ledger_natively() -> None:
     ledger = await AsyncLedger.sqlite(":memory:")
-    for kind in (PaymentTransport, AsyncPaymentTransport):
-        with pytest.raises(TypeError, match="pass a Ledger"):
-            kind(wallet=WALLET, policy=SpendPolicy(max_per_request=1), ledger=ledger)
+    peer = FakePeer()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return peer(request)
+
+    transport = AsyncPaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(handler),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.post("https://paid.example/data", headers={"Idempotency-Key": "a-1"}, content=b"q")
+        again = await http.post("https://paid.example/data", headers={"Idempotency-Key": "a-1"}, content=b"q")
+    payment, repeat = x402pay.payment_of(response), x402pay.payment_of(again)
+    assert payment is not None
+    assert repeat is not None
+    assert repeat.signed.nonce == payment.signed.nonce  # the same payment, re-sent from the async ledger
+    (entry,) = await ledger.entries()
+    assert (entry.key, entry.state, entry.id) == ("a-1", "settled", payment.ledger_entry)
     await ledger.aclose()
 
 

@@ -172,6 +172,10 @@ class Ledger:
         """The live entry of idempotency key `key`, else its latest released one, else None."""
         return self._db.run(sql.lookup(key))
 
+    def find(self, keys: Collection[str]) -> dict[str, Entry]:
+        """`lookup` for several keys at once (one read): each key that has an entry, with that entry."""
+        return self._db.run(sql.find(keys))
+
     def entries(
         self, *, limit: int = 100, states: Collection[EntryState] | None = None, since: int | None = None
     ) -> list[Entry]:
@@ -318,6 +322,10 @@ class AsyncLedger:
     async def lookup(self, key: str) -> Entry | None:
         """The live entry of idempotency key `key`, else its latest released one, else None."""
         return await self._db.run(sql.lookup(key))
+
+    async def find(self, keys: Collection[str]) -> dict[str, Entry]:
+        """`lookup` for several keys at once (one read); see `Ledger.find`."""
+        return await self._db.run(sql.find(keys))
 
     async def entries(
         self, *, limit: int = 100, states: Collection[EntryState] | None = None, since: int | None = None

@@ -126,6 +126,20 @@ def lookup(key: str) -> Program[Entry | None]:
     return Entry.from_row(rows[0]) if rows else None
 
 
+def find(keys: Collection[str]) -> Program[dict[str, Entry]]:
+    """For each of `keys` that has entries: its live entry, else its latest released one (one query)."""
+    rows = yield Query(
+        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE key IN ({', '.join('?' for _ in keys)}) "
+        "ORDER BY state = 'released', created_at DESC, id",
+        tuple(keys),
+    )
+    found: dict[str, Entry] = {}
+    for row in rows:
+        entry = Entry.from_row(row)
+        found.setdefault(entry.key, entry)
+    return found
+
+
 def entries(limit: int, states: Collection[EntryState] | None = None, since: int | None = None) -> Program[list[Entry]]:
     """Entries, newest first: at most `limit`, optionally only in `states` and created at or after `since`."""
     where, params = _filters(states, since)

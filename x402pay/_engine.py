@@ -1,0 +1,250 @@
+"""What every driver shares: the options, checked when a transport is built, and the effects that are not HTTP.
+
+A driver (`x402pay.transport`, `x402pay._requests`) owns the HTTP effects of a payment program (send, read, close)
+and hands every other effect to its `Engine`: `perform` for sync drivers, `aperform` for async ones. The ledger is
+called as it is (an `AsyncLedger` awaited natively, a sync `Ledger` in a worker thread from an async driver), the
+chain through one RPC client with one timeout, and a signer that is not a local key (KMS, hardware) off the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any, Final, Literal, get_args
+
+import anyio.to_thread
+
+from x402pay._books import Books, Callback
+from x402pay._effects import Book, Effect, ReadChain, Sign, Spawn, Verify, adrive, drive
+from x402pay._program import PaymentProgram
+from x402pay._verifier import Verifier
+from x402pay.allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
+from x402pay.errors import ChainUnavailable
+from x402pay.policy import SpendPolicy
+from x402pay.prepay import Prepayments
+from x402pay.trust import TrustStore
+from x402pay.wallet import Wallet
+
+VerifyMode = Literal["off", "inline", "background"]
+_CHAIN_READS: Final = {"allowance": (permit2_allowance, apermit2_allowance), "nonce": (token_nonce, atoken_nonce)}
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How a payment transport behaves beyond its policy (the keyword arguments of every transport), checked when
+    it is built.
+
+    - `announce_ceiling`: send ``x-x402-max-amount-wei`` (the policy's cap, or the caller's lower value) so that
+      metered servers ask for no more; the paid retry carries the identical value.
+    - `keep_receipt_frames`: leave vendor receipt/error frames in streams (by default they are removed, so
+      standard SSE parsers such as the OpenAI SDK's see only their own frames).
+    - `on_receipt` / `on_verified`: called with the `Payment` when its receipt lands / when it was checked.
+    - `rpc_url`: a JSON-RPC endpoint of the payment's chain: the Permit2 allowance is checked before signing, and
+      receipts can be verified. `rpc_timeout`: how long one RPC request may take, in seconds.
+    - `ledger`: an `x402pay.ledger.Ledger` (or, for an async transport, an `AsyncLedger`): budgets held before
+      signing, one signature per ``Idempotency-Key``.
+    - `trust`: where origins caught lying are marked (default: in memory).
+    - `verify`: ``"off"``, ``"inline"`` (a receipt is checked on chain before the answer or the stream's end
+      reaches you; fraud raises `ReceiptMismatch`) or ``"background"`` (checked later; see `on_verified`).
+      Needs `rpc_url`. `confirmations`: how deep the settlement must be. `verify_patience`: how many seconds a
+      check waits for a just-reported transaction to show before leaving it pending.
+    - `clock`: the time source for authorization windows.
+    - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
+      see `x402pay.prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
+    """
+
+    announce_ceiling: bool = True
+    keep_receipt_frames: bool = False
+    on_receipt: Callback | None = None
+    on_verified: Callback | None = None
+    rpc_url: str | None = None
+    rpc_timeout: float = 5.0
+    ledger: Any = None
+    trust: TrustStore | None = None
+    verify: VerifyMode = "off"
+    confirmations: int = 0
+    verify_patience: float = 10.0
+    clock: Callable[[], float] = time.time
+    prepay: bool = False
+    prepay_ttl: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("announce_ceiling", "keep_receipt_frames", "prepay"):
+            _check(name, getattr(self, name), isinstance(getattr(self, name), bool), "True or False")
+        for name in ("on_receipt", "on_verified", "clock"):
+            value = getattr(self, name)
+            _check(name, value, (value is None and name != "clock") or callable(value), "a callable")
+        for name in ("rpc_timeout", "verify_patience", "prepay_ttl"):
+            value = getattr(self, name)
+            _check(name, value, _is_number(value), "a number of seconds")
+            _check_range(name, value, value > 0 or (value == 0 and name != "rpc_timeout"), "out of range")
+        _check("confirmations", self.confirmations, _is_int(self.confirmations), "an int")
+        _check_range("confirmations", self.confirmations, self.confirmations >= 0, "negative")
+        _check_range("verify", self.verify, self.verify in get_args(VerifyMode), f"not one of {get_args(VerifyMode)}")
+        _check("rpc_url", self.rpc_url, self.rpc_url is None or isinstance(self.rpc_url, str), "a URL string")
+        _check("trust", self.trust, self.trust is None or isinstance(self.trust, TrustStore), "a TrustStore")
+        _check("ledger", self.ledger, self.ledger is None or callable(getattr(self.ledger, "reserve", None)),
+               "an x402pay.ledger.Ledger or AsyncLedger")  # fmt: skip
+        if self.verify != "off" and self.rpc_url is None:
+            raise ValueError(f"verify={self.verify!r} needs rpc_url: the chain to check receipts on")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check(name: str, value: object, ok: bool, expected: str) -> None:
+    if not ok:
+        raise TypeError(f"{name} must be {expected}, not {value!r}"[:300])
+
+
+def _check_range(name: str, value: object, ok: bool, problem: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is {problem}"[:300])
+
+
+def options_of(given: dict[str, Any]) -> TransportOptions:
+    """`TransportOptions` from a transport's keyword arguments; an unknown name is a TypeError listing the known."""
+    known = {field.name for field in fields(TransportOptions)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"unknown transport option(s) {unknown}; known: {sorted(known)}")
+    return TransportOptions(**given)
+
+
+def wallet_of(wallet: object) -> Wallet:
+    """A `Wallet`, or one made from an eth-account signer (`BaseAccount`)."""
+    if isinstance(wallet, Wallet):
+        return wallet
+    return Wallet(wallet)  # type: ignore[arg-type]  # Wallet raises WalletError for anything not a BaseAccount
+
+
+class Engine:
+    """One transport's configuration, its payment program, and how the non-HTTP effects are carried out."""
+
+    def __init__(self, *, wallet: object, policy: object, options: dict[str, Any], asynchronous: bool) -> None:
+        if not isinstance(policy, SpendPolicy):
+            raise TypeError(f"policy must be an x402pay.SpendPolicy, not {type(policy).__name__}")
+        self.wallet = wallet_of(wallet)
+        self.policy = policy
+        self.options = opts = options_of(options)
+        self.ledger = opts.ledger
+        self._async_ledger = inspect.iscoroutinefunction(getattr(opts.ledger, "reserve", None))
+        if self._async_ledger and not asynchronous:
+            raise TypeError("ledger: a sync transport needs a Ledger, not an AsyncLedger (that is for async ones)")
+        background = opts.verify == "background" and not asynchronous
+        self.verifier = (
+            None if opts.verify == "off" or opts.rpc_url is None
+            else Verifier(opts.rpc_url, background=background, confirmations=opts.confirmations,
+                          patience=opts.verify_patience, rpc_timeout=opts.rpc_timeout)
+        )  # fmt: skip
+        trust = opts.trust if opts.trust is not None else TrustStore()
+        books = Books(ledger=opts.ledger is not None, trust=trust, verify=opts.verify, on_receipt=opts.on_receipt,
+                      on_verified=opts.on_verified)  # fmt: skip
+        self.program = PaymentProgram(
+            wallet=self.wallet, policy=policy, books=books, prepayments=Prepayments(opts.prepay_ttl) if opts.prepay
+            else None, clock=opts.clock, announce_ceiling=opts.announce_ceiling,
+            keep_receipt_frames=opts.keep_receipt_frames, reads_chain=opts.rpc_url is not None,
+        )  # fmt: skip
+        self._web3: Any = None
+        self._lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"wallet={self.wallet.address} max_per_request={self.policy.max_per_request}"
+
+    def perform(self, effect: Effect) -> Any:
+        """Carry out a non-HTTP effect, synchronously."""
+        match effect:
+            case Book(operation, args, kwargs):
+                return getattr(self.ledger, operation)(*args, **kwargs)
+            case ReadChain(what, token):
+                return self._read_chain(what, token)
+            case Sign(work):
+                return work()
+            case Verify(payment):
+                return self._verifier().check(payment)
+            case Spawn(program):
+                self._verifier().submit(partial(drive, program, self.perform))
+                return None
+        raise TypeError(f"not an effect a driver knows: {effect!r}")
+
+    async def aperform(self, effect: Effect) -> Any:
+        """Carry out a non-HTTP effect for an async driver, off the event loop where it would block it."""
+        match effect:
+            case Book(operation, args, kwargs):
+                call = partial(getattr(self.ledger, operation), *args, **kwargs)
+                return await call() if self._async_ledger else await anyio.to_thread.run_sync(call)
+            case ReadChain(what, token):
+                return await self._aread_chain(what, token)
+            case Sign(work):
+                return work() if self.wallet.signs_locally else await anyio.to_thread.run_sync(work)
+            case Verify(payment):
+                return await anyio.to_thread.run_sync(self._verifier().check, payment)
+            case Spawn(program):
+                task = asyncio.get_running_loop().create_task(adrive(program, self.aperform))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return None
+        raise TypeError(f"not an effect a driver knows: {effect!r}")
+
+    def close(self) -> None:
+        """Finish background verifications."""
+        if self.verifier is not None:
+            self.verifier.close()
+
+    async def aclose(self) -> None:
+        """Finish background verifications and close the async RPC client."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._web3 is not None:
+            await self._web3.provider.disconnect()
+        self.close()
+
+    def _verifier(self) -> Verifier:
+        if self.verifier is None:
+            raise RuntimeError("verification effect without a verifier")
+        return self.verifier
+
+    def _read_chain(self, what: str, token: str) -> int:
+        """The wallet's `what` (see `ReadChain`) of `token`; RPC failures as `ChainUnavailable`."""
+        try:
+            return int(_CHAIN_READS[what][0](self._web3_client(asynchronous=False), token, self.wallet.address))
+        except Exception as exc:  # the RPC library's own errors: requests, web3, an answer that is not a number
+            raise _chain_unavailable(exc) from exc
+
+    async def _aread_chain(self, what: str, token: str) -> int:
+        """The async `_read_chain`."""
+        try:
+            return int(await _CHAIN_READS[what][1](self._web3_client(asynchronous=True), token, self.wallet.address))
+        except Exception as exc:  # the RPC library's own errors: aiohttp, web3, an answer that is not a number
+            raise _chain_unavailable(exc) from exc
+
+    def _web3_client(self, asynchronous: bool) -> Any:
+        with self._lock:
+            if self._web3 is None:
+                from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # web3 is slow to import
+
+                url, timeout = self.options.rpc_url, self.options.rpc_timeout
+                if asynchronous:
+                    from aiohttp import ClientTimeout
+
+                    self._web3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": ClientTimeout(timeout)}))
+                else:
+                    self._web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+            return self._web3
+
+
+def _chain_unavailable(exc: Exception) -> ChainUnavailable:
+    """The error for an RPC failure during the Permit2 allowance check (named by type: messages may hold URLs)."""
+    return ChainUnavailable(f"the Permit2 allowance could not be read from rpc_url ({type(exc).__name__}); nothing "
+                            "was signed")  # fmt: skip

@@ -1,0 +1,112 @@
+"""The HTTP effects on httpx and httpx2 (the same API, separate types): what the transports' drivers share.
+
+Nothing here knows the order of a payment; it turns requests and responses into the program's terms and back.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Final
+
+from x402pay._effects import Answer, Delivery
+from x402pay._program import Call
+from x402pay.payment import PAYMENT_EXTENSION
+
+#: How much of a challenge's body is read before closing it, so that the connection can be reused for the retry.
+_DRAIN_LIMIT: Final = 64 * 1024
+_DROPPED_ON_REBUILD: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def library_of(message: Any) -> str:
+    """``"httpx"`` or ``"httpx2"``: the library a request or response belongs to."""
+    return type(message).__module__.split(".", 1)[0]
+
+
+def default_inner(request: Any, factory: str) -> Any:
+    """A new default transport (`factory`: ``HTTPTransport`` or ``AsyncHTTPTransport``) of `request`'s library."""
+    return getattr(importlib.import_module(library_of(request)), factory)()
+
+
+def call_of(request: Any) -> Call:
+    """The program's view of an httpx or httpx2 request."""
+    url = request.url
+    return Call(request.method, f"{url.scheme}://{url.netloc.decode('ascii')}", url.path, request.headers)
+
+
+def prepared(request: Any, headers: dict[str, str] | Any, payment: tuple[str, str] | None) -> Any:
+    """`request` with `headers` set on it (so that redirects carry them), or a copy that also carries `payment`."""
+    request.headers.update(headers)
+    if payment is None:
+        return request
+    copied = request.headers.copy()
+    copied[payment[0]] = payment[1]
+    return type(request)(
+        request.method, request.url, headers=copied, stream=request.stream, extensions=request.extensions
+    )
+
+
+def answer_of(response: Any) -> Answer:
+    """The program's view of a response."""
+    return Answer(response.status_code, response.headers, response)
+
+
+def read_body(response: Any, limit: int) -> bytes:
+    """Up to `limit` + 1 bytes of a response's body (decoded); a longer body is closed unread past that."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            break
+    return b"".join(chunks)[: limit + 1]
+
+
+async def aread_body(response: Any, limit: int) -> bytes:
+    """The async `read_body`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            await response.aclose()
+            break
+    return b"".join(chunks)[: limit + 1]
+
+
+def drain_and_close(response: Any) -> None:
+    """Read a little of what is left of a body, then close: the connection can serve the retry."""
+    if not response.is_closed:
+        drained = 0
+        for chunk in () if response.is_stream_consumed else response.iter_raw():
+            drained += len(chunk)
+            if drained > _DRAIN_LIMIT:
+                break
+    response.close()
+
+
+async def adrain_and_close(response: Any) -> None:
+    """The async `drain_and_close`."""
+    if not response.is_closed:
+        drained = 0
+        if not response.is_stream_consumed:
+            async for chunk in response.aiter_raw():
+                drained += len(chunk)
+                if drained > _DRAIN_LIMIT:
+                    break
+    await response.aclose()
+
+
+def delivered(delivery: Delivery) -> Any:
+    """The response to hand to the caller: rebuilt if its body was read, carrying its payment."""
+    response = delivery.answer.raw
+    if delivery.body is not None:
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_ON_REBUILD]
+        response = type(response)(
+            response.status_code, headers=headers, content=delivery.body, extensions=response.extensions
+        )
+    if delivery.payment is not None:
+        response.extensions[PAYMENT_EXTENSION] = delivery.payment
+    return response

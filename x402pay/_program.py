@@ -1,0 +1,317 @@
+"""The payment program: the order of one paid request, written once, without I/O.
+
+Theory of operation. `PaymentProgram.run` is a generator of effects (`x402pay._effects`); a driver (httpx or
+httpx2, sync or async, requests) performs each and sends the result back. For one logical request it:
+
+1. asks the books what they hold for the request's key (`Books.begin`): nothing (`New`), a payment to re-send
+   (`Replay`), a reservation still being signed (`InFlight`), or a payment made at another origin
+   (`PaidElsewhere`, after a redirect). Only a caller's key costs a ledger read; a key the transport made up is
+   answered from memory;
+2. re-sends a stored payment as is; or, with pre-payment on and a fresh challenge remembered for the route, pays
+   from it on the first send; or sends the request with the ceiling it will sign for;
+3. passes any answer but a 402 through untouched (unread, still streaming), and a 402 that is not x402 too;
+4. lets the policy choose among the challenge's options, reserves the amount against the budgets (a budget short
+   of an upto maximum is announced as the ceiling in one unpaid re-ask, as metered servers size their ask by it),
+   checks the Permit2 allowance where the option needs one, signs, and stores the signed payment before it
+   leaves. Any failure between the reservation and the send releases the reservation, in that same place;
+5. sends the request once more with the payment header, to the same URL only, and concludes from the answer: a
+   402 is a refusal (for a pre-payment refused on new terms: one reactive payment, see `x402pay.prepay`); a
+   receipt in the headers is recorded and, if asked, verified; a body that may carry one is tapped.
+
+Every answer the program does not hand to the caller is closed before it returns or raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Final
+
+from x402pay import flow
+from x402pay._books import (
+    IDEMPOTENCY_KEY,
+    PREPAY_SUFFIX,
+    Books,
+    Hold,
+    InFlight,
+    PaidElsewhere,
+    Replay,
+    Start,
+    new_key,
+)
+from x402pay._effects import Answer, Close, Delivery, Program, ReadBody, ReadChain, Send, Sign
+from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
+from x402pay.errors import ChallengeError, PaymentError, PaymentRejected, ReceiptMismatch
+from x402pay.ledger.errors import BudgetExceeded, PaymentInFlight
+from x402pay.payment import Payment, PaymentStatus
+from x402pay.policy import SpendPolicy
+from x402pay.prepay import Prepayments, Route, asks_for_signed
+from x402pay.protocol.codec import MAX_BODY_BYTES
+from x402pay.protocol.headers import MAX_AMOUNT
+from x402pay.protocol.models import PaymentRequirements
+from x402pay.streams import ReceiptTap
+from x402pay.wallet import Wallet
+
+#: How much of a paid 402's body is read for its reason; more is not needed.
+_REASON_BYTES: Final = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Call:
+    """The request as the program needs it: method, ``scheme://host[:port]``, path, and the caller's headers."""
+
+    method: str
+    origin: str
+    path: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One logical request on its way: its key, where it goes, the ceiling it announces, the headers it carries."""
+
+    key: str
+    origin: str
+    route: Route
+    ceiling: int | None
+    headers: Mapping[str, str]
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """Its own key, and the key its pre-payment is booked under."""
+        return self.key, self.key + PREPAY_SUFFIX
+
+    def lowered(self, ceiling: int) -> Attempt:
+        """The same attempt announcing `ceiling` instead."""
+        return replace(self, ceiling=ceiling, headers={**self.headers, MAX_AMOUNT: str(ceiling)})
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A pre-payment answered with a 402 on new terms: `challenge` is to be paid reactively, once."""
+
+    challenge: flow.Challenge
+
+
+class PaymentProgram:
+    """Builds the program of each request for one transport's wallet, policy, books and options."""
+
+    def __init__(
+        self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: Prepayments | None,
+        clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool, reads_chain: bool,
+    ) -> None:  # fmt: skip
+        self.wallet = wallet
+        self.policy = policy
+        self.books = books
+        self.prepayments = prepayments
+        self._clock = clock
+        self._announce = announce_ceiling
+        self._keep_frames = keep_receipt_frames
+        self._reads_chain = reads_chain
+
+    def run(self, call: Call) -> Program[Delivery]:
+        """The whole of one request: see the module's theory of operation."""
+        attempt = self._attempt(call)
+        start = yield from self.books.begin(attempt.keys if self.prepayments else attempt.keys[:1], call.origin)
+        if isinstance(start, Replay):
+            outcome = yield from self._send_paid(attempt, start.payment, start.header, fallback=start.prepaid)
+        else:
+            outcome = yield from self._first_send(attempt, start)
+        if isinstance(outcome, Refused):
+            requirement = self._choose(outcome.challenge, attempt)
+            outcome = yield from self._pay(attempt, start, outcome.challenge, requirement)
+        if not isinstance(outcome, Delivery):  # only a pre-payment is refused with a fallback, and only once
+            raise RuntimeError("a reactive payment came back refused with a fallback")
+        return outcome
+
+    def record(self, payment: Payment) -> Program[None]:
+        """What a tapped stream runs as its receipt arrives: the books take it (and verify it, if asked)."""
+        return self.books.record(payment)
+
+    def _attempt(self, call: Call) -> Attempt:
+        key = call.headers.get(IDEMPOTENCY_KEY) or new_key()
+        given = call.headers.get(MAX_AMOUNT)
+        ceiling = flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
+        headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
+        route = (call.method, call.origin.lower(), call.path)
+        return Attempt(key, call.origin, route, ceiling, headers)
+
+    def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
+        prepayable = self._prepayable(attempt, start)
+        if prepayable is not None:
+            try:
+                return (yield from self._pay(attempt, start, *prepayable, prepaid=True))
+            except BudgetExceeded:  # sized for another ceiling, perhaps: let the server say what it wants now
+                self._forget(attempt.route)
+        return (yield from self._reactive(attempt, start, reask=True))
+
+    def _reactive(self, attempt: Attempt, start: Start, *, reask: bool) -> Program[Delivery | Refused]:
+        """Send unpaid; pay the challenge if one comes."""
+        answer = yield Send(attempt.headers)
+        if answer.status != 402:
+            return Delivery(answer)
+        challenge, body = yield from self._challenge(answer)
+        if challenge is None:
+            return Delivery(answer, body=body)
+        requirement = self._choose(challenge, attempt)
+        try:
+            return (yield from self._pay(attempt, start, challenge, requirement))
+        except BudgetExceeded as refused:
+            room = refused.remaining
+            if not (reask and requirement.scheme == "upto" and self._announce and 0 < room < requirement.amount):
+                raise
+        return (yield from self._reactive(attempt.lowered(room), start, reask=False))
+
+    def _challenge(self, answer: Answer) -> Program[tuple[flow.Challenge | None, bytes | None]]:
+        """The 402's challenge (its body read only for v1), the 402 closed once it has one; None if not x402."""
+        body = None
+        try:
+            if flow.challenge_needs_body(answer.headers):
+                body = yield ReadBody(answer, MAX_BODY_BYTES)
+                if len(body) > MAX_BODY_BYTES:
+                    raise ChallengeError(f"402 body is over the {MAX_BODY_BYTES} byte limit")
+            challenge = flow.decode_challenge(answer.headers, body)
+        except ChallengeError:
+            yield Close(answer)
+            raise
+        if challenge is not None:
+            yield Close(answer)
+        return challenge, body
+
+    def _choose(self, challenge: flow.Challenge, attempt: Attempt) -> PaymentRequirements:
+        self.books.check_trust(attempt.origin)
+        return flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling)
+
+    def _pay(
+        self, attempt: Attempt, start: Start, challenge: flow.Challenge, requirement: PaymentRequirements,
+        prepaid: bool = False,
+    ) -> Program[Delivery | Refused]:  # fmt: skip
+        key = attempt.keys[1] if prepaid else attempt.key
+        if isinstance(start, PaidElsewhere):
+            raise start.refusal(attempt.origin)
+        if isinstance(start, InFlight) and start.entry.key == key:
+            raise PaymentInFlight(start.entry)
+        held = yield from self.books.reserve(key, attempt.origin, requirement)
+        if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
+            return (yield from self._send_paid(attempt, held.payment, held.header, fallback=held.prepaid))
+        payment, header = yield from self._sign(held, challenge, requirement, attempt.origin)
+        payment.prepaid = prepaid
+        outcome = yield from self._send_paid(attempt, payment, header, fallback=prepaid)
+        if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
+            self.prepayments.remember(attempt.route, challenge)
+        return outcome
+
+    def _sign(
+        self, held: Hold, challenge: flow.Challenge, requirement: PaymentRequirements, origin: str
+    ) -> Program[tuple[Payment, tuple[str, str]]]:
+        """Check the allowance, sign, and store the signed payment; on any failure, release the reservation."""
+        try:
+            extensions = yield from self._approval(challenge, requirement)
+            now = int(self._clock())
+            signing = partial(flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
+                              origin=origin, now=now, extensions=extensions)  # fmt: skip
+            payment, header = yield Sign(signing)
+            yield from self.books.authorize(held, payment, header)
+        except GeneratorExit:  # the driver is gone: nothing can be yielded any more
+            raise
+        except BaseException as exc:
+            yield from self.books.release(held, f"never sent: {type(exc).__name__}")
+            raise
+        return payment, header
+
+    def _approval(self, challenge: flow.Challenge, requirement: PaymentRequirements) -> Program[dict[str, Any]]:
+        """Check the Permit2 allowance on chain (with an RPC): extensions to add to the payment, or a refusal."""
+        if not self._reads_chain or not flow.uses_permit2(requirement):
+            return {}
+        allowance = yield ReadChain("allowance", requirement.asset)
+        if not flow.approval_needed(challenge, requirement, allowance):
+            return {}
+        nonce = yield ReadChain("nonce", requirement.asset)
+        deadline = int(self._clock()) + min(requirement.max_timeout_seconds, self.policy.max_lifetime)
+        offered = challenge.required.extensions or {}
+        sponsoring = partial(gas_sponsoring_extension, self.wallet, requirement, offered, nonce=nonce,
+                             deadline=deadline)  # fmt: skip
+        return {GAS_SPONSORING: (yield Sign(sponsoring))}
+
+    def _send_paid(
+        self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool
+    ) -> Program[Delivery | Refused]:
+        """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised."""
+        try:
+            answer = yield Send(attempt.headers, header)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            yield from self.books.lost(payment, f"no answer: {type(exc).__name__}")
+            raise
+        try:
+            return (yield from self._conclude(payment, answer, fallback=fallback))
+        except GeneratorExit:
+            raise
+        except BaseException:
+            yield Close(answer)
+            raise
+
+    def _conclude(self, payment: Payment, answer: Answer, *, fallback: bool) -> Program[Delivery | Refused]:
+        body = None
+        if answer.status == 402:
+            if flow.challenge_needs_body(answer.headers):
+                body = (yield ReadBody(answer, _REASON_BYTES))[:_REASON_BYTES]
+            yield Close(answer)
+        try:
+            flow.conclude(payment, answer.status, answer.headers, body)
+        except PaymentRejected as rejected:
+            yield from self.books.record(payment)
+            if not fallback:
+                raise
+            return Refused(self._after_refusal(rejected, payment, answer.headers, body))
+        except ReceiptMismatch:
+            yield from self.books.record(payment)
+            raise
+        yield from self.books.record(payment)
+        return Delivery(answer, payment, tap=self._tap(payment, answer.headers))
+
+    def _after_refusal(
+        self, rejected: PaymentRejected, payment: Payment, headers: Mapping[str, str], body: bytes | None
+    ) -> flow.Challenge:
+        """A pre-payment was answered with a 402: the new challenge to pay reactively, or `rejected` re-raised
+        when there is none or it asks for exactly what was signed."""
+        if self.prepayments is not None:
+            self.prepayments.refused(payment.origin)
+        try:
+            challenge = flow.decode_challenge(headers, body)
+        except ChallengeError as exc:
+            raise rejected from exc
+        if challenge is None or asks_for_signed(challenge, payment.signed.requirement):
+            raise rejected
+        return challenge
+
+    def _prepayable(self, attempt: Attempt, start: Start) -> tuple[flow.Challenge, PaymentRequirements] | None:
+        """The remembered challenge of the request's route and the option the policy takes from it now, if any."""
+        if self.prepayments is None or isinstance(start, Replay | InFlight):
+            return None
+        challenge = self.prepayments.challenge_for(attempt.route)
+        if challenge is None:
+            return None
+        if isinstance(start, PaidElsewhere):  # the route is paid for: it would ask to be paid again
+            raise start.refusal(attempt.origin)
+        try:
+            return challenge, self._choose(challenge, attempt)
+        except PaymentError:  # the policy, the ceiling or the trust marks changed: pay reactively, if at all
+            self._forget(attempt.route)
+            return None
+
+    def _forget(self, route: Route) -> None:
+        if self.prepayments is not None:
+            self.prepayments.forget(route)
+
+    def _tap(self, payment: Payment, headers: Mapping[str, str]) -> ReceiptTap | None:
+        """A tap for the paid answer's body when a receipt may be inside it."""
+        content_type = headers.get("content-type", "").lower()
+        sse = "text/event-stream" in content_type
+        compressed = headers.get("content-encoding", "identity").lower() not in ("identity", "")
+        wants_body = "json" in content_type and payment.receipt is None
+        if compressed or not (sse or wants_body):
+            return None
+        return ReceiptTap(payment, sse=sse, keep_frames=self._keep_frames)

@@ -1,0 +1,73 @@
+"""The transport's on-chain check of a receipt: one RPC client, a bounded wait for the chain to catch up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from x402pay.payment import Payment
+
+_RETRY_PAUSE: Final = 0.2
+#: Checks that fail while the chain (or the RPC) has not caught up yet: worth asking again, within the patience.
+_RETRYABLE_CHECKS: Final = frozenset({"rpc", "transaction", "confirmations", "locate"})
+
+
+class Verifier:
+    """Checks a Payment's receipt against the chain (sync Web3); `submit` runs work on its background thread.
+
+    `patience` is how long a check waits for a just-reported transaction to show before leaving it pending;
+    `rpc_timeout` bounds each RPC request (web3's own default would hold an inline-checked answer for 30 s).
+    """
+
+    def __init__(
+        self, rpc_url: str, *, background: bool, confirmations: int, patience: float, rpc_timeout: float
+    ) -> None:
+        from web3 import HTTPProvider, Web3  # only when verification is asked for: web3 is slow to import
+
+        self.confirmations = confirmations
+        self.patience = patience
+        self._web3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": rpc_timeout}))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-verify") if background else None
+
+    def check(self, payment: Payment) -> Any:
+        """Verify `payment`'s receipt; asks again while the chain has not caught up, for up to `patience` s."""
+        from x402pay.verify import verify_claim
+
+        claim = claim_of(payment)
+        deadline = time.monotonic() + self.patience
+        while True:
+            verification = verify_claim(self._web3, claim, confirmations=self.confirmations)
+            if verification.verdict != "pending" or str(verification.check) not in _RETRYABLE_CHECKS:
+                return verification
+            if time.monotonic() > deadline:  # a round takes at most a few RPC timeouts: the wait stays bounded
+                return verification
+            time.sleep(_RETRY_PAUSE)
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run `work` on the background thread."""
+        if self._pool is None:
+            raise RuntimeError("this verifier checks inline; it has no background thread")
+        self._pool.submit(work)
+
+    def close(self) -> None:
+        """Finish queued verifications and stop the background thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def claim_of(payment: Payment) -> Any:
+    """The on-chain claim a Payment's receipt makes."""
+    from x402pay.verify import Claim
+
+    receipt = payment.receipt
+    network = receipt.network if receipt is not None else None
+    return Claim.from_signed(payment.signed, payment.settled_amount, payment.transaction, network=network)
+
+
+def is_fraud(verification: Any) -> bool:
+    """A mismatch that the server is to blame for (an RPC on another chain than signed is our own mistake)."""
+    if verification.verdict != "mismatch":
+        return False
+    return not (str(verification.check) == "chain_id" and verification.claim.claimed_chain_id is None)
