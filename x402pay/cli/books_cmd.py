@@ -147,7 +147,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _used_nonce(web3: Any, tx_hash: str, asset: str, payer: str) -> str:
-    from x402pay.verify.chain import AUTHORIZATION_USED_TOPIC, address_topic
+    from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, address_topic
 
     try:
         logs = web3.eth.get_transaction_receipt(tx_hash)["logs"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from x402pay.cli.common import EXIT_OK, UsageError, keystore_address, load_wallet, setting, usdc_text
 from x402pay.errors import WalletError
+from x402pay.protocol.abi import TOKEN_ABI
 from x402pay.protocol.networks import KNOWN_ASSETS
 from x402pay.wallet import Wallet
 
@@ -86,7 +87,7 @@ def run_balance(args: argparse.Namespace) -> int:
     """Print ETH, the token balance and the Permit2 allowance."""
     web3, asset = _chain(args)
     wallet = load_wallet(args)
-    token = web3.eth.contract(address=asset, abi=_BALANCE_ABI)
+    token = web3.eth.contract(address=asset, abi=TOKEN_ABI)
     print(f"address     {wallet.address}")
     print(f"chain       eip155:{web3.eth.chain_id}")
     print(f"ETH         {web3.from_wei(web3.eth.get_balance(wallet.address), 'ether')}")
@@ -120,9 +121,3 @@ def known_usdc(chain_id: int) -> str:
         if known_chain == chain_id:
             return asset.address
     raise UsageError(f"no known USDC on chain {chain_id}: give --asset")
-
-
-_BALANCE_ABI = [
-    {"type": "function", "name": "balanceOf", "stateMutability": "view",
-     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
-]  # fmt: skip

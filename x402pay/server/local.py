@@ -21,10 +21,11 @@ from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
 from x402pay.allowance import GAS_SPONSORING
+from x402pay.protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.protocol.networks import caip2, chain_id_of
-from x402pay.server.abi import EXACT_PROXY_ABI, PERMIT2_ABI, REVERT_CODES, REVERT_REASONS, TOKEN_ABI, UPTO_PROXY_ABI
+from x402pay.server.abi import REVERT_CODES, REVERT_REASONS
 from x402pay.server.evm import (
     Authorization,
     Codes,
