@@ -107,10 +107,12 @@ def run_approve(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> tuple[Any, Any]:
     from web3 import Web3
 
+    from x402pay._rpc import web3_for
+
     rpc_url = setting(args, "rpc_url")
     if not rpc_url:
         raise UsageError("give --rpc-url (or X402PAY_RPC_URL)")
-    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    web3 = web3_for(rpc_url)
     asset = args.asset or setting(args, "asset") or known_usdc(int(web3.eth.chain_id))
     return web3, Web3.to_checksum_address(asset)
 
