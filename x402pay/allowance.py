@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eth_utils.address import to_checksum_address
 
 from x402pay.errors import SigningError
+from x402pay.protocol.abi import TOKEN_ABI
 from x402pay.protocol.addresses import PERMIT2_ADDRESS
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.protocol.networks import known_asset
@@ -22,20 +23,10 @@ if TYPE_CHECKING:
 
 MAX_UINT256: Final = 2**256 - 1
 GAS_SPONSORING: Final = "eip2612GasSponsoring"
-_ERC20_ABI: Final = [
-    {"type": "function", "name": "allowance", "stateMutability": "view",
-     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
-     "outputs": [{"name": "", "type": "uint256"}]},
-    {"type": "function", "name": "nonces", "stateMutability": "view",
-     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
-    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
-     "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
-     "outputs": [{"name": "", "type": "bool"}]},
-]  # fmt: skip
 
 
 def _token(web3: Any, token: str) -> Any:
-    return web3.eth.contract(address=to_checksum_address(token), abi=_ERC20_ABI)
+    return web3.eth.contract(address=to_checksum_address(token), abi=TOKEN_ABI)
 
 
 def permit2_allowance(web3: Any, token: str, owner: str) -> int:

@@ -37,13 +37,14 @@ from x402pay.errors import (
 )
 from x402pay.flow import apply_frame, conclude, conclude_body, decode_challenge, read_settlement
 from x402pay.payment import Payment, PaymentStatus
+from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, address_topic
 from x402pay.protocol.codec import decode_header
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.receipts import Receipt, compose_receipt, receipt_from_header
 from x402pay.schemes.signing import sign_requirement
 from x402pay.sse import SSETap, VendorFrame
 from x402pay.verify import Claim, Verdict
-from x402pay.verify.chain import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, Rules, address_topic
+from x402pay.verify.chain import Rules
 from x402pay.verify.steps import Batch, unpack
 
 EXAMPLES = int(os.environ.get("X402PAY_FUZZ_EXAMPLES", "1500"))

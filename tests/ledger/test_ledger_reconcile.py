@@ -15,7 +15,8 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from x402pay.ledger import DEFAULT_MARGIN, Budget, Entry, EntryState, Ledger, Transfer, Web3Chain
-from x402pay.ledger.chain import TRANSFER_TOPIC, Verdict, judge
+from x402pay.ledger.chain import Verdict, judge
+from x402pay.protocol.abi import TRANSFER_TOPIC
 from x402pay.testing import Devnet
 
 METHODS = ["eip3009", "permit2"]

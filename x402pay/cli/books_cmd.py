@@ -92,8 +92,7 @@ def run_budget(args: argparse.Namespace) -> int:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     """Resolve authorized and unknown entries from the chain; exit 1 if some stay open."""
-    from web3 import Web3
-
+    from x402pay._rpc import web3_for
     from x402pay.ledger import Web3Chain
     from x402pay.ledger.report import render_reconcile
 
@@ -101,7 +100,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     if not rpc_url:
         raise UsageError("give --rpc-url (or X402PAY_RPC_URL)")
     with open_ledger(args) as ledger:
-        report = ledger.reconcile(Web3Chain(Web3(Web3.HTTPProvider(rpc_url))))
+        report = ledger.reconcile(Web3Chain(web3_for(rpc_url)))
     print(render_reconcile(report, as_json=args.json))
     return EXIT_ERROR if report.unresolved else EXIT_OK
 
@@ -124,13 +123,14 @@ def run_verify(args: argparse.Namespace) -> int:
     """Verify one settlement; print the verdict; exit 0 only when verified."""
     from web3 import Web3
 
+    from x402pay._rpc import web3_for
     from x402pay.cli.wallet_cmd import known_usdc
     from x402pay.verify import Claim, verify_claim
 
     rpc_url = setting(args, "rpc_url")
     if not rpc_url:
         raise UsageError("give --rpc-url (or X402PAY_RPC_URL)")
-    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    web3 = web3_for(rpc_url)
     chain_id = int(web3.eth.chain_id)
     asset = args.asset or known_usdc(chain_id)
     amount = usdc(Decimal(args.amount))
@@ -147,7 +147,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _used_nonce(web3: Any, tx_hash: str, asset: str, payer: str) -> str:
-    from x402pay.verify.chain import AUTHORIZATION_USED_TOPIC, address_topic
+    from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, address_topic
 
     try:
         logs = web3.eth.get_transaction_receipt(tx_hash)["logs"]

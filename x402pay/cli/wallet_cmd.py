@@ -12,6 +12,7 @@ from typing import Any
 
 from x402pay.cli.common import EXIT_OK, UsageError, keystore_address, load_wallet, setting, usdc_text
 from x402pay.errors import WalletError
+from x402pay.protocol.abi import TOKEN_ABI
 from x402pay.protocol.networks import KNOWN_ASSETS
 from x402pay.wallet import Wallet
 
@@ -86,7 +87,7 @@ def run_balance(args: argparse.Namespace) -> int:
     """Print ETH, the token balance and the Permit2 allowance."""
     web3, asset = _chain(args)
     wallet = load_wallet(args)
-    token = web3.eth.contract(address=asset, abi=_BALANCE_ABI)
+    token = web3.eth.contract(address=asset, abi=TOKEN_ABI)
     print(f"address     {wallet.address}")
     print(f"chain       eip155:{web3.eth.chain_id}")
     print(f"ETH         {web3.from_wei(web3.eth.get_balance(wallet.address), 'ether')}")
@@ -106,10 +107,12 @@ def run_approve(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> tuple[Any, Any]:
     from web3 import Web3
 
+    from x402pay._rpc import web3_for
+
     rpc_url = setting(args, "rpc_url")
     if not rpc_url:
         raise UsageError("give --rpc-url (or X402PAY_RPC_URL)")
-    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    web3 = web3_for(rpc_url)
     asset = args.asset or setting(args, "asset") or known_usdc(int(web3.eth.chain_id))
     return web3, Web3.to_checksum_address(asset)
 
@@ -120,9 +123,3 @@ def known_usdc(chain_id: int) -> str:
         if known_chain == chain_id:
             return asset.address
     raise UsageError(f"no known USDC on chain {chain_id}: give --asset")
-
-
-_BALANCE_ABI = [
-    {"type": "function", "name": "balanceOf", "stateMutability": "view",
-     "inputs": [{"name": "owner", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
-]  # fmt: skip

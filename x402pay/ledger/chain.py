@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 
 from x402pay.ledger.model import Entry, Transfer
+from x402pay.protocol.abi import PERMIT2_ABI, TOKEN_ABI, TRANSFER_TOPIC, address_topic
 from x402pay.protocol.addresses import PERMIT2_ADDRESS
 from x402pay.protocol.networks import chain_id_of
 
@@ -22,29 +22,9 @@ if TYPE_CHECKING:  # web3 takes a second to import; only a Web3Chain's caller ne
     from web3 import Web3
 
 PERMIT2: Final = "permit2"
-TRANSFER_TOPIC: Final = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 #: How far before its reservation an authorization's transfer is looked for: the clocks of the chain and of
 #: the machine that reserved it may disagree.
 CLOCK_SLACK: Final = 600
-
-_TOKEN_ABI: Final = [
-    {
-        "type": "function",
-        "name": "authorizationState",
-        "stateMutability": "view",
-        "inputs": [{"type": "address", "name": "authorizer"}, {"type": "bytes32", "name": "nonce"}],
-        "outputs": [{"type": "bool", "name": ""}],
-    }
-]
-_PERMIT2_ABI: Final = [
-    {
-        "type": "function",
-        "name": "nonceBitmap",
-        "stateMutability": "view",
-        "inputs": [{"type": "address", "name": "owner"}, {"type": "uint256", "name": "wordPosition"}],
-        "outputs": [{"type": "uint256", "name": ""}],
-    }
-]
 
 
 class Chain(Protocol):
@@ -91,10 +71,6 @@ def judge(chain: Chain, entry: Entry, margin: int) -> Verdict:
     return Verdict(entry, "open", f"unused, but valid until {entry.valid_before}")
 
 
-def _topic(address: str) -> str:
-    return "0x" + "00" * 12 + address.lower().removeprefix("0x")
-
-
 def _nonce_bytes(entry: Entry) -> bytes:
     nonce = str(entry.nonce)
     if entry.method == PERMIT2:
@@ -107,7 +83,7 @@ class Web3Chain:
 
     def __init__(self, web3: Web3, *, permit2: str = PERMIT2_ADDRESS) -> None:
         self._web3 = web3
-        self._permit2 = web3.eth.contract(address=to_checksum_address(permit2), abi=_PERMIT2_ABI)
+        self._permit2 = web3.eth.contract(address=to_checksum_address(permit2), abi=PERMIT2_ABI)
         self.chain_id = int(web3.eth.chain_id)
 
     def serves(self, network: str) -> bool:
@@ -127,7 +103,7 @@ class Web3Chain:
         if entry.method == PERMIT2:
             word, bit = divmod(int(str(entry.nonce)), 256)
             return bool(self._permit2.functions.nonceBitmap(payer, word).call() >> bit & 1)
-        token = self._web3.eth.contract(address=to_checksum_address(entry.asset), abi=_TOKEN_ABI)
+        token = self._web3.eth.contract(address=to_checksum_address(entry.asset), abi=TOKEN_ABI)
         return bool(token.functions.authorizationState(payer, _nonce_bytes(entry)).call())
 
     def find_transfer(self, entry: Entry) -> Transfer | None:
@@ -136,7 +112,7 @@ class Web3Chain:
         logs = self._web3.eth.get_logs(
             {
                 "address": to_checksum_address(entry.asset),
-                "topics": [TRANSFER_TOPIC, _topic(str(entry.payer)), _topic(entry.pay_to)],
+                "topics": [TRANSFER_TOPIC, address_topic(str(entry.payer)), address_topic(entry.pay_to)],
                 "fromBlock": self._first_block_at(entry.created_at - CLOCK_SLACK, latest),
                 "toBlock": int(latest["number"]),
             }

@@ -1,84 +1,13 @@
-"""The few contract functions and errors a facilitator calls or decodes (ERC-20, EIP-3009, Permit2, x402 proxies)."""
+"""The contract errors a facilitator decodes from a reverted settlement (Permit2, x402 proxies, ERC-20, USDC).
+
+The functions it calls are in `x402pay.protocol.abi`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from eth_utils.crypto import keccak
-
-Param = dict[str, Any]
-
-
-def _function(name: str, inputs: list[Param], outputs: tuple[str, ...] = (), view: bool = False) -> Param:
-    return {
-        "type": "function",
-        "name": name,
-        "inputs": inputs,
-        "outputs": [_p(kind) for kind in outputs],
-        "stateMutability": "view" if view else "nonpayable",
-    }
-
-
-def _p(kind: str, name: str = "") -> Param:
-    return {"type": kind, "name": name}
-
-
-def _tuple(name: str, *components: Param) -> Param:
-    return {"type": "tuple", "name": name, "components": list(components)}
-
-
-_PERMIT: Final = _tuple(
-    "permit",
-    _tuple("permitted", _p("address", "token"), _p("uint256", "amount")),
-    _p("uint256", "nonce"),
-    _p("uint256", "deadline"),
-)
-_EIP2612_PERMIT: Final = _tuple(
-    "permit2612",
-    _p("uint256", "value"),
-    _p("uint256", "deadline"),
-    _p("bytes32", "r"),
-    _p("bytes32", "s"),
-    _p("uint8", "v"),
-)
-_EXACT_WITNESS: Final = _tuple("witness", _p("address", "to"), _p("uint256", "validAfter"))
-_UPTO_WITNESS: Final = _tuple("witness", _p("address", "to"), _p("address", "facilitator"), _p("uint256", "validAfter"))
-_EXACT_SETTLE: Final = [_PERMIT, _p("address", "owner"), _EXACT_WITNESS, _p("bytes", "signature")]
-_UPTO_SETTLE: Final = [
-    _PERMIT, _p("uint256", "amount"), _p("address", "owner"), _UPTO_WITNESS, _p("bytes", "signature")
-]  # fmt: skip
-
-TOKEN_ABI: Final = [
-    _function("balanceOf", [_p("address", "account")], ("uint256",), view=True),
-    _function("allowance", [_p("address", "owner"), _p("address", "spender")], ("uint256",), view=True),
-    _function("authorizationState", [_p("address", "authorizer"), _p("bytes32", "nonce")], ("bool",), view=True),
-    _function("nonces", [_p("address", "owner")], ("uint256",), view=True),
-    _function("DOMAIN_SEPARATOR", [], ("bytes32",), view=True),
-    _function(
-        "transferWithAuthorization",
-        [
-            _p("address", "from"),
-            _p("address", "to"),
-            _p("uint256", "value"),
-            _p("uint256", "validAfter"),
-            _p("uint256", "validBefore"),
-            _p("bytes32", "nonce"),
-            _p("bytes", "signature"),
-        ],
-    ),
-]
-PERMIT2_ABI: Final = [
-    _function("nonceBitmap", [_p("address", "owner"), _p("uint256", "wordPosition")], ("uint256",), view=True),
-]
-#: ``settle`` and, with the payer's EIP-2612 approval of Permit2 first, ``settleWithPermit``.
-EXACT_PROXY_ABI: Final = [
-    _function("settle", _EXACT_SETTLE),
-    _function("settleWithPermit", [_EIP2612_PERMIT, *_EXACT_SETTLE]),
-]
-UPTO_PROXY_ABI: Final = [
-    _function("settle", _UPTO_SETTLE),
-    _function("settleWithPermit", [_EIP2612_PERMIT, *_UPTO_SETTLE]),
-]
 
 #: Custom errors of Permit2, the proxies and OpenZeppelin ERC-20, by selector, as protocol reason codes;
 #: ``@name`` stands for the `Codes` field of the kind of authorization being settled.

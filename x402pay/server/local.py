@@ -20,11 +20,13 @@ from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
+from x402pay._rpc import web3_for
 from x402pay.allowance import GAS_SPONSORING
+from x402pay.protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.protocol.networks import caip2, chain_id_of
-from x402pay.server.abi import EXACT_PROXY_ABI, PERMIT2_ABI, REVERT_CODES, REVERT_REASONS, TOKEN_ABI, UPTO_PROXY_ABI
+from x402pay.server.abi import REVERT_CODES, REVERT_REASONS
 from x402pay.server.evm import (
     Authorization,
     Codes,
@@ -58,7 +60,7 @@ class LocalFacilitator:
     """
 
     def __init__(self, web3: Web3 | str, account: BaseAccount, *, receipt_timeout: float = 120.0) -> None:
-        self._web3 = web3 if isinstance(web3, Web3) else Web3(Web3.HTTPProvider(web3))
+        self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
         self._account = account
         self._receipt_timeout = receipt_timeout
         self._send_lock = threading.Lock()

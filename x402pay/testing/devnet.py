@@ -13,6 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
+from x402pay._rpc import web3_for
 from x402pay.errors import DevnetError
 from x402pay.protocol.addresses import (
     EXACT_PERMIT2_PROXY_ADDRESS,
@@ -77,7 +78,7 @@ class Devnet:
 
     @cached_property
     def _web3(self) -> Web3:
-        return Web3(Web3.HTTPProvider(self.rpc_url))
+        return web3_for(self.rpc_url)
 
     def contract(self, name: str, address: str) -> Contract:
         """A web3 contract bound to `address` with the ABI of the shipped artifact `name`."""
@@ -122,7 +123,7 @@ def deploy_devnet(
     (`anvil_setCode`); they keep no constructor state, so the copy behaves like the original. Needs anvil's
     default dev accounts (they are unlocked, so the deployer sends plain `eth_sendTransaction`s).
     """
-    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    web3 = web3_for(rpc_url)
     accounts = [anvil_account(index) for index in range(_FIRST_PAYER_INDEX + payers)]
     deployer = accounts[0]
     try:

@@ -13,62 +13,50 @@ from typing import Any, Final
 from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 
+from x402pay.protocol.abi import (
+    AUTHORIZATION_USED_TOPIC,
+    EXACT_PROXY_ABI,
+    TRANSFER_TOPIC,
+    UPTO_PROXY_ABI,
+    Fragment,
+    address_topic,
+    input_types,
+    selector,
+)
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.verify.claims import EIP3009, Check, Claim, Verdict, Verification
 
 RawObject = dict[str, Any]
 
-TRANSFER_TOPIC: Final = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
-AUTHORIZATION_USED_TOPIC: Final = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
-
 #: How far back (in blocks) a claim without tx hash is searched for in the logs.
 DEFAULT_LOOKBACK_BLOCKS: Final = 5_000
-
-_PERMIT: Final = "((address,uint256),uint256,uint256)"
-_EIP2612: Final = "(uint256,uint256,bytes32,bytes32,uint8)"
-_EXACT_WITNESS: Final = "(address,uint256)"
-_UPTO_WITNESS: Final = "(address,address,uint256)"
 
 
 @dataclass(frozen=True)
 class _SettleCall:
     """One x402 proxy settle function: its argument types and where the permit and the owner sit."""
 
-    name: str
     types: tuple[str, ...]
     permit: int
     owner: int
 
-    @property
-    def selector(self) -> str:
-        return "0x" + keccak(text=f"{self.name}({','.join(self.types)})")[:4].hex()
 
-
-def _calls(*calls: _SettleCall) -> dict[str, _SettleCall]:
-    return {call.selector: call for call in calls}
+def _calls(abi: list[Fragment]) -> dict[str, _SettleCall]:
+    """A proxy's settle functions by selector."""
+    calls = {}
+    for function in abi:
+        names = [param["name"] for param in function["inputs"]]
+        calls[selector(function)] = _SettleCall(input_types(function), names.index("permit"), names.index("owner"))
+    return calls
 
 
 #: The settle functions of each proxy (by lower-case address), by selector.
 SETTLE_CALLS: Final = {
-    EXACT_PERMIT2_PROXY_ADDRESS.lower(): _calls(
-        _SettleCall("settle", (_PERMIT, "address", _EXACT_WITNESS, "bytes"), permit=0, owner=1),
-        _SettleCall("settleWithPermit", (_EIP2612, _PERMIT, "address", _EXACT_WITNESS, "bytes"), permit=1, owner=2),
-    ),
-    UPTO_PERMIT2_PROXY_ADDRESS.lower(): _calls(
-        _SettleCall("settle", (_PERMIT, "uint256", "address", _UPTO_WITNESS, "bytes"), permit=0, owner=2),
-        _SettleCall(
-            "settleWithPermit", (_EIP2612, _PERMIT, "uint256", "address", _UPTO_WITNESS, "bytes"), permit=1, owner=3
-        ),
-    ),
+    EXACT_PERMIT2_PROXY_ADDRESS.lower(): _calls(EXACT_PROXY_ABI),
+    UPTO_PERMIT2_PROXY_ADDRESS.lower(): _calls(UPTO_PROXY_ABI),
 }
 _PROXY_OF_SCHEME: Final = {"exact": EXACT_PERMIT2_PROXY_ADDRESS.lower(), "upto": UPTO_PERMIT2_PROXY_ADDRESS.lower()}
-
-
-def address_topic(address: str) -> str:
-    """An address as an indexed-event topic (left-padded to 32 bytes, lower case)."""
-    return "0x" + "00" * 12 + address[2:].lower()
 
 
 def nonce_topic(claim: Claim) -> str:

@@ -16,17 +16,23 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_abi.abi import encode
-from eth_utils.crypto import keccak
 
+from x402pay.protocol.abi import (
+    AUTHORIZATION_STATE,
+    AUTHORIZATION_USED_TOPIC,
+    NONCE_BITMAP,
+    TRANSFER_TOPIC,
+    Fragment,
+    address_topic,
+    input_types,
+    selector,
+)
 from x402pay.protocol.addresses import PERMIT2_ADDRESS
 from x402pay.verify.chain import (
-    AUTHORIZATION_USED_TOPIC,
-    TRANSFER_TOPIC,
     Evidence,
     Finding,
     RawObject,
     Rules,
-    address_topic,
     judge,
     nonce_topic,
     settles,
@@ -42,8 +48,6 @@ Steps = Generator[list[Request], list[Any], Verification]
 MAX_CANDIDATES: Final = 16
 _CHAIN_ID: Final[Request] = ("eth_chainId", [])
 _HEAD: Final[Request] = ("eth_getBlockByNumber", ["latest", False])
-_NONCE_BITMAP: Final = "0x" + keccak(text="nonceBitmap(address,uint256)")[:4].hex()
-_AUTHORIZATION_STATE: Final = "0x" + keccak(text="authorizationState(address,bytes32)")[:4].hex()
 _TX_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
 # What judging a malformed node answer raises (a missing key, a non-hex string, a null where a value belongs).
 _MALFORMED: Final = (KeyError, IndexError, TypeError, ValueError, AttributeError)
@@ -163,14 +167,14 @@ def _nonce_state(claim: Claim) -> Request:
     """An eth_call: EIP-3009 ``authorizationState(payer, nonce)``, or Permit2 ``nonceBitmap(payer, nonce >> 8)``."""
     if claim.method == EIP3009:
         nonce = claim.nonce_int.to_bytes(32, "big")
-        call = {
-            "to": claim.asset,
-            "data": _AUTHORIZATION_STATE + encode(["address", "bytes32"], [claim.payer, nonce]).hex(),
-        }
+        call = {"to": claim.asset, "data": _calldata(AUTHORIZATION_STATE, claim.payer, nonce)}
     else:
-        arguments = encode(["address", "uint256"], [claim.payer, claim.nonce_int >> 8]).hex()
-        call = {"to": PERMIT2_ADDRESS, "data": _NONCE_BITMAP + arguments}
+        call = {"to": PERMIT2_ADDRESS, "data": _calldata(NONCE_BITMAP, claim.payer, claim.nonce_int >> 8)}
     return ("eth_call", [call, "latest"])
+
+
+def _calldata(function: Fragment, *arguments: Any) -> str:
+    return selector(function) + encode(input_types(function), arguments).hex()
 
 
 def _nonce_is_used(claim: Claim, state: str) -> bool:
