@@ -12,11 +12,8 @@ import logging
 from x402pay.amounts import usdc
 from x402pay.errors import (
     AlreadyPaid,
-    AnvilNotFound,
-    AnvilStartError,
     ChainUnavailable,
     ChallengeError,
-    DevnetError,
     NoAcceptableRequirement,
     OriginUntrusted,
     PaymentError,
@@ -41,12 +38,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyPaid",
-    "AnvilNotFound",
-    "AnvilStartError",
     "AsyncPaymentTransport",
     "ChainUnavailable",
     "ChallengeError",
-    "DevnetError",
     "NoAcceptableRequirement",
     "OriginUntrusted",
     "Payment",

@@ -18,10 +18,10 @@ says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed
     │   ├── SettlementError            the peer's settlement response or receipt is malformed
     │   ├── SettlementFailed           the peer says settlement failed (e.g. a compose.error frame mid-stream)
     │   └── ReceiptMismatch            fraud: the peer's receipt disagrees with what was signed (or the chain)
-    ├── WalletError                    no usable key: bad key, keystore or password, missing env vars
-    └── DevnetError                    the local-chain kit could not do what was asked
-        ├── AnvilNotFound              no anvil binary (env var, PATH, node_modules): ours to install
-        └── AnvilStartError            anvil started but did not come up, or exited early
+    └── WalletError                    no usable key: bad key, keystore or password, missing env vars
+
+The local-chain kit's errors (`DevnetError`, `AnvilNotFound`, `AnvilStartError`) live with it in `x402pay.testing`;
+they derive from `X402PayError` too.
 """
 
 from __future__ import annotations
@@ -115,15 +115,3 @@ class ReceiptMismatch(PaymentError):
 
 class WalletError(X402PayError):
     """No usable signing key: a malformed key, a keystore that does not open, or missing env vars."""
-
-
-class DevnetError(X402PayError):
-    """The local-chain kit (anvil, the devnet deployer) failed."""
-
-
-class AnvilNotFound(DevnetError):
-    """No anvil binary was found; the message says how to install one."""
-
-
-class AnvilStartError(DevnetError):
-    """Anvil was found but did not start, did not answer RPC, or exited early."""
