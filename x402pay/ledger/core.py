@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Self
 
+from x402pay.errors import InvalidTransition
 from x402pay.ledger import sql
 from x402pay.ledger.backends import (
     AsyncDatabase,
@@ -31,7 +32,6 @@ from x402pay.ledger.backends import (
     SQLiteDatabase,
 )
 from x402pay.ledger.chain import Chain, Verdict, judge
-from x402pay.ledger.errors import InvalidTransition
 from x402pay.ledger.model import OPEN_STATES, Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger.sql import NewEntry
 from x402pay.ledger.steps import Steps, Tally

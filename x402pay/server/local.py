@@ -21,6 +21,7 @@ from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
 from x402pay.allowance import GAS_SPONSORING
+from x402pay.errors import FacilitatorError
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.protocol.networks import caip2, chain_id_of
@@ -38,7 +39,7 @@ from x402pay.server.evm import (
     same_address,
     transfer_method,
 )
-from x402pay.server.facilitator import FacilitatorError, SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server.facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server.sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 _REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
