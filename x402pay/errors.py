@@ -13,12 +13,12 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
     │   │       └── BudgetExceeded     ours: a ledger budget has no room left for this payment
     │   ├── OriginUntrusted            the peer's: it lied about a payment before; a person must clear the mark
+    │   ├── AlreadyPaid                ours: this request was paid at another origin (a redirect); refused unsigned
     │   ├── PaymentInFlight            ours: another request with the same idempotency key is being paid right now
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
     │   ├── ChainUnavailable           the RPC node's: it failed a check made before signing (nothing signed)
     │   ├── PaymentRejected            the peer's: it answered the signed payment with another 402
-    │   │   └── AlreadyPaid            another origin asks to be paid for a request already paid (a redirect)
     │   ├── SettlementError            the peer's: its settlement response or receipt is malformed
     │   ├── SettlementFailed           the peer's: it says settlement failed (e.g. a compose.error frame mid-stream)
     │   └── ReceiptMismatch            the peer's, fraud: its receipt disagrees with what was signed (or the chain)
@@ -88,6 +88,13 @@ class OriginUntrusted(PaymentError):
     """
 
 
+class AlreadyPaid(PaymentError):
+    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to.
+
+    Our own refusal, made before anything is signed for the new origin: the payment made stays with its origin.
+    """
+
+
 class PaymentInFlight(PaymentError):
     """Another request with the same idempotency key holds a reservation and is signing; do not sign again."""
 
@@ -121,10 +128,6 @@ class PaymentRejected(PaymentError):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class AlreadyPaid(PaymentRejected):
-    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to."""
 
 
 class SettlementError(PaymentError):

@@ -94,3 +94,9 @@ def test_the_server_exports_the_same_error_objects(name: str) -> None:
 
 def test_a_budget_refusal_is_a_spend_cap_refusal() -> None:
     assert issubclass(x402pay.BudgetExceeded, x402pay.SpendCapExceeded)
+
+
+def test_already_paid_is_our_refusal_not_the_peers() -> None:
+    # Raised before anything is signed for the new origin: no peer refused a payment.
+    assert x402pay.AlreadyPaid.__bases__ == (x402pay.PaymentError,)
+    assert not issubclass(x402pay.AlreadyPaid, x402pay.PaymentRejected)
