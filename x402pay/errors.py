@@ -14,7 +14,7 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   │       └── BudgetExceeded     ours: a ledger budget has no room left for this payment
     │   ├── OriginUntrusted            the peer's: it lied about a payment before; a person must clear the mark
     │   ├── AlreadyPaid                ours: this request was paid at another origin (a redirect); refused unsigned
-    │   ├── PaymentInFlight            ours: another request with the same idempotency key is being paid right now
+    │   ├── PaymentInFlight            ours: another request with the same Idempotency-Key is signing (or died signing)
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
     │   ├── ChainUnavailable           the RPC node's: it failed a check made before signing (nothing signed)
@@ -96,12 +96,22 @@ class AlreadyPaid(PaymentError):
 
 
 class PaymentInFlight(PaymentError):
-    """Another request with the same idempotency key holds a reservation and is signing; do not sign again."""
+    """Another request with the same idempotency key holds a reservation: it is signing, or died while signing.
+
+    Nothing was signed for this request. Retry with the same key once the other one has finished; a reservation
+    left by a dead process is freed by `Ledger.release_stale` or `Ledger.reconcile` once it is stale.
+    """
 
     def __init__(self, entry: Entry) -> None:
+        # Imported here, not at the top: the ledger imports this module.
+        from x402pay.ledger.core import DEFAULT_STALE_AFTER
+
         super().__init__(
-            f"a payment for idempotency key {entry.key!r} is already in flight (entry {entry.id}); "
-            "wait for it and re-send its signed payment instead of signing another"
+            f"another request with idempotency key {entry.key!r} holds reservation {entry.id} and is signing its "
+            "payment, or its process died while signing; nothing was signed for this one. Retry with the same key "
+            "once that request has finished (its payment is then reused, not signed again). A reservation left by "
+            "a dead process is freed by Ledger.release_stale() or Ledger.reconcile() once it is older than their "
+            f"stale_after ({DEFAULT_STALE_AFTER} s by default)"
         )
         self.entry = entry
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ import x402pay.ledger.errors
 import x402pay.server
 import x402pay.testing
 from x402pay import errors
+from x402pay.ledger import DEFAULT_STALE_AFTER, Ledger
 
 DEFINED = {
     name: value
@@ -100,3 +102,22 @@ def test_already_paid_is_our_refusal_not_the_peers() -> None:
     # Raised before anything is signed for the new origin: no peer refused a payment.
     assert x402pay.AlreadyPaid.__bases__ == (x402pay.PaymentError,)
     assert not issubclass(x402pay.AlreadyPaid, x402pay.PaymentRejected)
+
+
+def test_payment_in_flight_says_what_the_caller_can_do_and_nothing_about_re_sending() -> None:
+    fields: dict[str, Any] = {
+        "origin": "https://api.example.com",
+        "asset": "0x" + "11" * 20,
+        "network": "eip155:8453",
+        "amount": 10,
+        "pay_to": "0x" + "22" * 20,
+    }
+    with Ledger.sqlite(":memory:") as ledger:
+        ledger.reserve("k", **fields)
+        with pytest.raises(x402pay.PaymentInFlight) as caught:
+            ledger.reserve("k", **fields)
+
+    message = str(caught.value)
+    assert not re.search(r"re-?send", message, re.IGNORECASE)  # a caller has no signed payment to re-send
+    for advice in ("'k'", "signing", "died", "same key", "release_stale", "reconcile", f"{DEFAULT_STALE_AFTER} s"):
+        assert advice in message

@@ -121,7 +121,8 @@ class Ledger:
 
         Returns a new entry in state ``reserved`` (sign it), or the live entry already recorded for `key` in any
         later state (re-send its `payment`; never sign again). Raises `BudgetExceeded` naming the budget that
-        refused and its room, or `PaymentInFlight` while another request with this key is still signing.
+        refused and its room, or `PaymentInFlight` while another request with this key holds a reservation (it is
+        signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
         return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
