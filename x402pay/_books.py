@@ -24,8 +24,7 @@ from typing import Any, Final
 
 from x402pay._effects import Book, Program, Spawn, Verify
 from x402pay._verifier import is_fraud
-from x402pay.errors import AlreadyPaid, OriginUntrusted, ReceiptMismatch
-from x402pay.ledger.errors import InvalidTransition
+from x402pay.errors import AlreadyPaid, InvalidTransition, OriginUntrusted, ReceiptMismatch
 from x402pay.payment import Payment, PaymentStatus
 from x402pay.protocol.models import PaymentRequirements
 from x402pay.schemes.exact import SignedPayment

@@ -22,15 +22,16 @@ import anyio.to_thread
 from x402pay._books import Books, Callback
 from x402pay._effects import Book, Effect, ReadChain, Sign, Spawn, Verify, adrive, drive
 from x402pay._program import PaymentProgram
+from x402pay._rpc import async_web3_for, chain_unavailable, web3_for
 from x402pay._verifier import Verifier
 from x402pay.allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
-from x402pay.errors import ChainUnavailable
 from x402pay.policy import SpendPolicy
 from x402pay.prepay import Prepayments
 from x402pay.trust import TrustStore
 from x402pay.wallet import Wallet
 
 VerifyMode = Literal["off", "inline", "background"]
+_ALLOWANCE: Final = "the Permit2 allowance"
 _CHAIN_READS: Final = {"allowance": (permit2_allowance, apermit2_allowance), "nonce": (token_nonce, atoken_nonce)}
 
 
@@ -220,31 +221,18 @@ class Engine:
         try:
             return int(_CHAIN_READS[what][0](self._web3_client(asynchronous=False), token, self.wallet.address))
         except Exception as exc:  # the RPC library's own errors: requests, web3, an answer that is not a number
-            raise _chain_unavailable(exc) from exc
+            raise chain_unavailable(exc, _ALLOWANCE) from exc
 
     async def _aread_chain(self, what: str, token: str) -> int:
         """The async `_read_chain`."""
         try:
             return int(await _CHAIN_READS[what][1](self._web3_client(asynchronous=True), token, self.wallet.address))
         except Exception as exc:  # the RPC library's own errors: aiohttp, web3, an answer that is not a number
-            raise _chain_unavailable(exc) from exc
+            raise chain_unavailable(exc, _ALLOWANCE) from exc
 
     def _web3_client(self, asynchronous: bool) -> Any:
         with self._lock:
             if self._web3 is None:
-                from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3  # web3 is slow to import
-
-                url, timeout = self.options.rpc_url, self.options.rpc_timeout
-                if asynchronous:
-                    from aiohttp import ClientTimeout
-
-                    self._web3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": ClientTimeout(timeout)}))
-                else:
-                    self._web3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+                rpc_url, timeout = str(self.options.rpc_url), self.options.rpc_timeout
+                self._web3 = (async_web3_for if asynchronous else web3_for)(rpc_url, timeout=timeout)
             return self._web3
-
-
-def _chain_unavailable(exc: Exception) -> ChainUnavailable:
-    """The error for an RPC failure during the Permit2 allowance check (named by type: messages may hold URLs)."""
-    return ChainUnavailable(f"the Permit2 allowance could not be read from rpc_url ({type(exc).__name__}); nothing "
-                            "was signed")  # fmt: skip

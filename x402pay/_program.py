@@ -42,8 +42,14 @@ from x402pay._books import (
 )
 from x402pay._effects import Answer, Close, Delivery, Program, ReadBody, ReadChain, Send, Sign
 from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
-from x402pay.errors import ChallengeError, PaymentError, PaymentRejected, ReceiptMismatch
-from x402pay.ledger.errors import BudgetExceeded, PaymentInFlight
+from x402pay.errors import (
+    BudgetExceeded,
+    ChallengeError,
+    PaymentError,
+    PaymentInFlight,
+    PaymentRejected,
+    ReceiptMismatch,
+)
 from x402pay.payment import Payment, PaymentStatus
 from x402pay.policy import SpendPolicy
 from x402pay.prepay import Prepayments, Route, asks_for_signed

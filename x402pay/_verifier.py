@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from x402pay._rpc import web3_for
 from x402pay.payment import Payment
 
 _RETRY_PAUSE: Final = 0.2
@@ -24,11 +25,9 @@ class Verifier:
     def __init__(
         self, rpc_url: str, *, background: bool, confirmations: int, patience: float, rpc_timeout: float
     ) -> None:
-        from web3 import HTTPProvider, Web3  # only when verification is asked for: web3 is slow to import
-
         self.confirmations = confirmations
         self.patience = patience
-        self._web3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": rpc_timeout}))
+        self._web3 = web3_for(rpc_url, timeout=rpc_timeout)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-verify") if background else None
 
     def check(self, payment: Payment) -> Any:

@@ -1,32 +1,47 @@
 """The x402pay error tree.
 
 Every error the library raises on purpose derives from `X402PayError`; foreign exceptions (web3, eth-account,
-pydantic, json, base64) are mapped to these where they enter, and chained with ``raise ... from exc``. Each name
-says whose fault it is: ours (policy, budget, wallet) or the peer's (a malformed challenge or settlement).
+pydantic, json, base64, sqlite3, psycopg) are mapped to these where they enter, and chained with
+``raise ... from exc``. The right-hand column says whose fault each one is: ours (this process: its policy, budget,
+wallet, ledger or caller), the peer's (the paid server, or on the paid side the paying client), or a third party's
+(the JSON-RPC node, the facilitator, the database, the host).
 
     X402PayError
     ├── PaymentError                   a paid request could not be completed
-    │   ├── ChallengeError             the peer's 402 is malformed or not x402
-    │   ├── NoAcceptableRequirement    no offered way to pay passes the spend policy (why, per option)
+    │   ├── ChallengeError             the peer's: its 402 is malformed or not x402
+    │   ├── NoAcceptableRequirement    ours: no offered way to pay passes the spend policy (why, per option)
     │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
-    │   ├── OriginUntrusted            this origin lied about a payment before; a person must clear it
+    │   │       └── BudgetExceeded     ours: a ledger budget has no room left for this payment
+    │   ├── OriginUntrusted            the peer's: it lied about a payment before; a person must clear the mark
+    │   ├── AlreadyPaid                ours: this request was paid at another origin (a redirect); refused unsigned
+    │   ├── PaymentInFlight            ours: another request with the same Idempotency-Key is signing (or died signing)
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
-    │   ├── ChainUnavailable           the JSON-RPC endpoint failed a check made before signing (nothing signed)
-    │   ├── PaymentRejected            the peer answered the signed payment with another 402
-    │   │   └── AlreadyPaid            another origin asks to be paid for a request already paid (a redirect)
-    │   ├── SettlementError            the peer's settlement response or receipt is malformed
-    │   ├── SettlementFailed           the peer says settlement failed (e.g. a compose.error frame mid-stream)
-    │   └── ReceiptMismatch            fraud: the peer's receipt disagrees with what was signed (or the chain)
-    ├── WalletError                    no usable key: bad key, keystore or password, missing env vars
-    └── DevnetError                    the local-chain kit could not do what was asked
-        ├── AnvilNotFound              no anvil binary (env var, PATH, node_modules): ours to install
-        └── AnvilStartError            anvil started but did not come up, or exited early
+    │   ├── ChainUnavailable           the RPC node's: it failed a check made before signing (nothing signed)
+    │   ├── PaymentRejected            the peer's: it answered the signed payment with another 402
+    │   ├── SettlementError            the peer's: its settlement response or receipt is malformed
+    │   ├── SettlementFailed           the peer's: it says settlement failed (e.g. a compose.error frame mid-stream)
+    │   └── ReceiptMismatch            the peer's, fraud: its receipt disagrees with what was signed (or the chain)
+    ├── WalletError                    ours: no usable key (bad key, keystore or password, missing env vars)
+    ├── LedgerError                    the database's or ours: the ledger could not do what was asked
+    │   ├── EntryNotFound              ours: no entry has that id
+    │   ├── InvalidTransition          ours: the entry's state does not allow this step
+    │   └── SchemaError                the database's: its schema is newer than this library, or not the ledger's
+    ├── MalformedPayment               the paying client's: its payment header does not decode (the server answers 400)
+    ├── FacilitatorError               the facilitator's: no verdict (unreachable, timed out, not x402)
+    └── ServerStartError               the host's: the uvicorn server of `serve_app` did not come up
+
+The local-chain kit's errors (`DevnetError`, `AnvilNotFound`, `AnvilStartError`) live with it in `x402pay.testing`;
+they derive from `X402PayError` too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from x402pay.ledger.model import Budget, Entry
 
 
 class X402PayError(Exception):
@@ -53,6 +68,19 @@ class SpendCapExceeded(NoAcceptableRequirement):
     """Paying would sign more than the policy's cap (our limit, not the peer's fault)."""
 
 
+class BudgetExceeded(SpendCapExceeded):
+    """Reserving the payment would take `budget` over its limit; `remaining` is the room it has left."""
+
+    def __init__(self, budget: Budget, requested: int, remaining: int) -> None:
+        super().__init__(
+            f"budget {budget.describe()} refuses {requested}: only {remaining} of {budget.limit} left",
+            {0: f"budget {budget.describe()} has {remaining} left, {requested} asked"},
+        )
+        self.budget = budget
+        self.requested = requested
+        self.remaining = remaining
+
+
 class OriginUntrusted(PaymentError):
     """The origin was caught lying about a payment; it is not paid until the mark is cleared.
 
@@ -60,16 +88,36 @@ class OriginUntrusted(PaymentError):
     """
 
 
+class AlreadyPaid(PaymentError):
+    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to.
+
+    Our own refusal, made before anything is signed for the new origin: the payment made stays with its origin.
+    """
+
+
+class PaymentInFlight(PaymentError):
+    """Another request with the same idempotency key holds a reservation: it is signing, or died while signing.
+
+    Nothing was signed for this request. Retry with the same key once the other one has finished; a reservation
+    left by a dead process is freed by `Ledger.release_stale` or `Ledger.reconcile` once it is stale.
+    """
+
+    def __init__(self, entry: Entry) -> None:
+        # Imported here, not at the top: the ledger imports this module.
+        from x402pay.ledger.core import DEFAULT_STALE_AFTER
+
+        super().__init__(
+            f"another request with idempotency key {entry.key!r} holds reservation {entry.id} and is signing its "
+            "payment, or its process died while signing; nothing was signed for this one. Retry with the same key "
+            "once that request has finished (its payment is then reused, not signed again). A reservation left by "
+            "a dead process is freed by Ledger.release_stale() or Ledger.reconcile() once it is older than their "
+            f"stale_after ({DEFAULT_STALE_AFTER} s by default)"
+        )
+        self.entry = entry
+
+
 class SigningError(PaymentError):
     """The wallet could not sign the chosen requirement (e.g. an asset without a known EIP-712 domain)."""
-
-
-class PaymentRejected(PaymentError):
-    """The server answered the signed payment with another 402; `reason` is its error code or message."""
-
-    def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class Permit2AllowanceRequired(PaymentError):
@@ -84,8 +132,12 @@ class ChainUnavailable(PaymentError):
     pass before signing (the Permit2 allowance); nothing was signed."""
 
 
-class AlreadyPaid(PaymentRejected):
-    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to."""
+class PaymentRejected(PaymentError):
+    """The server answered the signed payment with another 402; `reason` is its error code or message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SettlementError(PaymentError):
@@ -117,13 +169,33 @@ class WalletError(X402PayError):
     """No usable signing key: a malformed key, a keystore that does not open, or missing env vars."""
 
 
-class DevnetError(X402PayError):
-    """The local-chain kit (anvil, the devnet deployer) failed."""
+class LedgerError(X402PayError):
+    """The ledger could not do what was asked (database unreachable, a broken invariant, a bad argument)."""
 
 
-class AnvilNotFound(DevnetError):
-    """No anvil binary was found; the message says how to install one."""
+class EntryNotFound(LedgerError):
+    """No ledger entry has the given id."""
 
 
-class AnvilStartError(DevnetError):
-    """Anvil was found but did not start, did not answer RPC, or exited early."""
+class InvalidTransition(LedgerError):
+    """The entry's state does not allow the requested step; `entry` is the entry as it stands."""
+
+    def __init__(self, message: str, entry: Entry) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+class SchemaError(LedgerError):
+    """The database schema is newer than this library knows, or not the ledger's."""
+
+
+class MalformedPayment(X402PayError):
+    """A payment header that does not decode: not base64, not JSON, or not a PaymentPayload (answered with 400)."""
+
+
+class FacilitatorError(X402PayError):
+    """The facilitator gave no verdict: unreachable, timed out, or answered something that is not x402."""
+
+
+class ServerStartError(X402PayError):
+    """The uvicorn server did not come up (its startup failed or timed out)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -11,17 +12,63 @@ from eth_utils.address import is_address
 
 from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
 from x402pay.protocol.models import PaymentRequirements
-from x402pay.protocol.networks import caip2, known_asset
+from x402pay.protocol.networks import V1_NETWORK_CHAIN_IDS, caip2, known_asset
 from x402pay.schemes.signing import SIGNABLE_SCHEMES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LIFETIME: Final = 300
 _CAP_REFUSAL: Final = "costs more than the cap"
+_CAIP2: Final = re.compile(r"[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}")
 
 
-def _lower(values: Collection[str] | None) -> frozenset[str] | None:
-    return None if values is None else frozenset(value.lower() for value in values)
+def _int_at_least(name: str, value: object, unit: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is an int of {unit}, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value}")
+
+
+def _strings(name: str, values: Collection[object]) -> None:
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must hold str values, not {type(value).__name__} ({value!r:.40})")
+
+
+def _ordered(name: str, values: object, why: str = "") -> tuple[str, ...]:
+    """`values` (a tuple or a list of str) as a tuple; `why` says what its order means, if anything."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a tuple or list of str, not a str (a str would be read one character "
+                        f"at a time): write {name}=({values!r},)")  # fmt: skip
+    if not isinstance(values, tuple | list):
+        raise TypeError(f"{name} must be a tuple or list of str, not {type(values).__name__}{why}")
+    _strings(name, values)
+    return tuple(values)
+
+
+def _networks(values: object) -> tuple[str, ...]:
+    networks = _ordered("networks", values, ": its order is the preference order (the earlier network wins a tie)")
+    for network in networks:
+        if network in V1_NETWORK_CHAIN_IDS:
+            suggestion = caip2(V1_NETWORK_CHAIN_IDS[network])
+            raise ValueError(f"networks: {network!r} is a v1 network name; write its CAIP-2 id, {suggestion!r}")
+        if not _CAIP2.fullmatch(network):
+            raise ValueError(f"networks: {network!r} is not a CAIP-2 id such as 'eip155:8453'")
+    return networks
+
+
+def _lowered(name: str, values: object) -> frozenset[str] | None:
+    """An allow-list as lower-cased str (None: no restriction)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a collection of str, not a str (a str would be read one character at a "
+                        f"time): write {name}={{{values!r}}}")  # fmt: skip
+    if not isinstance(values, Collection):
+        raise TypeError(f"{name} must be a collection of str (a frozenset, set, tuple or list), "
+                        f"not {type(values).__name__}")  # fmt: skip
+    _strings(name, values)
+    return frozenset(value.lower() for value in values)
 
 
 @dataclass(frozen=True)
@@ -34,6 +81,10 @@ class SpendPolicy:
 
     `networks` also sets the preference order: among the cheapest acceptable options, the earlier network wins.
     `max_lifetime` caps, in seconds, how long a signed authorization stays valid, whatever the server asks.
+
+    Every field is checked here, not at the first payment (a TypeError or ValueError naming the field):
+    `networks` (CAIP-2 ids) and `schemes` are a tuple or list, never a set; `assets`, `payees` and `origins` are a
+    collection of str, never a single str.
     """
 
     max_per_request: int
@@ -45,16 +96,17 @@ class SpendPolicy:
     max_lifetime: int = DEFAULT_MAX_LIFETIME
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_per_request, bool) or not isinstance(self.max_per_request, int):
-            raise TypeError("max_per_request is an int of atomic units (see x402pay.usdc for decimal text)")
-        if self.max_per_request < 0 or self.max_lifetime <= 0:
-            raise ValueError("max_per_request must be >= 0 and max_lifetime > 0")
-        unknown = set(self.schemes) - set(SIGNABLE_SCHEMES)
+        _int_at_least("max_per_request", self.max_per_request, "atomic units (see x402pay.usdc for decimal text)", 0)
+        _int_at_least("max_lifetime", self.max_lifetime, "seconds", 1)
+        if self.networks is not None:
+            object.__setattr__(self, "networks", _networks(self.networks))
+        schemes = _ordered("schemes", self.schemes)
+        unknown = set(schemes) - set(SIGNABLE_SCHEMES)
         if unknown:
-            raise ValueError(f"cannot sign schemes {sorted(unknown)}; signable: {list(SIGNABLE_SCHEMES)}")
-        object.__setattr__(self, "assets", _lower(self.assets))
-        object.__setattr__(self, "payees", _lower(self.payees))
-        object.__setattr__(self, "origins", _lower(self.origins))
+            raise ValueError(f"schemes: cannot sign {sorted(unknown)}; signable: {list(SIGNABLE_SCHEMES)}")
+        object.__setattr__(self, "schemes", schemes)
+        for name in ("assets", "payees", "origins"):
+            object.__setattr__(self, name, _lowered(name, getattr(self, name)))
 
     def refusal(self, requirement: PaymentRequirements, origin: str, ceiling: int | None = None) -> str | None:
         """Why this policy refuses `requirement` from `origin`, or None when it may be signed.

@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from x402pay.errors import AnvilNotFound, AnvilStartError
-from x402pay.testing import Anvil, find_anvil
+from x402pay.testing import Anvil, AnvilNotFound, AnvilStartError, find_anvil
 
 pytestmark = pytest.mark.chain
 

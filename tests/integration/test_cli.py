@@ -135,6 +135,7 @@ def test_pay_refused_by_the_cap_exits_4_and_pays_nothing(x402pay_chain: Devnet, 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pay", "http://127.0.0.1:9/", "-H", "no colon"]) == 2
+    assert main(["pay", "http://127.0.0.1:9/", "--network", "base"]) == 2  # a v1 name, not CAIP-2
     assert main([]) == 2
 
 

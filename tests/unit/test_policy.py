@@ -42,6 +42,60 @@ def test_policy_is_frozen_and_validates_its_fields() -> None:
         SpendPolicy(max_per_request=1, schemes=("teleport",))
 
 
+def test_networks_given_as_a_set_are_refused_at_construction_not_at_the_first_payment() -> None:
+    # Regression: a set was accepted, then the first payment failed (a set has no .index, and no order).
+    with pytest.raises(TypeError, match=r"networks must be a tuple or list .* not set: its order is the preference"):
+        SpendPolicy(max_per_request=50_000, networks={"eip155:8453", "eip155:84532"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not frozenset"):
+        SpendPolicy(max_per_request=50_000, networks=frozenset({"eip155:8453"}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"networks": "eip155:8453"}, TypeError, r"networks .* not a str .* write networks=\('eip155:8453',\)"),
+        ({"networks": ("eip155:8453", 8453)}, TypeError, "networks must hold str values, not int"),
+        ({"networks": ("base",)}, ValueError, "networks: 'base' is a v1 network name; .* 'eip155:8453'"),
+        ({"networks": ("8453",)}, ValueError, "networks: '8453' is not a CAIP-2 id"),
+        ({"assets": BASE_USDC}, TypeError, "assets must be a collection of str, not a str"),
+        ({"payees": PAYEE}, TypeError, "payees must be a collection of str, not a str"),
+        ({"origins": ORIGIN}, TypeError, "origins must be a collection of str, not a str"),
+        ({"origins": 443}, TypeError, "origins must be a collection of str .* not int"),
+        ({"payees": [PAYEE, None]}, TypeError, "payees must hold str values, not NoneType"),
+        ({"schemes": "exact"}, TypeError, "schemes must be a tuple or list of str, not a str"),
+        ({"schemes": {"exact"}}, TypeError, "schemes must be a tuple or list of str, not set"),
+        ({"schemes": ("exact", "teleport")}, ValueError, r"schemes: cannot sign \['teleport'\]"),
+        ({"max_lifetime": True}, TypeError, "max_lifetime is an int of seconds, not bool"),
+        ({"max_lifetime": 60.0}, TypeError, "max_lifetime is an int of seconds, not float"),
+        ({"max_lifetime": -5}, ValueError, "max_lifetime must be >= 1"),
+        ({"max_per_request": True}, TypeError, "max_per_request is an int of atomic units"),
+        ({"max_per_request": -1}, ValueError, "max_per_request must be >= 0"),
+    ],
+)
+def test_each_field_is_checked_and_the_error_names_it(
+    fields: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        SpendPolicy(**{"max_per_request": 50_000, **fields})  # type: ignore[arg-type]
+
+
+def test_lists_are_accepted_and_stored_as_the_frozen_types() -> None:
+    policy = SpendPolicy(
+        max_per_request=50_000,
+        networks=["eip155:84532", "eip155:8453"],  # type: ignore[arg-type]
+        assets=[BASE_USDC],  # type: ignore[arg-type]
+        payees={PAYEE},  # type: ignore[arg-type]
+        origins=(ORIGIN.upper(),),  # type: ignore[arg-type]
+        schemes=["exact"],  # type: ignore[arg-type]
+    )
+    assert policy.networks == ("eip155:84532", "eip155:8453")
+    assert policy.assets == frozenset({BASE_USDC.lower()})
+    assert policy.payees == frozenset({PAYEE.lower()})
+    assert policy.origins == frozenset({ORIGIN.lower()})
+    assert policy.schemes == ("exact",)
+    assert hash(policy) == hash(dataclasses.replace(policy))
+
+
 def test_chooses_the_cheapest_acceptable_option() -> None:
     policy = SpendPolicy(max_per_request=50_000)
     offered = [option(amount="20000"), option(amount="9000"), option(amount="60000")]

@@ -90,11 +90,14 @@ def _policy(args: argparse.Namespace) -> SpendPolicy:
         cap = usdc(Decimal(text))
     except (ValueError, ArithmeticError) as exc:
         raise UsageError(f"--max {text!r}: {exc}") from exc
-    return SpendPolicy(
-        max_per_request=cap,
-        networks=tuple(args.network) if args.network else None,
-        assets=frozenset(args.asset) if args.asset else None,
-    )
+    try:
+        return SpendPolicy(
+            max_per_request=cap,
+            networks=tuple(args.network) if args.network else None,
+            assets=frozenset(args.asset) if args.asset else None,
+        )
+    except ValueError as exc:  # e.g. --network base instead of eip155:8453
+        raise UsageError(str(exc)) from exc
 
 
 def _body(data: str | None) -> bytes | None:

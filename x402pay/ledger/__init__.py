@@ -8,10 +8,7 @@ bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same
 which commits wait for the disk: by default, the one that stores a signed payment before it leaves the process.
 """
 
-from x402pay.ledger.backends import Durability
-from x402pay.ledger.chain import Chain, Web3Chain
-from x402pay.ledger.core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
-from x402pay.ledger.errors import (
+from x402pay.errors import (
     BudgetExceeded,
     EntryNotFound,
     InvalidTransition,
@@ -19,6 +16,9 @@ from x402pay.ledger.errors import (
     PaymentInFlight,
     SchemaError,
 )
+from x402pay.ledger.backends import Durability
+from x402pay.ledger.chain import Chain, Web3Chain
+from x402pay.ledger.core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
 from x402pay.ledger.model import (
     DAY,
     EACH_ORIGIN,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
-from x402pay.ledger.errors import LedgerError
+from x402pay.errors import LedgerError
 from x402pay.ledger.sql import Program, Query, Rows
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Self
 
+from x402pay.errors import InvalidTransition
 from x402pay.ledger import sql
 from x402pay.ledger.backends import (
     AsyncDatabase,
@@ -31,7 +32,6 @@ from x402pay.ledger.backends import (
     SQLiteDatabase,
 )
 from x402pay.ledger.chain import Chain, Verdict, judge
-from x402pay.ledger.errors import InvalidTransition
 from x402pay.ledger.model import OPEN_STATES, Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger.sql import NewEntry
 from x402pay.ledger.steps import Steps, Tally
@@ -121,7 +121,8 @@ class Ledger:
 
         Returns a new entry in state ``reserved`` (sign it), or the live entry already recorded for `key` in any
         later state (re-send its `payment`; never sign again). Raises `BudgetExceeded` naming the budget that
-        refused and its room, or `PaymentInFlight` while another request with this key is still signing.
+        refused and its room, or `PaymentInFlight` while another request with this key holds a reservation (it is
+        signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
         return self._db.run(self._steps.reserve(new), write=True, exclusive=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from x402pay.ledger.errors import BudgetExceeded, EntryNotFound, InvalidTransition, PaymentInFlight, SchemaError
+from x402pay.errors import BudgetExceeded, EntryNotFound, InvalidTransition, PaymentInFlight, SchemaError
 from x402pay.ledger.model import (
     EACH_ORIGIN,
     ENTRY_FIELDS,

@@ -7,9 +7,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from x402pay.errors import InvalidTransition
 from x402pay.ledger import sql
 from x402pay.ledger.chain import Verdict
-from x402pay.ledger.errors import InvalidTransition
 from x402pay.ledger.model import (
     EACH_ORIGIN,
     OPEN_STATES,

@@ -16,15 +16,10 @@
 Needs the ``server`` extra (starlette, uvicorn).
 """
 
-from x402pay.server.facilitator import (
-    Facilitator,
-    FacilitatorError,
-    SupportedKind,
-    SupportedResponse,
-    VerifyResponse,
-)
+from x402pay.errors import FacilitatorError, MalformedPayment, ServerStartError
+from x402pay.server.facilitator import Facilitator, SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server.local import LocalFacilitator
-from x402pay.server.middleware import MalformedPayment, PaymentMiddleware
+from x402pay.server.middleware import PaymentMiddleware
 from x402pay.server.pricing import MAX_AMOUNT_HEADER, Price
 from x402pay.server.receipts import LineItem, PaidRequest, paid_request
 from x402pay.server.remote import HTTPFacilitator, facilitator_app
@@ -41,6 +36,7 @@ __all__ = [
     "PaidRequest",
     "PaymentMiddleware",
     "Price",
+    "ServerStartError",
     "SupportedKind",
     "SupportedResponse",
     "VerifyResponse",

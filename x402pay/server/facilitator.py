@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from x402pay.errors import X402PayError
+from x402pay.errors import FacilitatorError
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse, WireModel
 
 __all__ = [
@@ -23,10 +23,6 @@ __all__ = [
     "SupportedResponse",
     "VerifyResponse",
 ]
-
-
-class FacilitatorError(X402PayError):
-    """The facilitator gave no verdict: unreachable, timed out, or answered something that is not x402."""
 
 
 class VerifyResponse(WireModel):

@@ -22,6 +22,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, ContractPan
 
 from x402pay._rpc import web3_for
 from x402pay.allowance import GAS_SPONSORING
+from x402pay.errors import FacilitatorError
 from x402pay.protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
@@ -40,7 +41,7 @@ from x402pay.server.evm import (
     same_address,
     transfer_method,
 )
-from x402pay.server.facilitator import FacilitatorError, SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server.facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server.sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 _REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)

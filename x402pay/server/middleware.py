@@ -26,13 +26,13 @@ from starlette.datastructures import URL, Headers, MutableHeaders
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from x402pay.allowance import GAS_SPONSORING
-from x402pay.errors import X402PayError
+from x402pay.errors import FacilitatorError, MalformedPayment
 from x402pay.protocol import headers as wire
 from x402pay.protocol.codec import decode_header, encode_header, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 from x402pay.protocol.networks import chain_id_of
 from x402pay.server.evm import payload_method, same_address, transfer_method
-from x402pay.server.facilitator import Facilitator, FacilitatorError, SupportedResponse
+from x402pay.server.facilitator import Facilitator, SupportedResponse
 from x402pay.server.pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server.receipts import PaidRequest, attach
 from x402pay.server.responses import SettlingSend
@@ -46,10 +46,6 @@ _REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "pe
 
 
 _Key = tuple[str, str, str]  # (transfer method, payer, nonce)
-
-
-class MalformedPayment(X402PayError):
-    """A payment header that does not decode: not base64, not JSON, or not a PaymentPayload (answered with 400)."""
 
 
 class PaymentMiddleware:

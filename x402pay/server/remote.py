@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from x402pay.errors import X402PayError
+from x402pay.errors import FacilitatorError, X402PayError
 from x402pay.protocol.codec import MAX_BODY_BYTES, decode_json, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
-from x402pay.server.facilitator import Facilitator, FacilitatorError, SupportedResponse, VerifyResponse
+from x402pay.server.facilitator import Facilitator, SupportedResponse, VerifyResponse
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _VERDICT_FIELDS: Final = {VerifyResponse: "isValid", SettleResponse: "success"}

@@ -14,11 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
-from x402pay.errors import X402PayError
-
-
-class ServerStartError(X402PayError):
-    """The uvicorn server did not come up (its startup failed or timed out)."""
+from x402pay.errors import ServerStartError
 
 
 class _Server(uvicorn.Server):

@@ -18,7 +18,7 @@ from types import TracebackType
 
 import httpx
 
-from x402pay.errors import AnvilNotFound, AnvilStartError
+from x402pay.testing.errors import AnvilNotFound, AnvilStartError
 
 ANVIL_ENV_VAR = "X402PAY_ANVIL"
 INSTALL_HINT = (

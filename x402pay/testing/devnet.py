@@ -14,7 +14,6 @@ from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
 from x402pay._rpc import web3_for
-from x402pay.errors import DevnetError
 from x402pay.protocol.addresses import (
     EXACT_PERMIT2_PROXY_ADDRESS,
     MULTICALL3_ADDRESS,
@@ -22,6 +21,7 @@ from x402pay.protocol.addresses import (
     UPTO_PERMIT2_PROXY_ADDRESS,
 )
 from x402pay.testing.artifacts import load_artifact
+from x402pay.testing.errors import DevnetError
 
 #: anvil's default mnemonic; its accounts are public test keys, never for real money.
 ANVIL_MNEMONIC: Final = "test test test test test test test test test test test junk"

@@ -35,8 +35,8 @@ def _chain_required() -> bool:
 @pytest.fixture(scope="session")
 def x402pay_anvil() -> Iterator[Anvil]:
     """A session-wide anvil node, stopped by PID at the end of the session."""
-    from x402pay.errors import AnvilNotFound
     from x402pay.testing.anvil import Anvil
+    from x402pay.testing.errors import AnvilNotFound
 
     try:
         anvil = Anvil().start()
