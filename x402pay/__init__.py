@@ -8,6 +8,7 @@ payment = x402pay.payment_of(response)
 """
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from x402pay.amounts import usdc
 from x402pay.errors import (
@@ -43,6 +44,9 @@ from x402pay.transport import AsyncPaymentTransport, PaymentTransport, Transport
 from x402pay.trust import TrustStore
 from x402pay.wallet import Wallet
 
+if TYPE_CHECKING:
+    from x402pay._requests import PaymentAdapter
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "NoAcceptableRequirement",
     "OriginUntrusted",
     "Payment",
+    "PaymentAdapter",
     "PaymentError",
     "PaymentInFlight",
     "PaymentRejected",
@@ -85,3 +90,11 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PaymentAdapter":  # requests is imported only by those who use it
+        from x402pay._requests import PaymentAdapter
+
+        return PaymentAdapter
+    raise AttributeError(f"module 'x402pay' has no attribute {name!r}")

@@ -12,8 +12,10 @@ from x402pay.protocol.models import PaymentRequirements, SettleResponse
 from x402pay.receipts import Receipt
 from x402pay.schemes.exact import SignedPayment
 
-#: Key of the Payment in a response's ``extensions``.
+#: Key of the Payment in a response's ``extensions`` (httpx, httpx2).
 PAYMENT_EXTENSION: Final = "x402pay.payment"
+#: Attribute holding the Payment on a response without ``extensions`` (requests).
+PAYMENT_ATTRIBUTE: Final = "x402pay_payment"
 
 
 class PaymentStatus(StrEnum):
@@ -81,12 +83,14 @@ class Payment:
 
 
 def payment_of(response: Any) -> Payment | None:
-    """The `Payment` made for `response` (an httpx or httpx2 Response), or None if it was not paid for.
+    """The `Payment` made for `response` (an httpx, httpx2 or requests Response), or None if it was not paid for.
 
     A response reached through redirects reports the payment made along the way (``response.history``).
     """
     for hop in (response, *reversed(getattr(response, "history", []))):
-        payment = (getattr(hop, "extensions", None) or {}).get(PAYMENT_EXTENSION)
+        payment = (getattr(hop, "extensions", None) or {}).get(PAYMENT_EXTENSION) or getattr(
+            hop, PAYMENT_ATTRIBUTE, None
+        )
         if isinstance(payment, Payment):
             return payment
     return None

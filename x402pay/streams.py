@@ -10,7 +10,7 @@ library (httpx or httpx2), which their clients insist on.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from functools import cache
 from typing import Any
 
@@ -71,12 +71,59 @@ class ReceiptTap:
         return None
 
 
-def _settle_hook(hook: Hook, payment: Payment) -> PaymentError | None:
+def tapped(chunks: Iterable[bytes], tap: ReceiptTap, hook: Hook) -> Iterator[bytes]:
+    """`chunks` through `tap`, calling `hook` as the Payment learns things; a failure is raised after the bytes
+    that came before it went out."""
+    for chunk in chunks:
+        out = tap.feed(chunk)
+        # Before yielding: a reader may stop at [DONE] and never come back. Only a captured frame can have taught
+        # the Payment something, so most chunks skip the step.
+        failure = _step(tap, hook) if tap.pending else None
+        if out:
+            yield out
+        if failure is not None:
+            raise failure
+    rest = tap.end()
+    failure = _step(tap, hook)
+    if rest:
+        yield rest
+    if failure is not None:
+        raise failure
+
+
+async def atapped(chunks: AsyncIterable[bytes], tap: ReceiptTap, hook: AsyncHook) -> AsyncIterator[bytes]:
+    """The async `tapped`."""
+    async for chunk in chunks:
+        out = tap.feed(chunk)
+        failure = await _astep(tap, hook) if tap.pending else None  # before yielding (see `tapped`)
+        if out:
+            yield out
+        if failure is not None:
+            raise failure
+    rest = tap.end()
+    failure = await _astep(tap, hook)
+    if rest:
+        yield rest
+    if failure is not None:
+        raise failure
+
+
+def _step(tap: ReceiptTap, hook: Hook) -> PaymentError | None:
+    failure = tap.apply()
     try:
-        hook(payment)
+        hook(tap.payment)
     except PaymentError as exc:  # e.g. inline verification found fraud: raised after the bytes went out
         return exc
-    return None
+    return failure
+
+
+async def _astep(tap: ReceiptTap, hook: AsyncHook) -> PaymentError | None:
+    failure = tap.apply()
+    try:
+        await hook(tap.payment)
+    except PaymentError as exc:
+        return exc
+    return failure
 
 
 @cache
@@ -90,25 +137,7 @@ def _sync_stream_type(library: str) -> type[Any]:
             self._inner, self._tap, self._hook = inner, tap, hook
 
         def __iter__(self) -> Iterator[bytes]:
-            for chunk in self._inner:
-                out = self._tap.feed(chunk)
-                # Before yielding: a reader may stop at [DONE] and never come back. Only a captured frame can have
-                # taught the Payment something, so most chunks skip the step.
-                failure = self._step() if self._tap.pending else None
-                if out:
-                    yield out
-                if failure is not None:
-                    raise failure
-            rest = self._tap.end()
-            failure = self._step()
-            if rest:
-                yield rest
-            if failure is not None:
-                raise failure
-
-        def _step(self) -> PaymentError | None:
-            failure = self._tap.apply()
-            return _settle_hook(self._hook, self._tap.payment) or failure
+            return tapped(self._inner, self._tap, self._hook)
 
         def close(self) -> None:
             self._inner.close()
@@ -126,28 +155,8 @@ def _async_stream_type(library: str) -> type[Any]:
         def __init__(self, inner: Any, tap: ReceiptTap, hook: AsyncHook) -> None:
             self._inner, self._tap, self._hook = inner, tap, hook
 
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            async for chunk in self._inner:
-                out = self._tap.feed(chunk)
-                failure = await self._step() if self._tap.pending else None  # before yielding (see the sync twin)
-                if out:
-                    yield out
-                if failure is not None:
-                    raise failure
-            rest = self._tap.end()
-            failure = await self._step()
-            if rest:
-                yield rest
-            if failure is not None:
-                raise failure
-
-        async def _step(self) -> PaymentError | None:
-            failure = self._tap.apply()
-            try:
-                await self._hook(self._tap.payment)
-            except PaymentError as exc:
-                return exc
-            return failure
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return atapped(self._inner, self._tap, self._hook)
 
         async def aclose(self) -> None:
             await self._inner.aclose()

@@ -1,6 +1,7 @@
 """The client paying a real x402 server on anvil: PaymentMiddleware + LocalFacilitator behind uvicorn on loopback.
 
-Every flavour of client (httpx and httpx2, sync and async) pays; the payee's balance rises by exactly the price.
+Every driver of the payment program (httpx and httpx2, sync and async, requests) pays; the payee's balance rises by
+exactly the price.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import anyio.to_thread
 import httpx
 import httpx2
 import pytest
+import requests
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -24,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from x402pay import (
     AsyncPaymentTransport,
+    PaymentAdapter,
     PaymentRejected,
     PaymentStatus,
     PaymentTransport,
@@ -162,6 +165,10 @@ def policy(cap: int = 50_000) -> SpendPolicy:
 
 def fetch(flavour: str, devnet: Devnet, method: str, url: str, cap: int = 50_000, **kwargs: Any) -> Any:
     """One request through a paying client of the given flavour; returns the (read) response."""
+    if flavour == "requests":
+        with requests.Session() as session:
+            session.mount("http://", PaymentAdapter(wallet=wallet_of(devnet), policy=policy(cap)))
+            return session.request(method, url, data=kwargs.pop("content", None), timeout=60, **kwargs)
     library = {"httpx": httpx, "httpx2": httpx2}[flavour.split("-")[0]]
     if flavour.endswith("async"):
         transport: Any = AsyncPaymentTransport(wallet=wallet_of(devnet), policy=policy(cap))
@@ -175,7 +182,7 @@ def fetch(flavour: str, devnet: Devnet, method: str, url: str, cap: int = 50_000
         return client.request(method, url, **kwargs)
 
 
-FLAVOURS = ["httpx-sync", "httpx-async", "httpx2-sync", "httpx2-async"]
+FLAVOURS = ["httpx-sync", "httpx-async", "httpx2-sync", "httpx2-async", "requests"]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -209,17 +216,18 @@ def test_a_paid_post_replays_its_body_byte_for_byte(paid: Paid, flavour: str) ->
     assert paid.seen.bodies == [body]  # the app ran once, on the paid retry, with the same bytes
 
 
-def test_a_generator_body_is_buffered_and_replayed(paid: Paid) -> None:
+@pytest.mark.parametrize("flavour", ["httpx-sync", "requests"])
+def test_a_generator_body_is_buffered_and_replayed(paid: Paid, flavour: str) -> None:
     def chunks() -> Iterator[bytes]:
         yield b"first,"
         yield b"second"
 
-    response = fetch("httpx-sync", paid.devnet, "POST", paid.url + "/echo", content=chunks())
+    response = fetch(flavour, paid.devnet, "POST", paid.url + "/echo", content=chunks())
 
     assert response.content == b"first,second"
 
 
-@pytest.mark.parametrize("flavour", ["httpx-sync", "httpx2-async"])
+@pytest.mark.parametrize("flavour", ["httpx-sync", "httpx2-async", "requests"])
 def test_a_v1_body_challenge_is_paid_with_x_payment(paid: Paid, flavour: str) -> None:
     payee = paid.devnet.payee.address
     before = paid.balance(payee)
@@ -288,4 +296,22 @@ def test_a_streamed_paid_response_arrives_in_chunks(paid: Paid) -> None:
     assert payment.receipt is not None
     assert payment.receipt.source == "sse"
     assert payment.settled_amount == PRICE
+    assert paid.devnet.web3().eth.get_transaction_receipt(payment.transaction)["status"] == 1
+
+
+def test_a_streamed_paid_response_arrives_in_chunks_through_requests(paid: Paid) -> None:
+    with requests.Session() as session:
+        session.mount("http://", PaymentAdapter(wallet=wallet_of(paid.devnet), policy=policy()))
+        with session.get(paid.url + "/stream", stream=True, timeout=60) as response:
+            lines = response.iter_lines(decode_unicode=True)
+            first = next(line for line in lines if line)
+            assert first == 'data: {"n":1}'  # the server waits for the gate before its second frame
+            paid.seen.gate.set()
+            rest = [line for line in lines if line]
+    assert paid.seen.gate_opened_in_time == [True]
+    assert rest == ['data: {"n":2}', "data: [DONE]"]  # the receipt frame was taken out of the stream
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.receipt is not None
+    assert (payment.status, payment.receipt.source, payment.settled_amount) == (PaymentStatus.SETTLED, "sse", PRICE)
     assert paid.devnet.web3().eth.get_transaction_receipt(payment.transaction)["status"] == 1
