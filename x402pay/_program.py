@@ -256,7 +256,8 @@ class PaymentProgram:
         except GeneratorExit:
             raise
         except BaseException:
-            yield Close(answer)
+            if answer.status != 402:  # a 402 was closed as soon as it was read
+                yield Close(answer)
             raise
 
     def _conclude(self, payment: Payment, answer: Answer, *, fallback: bool) -> Program[Delivery | Refused]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,8 +16,16 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 import x402pay
-from x402pay.errors import ChallengeError, PaymentRejected, SpendCapExceeded
-from x402pay.ledger import AsyncLedger
+from x402pay.errors import (
+    ChainUnavailable,
+    ChallengeError,
+    LedgerError,
+    PaymentRejected,
+    ReceiptMismatch,
+    SpendCapExceeded,
+)
+from x402pay.ledger import AsyncLedger, Ledger
+from x402pay.ledger.backends import SQLiteDatabase
 from x402pay.payment import PaymentStatus, payment_of
 from x402pay.policy import SpendPolicy
 from x402pay.schemes.eip712 import transfer_with_authorization
@@ -295,3 +303,116 @@ def test_a_redirect_after_payment_does_not_carry_the_payment_to_another_origin()
     assert len(elsewhere) == 1
     assert not {"payment-signature", "x-payment"} & set(elsewhere[0].headers.keys())
     assert len(peer.requests) == 2
+
+
+class Tracked(httpx.SyncByteStream):
+    """A response body that records how much of it was read and whether it was closed."""
+
+    def __init__(self, body: bytes = b"x" * 1000) -> None:
+        self.body = body
+        self.read = 0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.body), 100):
+            self.read += len(self.body[start : start + 100])
+            yield self.body[start : start + 100]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_402_with_a_malformed_challenge_is_closed() -> None:
+    body = Tracked()
+    peer = lambda _: httpx.Response(402, headers={"PAYMENT-REQUIRED": "%%%"}, stream=body)  # noqa: E731
+    with client(peer) as http, pytest.raises(ChallengeError):
+        http.get("https://paid.example/data")
+    assert body.closed
+
+
+def test_the_paid_answer_is_closed_when_its_receipt_contradicts_the_payment() -> None:
+    peer, body = FakePeer(), Tracked()
+
+    def lying(request: httpx.Request) -> httpx.Response:
+        answer = peer(request)
+        if "PAYMENT-SIGNATURE" not in request.headers:
+            return answer
+        claim = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:8453", "amount": "9999"}
+        return httpx.Response(200, headers={"PAYMENT-RESPONSE": b64(claim)}, stream=body)
+
+    with client(lying) as http, pytest.raises(ReceiptMismatch):
+        http.get("https://paid.example/data")
+    assert body.closed
+
+
+def test_the_paid_answer_is_closed_when_the_ledger_fails_to_record_it() -> None:
+    class BrokenDisk(Ledger):
+        def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Any:
+            raise LedgerError("disk full")
+
+    peer, body = FakePeer(), Tracked()
+
+    def answering(request: httpx.Request) -> httpx.Response:
+        answer = peer(request)
+        return answer if answer.status_code == 402 else httpx.Response(200, headers=answer.headers, stream=body)
+
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(answering),
+        clock=lambda: NOW, ledger=BrokenDisk(SQLiteDatabase(":memory:")),
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http, pytest.raises(LedgerError, match="disk full"):
+        http.get("https://paid.example/data")
+    assert body.closed
+
+
+def test_a_refused_paid_402_is_drained_before_it_is_closed() -> None:
+    peer, body = FakePeer(), Tracked()
+    peer.reject_payment = "insufficient_funds"
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        answer = peer(request)
+        if "PAYMENT-SIGNATURE" not in request.headers:
+            return answer
+        return httpx.Response(402, headers=answer.headers, stream=body)
+
+    with client(refusing) as http, pytest.raises(PaymentRejected, match="insufficient_funds"):
+        http.get("https://paid.example/data")
+    assert (body.read, body.closed) == (len(body.body), True)  # read to its end: the connection can be reused
+
+
+def test_a_failed_allowance_read_releases_the_reservation() -> None:
+    permit2 = {**REQUIREMENT, "extra": {**REQUIREMENT["extra"], "assetTransferMethod": "permit2"}}
+    peer = FakePeer(accepts=[permit2])
+    ledger = Ledger.sqlite(":memory:")
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(peer),
+        ledger=ledger, rpc_url="http://127.0.0.1:1", rpc_timeout=2.0,  # nothing listens on port 1
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http, pytest.raises(ChainUnavailable):
+        http.get("https://paid.example/data", headers={"Idempotency-Key": "allowance-1"})
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.held) == ("released", 0)
+    assert entry.detail == "never sent: ChainUnavailable"
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"verify": "Inline", "rpc_url": "http://127.0.0.1:8545"}, "verify='Inline' is not one of"),
+        ({"verify": "inline"}, "needs rpc_url"),
+        ({"confirmations": -1}, "confirmations=-1 is negative"),
+        ({"prepay_ttl": "300"}, "prepay_ttl must be a number of seconds"),
+        ({"on_receipt": "print"}, "on_receipt must be a callable"),
+        ({"ledger": "spend.db"}, "ledger must be an x402pay.ledger.Ledger"),
+        ({"annouce_ceiling": False}, r"unknown transport option\(s\) \['annouce_ceiling'\]"),
+    ],
+)
+def test_bad_options_are_refused_when_the_transport_is_built(options: dict[str, Any], problem: str) -> None:
+    for kind in (PaymentTransport, AsyncPaymentTransport):
+        with pytest.raises((TypeError, ValueError), match=problem):
+            kind(wallet=WALLET, policy=SpendPolicy(max_per_request=1), **options)
+
+
+def test_a_policy_that_is_not_a_spend_policy_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"policy must be an x402pay\.SpendPolicy"):
+        PaymentTransport(wallet=WALLET, policy={"max_per_request": 1})

@@ -1,0 +1,321 @@
+"""The payment program alone: scripted peers answer its effects, no socket, database or RPC is touched.
+
+Each row of the table is a peer (honest, asking twice, malformed, refusing, lying, dropping the connection, ...)
+and the effects the program must ask for, in order, with how it ends. The same program runs behind every driver;
+the integration tests run it on anvil through each of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+
+from x402pay import (
+    BudgetExceeded,
+    ChainUnavailable,
+    ChallengeError,
+    LedgerError,
+    PaymentRejected,
+    PaymentStatus,
+    Permit2AllowanceRequired,
+    ReceiptMismatch,
+    SigningError,
+    SpendPolicy,
+    Wallet,
+)
+from x402pay._books import Books
+from x402pay._effects import Answer, Book, Close, Delivery, Effect, ReadBody, ReadChain, Send, Sign, Verify, drive
+from x402pay._program import Call, PaymentProgram
+from x402pay.ledger import Budget
+from x402pay.trust import TrustStore
+
+WALLET = Wallet.from_key("0x" + "22" * 32)
+USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+ORIGIN = "https://paid.example"
+NOW = 1_750_000_000
+EXACT = {
+    "scheme": "exact", "network": "eip155:8453", "amount": "10000", "asset": USDC, "payTo": PAYEE,
+    "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"},
+}  # fmt: skip
+PERMIT2 = {**EXACT, "extra": {**EXACT["extra"], "assetTransferMethod": "permit2"}}  # type: ignore[dict-item]
+UPTO = {**EXACT, "scheme": "upto", "amount": "50000", "extra": {**EXACT["extra"], "facilitatorAddress": PAYEE}}  # type: ignore[dict-item]
+TX = "0x" + "ab" * 32
+
+
+def b64(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+@dataclass
+class Raw:
+    """The driver's response object, as far as the program can tell: a body, and whether it was closed."""
+
+    body: bytes = b""
+    closed: bool = False
+
+
+def answer(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Answer:
+    return Answer(status, httpx.Headers(headers or {}), Raw(body))
+
+
+def challenge(*options: dict[str, Any]) -> Answer:
+    required = {"x402Version": 2, "accepts": list(options or [EXACT]), "resource": {"url": ORIGIN + "/data"}}
+    return answer(402, {"PAYMENT-REQUIRED": b64(required)})
+
+
+def settled(amount: int = 10_000) -> Answer:
+    settlement = {"success": True, "transaction": TX, "network": "eip155:8453", "amount": str(amount)}
+    return answer(200, {"PAYMENT-RESPONSE": b64(settlement), "content-type": "text/plain"}, b"paid")
+
+
+def refused(reason: str = "insufficient_funds") -> Answer:
+    settlement = {"success": False, "transaction": "", "network": "eip155:8453", "errorReason": reason}
+    return answer(402, {"PAYMENT-RESPONSE": b64(settlement), "content-type": "application/json"}, b'{"x": 1}')
+
+
+@dataclass
+class Peer:
+    """Answers the program's effects from a script: HTTP answers in order, a ledger, a chain, a verdict."""
+
+    answers: list[Answer | BaseException]
+    ledger: bool = False
+    failing: dict[str, BaseException] = field(default_factory=dict)  # effect name -> what it raises
+    allowance: int = 2**255
+    verdict: str = "verified"
+    log: list[str] = field(default_factory=list)
+    sent: list[Answer] = field(default_factory=list)
+
+    def __call__(self, effect: Effect) -> Any:
+        name = _name(effect)
+        self.log.append(name)
+        if name in self.failing:
+            raise self.failing[name]
+        match effect:
+            case Send():
+                reply = self.answers.pop(0)
+                if isinstance(reply, BaseException):
+                    raise reply
+                self.sent.append(reply)
+                return reply
+            case ReadBody(answer=got, limit=limit):
+                return got.raw.body[: limit + 1]
+            case Close(answer=got):
+                got.raw.closed = True
+                return None
+            case Book(operation="find"):
+                return {}
+            case Book(operation="reserve", args=(key,)):
+                return SimpleNamespace(id="entry-1", key=key, payment=None, origin=ORIGIN)
+            case ReadChain(what="allowance"):
+                return self.allowance
+            case ReadChain(what="nonce"):
+                return 0
+            case Sign(work=work):
+                return work()
+            case Verify():
+                return SimpleNamespace(verdict=self.verdict, check="amount", reason="chain moved 1", claim=None)
+        return None
+
+
+def _name(effect: Effect) -> str:
+    match effect:
+        case Send(payment=None):
+            return "send"
+        case Send():
+            return "send paid"
+        case Book(operation=operation):
+            return f"book {operation}"
+        case ReadChain(what=what):
+            return f"chain {what}"
+    return type(effect).__name__.lower()
+
+
+def program(peer: Peer, **options: Any) -> PaymentProgram:
+    books = Books(ledger=peer.ledger, trust=TrustStore(), verify=options.pop("verify", "off"), on_receipt=None,
+                  on_verified=None)  # fmt: skip
+    return PaymentProgram(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), books=books, prepayments=None,
+        clock=lambda: NOW, announce_ceiling=True, keep_receipt_frames=False,
+        reads_chain=options.pop("reads_chain", False),
+    )  # fmt: skip
+
+
+def run(peer: Peer, headers: dict[str, str] | None = None, **options: Any) -> Delivery:
+    call = Call("GET", ORIGIN, "/data", httpx.Headers(headers or {}))
+    return drive(program(peer, **options).run(call), peer)
+
+
+@dataclass(frozen=True)
+class Row:
+    peer: Callable[[], Peer]
+    effects: list[str]
+    raises: type[BaseException] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS = {
+    "unpaid": Row(lambda: Peer([answer(200)]), ["send"]),
+    "honest": Row(lambda: Peer([challenge(), settled()]), ["send", "close", "sign", "send paid"]),
+    "honest, with a ledger": Row(
+        lambda: Peer([challenge(), settled()], ledger=True),
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book settle"],
+    ),
+    "a caller's key is looked up once": Row(
+        lambda: Peer([answer(200)], ledger=True), ["book find", "send"], options={"headers": {"Idempotency-Key": "k"}}
+    ),
+    "not x402": Row(lambda: Peer([answer(402, {"content-type": "text/plain"}, b"no")]), ["send"]),
+    "malformed challenge": Row(
+        lambda: Peer([answer(402, {"PAYMENT-REQUIRED": "%%%"})]), ["send", "close"], ChallengeError
+    ),
+    "402 twice": Row(
+        lambda: Peer([challenge(), refused()], ledger=True),
+        [
+            "send",
+            "close",
+            "book reserve",
+            "sign",
+            "book authorize",
+            "send paid",
+            "readbody",
+            "close",
+            "book mark_unknown",
+        ],
+        PaymentRejected,
+    ),
+    "lying about the amount": Row(
+        lambda: Peer([challenge(), settled(9_999)], ledger=True),
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book mark_mismatch", "close"],
+        ReceiptMismatch,
+    ),
+    "lying, caught on chain": Row(
+        lambda: Peer([challenge(), settled()], ledger=True, verdict="mismatch"),
+        [
+            "send",
+            "close",
+            "book reserve",
+            "sign",
+            "book authorize",
+            "send paid",
+            "book settle",
+            "verify",
+            "book mark_mismatch",
+            "close",
+        ],
+        ReceiptMismatch,
+        {"verify": "inline"},
+    ),
+    "dropping the connection": Row(
+        lambda: Peer([challenge(), ConnectionError("reset")], ledger=True),
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book mark_unknown"],
+        ConnectionError,
+    ),
+    "the ledger fails on the receipt": Row(
+        lambda: Peer([challenge(), settled()], ledger=True, failing={"book settle": LedgerError("disk full")}),
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book settle", "close"],
+        LedgerError,
+    ),
+    "the budget refuses": Row(
+        lambda: Peer([challenge()], ledger=True, failing={"book reserve": BudgetExceeded(Budget(USDC, 5), 10_000, 5)}),
+        ["send", "close", "book reserve"],
+        BudgetExceeded,
+    ),
+    "the allowance read fails": Row(
+        lambda: Peer([challenge(PERMIT2)], ledger=True, failing={"chain allowance": ChainUnavailable("down")}),
+        ["send", "close", "book reserve", "chain allowance", "book release"],
+        ChainUnavailable,
+        {"reads_chain": True},
+    ),
+    "the allowance is too low": Row(
+        lambda: Peer([challenge(PERMIT2)], ledger=True, allowance=0),
+        ["send", "close", "book reserve", "chain allowance", "book release"],
+        Permit2AllowanceRequired,
+        {"reads_chain": True},
+    ),
+    "signing fails": Row(
+        lambda: Peer([challenge()], ledger=True, failing={"sign": SigningError("no key")}),
+        ["send", "close", "book reserve", "sign", "book release"],
+        SigningError,
+    ),
+    "the process is told to stop while signing": Row(
+        lambda: Peer([challenge()], ledger=True, failing={"sign": KeyboardInterrupt()}),
+        ["send", "close", "book reserve", "sign", "book release"],
+        KeyboardInterrupt,
+    ),
+    "storing the payment fails": Row(
+        lambda: Peer([challenge()], ledger=True, failing={"book authorize": LedgerError("locked")}),
+        ["send", "close", "book reserve", "sign", "book authorize", "book release"],
+        LedgerError,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ROWS, ids=list(ROWS))
+def test_each_peer_gets_exactly_these_effects_in_order(case: str) -> None:
+    row = ROWS[case]
+    peer = row.peer()
+    options = dict(row.options)
+    headers = options.pop("headers", None)
+    if row.raises is None:
+        delivery = run(peer, headers, **options)
+        assert delivery.answer is peer.sent[-1]
+        assert not delivery.answer.raw.closed  # handed to the caller open, still streaming
+    else:
+        with pytest.raises(row.raises):
+            run(peer, headers, **options)
+        assert all(sent.raw.closed for sent in peer.sent if sent.status == 402 or sent.raw.body == b"paid")
+    assert peer.log == row.effects
+
+
+def test_an_upto_ask_over_the_budget_is_asked_again_once_with_the_room_as_ceiling() -> None:
+    room = 30_000
+    refusal = BudgetExceeded(Budget(USDC, 100_000), 50_000, room)
+    reserves: list[int] = []
+
+    class Budgeted(Peer):
+        def __call__(self, effect: Effect) -> Any:
+            if isinstance(effect, Book) and effect.operation == "reserve":
+                reserves.append(effect.kwargs["amount"])
+                if effect.kwargs["amount"] > room:
+                    self.log.append("book reserve")
+                    raise refusal
+            if isinstance(effect, Send):
+                ceilings.append(effect.headers["x-x402-max-amount-wei"])
+            return super().__call__(effect)
+
+    ceilings: list[str] = []
+    peer = Budgeted([challenge(UPTO), challenge({**UPTO, "amount": str(room)}), settled(12_000)], ledger=True)
+    delivery = run(peer)
+    assert ceilings == ["50000", str(room), str(room)]  # the paid retry repeats the ceiling its challenge followed
+    assert reserves == [50_000, room]
+    assert delivery.payment is not None
+    assert (delivery.payment.signed_amount, delivery.payment.status) == (room, PaymentStatus.SETTLED)
+    assert peer.log.count("send") == 2
+    assert peer.log.count("sign") == 1
+
+
+def test_an_exact_price_over_the_budget_is_not_asked_again() -> None:
+    refusal = BudgetExceeded(Budget(USDC, 100_000), 10_000, 5)
+    peer = Peer([challenge()], ledger=True, failing={"book reserve": refusal})
+    with pytest.raises(BudgetExceeded):
+        run(peer)
+    assert peer.log == ["send", "close", "book reserve"]
+
+
+def test_a_replayed_key_is_re_sent_without_signing() -> None:
+    peer = Peer([challenge(), settled(), settled()])
+    paying = program(peer)
+    key = {"Idempotency-Key": "order-1"}
+    first = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
+    peer.log.clear()
+    again = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
+    assert peer.log == ["send paid"]
+    assert first.payment is not None
+    assert again.payment is first.payment
