@@ -44,7 +44,7 @@ from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequ
 from x402pay.protocol.networks import chain_id_of
 from x402pay.receipts import (
     Receipt,
-    compose_receipt,
+    read_compose_receipt,
     receipt_from_body,
     receipt_from_header,
     receipt_from_settlement,
@@ -251,7 +251,7 @@ def apply_frame(payment: Payment, frame: VendorFrame) -> None:
         payment.settlement_error = message
         raise SettlementFailed(f"{payment.origin} reports a failed settlement: {message}", code)
     try:
-        accept_receipt(payment, compose_receipt(frame.data, source="sse"))
+        accept_receipt(payment, read_compose_receipt(frame.data, source="sse"))
     except SettlementError as exc:
         payment.settlement_error = str(exc)
 

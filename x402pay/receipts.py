@@ -64,7 +64,7 @@ def receipt_from_header(headers: Mapping[str, str]) -> Receipt | None:
         value = headers.get(name)
         if value is not None:
             data = decode_header(value, what=name, error=SettlementError)
-            return compose_receipt(data, source=name)
+            return read_compose_receipt(data, source=name)
     return None
 
 
@@ -74,11 +74,11 @@ def receipt_from_body(data: Any) -> Receipt | None:
         return None
     for name in BODY_FIELDS:
         if isinstance(data.get(name), dict):
-            return compose_receipt(data[name], source="body")
+            return read_compose_receipt(data[name], source="body")
     return None
 
 
-def compose_receipt(data: Any, *, source: str) -> Receipt:
+def read_compose_receipt(data: Any, *, source: str) -> Receipt:
     """Read a Compose receipt object (camelCase or snake_case keys); SettlementError naming what is wrong."""
     if not isinstance(data, dict):
         raise SettlementError(f"{source} receipt is not a JSON object")

@@ -40,7 +40,7 @@ from x402pay.payment import Payment, PaymentStatus
 from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, address_topic
 from x402pay.protocol.codec import decode_header
 from x402pay.protocol.models import PaymentRequirements
-from x402pay.receipts import Receipt, compose_receipt, receipt_from_header
+from x402pay.receipts import Receipt, read_compose_receipt, receipt_from_header
 from x402pay.schemes.signing import sign_requirement
 from x402pay.sse import SSETap, VendorFrame
 from x402pay.verify import Claim, Verdict
@@ -149,7 +149,7 @@ receipt_objects = st.one_of(
 def test_compose_receipt_returns_a_receipt_or_a_settlement_error(data: Any, source: str) -> None:
     INPUTS["compose_receipt"] += 1
     try:
-        receipt = compose_receipt(data, source=source)
+        receipt = read_compose_receipt(data, source=source)
     except SettlementError:
         return
     assert isinstance(receipt, Receipt)
@@ -159,7 +159,7 @@ def test_compose_receipt_returns_a_receipt_or_a_settlement_error(data: Any, sour
 @pytest.mark.parametrize("settled_at", [253402300800000, 2**53 - 1])
 def test_compose_receipt_with_a_settled_at_after_year_9999_is_typed(settled_at: int) -> None:
     with contextlib.suppress(SettlementError):
-        compose_receipt({"finalAmountWei": "1", "settledAt": settled_at}, source="fuzz")
+        read_compose_receipt({"finalAmountWei": "1", "settledAt": settled_at}, source="fuzz")
 
 
 # -- settlement headers and whole paid answers -----------------------------------------------------------------

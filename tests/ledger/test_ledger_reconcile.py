@@ -15,7 +15,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from x402pay.ledger import DEFAULT_MARGIN, Budget, Entry, EntryState, Ledger, Transfer, Web3Chain
-from x402pay.ledger.chain import Verdict, judge
+from x402pay.ledger.chain import Resolution, judge_entry
 from x402pay.protocol.abi import TRANSFER_TOPIC
 from x402pay.testing import Devnet
 
@@ -133,7 +133,7 @@ def _transfer_txs(web3: Web3, devnet: Devnet, payer: str, start_block: int) -> s
     return {Web3.to_hex(log["transactionHash"]) for log in logs}
 
 
-# -- judge, with a chain that answers what the test says ----------------------------------------------------------
+# -- judge_entry, with a chain that answers what the test says ---------------------------------------------------
 
 
 class FakeChain:
@@ -164,25 +164,26 @@ def signed_entry(network: str = "eip155:31337") -> Entry:
 
 def test_judge_reads_the_clock_before_the_nonce() -> None:
     chain = FakeChain(now=200, used=False, transfer=None)
-    assert judge(chain, signed_entry(), margin=30).action == "release"
+    assert judge_entry(chain, signed_entry(), margin=30).action == "release"
     assert chain.calls == ["time", "nonce"]
 
 
 @pytest.mark.parametrize(
     ("chain", "entry", "expected"),
     [
-        (FakeChain(130, False, None), signed_entry(), Verdict(signed_entry(), "open", "unused, but valid until 100")),
-        (FakeChain(0, True, None), signed_entry(), Verdict(signed_entry(), "open",
+        (FakeChain(130, False, None), signed_entry(),
+         Resolution(signed_entry(), "open", "unused, but valid until 100")),
+        (FakeChain(0, True, None), signed_entry(), Resolution(signed_entry(), "open",
          "nonce used on chain but no matching Transfer found (canceled?)")),
-        (FakeChain(0, False, None), signed_entry("eip155:1"), Verdict(signed_entry("eip155:1"), "open",
+        (FakeChain(0, False, None), signed_entry("eip155:1"), Resolution(signed_entry("eip155:1"), "open",
          "on eip155:1, not this chain")),
-        (FakeChain(0, True, Transfer(7, "0xt")), signed_entry(), Verdict(signed_entry(), "settle",
+        (FakeChain(0, True, Transfer(7, "0xt")), signed_entry(), Resolution(signed_entry(), "settle",
          "settled on chain in 0xt", Transfer(7, "0xt"))),
     ],
     ids=["not yet expired", "used without a transfer", "another chain", "settled"],
 )  # fmt: skip
-def test_judge_verdicts(chain: FakeChain, entry: Entry, expected: Verdict) -> None:
-    assert judge(chain, entry, margin=30) == expected
+def test_judge_verdicts(chain: FakeChain, entry: Entry, expected: Resolution) -> None:
+    assert judge_entry(chain, entry, margin=30) == expected
 
 
 def test_a_chain_transfer_above_the_signed_maximum_is_recorded_as_a_mismatch(backend: Backend) -> None:

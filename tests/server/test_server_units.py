@@ -12,8 +12,8 @@ from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleR
 from x402pay.server import LineItem, PaidRequest, Price
 from x402pay.server.evm import Refusal
 from x402pay.server.pricing import client_ceiling, compile_routes, match_route
-from x402pay.server.receipts import compose_receipt, x_receipt_header
-from x402pay.server.responses import SSETap
+from x402pay.server.receipts import make_compose_receipt, x_receipt_header
+from x402pay.server.responses import DoneHoldback
 from x402pay.server.sponsoring import offer, read_permit
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -21,7 +21,7 @@ PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 
 
 def run_tap(chunks: list[bytes]) -> list[bytes]:
-    tap = SSETap()
+    tap = DoneHoldback()
     out = [tap.feed(chunk) for chunk in chunks]
     return [*out, tap.finish(b"event: compose.receipt\ndata: {}\n\n")]
 
@@ -120,7 +120,7 @@ def test_receipts_in_stream_and_header_form() -> None:
     request = paid()
     request.charge(42, line_items=[LineItem("output_tokens", "tokens", 21, 0.000002, 42)], subject="m")
     settlement = SettleResponse(success=True, transaction="0xabc", network="eip155:1", payer=PAY_TO, amount=42)
-    receipt = compose_receipt(request, settlement, settled_at_ms=1_700_000_000_000)
+    receipt = make_compose_receipt(request, settlement, settled_at_ms=1_700_000_000_000)
     assert receipt == {
         "finalAmountWei": "42",
         "network": "eip155:1",

@@ -26,7 +26,7 @@ from x402pay import (
 from x402pay.errors import NoAcceptableRequirement, SettlementError
 from x402pay.protocol.addresses import UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.protocol.models import PaymentRequirements
-from x402pay.receipts import compose_receipt, receipt_from_body, receipt_from_header
+from x402pay.receipts import read_compose_receipt, receipt_from_body, receipt_from_header
 from x402pay.schemes import eip712
 from x402pay.schemes.upto import sign_upto
 
@@ -86,7 +86,7 @@ def test_upto_refusals(extra: dict[str, Any], reason: str) -> None:
 
 
 def test_compose_receipts_read_camel_and_snake_case() -> None:
-    camel = compose_receipt(
+    camel = read_compose_receipt(
         {"finalAmountWei": "12345", "txHash": "0xab", "network": "eip155:8453", "settledAt": 1700000000000,
          "lineItems": [{"key": "input_tokens", "amountWei": "3"}, "junk"], "userAddress": WALLET.address},
         source="sse",
@@ -119,7 +119,7 @@ def test_receipt_headers_are_base64url_json() -> None:
 @pytest.mark.parametrize("bad", [{}, {"finalAmountWei": "-1"}, {"finalAmountWei": "1.5"}, [1], "x"])
 def test_malformed_receipts_are_settlement_errors(bad: Any) -> None:
     with pytest.raises(SettlementError):
-        compose_receipt(bad, source="sse")
+        read_compose_receipt(bad, source="sse")
 
 
 class UptoPeer:

@@ -44,7 +44,7 @@ class Chain(Protocol):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Resolution:
     """What chain state says about one open entry: settle it (with `transfer`), release it, or leave it open."""
 
     entry: Entry
@@ -53,22 +53,22 @@ class Verdict:
     transfer: Transfer | None = None
 
 
-def judge(chain: Chain, entry: Entry, margin: int) -> Verdict:
+def judge_entry(chain: Chain, entry: Entry, margin: int) -> Resolution:
     """Decide `entry` from chain state; released only once expired by more than `margin` seconds, nonce unused."""
     if entry.payer is None or entry.nonce is None or entry.valid_before is None:
-        return Verdict(entry, "open", "no signed payment recorded")
+        return Resolution(entry, "open", "no signed payment recorded")
     if not chain.serves(entry.network):
-        return Verdict(entry, "open", f"on {entry.network}, not this chain")
+        return Resolution(entry, "open", f"on {entry.network}, not this chain")
     # The clock first: a nonce still unused when read after expiry can never be used.
     now = chain.time()
     if chain.nonce_used(entry):
         transfer = chain.find_transfer(entry)
         if transfer is None:
-            return Verdict(entry, "open", "nonce used on chain but no matching Transfer found (canceled?)")
-        return Verdict(entry, "settle", f"settled on chain in {transfer.tx_hash}", transfer)
+            return Resolution(entry, "open", "nonce used on chain but no matching Transfer found (canceled?)")
+        return Resolution(entry, "settle", f"settled on chain in {transfer.tx_hash}", transfer)
     if now > entry.valid_before + margin:
-        return Verdict(entry, "release", f"expired at {entry.valid_before} with its nonce unused on chain")
-    return Verdict(entry, "open", f"unused, but valid until {entry.valid_before}")
+        return Resolution(entry, "release", f"expired at {entry.valid_before} with its nonce unused on chain")
+    return Resolution(entry, "open", f"unused, but valid until {entry.valid_before}")
 
 
 def _nonce_bytes(entry: Entry) -> bytes:

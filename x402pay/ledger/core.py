@@ -31,10 +31,10 @@ from x402pay.ledger.backends import (
     PostgresDatabase,
     SQLiteDatabase,
 )
-from x402pay.ledger.chain import Chain, Verdict, judge
+from x402pay.ledger.chain import Chain, Resolution, judge_entry
 from x402pay.ledger.model import OPEN_STATES, Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger.sql import NewEntry
-from x402pay.ledger.steps import Steps, Tally
+from x402pay.ledger.steps import Operations, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
 Clock = Callable[[], float]
 
 
-def _log(verdict: Verdict) -> None:
+def _log(verdict: Resolution) -> None:
     level = logging.DEBUG if verdict.action == "open" else logging.INFO
     logger.log(level, "reconcile %s: %s (%s)", verdict.entry.id, verdict.action, verdict.reason)
 
@@ -65,7 +65,7 @@ class Ledger:
 
     def __init__(self, database: Database, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
         self._db = database
-        self._steps = Steps(budgets, clock)
+        self._steps = Operations(budgets, clock)
         database.run(sql.migrate(), write=True, exclusive=True, durable=True)
 
     @classmethod
@@ -206,11 +206,11 @@ class Ledger:
         """
         tally = Tally(released=self.release_stale(stale_after))
         for entry in self._db.run(sql.open_entries()):
-            verdict = judge(chain, entry, margin)
+            verdict = judge_entry(chain, entry, margin)
             tally.add(verdict, self._apply(verdict))
         return tally.report()
 
-    def _apply(self, verdict: Verdict) -> Entry | str:
+    def _apply(self, verdict: Resolution) -> Entry | str:
         _log(verdict)
         if verdict.action == "open":
             return verdict.reason
@@ -225,7 +225,7 @@ class AsyncLedger:
 
     def __init__(self, database: AsyncDatabase, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
         self._db = database
-        self._steps = Steps(budgets, clock)
+        self._steps = Operations(budgets, clock)
         self._migrated = False
 
     @classmethod
@@ -353,11 +353,11 @@ class AsyncLedger:
         """Resolve open entries from chain state (chain calls run in a worker thread); see `Ledger.reconcile`."""
         tally = Tally(released=await self.release_stale(stale_after))
         for entry in await self._db.run(sql.open_entries()):
-            verdict = await asyncio.to_thread(judge, chain, entry, margin)
+            verdict = await asyncio.to_thread(judge_entry, chain, entry, margin)
             tally.add(verdict, await self._apply(verdict))
         return tally.report()
 
-    async def _apply(self, verdict: Verdict) -> Entry | str:
+    async def _apply(self, verdict: Resolution) -> Entry | str:
         _log(verdict)
         if verdict.action == "open":
             return verdict.reason

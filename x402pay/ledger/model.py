@@ -26,7 +26,7 @@ EACH_ORIGIN: Final = "*"
 HOUR: Final = 3_600
 DAY: Final = 86_400
 #: Largest amount the ledger stores: both backends keep amounts in signed 64-bit integers.
-MAX_AMOUNT: Final = 2**63 - 1
+MAX_STORED_AMOUNT: Final = 2**63 - 1
 
 
 class EntryState(StrEnum):
@@ -102,7 +102,7 @@ class Budget:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 0 <= self.limit <= MAX_AMOUNT:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 0 <= self.limit <= MAX_STORED_AMOUNT:
             raise ValueError(f"a budget limit is an int of atomic units in [0, 2**63), got {self.limit!r}")
         if self.window is not None and self.window <= 0:
             raise ValueError(f"a budget window is a positive number of seconds, got {self.window}")

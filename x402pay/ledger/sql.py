@@ -18,7 +18,7 @@ from x402pay.errors import BudgetExceeded, EntryNotFound, InvalidTransition, Pay
 from x402pay.ledger.model import (
     EACH_ORIGIN,
     ENTRY_FIELDS,
-    MAX_AMOUNT,
+    MAX_STORED_AMOUNT,
     OPEN_STATES,
     Budget,
     Entry,
@@ -82,7 +82,7 @@ class NewEntry:
 
 def check_amount(amount: int, what: str = "amount") -> int:
     """`amount` if it is an int the ledger can store, else ValueError (floats never become money)."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT:
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_STORED_AMOUNT:
         raise ValueError(f"{what} must be an int of atomic units in [0, 2**63), got {amount!r}")
     return amount
 

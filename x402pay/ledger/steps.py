@@ -9,7 +9,7 @@ from typing import Any
 
 from x402pay.errors import InvalidTransition
 from x402pay.ledger import sql
-from x402pay.ledger.chain import Verdict
+from x402pay.ledger.chain import Resolution
 from x402pay.ledger.model import (
     EACH_ORIGIN,
     OPEN_STATES,
@@ -24,7 +24,7 @@ from x402pay.ledger.sql import NewEntry, Program, check_amount, require
 _RELEASE_HINT = "; a signed payment may still settle until it expires: mark it unknown and let reconcile() release it"
 
 
-class Steps:
+class Operations:
     """Builds the programs of ledger operations from their arguments, the budgets and the clock."""
 
     def __init__(self, budgets: Sequence[Budget], clock: Callable[[], float]) -> None:
@@ -97,7 +97,7 @@ class Steps:
 
         return sql.transition(entry_id, self.now(), changes)
 
-    def resolve(self, verdict: Verdict) -> Program[Entry]:
+    def resolve(self, verdict: Resolution) -> Program[Entry]:
         """Apply a reconcile verdict: settle from the chain's transfer, or release what provably did not settle."""
         entry, transfer = verdict.entry, verdict.transfer
         if verdict.action == "release":
@@ -147,7 +147,7 @@ class Tally:
     mismatched: list[Entry] = field(default_factory=list)
     unresolved: list[tuple[Entry, str]] = field(default_factory=list)
 
-    def add(self, verdict: Verdict, outcome: Entry | str) -> None:
+    def add(self, verdict: Resolution, outcome: Entry | str) -> None:
         """Count one verdict's outcome: the entry it produced, or why it stays open."""
         if isinstance(outcome, str):
             self.unresolved.append((verdict.entry, outcome))

@@ -157,7 +157,7 @@ class Permit2Authorization:
 Authorization = Eip3009Authorization | Permit2Authorization
 
 
-def transfer_method(requirements: PaymentRequirements) -> TransferMethod:
+def required_method(requirements: PaymentRequirements) -> TransferMethod:
     """How a requirement is paid: ``upto`` is always Permit2; ``exact`` follows ``extra.assetTransferMethod``."""
     if requirements.scheme == "upto" or requirements.extra_str("assetTransferMethod") == "permit2":
         return "permit2"

@@ -38,8 +38,8 @@ from x402pay.server.evm import (
     check_terms,
     payload_method,
     read_authorization,
+    required_method,
     same_address,
-    transfer_method,
 )
 from x402pay.server.facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server.sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
@@ -138,7 +138,7 @@ class LocalFacilitator:
 
     def _read(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Authorization:
         self._check_kind(payload, requirements)
-        if transfer_method(requirements) == "eip3009" and not (
+        if required_method(requirements) == "eip3009" and not (
             requirements.extra_str("name") and requirements.extra_str("version")
         ):
             raise Refusal("missing_eip712_domain", "an EIP-3009 requirement needs extra.name and extra.version")
@@ -158,8 +158,8 @@ class LocalFacilitator:
             )
         if _chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
             raise Refusal("invalid_network", f"the payment is for {network!r}; this facilitator is on {self.chain_id}")
-        if payload_method(payload.payload) != transfer_method(requirements):
-            raise Refusal("invalid_payload", f"the requirement is paid by {transfer_method(requirements)}")
+        if payload_method(payload.payload) != required_method(requirements):
+            raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
 
     def _check(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None

@@ -31,7 +31,7 @@ from x402pay.protocol import headers as wire
 from x402pay.protocol.codec import decode_header, encode_header, parse_model
 from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 from x402pay.protocol.networks import chain_id_of
-from x402pay.server.evm import payload_method, same_address, transfer_method
+from x402pay.server.evm import payload_method, required_method, same_address
 from x402pay.server.facilitator import Facilitator, SupportedResponse
 from x402pay.server.pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server.receipts import PaidRequest, attach
@@ -268,7 +268,7 @@ def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> Paym
     candidates = [
         entry
         for entry in accepts
-        if entry.scheme == scheme and entry.chain_id == chain_id and transfer_method(entry) == method
+        if entry.scheme == scheme and entry.chain_id == chain_id and required_method(entry) == method
     ]
     asset = accepted.get("asset")
     named = [entry for entry in candidates if isinstance(asset, str) and same_address(entry.asset, asset)]

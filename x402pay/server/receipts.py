@@ -92,7 +92,7 @@ def attach(scope: MutableMapping[str, Any], paid: PaidRequest) -> None:
     state[STATE_KEY] = paid
 
 
-def compose_receipt(
+def make_compose_receipt(
     paid: PaidRequest, settlement: SettleResponse, *, settled_at_ms: int | None = None
 ) -> dict[str, Any]:
     """The receipt Compose Market streams as ``compose.receipt`` (camelCase, decimal strings, ms timestamps)."""

@@ -20,7 +20,7 @@ from starlette.types import Message, Send
 from x402pay.protocol.codec import encode_header
 from x402pay.protocol.headers import PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
 from x402pay.protocol.models import SettleResponse
-from x402pay.server.receipts import PaidRequest, compose_receipt, settlement_error, sse_event, x_receipt_header
+from x402pay.server.receipts import PaidRequest, make_compose_receipt, settlement_error, sse_event, x_receipt_header
 
 logger = logging.getLogger("x402pay.server")
 
@@ -31,7 +31,7 @@ _FRAME_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\r\r")
 Settle = Callable[[PaidRequest], Awaitable[SettleResponse]]
 
 
-class SSETap:
+class DoneHoldback:
     """Splits an SSE byte stream into whole frames and holds back the ``data: [DONE]`` frame and what follows."""
 
     def __init__(self) -> None:
@@ -77,7 +77,7 @@ class SettlingSend:
         self._mode: Literal["pending", "buffer", "stream", "passthrough"] = "pending"
         self._start: Message = {}
         self._body: list[bytes] = []
-        self._tap = SSETap()
+        self._tap = DoneHoldback()
         self.settlement: SettleResponse | None = None
 
     @property
@@ -130,7 +130,7 @@ class SettlingSend:
             return
         headers = MutableHeaders(raw=self._start["headers"])
         headers[self._response_header] = encode_header(settlement)
-        headers["x-receipt"] = x_receipt_header(compose_receipt(self._paid, settlement))
+        headers["x-receipt"] = x_receipt_header(make_compose_receipt(self._paid, settlement))
         if settlement.transaction:
             headers["x-transaction-hash"] = settlement.transaction
         await self._send(self._start)
@@ -139,7 +139,7 @@ class SettlingSend:
     async def _finish_stream(self) -> None:
         settlement = await self._settle_once()
         if settlement.success:
-            frame = sse_event("compose.receipt", compose_receipt(self._paid, settlement))
+            frame = sse_event("compose.receipt", make_compose_receipt(self._paid, settlement))
         else:
             frame = sse_event("compose.error", settlement_error(settlement))
         await self._send({"type": "http.response.body", "body": self._tap.finish(frame)})

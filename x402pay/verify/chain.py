@@ -158,7 +158,7 @@ class Evidence:
         )
 
 
-def judge(evidence: Evidence, rules: Rules) -> Verification:
+def judge_evidence(evidence: Evidence, rules: Rules) -> Verification:
     """Run the checks in order; the first that fails decides the verdict."""
     for check in _CHECKS:
         finding = check(evidence, rules)

@@ -33,7 +33,7 @@ from x402pay.verify.chain import (
     Finding,
     RawObject,
     Rules,
-    judge,
+    judge_evidence,
     nonce_topic,
     settles,
 )
@@ -42,7 +42,7 @@ from x402pay.verify.claims import EIP3009, PERMIT2, Check, Claim, Verdict, Verif
 logger = logging.getLogger("x402pay.verify")
 
 Request = tuple[str, list[Any]]
-Steps = Generator[list[Request], list[Any], Verification]
+CheckProgram = Generator[list[Request], list[Any], Verification]
 
 #: How many recent transfers from the payer to the recipient a Permit2 claim without tx hash is matched against.
 MAX_CANDIDATES: Final = 16
@@ -60,7 +60,7 @@ class RpcFailure:
     reason: str
 
 
-def claim_steps(claim: Claim, rules: Rules) -> Steps:
+def claim_steps(claim: Claim, rules: Rules) -> CheckProgram:
     """Verify `claim`: yields request rounds, returns the `Verification`.
 
     A zero charge is judged by its nonce whatever the tx hash says: no money may have moved.
@@ -102,7 +102,7 @@ def _wrong_chain(claim: Claim, chain_id: str) -> Verification | None:
     return decided(claim, Finding(Verdict.MISMATCH, Check.CHAIN_ID, reason, claim.chain_id, int(chain_id, 16)))
 
 
-def _by_hash(claim: Claim, tx_hash: str, rules: Rules) -> Steps:
+def _by_hash(claim: Claim, tx_hash: str, rules: Rules) -> CheckProgram:
     permit2 = claim.method == PERMIT2
     extra = [_transaction(tx_hash), _nonce_state(claim)] if permit2 else []
     chain_id, head, receipt, *more = yield [_CHAIN_ID, _HEAD, _receipt(tx_hash), *extra]
@@ -112,10 +112,10 @@ def _by_hash(claim: Claim, tx_hash: str, rules: Rules) -> Steps:
     tx, nonce_used = (more[0], _nonce_is_used(claim, more[1])) if permit2 else (None, None)
     if receipt is None and not permit2:  # tell a transaction waiting to be mined from one that does not exist
         (tx,) = yield [_transaction(tx_hash)]
-    return judge(Evidence(claim, tx_hash, int(head["number"], 16), receipt, tx, nonce_used), rules)
+    return judge_evidence(Evidence(claim, tx_hash, int(head["number"], 16), receipt, tx, nonce_used), rules)
 
 
-def _by_nonce(claim: Claim, rules: Rules) -> Steps:
+def _by_nonce(claim: Claim, rules: Rules) -> CheckProgram:
     chain_id, head, state = yield [_CHAIN_ID, _HEAD, _nonce_state(claim)]
     wrong = _wrong_chain(claim, chain_id)
     if wrong is not None:
@@ -128,14 +128,14 @@ def _by_nonce(claim: Claim, rules: Rules) -> Steps:
     return (yield from _locate(claim, int(head["number"], 16), rules))
 
 
-def _locate(claim: Claim, head: int, rules: Rules) -> Steps:
-    """Find and judge the settlement of a claim whose nonce is used, in the last `lookback_blocks` blocks."""
+def _locate(claim: Claim, head: int, rules: Rules) -> CheckProgram:
+    """Find and judge_evidence the settlement of a claim whose nonce is used, in the last `lookback_blocks` blocks."""
     (logs,) = yield [_settlement_logs(claim, max(0, head - rules.lookback_blocks))]
     candidates = _recent_transactions(logs)
     answers = yield [request for tx_hash in candidates for request in (_receipt(tx_hash), _transaction(tx_hash))]
     for tx_hash, receipt, tx in zip(candidates, answers[0::2], answers[1::2], strict=True):
         if claim.method == EIP3009 or settles(tx, claim):
-            return judge(Evidence(claim, tx_hash, head, receipt, tx, True), rules)
+            return judge_evidence(Evidence(claim, tx_hash, head, receipt, tx, True), rules)
     reason = f"the authorization was used, but no settlement of it is in the last {rules.lookback_blocks} blocks"
     return decided(claim, Finding(Verdict.NOT_FOUND, Check.LOCATE, reason, claim.nonce))
 
@@ -231,7 +231,7 @@ class Batch:
     def __init__(self, claims: Sequence[Claim], rules: Rules) -> None:
         self._claims = list(claims)
         self._done: dict[int, Verification] = {}
-        self._waiting: dict[int, tuple[Steps, list[str]]] = {}
+        self._waiting: dict[int, tuple[CheckProgram, list[str]]] = {}
         self._requests: dict[str, Request] = {}
         for index, claim in enumerate(self._claims):
             self._advance(index, claim_steps(claim, rules), None)
@@ -257,7 +257,7 @@ class Batch:
         """Every claim's verification, in the order of the claims (call once `requests()` is empty)."""
         return [self._done[index] for index in range(len(self._claims))]
 
-    def _advance(self, index: int, steps: Steps, results: list[Any] | None) -> None:
+    def _advance(self, index: int, steps: CheckProgram, results: list[Any] | None) -> None:
         try:
             requests = next(steps) if results is None else steps.send(results)
         except StopIteration as stop:
