@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from x402pay.ledger import DAY, EACH_ORIGIN, Budget, Durability, Ledger
-from x402pay.ledger.backends import SQLiteDatabase
+from x402pay.ledger._backends import SQLiteDatabase
 
 TARGET_RATE = 2_000  # issue 9, target 5 (SQLite)
 USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"

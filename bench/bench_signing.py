@@ -23,7 +23,7 @@ from eth_utils.address import to_checksum_address
 
 from bench.harness import CPU_CLOCK, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from x402pay import Wallet
-from x402pay.schemes import eip712, fast712
+from x402pay._schemes import eip712, fast712
 
 TARGET_RATIO = 8.0
 TARGET_RATE = 10_000
@@ -168,7 +168,7 @@ Run `{today()}` with `.venv/bin/python -m bench.bench_signing --messages {messag
   pure CPU work on one core; CPU time is skewed less than wall time by other work on a shared machine), and the
   median of the per-round ratios. Both contenders produce the same bytes (checked per message before timing).
 - eth-account: `LocalAccount.sign_typed_data(full_message=...)` (eth-keys on coincurve). x402pay:
-  `Wallet.sign_typed_data` over a `LocalAccount`, i.e. `x402pay.schemes.fast712`.
+  `Wallet.sign_typed_data` over a `LocalAccount`, i.e. `x402pay._schemes.fast712`.
 - Where the time goes, per signature (medians of the same rounds): eth-account's `encode_typed_data` alone; the fast
   path's EIP-712 digest (shape check, ABI words, keccak: 2 for EIP-3009 and EIP-2612, 4 for Permit2) and its
   secp256k1 signature (coincurve).

@@ -7,7 +7,7 @@ body with ``iter_bytes`` / ``aiter_bytes``:
 
 - raw httpx: the paid route with a pre-signed ``PAYMENT-SIGNATURE`` (one exchange, the server verifies it);
 - raw httpx + receipt tap: the same response routed through x402pay's tap exactly as the transport does it
-  (`x402pay.streams.tap_response` with a `ReceiptTap`): the tap's own cost on an already-paid response;
+  (`x402pay._streams.tap_response` with a `ReceiptTap`): the tap's own cost on an already-paid response;
 - x402pay transport: `PaymentTransport` / `AsyncPaymentTransport` doing the whole flow (402, sign, paid retry,
   tapped stream).
 
@@ -38,11 +38,21 @@ from bench.bench_transport import presigned_header
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.stub_server import REQUIREMENT, running, sse_body
 from x402pay import AsyncPaymentTransport, PaymentTransport, SpendPolicy, TrustStore, Wallet, payment_of
-from x402pay.bookkeeping import Books
-from x402pay.payment import Payment
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import sign_exact
-from x402pay.streams import ReceiptTap, atap_response, tap_response
+from x402pay._books import Books
+from x402pay._effects import adrive, drive
+from x402pay._payment import Payment
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import sign_exact
+from x402pay._streams import ReceiptTap, atap_response, tap_response
+
+
+def _none(effect: object) -> None:
+    """No effect is asked for: the books have no ledger and verify nothing (the transport's own setting here)."""
+
+
+async def _anone(effect: object) -> None:
+    """The async `_none`."""
+
 
 TTFB_SLACK_MS = 1.0  # issue 9, target 4
 TARGET_THROUGHPUT = 0.9
@@ -87,7 +97,7 @@ class Contenders:
         self.loop = loop
         self.signed = sign_exact(wallet, PaymentRequirements.model_validate(REQUIREMENT), now=int(time.time()),
                                  max_lifetime=3600)  # fmt: skip
-        self.books = Books(None, TrustStore(), None, None, None)
+        self.books = Books(ledger=False, trust=TrustStore(), verify="off", on_receipt=None, on_verified=None)
         header = {"PAYMENT-SIGNATURE": presigned_header(wallet)}
         self.raw = httpx.Client(headers=header)
         self.paying = httpx.Client(transport=PaymentTransport(wallet=wallet, policy=policy))
@@ -106,16 +116,15 @@ class Contenders:
     def _tap(self, response: httpx.Response) -> None:
         payment = Payment(origin=self.url, x402_version=2, signed=self.signed)
         self.payments.append(payment)
-        tap_response(response, ReceiptTap(payment, sse=True, keep_frames=False), self.books.record)
+        record = self.books.record
+        tap_response(response, ReceiptTap(payment, sse=True, keep_frames=False), lambda p: drive(record(p), _none))
 
     def _atap(self, response: httpx.Response) -> None:
         payment = Payment(origin=self.url, x402_version=2, signed=self.signed)
         self.payments.append(payment)
 
-        async def record(payment: Payment) -> None:
-            self.books.record(payment)
-
-        atap_response(response, ReceiptTap(payment, sse=True, keep_frames=False), record)
+        record = self.books.record
+        atap_response(response, ReceiptTap(payment, sse=True, keep_frames=False), lambda p: adrive(record(p), _anone))
 
     def sync_read(self, client: httpx.Client, size: int, tap: bool) -> Callable[[], tuple[int, float]]:
         """Read the whole stream of `size` bytes with `client` (through the tap if `tap`): (bytes, TTFB s)."""
@@ -302,7 +311,7 @@ def report(streams: dict[str, Stream], rates: dict[str, list[float]], costs: Cos
             "  in 16 KB pieces (frames cut anywhere) by `bench/stub_server.py` (uvicorn subprocess, 127.0.0.1), on a",
             "  route priced like `/paid` that settles in-band only. Read whole with `iter_bytes` / `aiter_bytes`.",
             "- Contenders: raw httpx with a pre-signed `PAYMENT-SIGNATURE` (one exchange); the same response through",
-            "  x402pay's receipt tap as the transport attaches it (`x402pay.streams.tap_response` + `ReceiptTap`, the",
+            "  x402pay's receipt tap as the transport attaches it (`x402pay._streams.tap_response` + `ReceiptTap`, the",
             "  receipt frame removed and applied); the transport doing the whole flow (402, sign, paid retry, tap),",
             "  whose TTFB also holds the extra round trip of reactive payment (pre-payment, `prepay=True`, would",
             "  remove it; not used here).",

@@ -37,8 +37,8 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.stub_server import REQUIREMENT, StubServer, running
 from x402pay import AsyncPaymentTransport, PaymentTransport, SpendPolicy, Wallet, payment_of
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import sign_exact
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import sign_exact
 
 TARGET_VS_UNPAID = 0.8  # issue 9, target 3
 TARGET_VS_OFFICIAL = 3.0

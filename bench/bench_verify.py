@@ -18,12 +18,12 @@ from typing import Any
 from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 
 from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
-from x402pay.protocol.abi import EXACT_PROXY_ABI, TOKEN_ABI
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import SignedPayment, sign_exact
+from x402pay._protocol.abi import EXACT_PROXY_ABI, TOKEN_ABI
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import SignedPayment, sign_exact
+from x402pay._wallet import Wallet
 from x402pay.testing import Anvil, Devnet, deploy_devnet
 from x402pay.verify import Claim, averify_claims, verify_claim, verify_claims
-from x402pay.wallet import Wallet
 
 TARGET_RATE = 300  # batched receipts/s (issue 9)
 AMOUNT = 10_000

@@ -45,7 +45,7 @@ PROPERTIES: Final = {
     "sse_tap": ("test_the_sse_tap_never_raises_and_never_loses_bytes", "SSE streams split anywhere"),
     "hostile_rpc": (
         "test_any_answer_of_a_hostile_rpc_ends_in_a_verdict_for_every_claim",
-        "JSON-RPC batch answers to verification (x402pay.verify.steps)",
+        "JSON-RPC batch answers to verification (x402pay.verify._steps)",
     ),
     "whole_client": (
         "test_a_fuzzed_challenge_is_signed_only_within_the_policy",

@@ -35,8 +35,8 @@ from urllib.parse import parse_qs
 import uvicorn
 from coincurve import PublicKey
 
-from x402pay.schemes.eip712 import transfer_with_authorization
-from x402pay.schemes.fast712 import keccak256, typed_data_digest
+from x402pay._schemes.eip712 import transfer_with_authorization
+from x402pay._schemes.fast712 import keccak256, typed_data_digest
 
 NETWORK: Final = "eip155:84532"  # Base Sepolia: an asset both x402pay and the official SDK know
 CHAIN_ID: Final = 84532

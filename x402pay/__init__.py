@@ -7,10 +7,17 @@ response = client.get(url)
 payment = x402pay.payment_of(response)
 """
 
+import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+import typing
 
-from x402pay.amounts import usdc
+from x402pay._amounts import usdc
+from x402pay._payment import Payment, PaymentStatus, payment_of
+from x402pay._policy import SpendPolicy
+from x402pay._receipts import Receipt
+from x402pay._transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
+from x402pay._trust import TrustStore
+from x402pay._wallet import Wallet
 from x402pay.errors import (
     AlreadyPaid,
     BudgetExceeded,
@@ -37,15 +44,12 @@ from x402pay.errors import (
     WalletError,
     X402PayError,
 )
-from x402pay.payment import Payment, PaymentStatus, payment_of
-from x402pay.policy import SpendPolicy
-from x402pay.receipts import Receipt
-from x402pay.transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
-from x402pay.trust import TrustStore
-from x402pay.wallet import Wallet
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from x402pay._requests import PaymentAdapter
+
+#: Public names imported on first use, from the module that defines them (requests loads only for its users).
+_LAZY = {"PaymentAdapter": "x402pay._requests"}
 
 __version__ = "0.1.0"
 
@@ -92,9 +96,7 @@ __all__ = [
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
-    if name == "PaymentAdapter":  # requests is imported only by those who use it
-        from x402pay._requests import PaymentAdapter
-
-        return PaymentAdapter
+def __getattr__(name: str) -> typing.Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'x402pay' has no attribute {name!r}")

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from x402pay._effects import Book, Program, Spawn, Verify
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import SignedPayment
+from x402pay._trust import TrustStore
 from x402pay._verifier import is_fraud
 from x402pay.errors import AlreadyPaid, InvalidTransition, OriginUntrusted, ReceiptMismatch
-from x402pay.payment import Payment, PaymentStatus
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import SignedPayment
-from x402pay.trust import TrustStore
 
 logger = logging.getLogger(__name__)
 

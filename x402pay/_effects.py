@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from x402pay.payment import Payment
-    from x402pay.streams import ReceiptTap
+    from x402pay._payment import Payment
+    from x402pay._streams import ReceiptTap
 
 T = TypeVar("T")
 Program = Generator["Effect", Any, T]

@@ -1,6 +1,6 @@
 """What every driver shares: the options, checked when a transport is built, and the effects that are not HTTP.
 
-A driver (`x402pay.transport`, `x402pay._requests`) owns the HTTP effects of a payment program (send, read, close)
+A driver (`x402pay._transport`, `x402pay._requests`) owns the HTTP effects of a payment program (send, read, close)
 and hands every other effect to its `Engine`: `perform` for sync drivers, `aperform` for async ones. The ledger is
 called as it is (an `AsyncLedger` awaited natively, a sync `Ledger` in a worker thread from an async driver), the
 chain through one RPC client with one timeout, and a signer that is not a local key (KMS, hardware) off the loop.
@@ -19,16 +19,16 @@ from typing import Any, Final, Literal, get_args
 
 import anyio.to_thread
 
+from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
 from x402pay._books import Books, Callback
 from x402pay._effects import Book, Effect, ReadChain, Sign, Spawn, Verify, adrive, drive
+from x402pay._policy import SpendPolicy
+from x402pay._prepay import Prepayments
 from x402pay._program import PaymentProgram
 from x402pay._rpc import async_web3_for, chain_unavailable, web3_for
+from x402pay._trust import TrustStore
 from x402pay._verifier import Verifier
-from x402pay.allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
-from x402pay.policy import SpendPolicy
-from x402pay.prepay import Prepayments
-from x402pay.trust import TrustStore
-from x402pay.wallet import Wallet
+from x402pay._wallet import Wallet
 
 VerifyMode = Literal["off", "inline", "background"]
 _ALLOWANCE: Final = "the Permit2 allowance"
@@ -56,7 +56,7 @@ class TransportOptions:
       check waits for a just-reported transaction to show before leaving it pending.
     - `clock`: the time source for authorization windows.
     - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
-      see `x402pay.prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
+      see `x402pay._prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
     """
 
     announce_ceiling: bool = True

@@ -9,8 +9,8 @@ import importlib
 from typing import Any, Final
 
 from x402pay._effects import Answer, Delivery
+from x402pay._payment import PAYMENT_EXTENSION
 from x402pay._program import Call
-from x402pay.payment import PAYMENT_EXTENSION
 
 #: How much of a challenge's body is read before closing it, so that the connection can be reused for the retry.
 _DRAIN_LIMIT: Final = 64 * 1024

@@ -15,7 +15,7 @@ httpx2, sync or async, requests) performs each and sends the result back. For on
    checks the Permit2 allowance where the option needs one, signs, and stores the signed payment before it
    leaves. Any failure between the reservation and the send releases the reservation, in that same place;
 5. sends the request once more with the payment header, to the same URL only, and concludes from the answer: a
-   402 is a refusal (for a pre-payment refused on new terms: one reactive payment, see `x402pay.prepay`); a
+   402 is a refusal (for a pre-payment refused on new terms: one reactive payment, see `x402pay._prepay`); a
    receipt in the headers is recorded and, if asked, verified; a body that may carry one is tapped.
 
 Every answer the program does not hand to the caller is closed before it returns or raises.
@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final
 
-from x402pay import flow
+from x402pay import _flow
+from x402pay._allowance import GAS_SPONSORING, gas_sponsoring_extension
 from x402pay._books import (
     IDEMPOTENCY_KEY,
     PREPAY_SUFFIX,
@@ -41,7 +42,14 @@ from x402pay._books import (
     new_key,
 )
 from x402pay._effects import Answer, Close, Delivery, Program, ReadBody, ReadChain, Send, Sign
-from x402pay.allowance import GAS_SPONSORING, gas_sponsoring_extension
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._policy import SpendPolicy
+from x402pay._prepay import Prepayments, Route, asks_for_signed
+from x402pay._protocol.codec import MAX_BODY_BYTES
+from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._streams import ReceiptTap
+from x402pay._wallet import Wallet
 from x402pay.errors import (
     BudgetExceeded,
     ChallengeError,
@@ -50,14 +58,6 @@ from x402pay.errors import (
     PaymentRejected,
     ReceiptMismatch,
 )
-from x402pay.payment import Payment, PaymentStatus
-from x402pay.policy import SpendPolicy
-from x402pay.prepay import Prepayments, Route, asks_for_signed
-from x402pay.protocol.codec import MAX_BODY_BYTES
-from x402pay.protocol.headers import MAX_AMOUNT
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.streams import ReceiptTap
-from x402pay.wallet import Wallet
 
 #: How much of a paid 402's body is read for its reason; more is not needed.
 _REASON_BYTES: Final = 64 * 1024
@@ -97,7 +97,7 @@ class Attempt:
 class Refused:
     """A pre-payment answered with a 402 on new terms: `challenge` is to be paid reactively, once."""
 
-    challenge: flow.Challenge
+    challenge: _flow.Challenge
 
 
 class PaymentProgram:
@@ -138,7 +138,7 @@ class PaymentProgram:
     def _attempt(self, call: Call) -> Attempt:
         key = call.headers.get(IDEMPOTENCY_KEY) or new_key()
         given = call.headers.get(MAX_AMOUNT)
-        ceiling = flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
+        ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
         route = (call.method, call.origin.lower(), call.path)
         return Attempt(key, call.origin, route, ceiling, headers)
@@ -169,15 +169,15 @@ class PaymentProgram:
                 raise
         return (yield from self._reactive(attempt.lowered(room), start, reask=False))
 
-    def _challenge(self, answer: Answer) -> Program[tuple[flow.Challenge | None, bytes | None]]:
+    def _challenge(self, answer: Answer) -> Program[tuple[_flow.Challenge | None, bytes | None]]:
         """The 402's challenge (its body read only for v1), the 402 closed once it has one; None if not x402."""
         body = None
         try:
-            if flow.challenge_needs_body(answer.headers):
+            if _flow.challenge_needs_body(answer.headers):
                 body = yield ReadBody(answer, MAX_BODY_BYTES)
                 if len(body) > MAX_BODY_BYTES:
                     raise ChallengeError(f"402 body is over the {MAX_BODY_BYTES} byte limit")
-            challenge = flow.decode_challenge(answer.headers, body)
+            challenge = _flow.decode_challenge(answer.headers, body)
         except ChallengeError:
             yield Close(answer)
             raise
@@ -185,12 +185,12 @@ class PaymentProgram:
             yield Close(answer)
         return challenge, body
 
-    def _choose(self, challenge: flow.Challenge, attempt: Attempt) -> PaymentRequirements:
+    def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
         self.books.check_trust(attempt.origin)
-        return flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling)
+        return _flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling)
 
     def _pay(
-        self, attempt: Attempt, start: Start, challenge: flow.Challenge, requirement: PaymentRequirements,
+        self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
         prepaid: bool = False,
     ) -> Program[Delivery | Refused]:  # fmt: skip
         key = attempt.keys[1] if prepaid else attempt.key
@@ -209,13 +209,13 @@ class PaymentProgram:
         return outcome
 
     def _sign(
-        self, held: Hold, challenge: flow.Challenge, requirement: PaymentRequirements, origin: str
+        self, held: Hold, challenge: _flow.Challenge, requirement: PaymentRequirements, origin: str
     ) -> Program[tuple[Payment, tuple[str, str]]]:
         """Check the allowance, sign, and store the signed payment; on any failure, release the reservation."""
         try:
             extensions = yield from self._approval(challenge, requirement)
             now = int(self._clock())
-            signing = partial(flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
+            signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
                               origin=origin, now=now, extensions=extensions)  # fmt: skip
             payment, header = yield Sign(signing)
             yield from self.books.authorize(held, payment, header)
@@ -226,12 +226,12 @@ class PaymentProgram:
             raise
         return payment, header
 
-    def _approval(self, challenge: flow.Challenge, requirement: PaymentRequirements) -> Program[dict[str, Any]]:
+    def _approval(self, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[dict[str, Any]]:
         """Check the Permit2 allowance on chain (with an RPC): extensions to add to the payment, or a refusal."""
-        if not self._reads_chain or not flow.uses_permit2(requirement):
+        if not self._reads_chain or not _flow.uses_permit2(requirement):
             return {}
         allowance = yield ReadChain("allowance", requirement.asset)
-        if not flow.approval_needed(challenge, requirement, allowance):
+        if not _flow.approval_needed(challenge, requirement, allowance):
             return {}
         nonce = yield ReadChain("nonce", requirement.asset)
         deadline = int(self._clock()) + min(requirement.max_timeout_seconds, self.policy.max_lifetime)
@@ -263,11 +263,11 @@ class PaymentProgram:
     def _conclude(self, payment: Payment, answer: Answer, *, fallback: bool) -> Program[Delivery | Refused]:
         body = None
         if answer.status == 402:
-            if flow.challenge_needs_body(answer.headers):
+            if _flow.challenge_needs_body(answer.headers):
                 body = (yield ReadBody(answer, _REASON_BYTES))[:_REASON_BYTES]
             yield Close(answer)
         try:
-            flow.conclude(payment, answer.status, answer.headers, body)
+            _flow.conclude(payment, answer.status, answer.headers, body)
         except PaymentRejected as rejected:
             yield from self.books.record(payment)
             if not fallback:
@@ -281,20 +281,20 @@ class PaymentProgram:
 
     def _after_refusal(
         self, rejected: PaymentRejected, payment: Payment, headers: Mapping[str, str], body: bytes | None
-    ) -> flow.Challenge:
+    ) -> _flow.Challenge:
         """A pre-payment was answered with a 402: the new challenge to pay reactively, or `rejected` re-raised
         when there is none or it asks for exactly what was signed."""
         if self.prepayments is not None:
             self.prepayments.refused(payment.origin)
         try:
-            challenge = flow.decode_challenge(headers, body)
+            challenge = _flow.decode_challenge(headers, body)
         except ChallengeError as exc:
             raise rejected from exc
         if challenge is None or asks_for_signed(challenge, payment.signed.requirement):
             raise rejected
         return challenge
 
-    def _prepayable(self, attempt: Attempt, start: Start) -> tuple[flow.Challenge, PaymentRequirements] | None:
+    def _prepayable(self, attempt: Attempt, start: Start) -> tuple[_flow.Challenge, PaymentRequirements] | None:
         """The remembered challenge of the request's route and the option the policy takes from it now, if any."""
         if self.prepayments is None or isinstance(start, Replay | InFlight):
             return None

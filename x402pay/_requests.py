@@ -21,10 +21,10 @@ from requests.adapters import HTTPAdapter
 from x402pay._books import IDEMPOTENCY_KEY
 from x402pay._effects import Answer, Close, Delivery, Effect, ReadBody, Send, drive
 from x402pay._engine import Engine, TransportOptions
+from x402pay._payment import PAYMENT_ATTRIBUTE
 from x402pay._program import Call
-from x402pay.payment import PAYMENT_ATTRIBUTE
-from x402pay.protocol.headers import MAX_AMOUNT
-from x402pay.streams import ReceiptTap, tapped
+from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._streams import ReceiptTap, tapped
 
 _CHUNK: Final = 64 * 1024
 

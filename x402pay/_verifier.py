@@ -7,8 +7,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
+from x402pay._payment import Payment
 from x402pay._rpc import web3_for
-from x402pay.payment import Payment
 
 _RETRY_PAUSE: Final = 0.2
 #: Checks that fail while the chain (or the RPC) has not caught up yet: worth asking again, within the patience.

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from x402pay.ledger.model import Budget, Entry
+    from x402pay.ledger._model import Budget, Entry
 
 
 class X402PayError(Exception):
@@ -104,7 +104,7 @@ class PaymentInFlight(PaymentError):
 
     def __init__(self, entry: Entry) -> None:
         # Imported here, not at the top: the ledger imports this module.
-        from x402pay.ledger.core import DEFAULT_STALE_AFTER
+        from x402pay.ledger._core import DEFAULT_STALE_AFTER
 
         super().__init__(
             f"another request with idempotency key {entry.key!r} holds reservation {entry.id} and is signing its "

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hostile_support import Hostile
 
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 

@@ -1,6 +1,6 @@
 """A hostile paid server for the adversarial suite, and the helpers its tests share.
 
-`Hostile` is a small ASGI app served on loopback (`x402pay.server.serving.serve_app`) in front of the anvil devnet.
+`Hostile` is a small ASGI app served on loopback (`x402pay.server._serving.serve_app`) in front of the anvil devnet.
 It records every request it receives (method, path, every header as received), then answers with whatever the
 test's `script` says: a challenge of any shape, a real settlement through a `LocalFacilitator` followed by any
 lie, a stream cut mid-frame, an answer that never comes. "No signature left the process" is asserted on what the
@@ -35,10 +35,10 @@ from x402pay import (
     Wallet,
     payment_of,
 )
+from x402pay._protocol.codec import decode_header, parse_model
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.errors import X402PayError
 from x402pay.ledger import EntryState, Ledger
-from x402pay.protocol.codec import decode_header, parse_model
-from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 from x402pay.verify import Claim

@@ -2,7 +2,7 @@
 
 Importing x402pay (eth-account pulls in py_ecc) raises the interpreter's recursion limit to 100,000, so catching
 RecursionError is no guard: CPython's C JSON decoder would overflow the C stack first and the process would die with
-SIGSEGV. x402pay bounds the nesting before parsing (`x402pay.protocol.codec.check_depth`). These tests run the client
+SIGSEGV. x402pay bounds the nesting before parsing (`x402pay._protocol.codec.check_depth`). These tests run the client
 in a child process, so that a regression shows as a dead child (its signal named), not as a dead suite.
 """
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 from hostile_support import Hostile, Reply, challenge, challenge_reply, challenge_then, requirement, run_child, sse
 
-from x402pay.protocol.codec import MAX_BODY_BYTES
+from x402pay._protocol.codec import MAX_BODY_BYTES
 
 pytestmark = pytest.mark.chain
 

@@ -43,7 +43,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from x402pay import PaymentRejected, payment_of
 from x402pay.errors import ChainUnavailable
 from x402pay.ledger import EntryState, Ledger, Web3Chain
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain

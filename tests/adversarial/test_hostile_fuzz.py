@@ -26,6 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from x402pay import PaymentTransport, SpendPolicy, Wallet
+from x402pay._flow import apply_frame, conclude, conclude_body, decode_challenge, read_settlement
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._protocol.abi import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, address_topic
+from x402pay._protocol.codec import decode_header
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._receipts import Receipt, read_compose_receipt, receipt_from_header
+from x402pay._schemes.signing import sign_requirement
+from x402pay._sse import SSETap, VendorFrame
 from x402pay.errors import (
     ChallengeError,
     PaymentError,
@@ -35,17 +43,9 @@ from x402pay.errors import (
     SettlementFailed,
     X402PayError,
 )
-from x402pay.flow import apply_frame, conclude, conclude_body, decode_challenge, read_settlement
-from x402pay.payment import Payment, PaymentStatus
-from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, address_topic
-from x402pay.protocol.codec import decode_header
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.receipts import Receipt, read_compose_receipt, receipt_from_header
-from x402pay.schemes.signing import sign_requirement
-from x402pay.sse import SSETap, VendorFrame
 from x402pay.verify import Claim, Verdict
-from x402pay.verify.chain import Rules
-from x402pay.verify.steps import Batch, unpack
+from x402pay.verify._chain import Rules
+from x402pay.verify._steps import Batch, unpack
 
 EXAMPLES = int(os.environ.get("X402PAY_FUZZ_EXAMPLES", "1500"))
 CLIENT_EXAMPLES = int(os.environ.get("X402PAY_FUZZ_CLIENT_EXAMPLES", str(max(EXAMPLES // 5, 50))))

@@ -33,8 +33,8 @@ from x402pay import (
     ReceiptMismatch,
     SpendCapExceeded,
 )
+from x402pay._prepay import BAR_SECONDS
 from x402pay.ledger import Budget, EntryState, Ledger
-from x402pay.prepay import BAR_SECONDS
 
 pytestmark = pytest.mark.chain
 

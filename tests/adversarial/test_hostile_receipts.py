@@ -45,9 +45,9 @@ from x402pay import (
     TrustStore,
     payment_of,
 )
+from x402pay._protocol.models import SettleResponse
+from x402pay._sse import MAX_FRAME_BYTES, SSETap
 from x402pay.ledger import EntryState, Ledger
-from x402pay.protocol.models import SettleResponse
-from x402pay.sse import MAX_FRAME_BYTES, SSETap
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -30,8 +30,8 @@ from hostile_support import (
 )
 
 from x402pay import NoAcceptableRequirement, Payment, PaymentRejected, ReceiptMismatch, payment_of
+from x402pay._protocol.models import PaymentRequirements
 from x402pay.ledger import EntryState, Ledger
-from x402pay.protocol.models import PaymentRequirements
 
 pytestmark = pytest.mark.chain
 

@@ -33,7 +33,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 
 from x402pay import payment_of
 from x402pay.ledger import Ledger
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.verify import Verdict, averify_claims, verify_claims
 
 pytestmark = pytest.mark.chain

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from x402pay._protocol.addresses import PERMIT2_ADDRESS
 from x402pay.cli import main
-from x402pay.protocol.addresses import PERMIT2_ADDRESS
-from x402pay.server.demo import running_demo
+from x402pay.server._demo import running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -176,7 +176,7 @@ def test_verify_one_settlement_and_a_lie(
 
 
 def test_trust_list_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from x402pay.trust import TrustStore
+    from x402pay._trust import TrustStore
 
     marks = tmp_path / "untrusted.json"
     TrustStore(marks).mark("https://liar.example", "forged receipt")

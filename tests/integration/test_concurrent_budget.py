@@ -17,7 +17,7 @@ from starlette.routing import Route
 from x402pay import AsyncPaymentTransport, SpendCapExceeded, SpendPolicy, Wallet
 from x402pay.ledger import Budget, EntryState, Ledger
 from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -6,15 +6,15 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from x402pay.protocol.addresses import (
+from x402pay._protocol.addresses import (
     EXACT_PERMIT2_PROXY_ADDRESS,
     MULTICALL3_ADDRESS,
     PERMIT2_ADDRESS,
     UPTO_PERMIT2_PROXY_ADDRESS,
 )
-from x402pay.protocol.networks import known_asset
+from x402pay._protocol.networks import known_asset
 from x402pay.testing import Devnet, anvil_account, load_artifact
-from x402pay.testing.devnet import DEFAULT_PAYER_USDC, MAX_UINT256
+from x402pay.testing._devnet import DEFAULT_PAYER_USDC, MAX_UINT256
 
 pytestmark = pytest.mark.chain
 

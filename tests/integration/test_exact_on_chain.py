@@ -16,10 +16,10 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.types import TxReceipt
 
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import SignedPayment, sign_exact
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import SignedPayment, sign_exact
+from x402pay._wallet import Wallet
 from x402pay.testing import Devnet
-from x402pay.wallet import Wallet
 
 pytestmark = pytest.mark.chain
 

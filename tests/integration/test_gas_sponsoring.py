@@ -17,9 +17,9 @@ from starlette.routing import Route
 from web3 import Web3
 
 from x402pay import AsyncPaymentTransport, Payment, PaymentStatus, PaymentTransport, SpendPolicy, Wallet, payment_of
-from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.server import LocalFacilitator, PaymentMiddleware, Price, serve_app
-from x402pay.server.demo import running_demo
+from x402pay.server._demo import running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -10,8 +10,8 @@ from web3 import Web3
 
 from x402pay import PaymentRejected, PaymentStatus, PaymentTransport, Permit2AllowanceRequired, SpendPolicy, Wallet
 from x402pay import payment_of as paid_by
-from x402pay.protocol.addresses import PERMIT2_ADDRESS
-from x402pay.server.demo import DemoConfig, running_demo
+from x402pay._protocol.addresses import PERMIT2_ADDRESS
+from x402pay.server._demo import DemoConfig, running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -32,7 +32,7 @@ from x402pay import (
 )
 from x402pay.ledger import Budget, Ledger
 from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -25,7 +25,7 @@ EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTAL
 
 @pytest.fixture(scope="module")
 def demo_url(x402pay_devnet: Devnet) -> Iterator[str]:
-    from x402pay.server.demo import running_demo
+    from x402pay.server._demo import running_demo
 
     with running_demo(x402pay_devnet) as url:
         yield url

@@ -20,9 +20,9 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 from web3.types import TxReceipt
 
-from x402pay.protocol.addresses import MULTICALL3_ADDRESS
+from x402pay._protocol.addresses import MULTICALL3_ADDRESS
 from x402pay.testing import Devnet
-from x402pay.testing.devnet import DEFAULT_PAYER_USDC
+from x402pay.testing._devnet import DEFAULT_PAYER_USDC
 
 pytestmark = pytest.mark.chain
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from x402pay import AsyncPaymentTransport, Payment, PaymentStatus, PaymentTransport, SpendPolicy, Wallet, payment_of
-from x402pay.server.demo import DemoConfig, running_demo
+from x402pay.server._demo import DemoConfig, running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

@@ -11,12 +11,12 @@ from eth_account.signers.local import LocalAccount
 from ledger_support import Backend
 from web3 import Web3
 
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import SignedPayment, sign_exact
+from x402pay._wallet import Wallet
 from x402pay.ledger import Budget, Entry, Ledger
-from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import SignedPayment, sign_exact
 from x402pay.testing import load_artifact
-from x402pay.wallet import Wallet
 
 AMOUNT = 12_345
 LIFETIME = 60

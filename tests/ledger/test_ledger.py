@@ -324,7 +324,7 @@ def test_the_schema_is_versioned_and_reopening_keeps_entries(backend: Backend) -
 
 
 def test_a_schema_newer_than_the_library_is_refused(backend: Backend) -> None:
-    from x402pay.ledger import sql
+    from x402pay.ledger import _sql as sql
 
     with backend.ledger() as ledger:
         ledger._db.run(_set_version(sql.SCHEMA_VERSION + 1), write=True)
@@ -333,7 +333,7 @@ def test_a_schema_newer_than_the_library_is_refused(backend: Backend) -> None:
 
 
 def _set_version(version: int):  # type: ignore[no-untyped-def]
-    from x402pay.ledger.sql import Query
+    from x402pay.ledger._sql import Query
 
     yield Query("UPDATE x402pay_schema SET version = ?", (version,))
 

@@ -12,8 +12,8 @@ import pytest
 from ledger_support import Backend, authorize, reserve
 
 from x402pay.ledger import Durability, EntryState, Ledger
-from x402pay.ledger.backends import SQLiteDatabase
-from x402pay.ledger.sql import Program, Query
+from x402pay.ledger._backends import SQLiteDatabase
+from x402pay.ledger._sql import Program, Query
 
 # (flushed when the ledger does not ask, flushed when it asks): the promise of each setting.
 FLUSHES = {

@@ -14,9 +14,9 @@ from ledger_support import Backend
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
+from x402pay._protocol.abi import TRANSFER_TOPIC
 from x402pay.ledger import DEFAULT_MARGIN, Budget, Entry, EntryState, Ledger, Transfer, Web3Chain
-from x402pay.ledger.chain import Resolution, judge_entry
-from x402pay.protocol.abi import TRANSFER_TOPIC
+from x402pay.ledger._chain import Resolution, judge_entry
 from x402pay.testing import Devnet
 
 METHODS = ["eip3009", "permit2"]

@@ -7,7 +7,7 @@ import json
 from ledger_support import ASSET, ORIGIN, Backend, Clock, authorize, reserve
 
 from x402pay.ledger import EACH_ORIGIN, HOUR, Budget, ReconcileReport
-from x402pay.ledger.report import render_budgets, render_ledger, render_reconcile
+from x402pay.ledger._report import render_budgets, render_ledger, render_reconcile
 
 BUDGETS = (Budget(ASSET, 1_000_000, name="total"), Budget(ASSET, 100_000, window=HOUR, origin=EACH_ORIGIN))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
 
 from x402pay.ledger import Budget, EntryState, Ledger
-from x402pay.ledger.backends import Database, PostgresDatabase, SQLiteDatabase
-from x402pay.ledger.sql import MIGRATIONS, SCHEMA_VERSION, NewEntry, Program, Query, reserve
+from x402pay.ledger._backends import Database, PostgresDatabase, SQLiteDatabase
+from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, NewEntry, Program, Query, reserve
 
 NOW = 1_800_000_000
 INDEXES = {"x402pay_entries_live_key", "x402pay_entries_state", "x402pay_entries_key", "x402pay_entries_held"}

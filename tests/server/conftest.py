@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from x402pay.server import LineItem, LocalFacilitator, PaymentMiddleware, Price, paid_request
-from x402pay.server.serving import serve_app
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 PRICE = 10_000  # 0.01 USDC

@@ -10,8 +10,8 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay.schemes.eip712 import (
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._schemes.eip712 import (
     EXACT_WITNESS_FIELDS,
     UPTO_WITNESS_FIELDS,
     eip2612_permit,

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from server_support import decode, eip3009_payload, header, permit2_payload
 
-from x402pay.server.demo import MODEL_NAME, DemoConfig, Meter, complete, demo_api, running_demo
-from x402pay.server.serving import serve_app
+from x402pay.server._demo import MODEL_NAME, DemoConfig, Meter, complete, demo_api, running_demo
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 CHAT = {

@@ -8,7 +8,7 @@ import pytest
 from conftest import PRICE, UPTO_MAX, routes
 from server_support import eip3009_payload, permit2_payload
 
-from x402pay.protocol.models import PaymentPayload, PaymentRequirements
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 

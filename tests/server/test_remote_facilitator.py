@@ -10,9 +10,9 @@ import pytest
 from conftest import PRICE, PaidServer, Probe, make_app, routes
 from server_support import decode, eip3009_payload, header, permit2_payload
 
-from x402pay.protocol.models import PaymentPayload, PaymentRequirements
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay.server import HTTPFacilitator, LocalFacilitator, PaymentMiddleware, facilitator_app, serve_app
-from x402pay.server.facilitator import FacilitatorError
+from x402pay.server._facilitator import FacilitatorError
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain

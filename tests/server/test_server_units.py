@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 from server_support import decode
 
-from x402pay.protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LineItem, PaidRequest, Price
-from x402pay.server.evm import Refusal
-from x402pay.server.pricing import client_ceiling, compile_routes, match_route
-from x402pay.server.receipts import make_compose_receipt, x_receipt_header
-from x402pay.server.responses import DoneHoldback
-from x402pay.server.sponsoring import offer, read_permit
+from x402pay.server._evm import Refusal
+from x402pay.server._pricing import client_ceiling, compile_routes, match_route
+from x402pay.server._receipts import make_compose_receipt, x_receipt_header
+from x402pay.server._responses import DoneHoldback
+from x402pay.server._sponsoring import offer, read_permit
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"

@@ -12,8 +12,8 @@ from eth_account.signers.local import LocalAccount
 from server_support import decode, eip2612_extension, eip3009_payload, header, now, permit2_payload
 from web3 import Web3
 
-from x402pay.protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay.protocol.models import PaymentPayload, PaymentRequirements
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 

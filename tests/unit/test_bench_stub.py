@@ -11,8 +11,8 @@ from eth_account import Account
 
 from bench.stub_server import REQUIREMENT, payer_of
 from x402pay import Wallet
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import sign_exact
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import sign_exact
 
 
 def header(wallet: Wallet, **changes: str) -> bytes:

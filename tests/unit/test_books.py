@@ -11,12 +11,12 @@ import pytest
 from x402pay import AlreadyPaid, Wallet
 from x402pay._books import Books, Hold, New, PaidElsewhere, Replay, Start, has_news
 from x402pay._effects import Book, Effect, Program, drive
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._receipts import Receipt
+from x402pay._schemes.exact import sign_exact
+from x402pay._trust import TrustStore
 from x402pay.ledger import EntryState, Ledger
-from x402pay.payment import Payment, PaymentStatus
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.receipts import Receipt
-from x402pay.schemes.exact import sign_exact
-from x402pay.trust import TrustStore
 
 WALLET = Wallet.from_key("0x" + "33" * 32)
 REQUIREMENT = PaymentRequirements.model_validate(

@@ -51,7 +51,7 @@ def test_the_docstring_draws_every_class_of_the_errors_module_under_its_real_par
 
 
 def test_the_testing_kit_draws_its_branch_too() -> None:
-    from x402pay.testing import errors as kit
+    from x402pay.testing import _errors as kit
 
     tree = drawn_tree(kit.__doc__ or "")
     assert tree == {"X402PayError": None, "DevnetError": "X402PayError", "AnvilNotFound": "DevnetError",

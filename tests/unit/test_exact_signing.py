@@ -14,10 +14,10 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes.exact import SignedPayment, sign_exact
+from x402pay._wallet import Wallet
 from x402pay.errors import SigningError
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes.exact import SignedPayment, sign_exact
-from x402pay.wallet import Wallet
 
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 WALLET = Wallet.from_key(KEY)

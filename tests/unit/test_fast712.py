@@ -1,6 +1,6 @@
 """fast712 against eth-account: same digest, same signature bytes, the right signer; anything else falls back.
 
-Property tests draw random keys and messages of every shape x402 signs (built by `x402pay.schemes.eip712`, with
+Property tests draw random keys and messages of every shape x402 signs (built by `x402pay._schemes.eip712`, with
 addresses in every accepted spelling and nonces as bytes or hex). Throughput is measured in bench/, not here.
 """
 
@@ -21,9 +21,9 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from x402pay._schemes import eip712, fast712
+from x402pay._wallet import Wallet
 from x402pay.errors import SigningError
-from x402pay.schemes import eip712, fast712
-from x402pay.wallet import Wallet
 
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from x402pay._policy import SpendPolicy
+from x402pay._protocol.models import PaymentRequirements
 from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
-from x402pay.policy import SpendPolicy
-from x402pay.protocol.models import PaymentRequirements
 
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"

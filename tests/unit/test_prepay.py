@@ -15,11 +15,11 @@ from eth_account.messages import encode_typed_data
 
 from x402pay import AlreadyPaid, PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
 from x402pay._books import PREPAY_SUFFIX as KEY_SUFFIX
-from x402pay.flow import decode_challenge
+from x402pay._flow import decode_challenge
+from x402pay._prepay import BAR_SECONDS, MAX_ROUTES, Prepayments, asks_for_signed
+from x402pay._schemes.eip712 import transfer_with_authorization
+from x402pay._transport import AsyncPaymentTransport, PaymentTransport
 from x402pay.ledger import EntryState, Ledger
-from x402pay.prepay import BAR_SECONDS, MAX_ROUTES, Prepayments, asks_for_signed
-from x402pay.schemes.eip712 import transfer_with_authorization
-from x402pay.transport import AsyncPaymentTransport, PaymentTransport
 
 WALLET = Wallet.from_key("0x" + "44" * 32)
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"

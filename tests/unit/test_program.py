@@ -33,8 +33,8 @@ from x402pay import (
 from x402pay._books import Books
 from x402pay._effects import Answer, Book, Close, Delivery, Effect, ReadBody, ReadChain, Send, Sign, Verify, drive
 from x402pay._program import Call, PaymentProgram
+from x402pay._trust import TrustStore
 from x402pay.ledger import Budget
-from x402pay.trust import TrustStore
 
 WALLET = Wallet.from_key("0x" + "22" * 32)
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"

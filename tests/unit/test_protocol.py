@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from x402pay._protocol.codec import MAX_HEADER_CHARS, decode_header, encode_header, parse_model
+from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse
+from x402pay._protocol.networks import caip2, chain_id_of, known_asset
 from x402pay.errors import ChallengeError, SettlementError
-from x402pay.protocol.codec import MAX_HEADER_CHARS, decode_header, encode_header, parse_model
-from x402pay.protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse
-from x402pay.protocol.networks import caip2, chain_id_of, known_asset
 
 REQUIREMENT = {
     "scheme": "exact",

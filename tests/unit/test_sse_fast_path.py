@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from x402pay.sse import MAX_FIRST_LINE, SSETap
+from x402pay._sse import MAX_FIRST_LINE, SSETap
 
 VENDOR_NAMES = frozenset({b"compose.receipt", b"receipt", b"compose.error", b"error"})
 LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\n|\r)?")

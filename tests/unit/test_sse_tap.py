@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from x402pay.sse import MAX_FRAME_BYTES, SSETap
+from x402pay._sse import MAX_FRAME_BYTES, SSETap
 
 STREAM = (
     b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'

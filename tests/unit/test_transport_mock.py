@@ -16,6 +16,11 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 import x402pay
+from x402pay._payment import PaymentStatus, payment_of
+from x402pay._policy import SpendPolicy
+from x402pay._schemes.eip712 import transfer_with_authorization
+from x402pay._transport import AsyncPaymentTransport, PaymentTransport
+from x402pay._wallet import Wallet
 from x402pay.errors import (
     ChainUnavailable,
     ChallengeError,
@@ -25,12 +30,7 @@ from x402pay.errors import (
     SpendCapExceeded,
 )
 from x402pay.ledger import AsyncLedger, Ledger
-from x402pay.ledger.backends import SQLiteDatabase
-from x402pay.payment import PaymentStatus, payment_of
-from x402pay.policy import SpendPolicy
-from x402pay.schemes.eip712 import transfer_with_authorization
-from x402pay.transport import AsyncPaymentTransport, PaymentTransport
-from x402pay.wallet import Wallet
+from x402pay.ledger._backends import SQLiteDatabase
 
 KEY = "0x" + "11" * 32
 WALLET = Wallet.from_key(KEY)

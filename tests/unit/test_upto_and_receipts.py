@@ -23,12 +23,12 @@ from x402pay import (
     Wallet,
     payment_of,
 )
+from x402pay._protocol.addresses import UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._receipts import read_compose_receipt, receipt_from_body, receipt_from_header
+from x402pay._schemes import eip712
+from x402pay._schemes.upto import sign_upto
 from x402pay.errors import NoAcceptableRequirement, SettlementError
-from x402pay.protocol.addresses import UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.receipts import read_compose_receipt, receipt_from_body, receipt_from_header
-from x402pay.schemes import eip712
-from x402pay.schemes.upto import sign_upto
 
 WALLET = Wallet.from_key("0x" + "22" * 32)
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"

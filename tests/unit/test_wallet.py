@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import x402pay
+from x402pay._schemes.eip712 import transfer_with_authorization
+from x402pay._wallet import Wallet
 from x402pay.errors import SigningError, WalletError
-from x402pay.schemes.eip712 import transfer_with_authorization
-from x402pay.wallet import Wallet
 
 PACKAGE_DIR = str(Path(x402pay.__file__).parent)
 

@@ -9,7 +9,7 @@ from eth_account.signers.local import LocalAccount
 from verify_support import AMOUNT, Facilitator, claim_of, requirement, sign, sign_upto
 from web3 import AsyncWeb3, Web3
 
-from x402pay.schemes.exact import SignedPayment
+from x402pay._schemes.exact import SignedPayment
 from x402pay.testing import Devnet
 from x402pay.verify import Check, Claim, Verdict, averify_claim, verify_claim
 

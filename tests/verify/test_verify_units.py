@@ -9,8 +9,8 @@ import pytest
 from web3 import HTTPProvider, Web3
 
 from x402pay.verify import Check, Claim, ReceiptMismatch, Verdict, Verification, verify_claim
-from x402pay.verify.chain import Rules
-from x402pay.verify.steps import Batch, RpcFailure, unpack
+from x402pay.verify._chain import Rules
+from x402pay.verify._steps import Batch, RpcFailure, unpack
 
 PAYER = "0x" + "aa" * 20
 PAY_TO = "0x" + "bb" * 20

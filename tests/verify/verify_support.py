@@ -10,13 +10,13 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, HTTPProvider
 from web3.contract import Contract
 
-from x402pay.protocol.addresses import UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay.protocol.models import PaymentRequirements
-from x402pay.schemes import eip712
-from x402pay.schemes.exact import SignedPayment, sign_exact
+from x402pay._protocol.addresses import UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._schemes import eip712
+from x402pay._schemes.exact import SignedPayment, sign_exact
+from x402pay._wallet import Wallet
 from x402pay.testing import Devnet, load_artifact
 from x402pay.verify import Claim
-from x402pay.wallet import Wallet
 
 AMOUNT = 250_000
 LIFETIME = 600

@@ -7,9 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from x402pay.amounts import usdc
+from x402pay._amounts import usdc
+from x402pay._trust import DEFAULT_TRUST_FILE, TrustStore
 from x402pay.cli.common import EXIT_ERROR, EXIT_OK, UsageError, setting
-from x402pay.trust import DEFAULT_TRUST_FILE, TrustStore
 
 DEFAULT_LEDGER: Final = "~/.local/state/x402pay/ledger.db"
 _WINDOWS: Final = {"total": None, "hour": 3_600, "day": 86_400}
@@ -74,7 +74,7 @@ def open_ledger(args: argparse.Namespace) -> Any:
 
 def run_ledger(args: argparse.Namespace) -> int:
     """Print the latest entries and the budgets."""
-    from x402pay.ledger.report import render_ledger
+    from x402pay.ledger._report import render_ledger
 
     with open_ledger(args) as ledger:
         print(render_ledger(ledger, limit=args.limit, as_json=args.json))
@@ -83,7 +83,7 @@ def run_ledger(args: argparse.Namespace) -> int:
 
 def run_budget(args: argparse.Namespace) -> int:
     """Print the budgets: held, limit, remaining."""
-    from x402pay.ledger.report import render_budgets
+    from x402pay.ledger._report import render_budgets
 
     with open_ledger(args) as ledger:
         print(render_budgets(ledger, origin=args.origin, as_json=args.json))
@@ -94,7 +94,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     """Resolve authorized and unknown entries from the chain; exit 1 if some stay open."""
     from x402pay._rpc import web3_for
     from x402pay.ledger import Web3Chain
-    from x402pay.ledger.report import render_reconcile
+    from x402pay.ledger._report import render_reconcile
 
     rpc_url = setting(args, "rpc_url")
     if not rpc_url:
@@ -147,7 +147,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _used_nonce(web3: Any, tx_hash: str, asset: str, payer: str) -> str:
-    from x402pay.protocol.abi import AUTHORIZATION_USED_TOPIC, address_topic
+    from x402pay._protocol.abi import AUTHORIZATION_USED_TOPIC, address_topic
 
     try:
         logs = web3.eth.get_transaction_receipt(tx_hash)["logs"]

@@ -12,9 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from x402pay.amounts import USDC_DECIMALS
+from x402pay._amounts import USDC_DECIMALS
+from x402pay._wallet import Wallet
 from x402pay.errors import WalletError
-from x402pay.wallet import Wallet
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1

@@ -16,10 +16,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from x402pay.amounts import usdc
+from x402pay._amounts import usdc
+from x402pay._payment import Payment
 from x402pay.cli.common import EXIT_ERROR, EXIT_OK, usdc_text
 from x402pay.errors import SpendCapExceeded
-from x402pay.payment import Payment
 
 PER_REQUEST = usdc("0.05")
 BUDGET = usdc("0.10")
@@ -123,7 +123,7 @@ def _start_chain(screen: Screen, stack: ExitStack) -> Any:
 
 
 def _start_api(screen: Screen, stack: ExitStack, devnet: Any) -> str:
-    from x402pay.server.demo import DemoConfig, Meter, running_demo
+    from x402pay.server._demo import DemoConfig, Meter, running_demo
 
     config = DemoConfig(upto_max=usdc("1"), exact_price=usdc("0.01"), meter=Meter(input_price=150, output_price=300))
     with screen.waiting("starting the paid API (payment middleware + on-chain facilitator) on loopback"):
@@ -139,10 +139,10 @@ class _Bot:
         import httpx2
         import openai
 
+        from x402pay._policy import SpendPolicy
+        from x402pay._transport import PaymentTransport
+        from x402pay._wallet import Wallet
         from x402pay.ledger import Budget, Ledger
-        from x402pay.policy import SpendPolicy
-        from x402pay.transport import PaymentTransport
-        from x402pay.wallet import Wallet
 
         wallet = Wallet(devnet.payers[0])
         self.address = wallet.address

@@ -84,7 +84,7 @@ def run_devnet(args: argparse.Namespace) -> int:
 
 def run_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo API on an existing chain, or on a devnet of its own."""
-    from x402pay.server.demo import serve_demo
+    from x402pay.server._demo import serve_demo
 
     rpc_url = setting(args, "rpc_url")
     if rpc_url:

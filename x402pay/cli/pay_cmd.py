@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 
-from x402pay.amounts import usdc
+from x402pay._amounts import usdc
+from x402pay._payment import Payment, payment_of
+from x402pay._policy import SpendPolicy
+from x402pay._transport import PaymentTransport
+from x402pay._trust import DEFAULT_TRUST_FILE, TrustStore
 from x402pay.cli.books_cmd import open_ledger
 from x402pay.cli.common import EXIT_HTTP, EXIT_OK, UsageError, load_wallet, setting, usdc_text
-from x402pay.payment import Payment, payment_of
-from x402pay.policy import SpendPolicy
-from x402pay.transport import PaymentTransport
-from x402pay.trust import DEFAULT_TRUST_FILE, TrustStore
 
 DEFAULT_MAX = "0.05"
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from x402pay._protocol.abi import TOKEN_ABI
+from x402pay._protocol.networks import KNOWN_ASSETS
+from x402pay._wallet import Wallet
 from x402pay.cli.common import EXIT_OK, UsageError, keystore_address, load_wallet, setting, usdc_text
 from x402pay.errors import WalletError
-from x402pay.protocol.abi import TOKEN_ABI
-from x402pay.protocol.networks import KNOWN_ASSETS
-from x402pay.wallet import Wallet
 
 
 def register(commands: Any) -> None:

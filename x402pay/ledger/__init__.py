@@ -16,10 +16,10 @@ from x402pay.errors import (
     PaymentInFlight,
     SchemaError,
 )
-from x402pay.ledger.backends import Durability
-from x402pay.ledger.chain import Chain, Web3Chain
-from x402pay.ledger.core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
-from x402pay.ledger.model import (
+from x402pay.ledger._backends import Durability
+from x402pay.ledger._chain import Chain, Web3Chain
+from x402pay.ledger._core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
+from x402pay.ledger._model import (
     DAY,
     EACH_ORIGIN,
     HOUR,

@@ -17,13 +17,13 @@ Needs the ``server`` extra (starlette, uvicorn).
 """
 
 from x402pay.errors import FacilitatorError, MalformedPayment, ServerStartError
-from x402pay.server.facilitator import Facilitator, SupportedKind, SupportedResponse, VerifyResponse
-from x402pay.server.local import LocalFacilitator
-from x402pay.server.middleware import PaymentMiddleware
-from x402pay.server.pricing import MAX_AMOUNT_HEADER, Price
-from x402pay.server.receipts import LineItem, PaidRequest, paid_request
-from x402pay.server.remote import HTTPFacilitator, facilitator_app
-from x402pay.server.serving import serve_app
+from x402pay.server._facilitator import Facilitator, SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server._local import LocalFacilitator
+from x402pay.server._middleware import PaymentMiddleware
+from x402pay.server._pricing import MAX_AMOUNT_HEADER, Price
+from x402pay.server._receipts import LineItem, PaidRequest, paid_request
+from x402pay.server._remote import HTTPFacilitator, facilitator_app
+from x402pay.server._serving import serve_app
 
 __all__ = [
     "MAX_AMOUNT_HEADER",

@@ -8,10 +8,10 @@ derive from `DevnetError`, an `x402pay.X402PayError`: `AnvilNotFound` (no anvil 
 did not come up).
 """
 
-from x402pay.testing.anvil import Anvil, find_anvil
-from x402pay.testing.artifacts import Artifact, load_artifact
-from x402pay.testing.devnet import ANVIL_MNEMONIC, Devnet, anvil_account, deploy_devnet
-from x402pay.testing.errors import AnvilNotFound, AnvilStartError, DevnetError
+from x402pay.testing._anvil import Anvil, find_anvil
+from x402pay.testing._artifacts import Artifact, load_artifact
+from x402pay.testing._devnet import ANVIL_MNEMONIC, Devnet, anvil_account, deploy_devnet
+from x402pay.testing._errors import AnvilNotFound, AnvilStartError, DevnetError
 
 __all__ = [
     "ANVIL_MNEMONIC",

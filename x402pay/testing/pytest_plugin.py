@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # the heavy imports wait until a chain fixture is used
     from eth_account.signers.local import LocalAccount
     from web3 import Web3
 
-    from x402pay.testing.anvil import Anvil
-    from x402pay.testing.devnet import Devnet
+    from x402pay.testing._anvil import Anvil
+    from x402pay.testing._devnet import Devnet
 
 
 def _chain_required() -> bool:
@@ -35,8 +35,8 @@ def _chain_required() -> bool:
 @pytest.fixture(scope="session")
 def x402pay_anvil() -> Iterator[Anvil]:
     """A session-wide anvil node, stopped by PID at the end of the session."""
-    from x402pay.testing.anvil import Anvil
-    from x402pay.testing.errors import AnvilNotFound
+    from x402pay.testing._anvil import Anvil
+    from x402pay.testing._errors import AnvilNotFound
 
     try:
         anvil = Anvil().start()
@@ -53,7 +53,7 @@ def x402pay_anvil() -> Iterator[Anvil]:
 @pytest.fixture(scope="session")
 def x402pay_devnet(x402pay_anvil: Anvil) -> Devnet:
     """The x402 contracts deployed on the session's anvil, with funded payers."""
-    from x402pay.testing.devnet import deploy_devnet
+    from x402pay.testing._devnet import deploy_devnet
 
     return deploy_devnet(x402pay_anvil.rpc_url)
 

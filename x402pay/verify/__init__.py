@@ -14,8 +14,8 @@ A claim without tx hash is located by its nonce, or stays ``pending`` while its 
 """
 
 from x402pay.errors import ReceiptMismatch
-from x402pay.verify.claims import Check, Claim, Verdict, Verification
-from x402pay.verify.rpc import averify_claim, averify_claims, verify_claim, verify_claims
+from x402pay.verify._claims import Check, Claim, Verdict, Verification
+from x402pay.verify._rpc import averify_claim, averify_claims, verify_claim, verify_claims
 
 __all__ = [
     "Check",

@@ -1,0 +1,367 @@
+"""`Ledger` and `AsyncLedger`: the spend ledger's API over a SQLite or PostgreSQL backend.
+
+The transport's part, for one logical request (its idempotency key):
+
+    entry = ledger.reserve(key, ...)        # budget check + reservation, atomic; BudgetExceeded / PaymentInFlight
+    if entry.state is reserved:             # a new reservation: sign, then store BEFORE sending
+        ledger.authorize(entry.id, payment=..., payer=..., nonce=..., valid_before=..., method=...)
+    else:                                   # a retry: re-send entry.payment, never sign again
+    ...send...
+    ledger.settle(entry.id, amount=..., tx_hash=...)  or  ledger.mark_unknown(entry.id)
+    ledger.mark_verified(entry.id)  or  ledger.mark_mismatch(entry.id, detail)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Final, Self
+
+from x402pay.errors import InvalidTransition
+from x402pay.ledger import _sql
+from x402pay.ledger._backends import (
+    AsyncDatabase,
+    AsyncPostgresDatabase,
+    AsyncSQLiteDatabase,
+    Database,
+    Durability,
+    PostgresDatabase,
+    SQLiteDatabase,
+)
+from x402pay.ledger._chain import Chain, Resolution, judge_entry
+from x402pay.ledger._model import OPEN_STATES, Budget, BudgetStatus, Entry, EntryState, ReconcileReport
+from x402pay.ledger._sql import NewEntry
+from x402pay.ledger._steps import Operations, Tally
+
+logger = logging.getLogger(__name__)
+
+#: A reservation never signed after this many seconds belongs to a request that died: reconcile() releases it.
+DEFAULT_STALE_AFTER: Final = 600
+#: Seconds past an authorization's expiry before reconcile() trusts that its unused nonce stays unused.
+DEFAULT_MARGIN: Final = 30
+_POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
+Clock = Callable[[], float]
+
+
+def _log(verdict: Resolution) -> None:
+    level = logging.DEBUG if verdict.action == "open" else logging.INFO
+    logger.log(level, "reconcile %s: %s (%s)", verdict.entry.id, verdict.action, verdict.reason)
+
+
+def _new_entry(key: str, origin: str, asset: str, network: str, amount: int, scheme: str, pay_to: str) -> NewEntry:
+    return NewEntry(key=key, origin=origin, asset=asset, network=network, scheme=scheme, pay_to=pay_to, amount=amount)
+
+
+class Ledger:
+    """A persistent spend ledger with budgets, safe across threads and processes (and machines on PostgreSQL).
+
+    Build one with `Ledger.sqlite` (the default, embedded), `Ledger.postgres` (a fleet sharing one budget), or
+    `Ledger.open` from a path or a ``postgresql://`` URL. The schema is created and migrated on open. Amounts are
+    ints of atomic units; times are the `clock`'s whole seconds.
+    """
+
+    def __init__(self, database: Database, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
+        self._db = database
+        self._steps = Operations(budgets, clock)
+        database.run(_sql.migrate(), write=True, exclusive=True, durable=True)
+
+    @classmethod
+    def sqlite(
+        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in the SQLite file at `path` (WAL), or in memory for this ledger object only.
+
+        `durability` says which commits wait for the disk (`Durability`; the default keeps every stored signed
+        payment through a power cut)."""
+        return cls(SQLiteDatabase(path, durability=durability), budgets=budgets, clock=clock)
+
+    @classmethod
+    def postgres(
+        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in PostgreSQL (`conninfo`: a libpq URL or key=value string), in `schema` if given.
+
+        `durability` says which commits wait for the server's flush (`Durability`)."""
+        return cls(PostgresDatabase(conninfo, schema=schema, durability=durability), budgets=budgets, clock=clock)
+
+    @classmethod
+    def open(
+        cls, target: str | os.PathLike[str], *, schema: str | None = None, budgets: Sequence[Budget] = (),
+        clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """`Ledger.postgres` for a ``postgres(ql)://`` URL, else `Ledger.sqlite` for a file path."""
+        if str(target).startswith(_POSTGRES_SCHEMES):
+            return cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
+        return cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        """The budgets this ledger enforces."""
+        return self._steps.budgets
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def reserve(
+        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact"
+    ) -> Entry:
+        """Hold `amount` for the logical request `key` against every budget it falls under, atomically.
+
+        Returns a new entry in state ``reserved`` (sign it), or the live entry already recorded for `key` in any
+        later state (re-send its `payment`; never sign again). Raises `BudgetExceeded` naming the budget that
+        refused and its room, or `PaymentInFlight` while another request with this key holds a reservation (it is
+        signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
+        """
+        new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+
+    def authorize(
+        self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
+        amount: int | None = None,
+    ) -> Entry:  # fmt: skip
+        """Store a reserved entry's signed payment (JSON-able; enough to re-send it byte for byte) before it is sent.
+
+        `nonce` is as on the wire, `valid_before` the EIP-3009 validBefore or Permit2 deadline, `method`
+        ``"eip3009"`` or ``"permit2"``; `amount`, if given, is what was signed (at most what was reserved).
+        Raises `InvalidTransition` if the entry is no longer reserved: then the payment must not be sent.
+        """
+        steps = self._steps.authorize(
+            entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
+        )
+        return self._db.run(steps, write=True, durable=True)
+
+    def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
+        """Record the settlement the server reported: `amount` (at most the signed maximum) in `tx_hash`."""
+        return self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
+
+    def release(self, entry_id: str, reason: str) -> Entry:
+        """Release a reservation that was never signed (e.g. the request was refused before signing)."""
+        return self._db.run(self._steps.release(entry_id, reason), write=True)
+
+    def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
+        """The signed payment was sent but no receipt came (lost response, timeout): reconcile() will decide."""
+        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, OPEN_STATES, detail)
+        return self._db.run(steps, write=True)
+
+    def mark_verified(self, entry_id: str) -> Entry:
+        """The chain confirms the settled entry's receipt."""
+        steps = self._steps.mark(entry_id, EntryState.VERIFIED, {EntryState.SETTLED}, None)
+        return self._db.run(steps, write=True)
+
+    def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
+        """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
+        steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
+        return self._db.run(steps, write=True, durable=True)
+
+    def get(self, entry_id: str) -> Entry:
+        """The entry `entry_id`; `EntryNotFound` if there is none."""
+        return self._db.run(_sql.get(entry_id))
+
+    def lookup(self, key: str) -> Entry | None:
+        """The live entry of idempotency key `key`, else its latest released one, else None."""
+        return self._db.run(_sql.lookup(key))
+
+    def find(self, keys: Collection[str]) -> dict[str, Entry]:
+        """`lookup` for several keys at once (one read): each key that has an entry, with that entry."""
+        return self._db.run(_sql.find(keys))
+
+    def entries(
+        self, *, limit: int = 100, states: Collection[EntryState] | None = None, since: int | None = None
+    ) -> list[Entry]:
+        """Entries, newest first: at most `limit`, optionally only in `states` and created at or after `since`."""
+        return self._db.run(_sql.entries(limit, states, since))
+
+    def remaining(self, asset: str, *, network: str, origin: str) -> int | None:
+        """The most a payment of `asset` on `network` to `origin` may reserve now; None when no budget applies."""
+        return self._db.run(self._steps.remaining(asset, network, origin))
+
+    def budget_status(self, *, origin: str | None = None) -> list[BudgetStatus]:
+        """Each budget with the money held against it (per-origin budgets: for `origin`, or each origin)."""
+        return self._db.run(self._steps.statuses(origin))
+
+    def release_stale(self, older_than: int = DEFAULT_STALE_AFTER) -> list[Entry]:
+        """Release reservations never signed within `older_than` seconds (their request died)."""
+        now = self._steps.now()
+        return self._db.run(_sql.release_stale(now - older_than, now), write=True)
+
+    def reconcile(
+        self, chain: Chain, *, stale_after: int = DEFAULT_STALE_AFTER, margin: int = DEFAULT_MARGIN
+    ) -> ReconcileReport:
+        """Resolve authorized and unknown entries from chain state, and release stale reservations.
+
+        A used nonce settles the entry with the amount of the token's Transfer; an authorization expired more than
+        `margin` seconds ago with its nonce unused is released; anything else stays open, with the reason.
+        """
+        tally = Tally(released=self.release_stale(stale_after))
+        for entry in self._db.run(_sql.open_entries()):
+            verdict = judge_entry(chain, entry, margin)
+            tally.add(verdict, self._apply(verdict))
+        return tally.report()
+
+    def _apply(self, verdict: Resolution) -> Entry | str:
+        _log(verdict)
+        if verdict.action == "open":
+            return verdict.reason
+        try:
+            return self._db.run(self._steps.resolve(verdict), write=True, durable=True)
+        except InvalidTransition as exc:  # the transport got there first
+            return str(exc)
+
+
+class AsyncLedger:
+    """The asyncio twin of `Ledger`: the same operations, awaited, over the same databases."""
+
+    def __init__(self, database: AsyncDatabase, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
+        self._db = database
+        self._steps = Operations(budgets, clock)
+        self._migrated = False
+
+    @classmethod
+    async def sqlite(
+        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in the SQLite file at `path` (WAL), or in memory; see `Ledger.sqlite`."""
+        database = AsyncSQLiteDatabase(path, durability=durability)
+        return await cls(database, budgets=budgets, clock=clock).migrate()
+
+    @classmethod
+    async def postgres(
+        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time,
+        durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """A ledger in PostgreSQL, in `schema` if given; see `Ledger.postgres`."""
+        database = AsyncPostgresDatabase(conninfo, schema=schema, durability=durability)
+        return await cls(database, budgets=budgets, clock=clock).migrate()
+
+    @classmethod
+    async def open(
+        cls, target: str | os.PathLike[str], *, schema: str | None = None, budgets: Sequence[Budget] = (),
+        clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
+    ) -> Self:  # fmt: skip
+        """`AsyncLedger.postgres` for a ``postgres(ql)://`` URL, else `AsyncLedger.sqlite` for a file path."""
+        if str(target).startswith(_POSTGRES_SCHEMES):
+            return await cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
+        return await cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
+
+    async def migrate(self) -> Self:
+        """Create or upgrade the schema (the constructors do it; call it when building from a database)."""
+        await self._db.run(_sql.migrate(), write=True, exclusive=True, durable=True)
+        return self
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        """The budgets this ledger enforces."""
+        return self._steps.budgets
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the database connection."""
+        await self._db.close()
+
+    async def reserve(
+        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact"
+    ) -> Entry:
+        """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
+        new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+
+    async def authorize(
+        self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
+        amount: int | None = None,
+    ) -> Entry:  # fmt: skip
+        """Store a reserved entry's signed payment before it is sent; see `Ledger.authorize`."""
+        steps = self._steps.authorize(
+            entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
+        )
+        return await self._db.run(steps, write=True, durable=True)
+
+    async def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
+        """Record the settlement the server reported; see `Ledger.settle`."""
+        return await self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
+
+    async def release(self, entry_id: str, reason: str) -> Entry:
+        """Release a reservation that was never signed."""
+        return await self._db.run(self._steps.release(entry_id, reason), write=True)
+
+    async def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
+        """The signed payment was sent but no receipt came: reconcile() will decide."""
+        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, OPEN_STATES, detail)
+        return await self._db.run(steps, write=True)
+
+    async def mark_verified(self, entry_id: str) -> Entry:
+        """The chain confirms the settled entry's receipt."""
+        steps = self._steps.mark(entry_id, EntryState.VERIFIED, {EntryState.SETTLED}, None)
+        return await self._db.run(steps, write=True)
+
+    async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
+        """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
+        steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
+        return await self._db.run(steps, write=True, durable=True)
+
+    async def get(self, entry_id: str) -> Entry:
+        """The entry `entry_id`; `EntryNotFound` if there is none."""
+        return await self._db.run(_sql.get(entry_id))
+
+    async def lookup(self, key: str) -> Entry | None:
+        """The live entry of idempotency key `key`, else its latest released one, else None."""
+        return await self._db.run(_sql.lookup(key))
+
+    async def find(self, keys: Collection[str]) -> dict[str, Entry]:
+        """`lookup` for several keys at once (one read); see `Ledger.find`."""
+        return await self._db.run(_sql.find(keys))
+
+    async def entries(
+        self, *, limit: int = 100, states: Collection[EntryState] | None = None, since: int | None = None
+    ) -> list[Entry]:
+        """Entries, newest first; see `Ledger.entries`."""
+        return await self._db.run(_sql.entries(limit, states, since))
+
+    async def remaining(self, asset: str, *, network: str, origin: str) -> int | None:
+        """The most a payment may reserve now; None when no budget applies. See `Ledger.remaining`."""
+        return await self._db.run(self._steps.remaining(asset, network, origin))
+
+    async def budget_status(self, *, origin: str | None = None) -> list[BudgetStatus]:
+        """Each budget with the money held against it; see `Ledger.budget_status`."""
+        return await self._db.run(self._steps.statuses(origin))
+
+    async def release_stale(self, older_than: int = DEFAULT_STALE_AFTER) -> list[Entry]:
+        """Release reservations never signed within `older_than` seconds."""
+        now = self._steps.now()
+        return await self._db.run(_sql.release_stale(now - older_than, now), write=True)
+
+    async def reconcile(
+        self, chain: Chain, *, stale_after: int = DEFAULT_STALE_AFTER, margin: int = DEFAULT_MARGIN
+    ) -> ReconcileReport:
+        """Resolve open entries from chain state (chain calls run in a worker thread); see `Ledger.reconcile`."""
+        tally = Tally(released=await self.release_stale(stale_after))
+        for entry in await self._db.run(_sql.open_entries()):
+            verdict = await asyncio.to_thread(judge_entry, chain, entry, margin)
+            tally.add(verdict, await self._apply(verdict))
+        return tally.report()
+
+    async def _apply(self, verdict: Resolution) -> Entry | str:
+        _log(verdict)
+        if verdict.action == "open":
+            return verdict.reason
+        try:
+            return await self._db.run(self._steps.resolve(verdict), write=True, durable=True)
+        except InvalidTransition as exc:  # the transport got there first
+            return str(exc)

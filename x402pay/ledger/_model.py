@@ -1,0 +1,175 @@
+"""The ledger's values: entry states, entries, budgets and what is left of them.
+
+An entry moves through these states; `held` is what it counts against every budget it falls under:
+
+    reserved ──► authorized ──► settled ──► verified
+        │            │  ▲   │       └─────► mismatch
+        │            ▼  │   │
+        │         unknown ──┤
+        ▼            │      ▼
+    released ◄───────┴── (reconcile: expired and nonce unused)
+
+reserved, authorized, unknown and mismatch hold their signed maximum; settled and verified hold the settled
+amount; released holds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+#: `Budget.origin` value: the limit applies to each origin separately.
+EACH_ORIGIN: Final = "*"
+HOUR: Final = 3_600
+DAY: Final = 86_400
+#: Largest amount the ledger stores: both backends keep amounts in signed 64-bit integers.
+MAX_STORED_AMOUNT: Final = 2**63 - 1
+
+
+class EntryState(StrEnum):
+    """Where one payment stands."""
+
+    RESERVED = "reserved"  # budget held, nothing signed
+    AUTHORIZED = "authorized"  # signed payment stored; it may have been sent
+    UNKNOWN = "unknown"  # sent, no receipt (a lost response, a timeout, a crash)
+    SETTLED = "settled"  # a receipt says it settled (a claim until verified)
+    VERIFIED = "verified"  # the chain confirms the receipt
+    MISMATCH = "mismatch"  # the receipt disagrees with the chain or with what was signed
+    RELEASED = "released"  # provably not settled: refused before sending, or expired with its nonce unused
+
+
+#: States whose payment may still move money, so reconcile() looks at them on chain.
+OPEN_STATES: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN})
+#: States that hold the signed maximum.
+MAXIMUM_STATES: Final = frozenset({*OPEN_STATES, EntryState.RESERVED, EntryState.MISMATCH})
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One payment for one logical request (`key`), as the ledger stores it. Amounts are atomic units."""
+
+    id: str
+    key: str
+    origin: str
+    asset: str
+    network: str
+    scheme: str
+    pay_to: str
+    amount: int
+    held: int
+    state: EntryState
+    created_at: int
+    updated_at: int
+    payer: str | None = None
+    method: str | None = None
+    nonce: str | None = None
+    valid_before: int | None = None
+    payment: Mapping[str, Any] | None = None
+    settled_amount: int | None = None
+    tx_hash: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Entry:
+        """Build an entry from a row of `ENTRY_COLUMNS` (see `x402pay.ledger._sql`)."""
+        values = dict(zip(ENTRY_FIELDS, row, strict=True))
+        values["state"] = EntryState(values["state"])
+        if values["payment"] is not None:
+            values["payment"] = json.loads(values["payment"])
+        return cls(**values)
+
+
+ENTRY_FIELDS: Final = tuple(Entry.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on the money held for one asset, optionally per network, per origin and over a rolling window.
+
+    `asset` is the token address (any case). `origin` is None for all origins together, `EACH_ORIGIN` for each
+    origin separately, or one ``scheme://host[:port]``. `window` is None for all time, else seconds (`HOUR`,
+    `DAY`). `name` labels the budget in messages and reports.
+    """
+
+    asset: str
+    limit: int
+    window: int | None = None
+    origin: str | None = None
+    network: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 0 <= self.limit <= MAX_STORED_AMOUNT:
+            raise ValueError(f"a budget limit is an int of atomic units in [0, 2**63), got {self.limit!r}")
+        if self.window is not None and self.window <= 0:
+            raise ValueError(f"a budget window is a positive number of seconds, got {self.window}")
+        object.__setattr__(self, "asset", self.asset.lower())
+        if self.origin is not None:
+            object.__setattr__(self, "origin", self.origin.lower())
+
+    def applies_to(self, asset: str, network: str, origin: str) -> bool:
+        """Whether a payment of `asset` on `network` to `origin` counts against this budget."""
+        return (
+            asset.lower() == self.asset
+            and self.network in (None, network)
+            and self.origin in (None, EACH_ORIGIN, origin.lower())
+        )
+
+    def describe(self) -> str:
+        """A short label: the name if given, else what the budget limits."""
+        if self.name:
+            return repr(self.name)
+        parts = [f"{self.asset[:10]}…"]
+        if self.network:
+            parts.append(f"on {self.network}")
+        if self.origin == EACH_ORIGIN:
+            parts.append("per origin")
+        elif self.origin:
+            parts.append(f"for {self.origin}")
+        parts.append(_window_text(self.window))
+        return f"[{' '.join(parts)}]"
+
+
+def _window_text(window: int | None) -> str:
+    if window is None:
+        return "in total"
+    if window % DAY == 0:
+        return "per day" if window == DAY else f"per {window // DAY} days"
+    if window % HOUR == 0:
+        return "per hour" if window == HOUR else f"per {window // HOUR} hours"
+    return f"per {window} s"
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A budget, the money held against it (for one origin when it is per origin), and the room left."""
+
+    budget: Budget
+    held: int
+    origin: str | None = None
+
+    @property
+    def remaining(self) -> int:
+        """What may still be reserved (never negative)."""
+        return max(0, self.budget.limit - self.held)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What the chain shows an authorization paid: the token amount moved and the transaction that moved it."""
+
+    amount: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What `reconcile` did: entries settled from chain state, released, found to mismatch, left open (with why)."""
+
+    settled: tuple[Entry, ...] = ()
+    released: tuple[Entry, ...] = ()
+    mismatched: tuple[Entry, ...] = ()
+    unresolved: tuple[tuple[Entry, str], ...] = ()

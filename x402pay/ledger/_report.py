@@ -1,0 +1,117 @@
+"""Text and JSON for the ``x402pay ledger``, ``budget`` and ``reconcile`` commands (the CLI only prints these).
+
+Amounts of a known USDC deployment show as decimal USDC; others as atomic units. JSON keeps every amount as an
+int of atomic units.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from x402pay._protocol.networks import KNOWN_ASSETS
+from x402pay.ledger._core import Ledger
+from x402pay.ledger._model import EACH_ORIGIN, BudgetStatus, Entry, ReconcileReport
+
+_ENTRY_COLUMNS = ("time", "origin", "scheme", "signed max", "settled", "tx", "verdict")
+_BUDGET_COLUMNS = ("budget", "origin", "held", "limit", "remaining")
+
+
+def render_ledger(ledger: Ledger, *, limit: int = 50, as_json: bool = False) -> str:
+    """The latest `limit` entries (time, origin, scheme, signed max, settled, tx, verdict) and every budget's totals."""
+    entries = ledger.entries(limit=limit)
+    statuses = ledger.budget_status()
+    if as_json:
+        return _json({"entries": [entry_json(entry) for entry in entries], "budgets": [*map(status_json, statuses)]})
+    rows = [_entry_row(entry) for entry in entries]
+    return f"{_table(_ENTRY_COLUMNS, rows) if rows else 'no payments recorded'}\n\n{budget_table(statuses)}"
+
+
+def render_budgets(ledger: Ledger, *, origin: str | None = None, as_json: bool = False) -> str:
+    """What is held and left in each budget (per-origin budgets: for `origin`, or each origin holding money)."""
+    statuses = ledger.budget_status(origin=origin)
+    return _json([status_json(status) for status in statuses]) if as_json else budget_table(statuses)
+
+
+def render_reconcile(report: ReconcileReport, *, as_json: bool = False) -> str:
+    """What reconcile() settled, released, found mismatched, and left open (with why)."""
+    groups = {"settled": report.settled, "released": report.released, "mismatch": report.mismatched}
+    if as_json:
+        found: dict[str, Any] = {name: [entry_json(entry) for entry in group] for name, group in groups.items()}
+        found["unresolved"] = [{**entry_json(entry), "why": why} for entry, why in report.unresolved]
+        return _json(found)
+    lines = [f"{name:<10} {entry.id}  {entry.origin}  {_settled(entry)}  {entry.detail or entry.tx_hash or ''}"
+             for name, group in groups.items() for entry in group]  # fmt: skip
+    lines += [f"{'open':<10} {entry.id}  {entry.origin}  {why}" for entry, why in report.unresolved]
+    counts = ", ".join(f"{len(group)} {name}" for name, group in groups.items())
+    return "\n".join([*lines, f"reconciled: {counts}, {len(report.unresolved)} still open"])
+
+
+def budget_table(statuses: Sequence[BudgetStatus]) -> str:
+    """A table of budgets: what each limits, the origin it is counted for, held, limit, remaining."""
+    if not statuses:
+        return "no budgets configured"
+    rows = [
+        (
+            status.budget.describe(),
+            status.origin or ("(each)" if status.budget.origin == EACH_ORIGIN else "(all)"),
+            _money(status.held, status.budget.asset),
+            _money(status.budget.limit, status.budget.asset),
+            _money(status.remaining, status.budget.asset),
+        )
+        for status in statuses
+    ]
+    return _table(_BUDGET_COLUMNS, rows)
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry as JSON-able data (amounts as ints of atomic units; the signed payment itself left out)."""
+    data = {name: getattr(entry, name) for name in Entry.__dataclass_fields__ if name != "payment"}
+    data["state"] = str(entry.state)
+    return data
+
+
+def status_json(status: BudgetStatus) -> dict[str, Any]:
+    """A budget status as JSON-able data."""
+    budget = status.budget
+    return {
+        "budget": budget.describe(),
+        "asset": budget.asset,
+        "network": budget.network,
+        "origin": status.origin or budget.origin,
+        "window": budget.window,
+        "limit": budget.limit,
+        "held": status.held,
+        "remaining": status.remaining,
+    }
+
+
+def _entry_row(entry: Entry) -> tuple[str, ...]:
+    when = datetime.fromtimestamp(entry.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    tx = entry.tx_hash[:12] + "…" if entry.tx_hash else "-"
+    return when, entry.origin, entry.scheme, _money(entry.amount, entry.asset), _settled(entry), tx, str(entry.state)
+
+
+def _settled(entry: Entry) -> str:
+    return "-" if entry.settled_amount is None else _money(entry.settled_amount, entry.asset)
+
+
+def _money(amount: int, asset: str) -> str:
+    decimals = next((known.decimals for known in KNOWN_ASSETS.values() if known.address.lower() == asset.lower()), None)
+    if decimals is None:
+        return str(amount)
+    return f"{Decimal(amount).scaleb(-decimals):.{decimals}f} USDC"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in (header, *rows)]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,274 @@
+# ruff: noqa: S608  -- table and column names are constants of this module; every value is a bound parameter
+"""The ledger's SQL, written once for SQLite and PostgreSQL, and once for sync and async drivers.
+
+Every operation is a *program*: a generator that yields `Query` values and is sent back each query's rows. A
+backend drives a program inside one transaction (see `x402pay.ledger._backends`), so the logic here does no I/O
+and cannot tell which database or which driver runs it. Placeholders are ``?``; the PostgreSQL driver rewrites
+them. Raising inside a program rolls its transaction back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from x402pay.errors import BudgetExceeded, EntryNotFound, InvalidTransition, PaymentInFlight, SchemaError
+from x402pay.ledger._model import (
+    EACH_ORIGIN,
+    ENTRY_FIELDS,
+    MAX_STORED_AMOUNT,
+    OPEN_STATES,
+    Budget,
+    Entry,
+    EntryState,
+)
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+Program = Generator["Query", Rows, T]
+
+ENTRIES: Final = "x402pay_entries"
+COLUMNS: Final = ", ".join(ENTRY_FIELDS)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        f"""CREATE TABLE {ENTRIES} (
+            id TEXT PRIMARY KEY, key TEXT NOT NULL, origin TEXT NOT NULL, asset TEXT NOT NULL,
+            network TEXT NOT NULL, scheme TEXT NOT NULL, pay_to TEXT NOT NULL,
+            amount BIGINT NOT NULL, held BIGINT NOT NULL, state TEXT NOT NULL,
+            created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+            payer TEXT, method TEXT, nonce TEXT, valid_before BIGINT, payment TEXT,
+            settled_amount BIGINT, tx_hash TEXT, detail TEXT)""",
+        # One live entry per logical request; a released one leaves room for a fresh payment.
+        f"CREATE UNIQUE INDEX x402pay_entries_live_key ON {ENTRIES} (key) WHERE state <> 'released'",
+        f"CREATE INDEX x402pay_entries_budget ON {ENTRIES} (asset, created_at)",
+        f"CREATE INDEX x402pay_entries_state ON {ENTRIES} (state, created_at)",
+    ),
+    (
+        # lookup() must find released entries too, which the partial unique index leaves out: without this it
+        # scanned the whole table on every reserve.
+        f"CREATE INDEX IF NOT EXISTS x402pay_entries_key ON {ENTRIES} (key)",
+        # Budget sums read only these columns, so they never touch the table. The window leads: a per-origin
+        # budget scans the window's entries of every origin, which is cheaper than a second index to keep up.
+        "DROP INDEX IF EXISTS x402pay_entries_budget",
+        f"CREATE INDEX IF NOT EXISTS x402pay_entries_held ON {ENTRIES} (asset, created_at, network, origin, held)",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One SQL statement with ``?`` placeholders and its parameters."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What `reserve` is asked to hold: one payment of at most `amount` for the logical request `key`."""
+
+    key: str
+    origin: str
+    asset: str
+    network: str
+    scheme: str
+    pay_to: str
+    amount: int
+
+
+def check_amount(amount: int, what: str = "amount") -> int:
+    """`amount` if it is an int the ledger can store, else ValueError (floats never become money)."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_STORED_AMOUNT:
+        raise ValueError(f"{what} must be an int of atomic units in [0, 2**63), got {amount!r}")
+    return amount
+
+
+# -- schema ------------------------------------------------------------------------------------------------------
+
+
+def migrate() -> Program[int]:
+    """Create or upgrade the schema to `SCHEMA_VERSION`; run it under the backend's exclusive lock."""
+    yield Query("CREATE TABLE IF NOT EXISTS x402pay_schema (version INTEGER NOT NULL)")
+    rows = yield Query("SELECT version FROM x402pay_schema")
+    if not rows:
+        yield Query("INSERT INTO x402pay_schema (version) VALUES (0)")
+    current = int(rows[0][0]) if rows else 0
+    if current > SCHEMA_VERSION:
+        raise SchemaError(f"the ledger schema is version {current}; this x402pay knows up to {SCHEMA_VERSION}")
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            yield Query(statement)
+        yield Query("UPDATE x402pay_schema SET version = ?", (version,))
+    return SCHEMA_VERSION
+
+
+# -- reads -------------------------------------------------------------------------------------------------------
+
+
+def get(entry_id: str) -> Program[Entry]:
+    """The entry `entry_id`; EntryNotFound if there is none."""
+    rows = yield Query(f"SELECT {COLUMNS} FROM {ENTRIES} WHERE id = ?", (entry_id,))
+    if not rows:
+        raise EntryNotFound(f"no ledger entry {entry_id!r}")
+    return Entry.from_row(rows[0])
+
+
+def lookup(key: str) -> Program[Entry | None]:
+    """The live entry for idempotency key `key`, else its latest released one, else None."""
+    rows = yield Query(
+        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1",
+        (key,),
+    )
+    return Entry.from_row(rows[0]) if rows else None
+
+
+def find(keys: Collection[str]) -> Program[dict[str, Entry]]:
+    """For each of `keys` that has entries: its live entry, else its latest released one (one query)."""
+    rows = yield Query(
+        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE key IN ({', '.join('?' for _ in keys)}) "
+        "ORDER BY state = 'released', created_at DESC, id",
+        tuple(keys),
+    )
+    found: dict[str, Entry] = {}
+    for row in rows:
+        entry = Entry.from_row(row)
+        found.setdefault(entry.key, entry)
+    return found
+
+
+def entries(limit: int, states: Collection[EntryState] | None = None, since: int | None = None) -> Program[list[Entry]]:
+    """Entries, newest first: at most `limit`, optionally only in `states` and created at or after `since`."""
+    where, params = _filters(states, since)
+    rows = yield Query(f"SELECT {COLUMNS} FROM {ENTRIES}{where} ORDER BY created_at DESC, id LIMIT ?", (*params, limit))
+    return [Entry.from_row(row) for row in rows]
+
+
+def _filters(states: Collection[EntryState] | None, since: int | None) -> tuple[str, tuple[Any, ...]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if states is not None:
+        clauses.append(f"state IN ({', '.join('?' for _ in states)})" if states else "1 = 0")
+        params += [str(state) for state in states]
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
+def held(budget: Budget, origin: str | None, now: int) -> Program[int]:
+    """The money held against `budget` (for `origin` when the budget is per origin) at time `now`."""
+    where, params = _budget_filter(budget, origin, now)
+    rows = yield Query(f"SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM {ENTRIES} WHERE {where}", params)
+    return int(rows[0][0])
+
+
+def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
+    """(origin, held) for each origin holding money against `budget`, most held first."""
+    where, params = _budget_filter(budget, None, now)
+    rows = yield Query(
+        f"SELECT origin, CAST(SUM(held) AS BIGINT) AS total FROM {ENTRIES} WHERE {where} AND held > 0 "
+        "GROUP BY origin ORDER BY total DESC, origin",
+        params,
+    )
+    return [(str(origin), int(total)) for origin, total in rows]
+
+
+def _budget_filter(budget: Budget, origin: str | None, now: int) -> tuple[str, tuple[Any, ...]]:
+    clauses = ["asset = ?"]
+    params: list[Any] = [budget.asset]
+    if budget.network is not None:
+        clauses.append("network = ?")
+        params.append(budget.network)
+    scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
+    if scoped is not None:
+        clauses.append("origin = ?")
+        params.append(scoped.lower())
+    if budget.window is not None:
+        clauses.append("created_at > ?")
+        params.append(now - budget.window)
+    return " AND ".join(clauses), tuple(params)
+
+
+# -- writes ------------------------------------------------------------------------------------------------------
+
+
+def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int) -> Program[Entry]:
+    """Hold `new.amount` against every budget it falls under, or return the live entry for its key.
+
+    Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
+    """
+    existing = yield from lookup(new.key)
+    if existing is not None and existing.state is not EntryState.RELEASED:
+        if existing.state is EntryState.RESERVED:
+            raise PaymentInFlight(existing)
+        return existing
+    for budget in budgets:
+        if budget.applies_to(new.asset, new.network, new.origin):
+            already = yield from held(budget, new.origin, now)
+            if already + new.amount > budget.limit:
+                raise BudgetExceeded(budget, new.amount, max(0, budget.limit - already))
+    rows = yield Query(
+        f"INSERT INTO {ENTRIES} (id, key, origin, asset, network, scheme, pay_to, amount, held, state, created_at, "
+        f"updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
+        (entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
+         new.amount, new.amount, str(EntryState.RESERVED), now, now),
+    )  # fmt: skip
+    return Entry.from_row(rows[0])
+
+
+def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, Any]]) -> Program[Entry]:
+    """Update `entry_id` with ``changes(entry)`` (column -> value), if its state is still the one read.
+
+    `changes` sees the entry as it stands and raises (e.g. through `require`) to refuse the step.
+    """
+    entry = yield from get(entry_id)
+    # Only the columns that change: SQLite rewrites every index on a column that is SET, changed or not.
+    values = {column: value for column, value in changes(entry).items() if getattr(entry, column) != value}
+    values["updated_at"] = now
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    rows = yield Query(
+        f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state = ? RETURNING {COLUMNS}",
+        (*(_stored(value) for value in values.values()), entry_id, str(entry.state)),
+    )
+    if not rows:  # another transaction moved it between our read and our write
+        current = yield from get(entry_id)
+        raise InvalidTransition(f"entry {entry_id} became {current.state} while being updated", current)
+    return Entry.from_row(rows[0])
+
+
+def require(entry: Entry, allowed: Collection[EntryState], step: str, hint: str = "") -> None:
+    """Raise InvalidTransition unless `entry` is in one of the `allowed` states."""
+    if entry.state not in allowed:
+        raise InvalidTransition(f"cannot {step} entry {entry.id}: it is {entry.state}{hint}", entry)
+
+
+def _stored(value: Any) -> Any:
+    if isinstance(value, EntryState):
+        return str(value)
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def release_stale(before: int, now: int) -> Program[list[Entry]]:
+    """Release reservations created before `before`: nothing was signed for them, so nothing can settle."""
+    rows = yield Query(
+        f"UPDATE {ENTRIES} SET state = ?, held = 0, detail = ?, updated_at = ? WHERE state = ? AND created_at < ? "
+        f"RETURNING {COLUMNS}",
+        (str(EntryState.RELEASED), "stale reservation: never signed", now, str(EntryState.RESERVED), before),
+    )
+    return [Entry.from_row(row) for row in rows]
+
+
+def open_entries() -> Program[list[Entry]]:
+    """Entries whose signed payment may still move money (authorized, unknown), oldest first."""
+    states = sorted(OPEN_STATES)
+    rows = yield Query(
+        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE state IN ({', '.join('?' for _ in states)}) ORDER BY created_at, id",
+        tuple(str(state) for state in states),
+    )
+    return [Entry.from_row(row) for row in rows]

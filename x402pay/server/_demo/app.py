@@ -1,0 +1,137 @@
+"""The Compose-compatible demo API, paid: upto on the generation routes (metered by the fake model's tokens),
+exact on ``GET /v1/fortune``; `running_demo` serves it on a devnet for tests, `serve_demo` for the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import uvicorn
+from eth_account import Account
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from x402pay._protocol.networks import caip2
+from x402pay.server._demo.chat import chat_completions
+from x402pay.server._demo.model import MODEL_NAME, Meter
+from x402pay.server._demo.responses_api import (
+    ResponseStore,
+    cancel_response,
+    create_response,
+    list_input_items,
+    retrieve_response,
+)
+from x402pay.server._facilitator import Facilitator
+from x402pay.server._local import LocalFacilitator
+from x402pay.server._middleware import PaymentMiddleware
+from x402pay.server._pricing import Price
+from x402pay.server._serving import serve_app
+
+if TYPE_CHECKING:
+    from x402pay.testing import Devnet
+
+#: The generation routes, priced upto.
+METERED_ROUTES = ("POST /v1/chat/completions", "POST /api/inference", "POST /v1/responses")
+FORTUNE = "A paid request is a promise kept on chain."
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Prices of the demo API, in atomic USDC units: the upto maximum, the exact price, the per-token meter;
+    and whether its Permit2 routes offer gas-free approval (``eip2612GasSponsoring``)."""
+
+    upto_max: int = 1_000_000
+    exact_price: int = 10_000
+    meter: Meter = field(default_factory=Meter)
+    gas_sponsoring: bool = True
+
+
+def demo_api(meter: Meter | None = None) -> Starlette:
+    """The unpaid API: chat completions, Responses (with a store), ``/api/inference``, models, the fortune."""
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/api/inference", chat_completions, methods=["POST"]),
+            Route("/v1/responses", create_response, methods=["POST"]),
+            Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
+            Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
+            Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
+            Route("/v1/models", _models, methods=["GET"]),
+            Route("/v1/fortune", _fortune, methods=["GET"]),
+        ]
+    )
+    app.state.meter = meter or Meter()
+    app.state.responses = ResponseStore()
+    return app
+
+
+def demo_routes(asset: str, config: DemoConfig) -> dict[str, Price]:
+    """The demo's price table."""
+    routes = {
+        route: Price.upto(config.upto_max, asset=asset, description="fake model inference") for route in METERED_ROUTES
+    }
+    routes["GET /v1/fortune"] = Price.exact(config.exact_price, asset=asset, description="one fortune")
+    return routes
+
+
+def demo_app(
+    *, facilitator: Facilitator, network: str, asset: str, pay_to: str, config: DemoConfig | None = None
+) -> PaymentMiddleware:
+    """The demo API behind `PaymentMiddleware`."""
+    config = config or DemoConfig()
+    return PaymentMiddleware(
+        demo_api(config.meter),
+        facilitator=facilitator,
+        network=network,
+        pay_to=pay_to,
+        routes=demo_routes(asset, config),
+        gas_sponsoring=config.gas_sponsoring,
+    )
+
+
+@contextlib.contextmanager
+def running_demo(devnet: Devnet, *, config: DemoConfig | None = None) -> Iterator[str]:
+    """Serve the paid demo on loopback against `devnet` (its facilitator account settles, its payee is paid).
+
+    Yields the base URL; the server stops when the block exits.
+    """
+    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator)
+    app = demo_app(
+        facilitator=facilitator, network=devnet.network, asset=devnet.usdc, pay_to=devnet.payee.address, config=config
+    )
+    with serve_app(app) as url:
+        yield url
+
+
+def serve_demo(
+    *,
+    rpc_url: str,
+    facilitator_key: str,
+    asset: str,
+    pay_to: str,
+    host: str = "127.0.0.1",
+    port: int = 8402,
+    config: DemoConfig | None = None,
+) -> None:
+    """Run the paid demo API with uvicorn until interrupted (blocking); for ``x402pay serve-demo``.
+
+    `facilitator_key` is the hex private key of the account that settles (and pays gas) on `rpc_url`.
+    """
+    facilitator = LocalFacilitator(rpc_url, Account.from_key(facilitator_key))
+    app = demo_app(
+        facilitator=facilitator, network=caip2(facilitator.chain_id), asset=asset, pay_to=pay_to, config=config
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+async def _models(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": [{"id": MODEL_NAME, "object": "model", "owned_by": "x402pay"}]})
+
+
+async def _fortune(request: Request) -> Response:
+    return JSONResponse({"fortune": FORTUNE})

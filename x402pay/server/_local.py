@@ -1,0 +1,296 @@
+"""`LocalFacilitator`: verifies and settles EVM payments itself, with web3 and its own key (it pays the gas).
+
+Supports ``exact`` by EIP-3009 ``transferWithAuthorization`` or by Permit2 through the x402 exact proxy, and
+``upto`` by Permit2 through the x402 upto proxy (whose witness names this facilitator as the only caller).
+A Permit2 payer without allowance may carry an EIP-2612 permit for Permit2 (the ``eip2612GasSponsoring``
+extension): it is checked, and the settlement goes through the proxy's ``settleWithPermit`` instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cached_property
+from typing import Any, cast
+
+import anyio.to_thread
+from eth_account.signers.base import BaseAccount
+from eth_typing import ChecksumAddress
+from web3 import Web3
+from web3.contract.contract import Contract, ContractFunction
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
+
+from x402pay._allowance import GAS_SPONSORING
+from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
+from x402pay._protocol.networks import caip2, chain_id_of
+from x402pay._rpc import web3_for
+from x402pay.errors import FacilitatorError
+from x402pay.server._abi import REVERT_CODES, REVERT_REASONS
+from x402pay.server._evm import (
+    Authorization,
+    Codes,
+    Eip3009Authorization,
+    Permit2Authorization,
+    Refusal,
+    check_signer,
+    check_terms,
+    payload_method,
+    read_authorization,
+    required_method,
+    same_address,
+)
+from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
+
+_REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
+# What a broken RPC connection raises through web3 (requests' errors are OSErrors).
+_RPC_FAILURES = (Web3Exception, OSError, ValueError)
+
+
+class LocalFacilitator:
+    """A facilitator that checks payments against the chain and settles them with its own account.
+
+    `web3` is a ``Web3`` or an RPC URL; `account` is any eth-account signer (``Account.from_key(...)``) holding
+    gas money. Verification checks, in order: scheme and network, the payload's shape, recipient, amount, token
+    and spender, the time window (against the later of the latest block and the wall clock), for upto that this
+    facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
+    short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
+    simulation of the settlement call. Blocking web3 calls run in a worker thread.
+    """
+
+    def __init__(self, web3: Web3 | str, account: BaseAccount, *, receipt_timeout: float = 120.0) -> None:
+        self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
+        self._account = account
+        self._receipt_timeout = receipt_timeout
+        self._send_lock = threading.Lock()
+
+    @property
+    def address(self) -> ChecksumAddress:
+        """The account that sends settlements (and that upto witnesses must name)."""
+        return self._account.address
+
+    @cached_property
+    def chain_id(self) -> int:
+        """The chain id of the connected node (asked once)."""
+        return int(self._web3.eth.chain_id)
+
+    async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
+        """Check the payment against the requirement and the chain; nothing is sent."""
+        return await anyio.to_thread.run_sync(self.verify_blocking, payload, requirements)
+
+    async def settle(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
+        """Re-verify, then send the settlement and wait for its receipt (upto with amount 0: no transaction)."""
+        return await anyio.to_thread.run_sync(self.settle_blocking, payload, requirements)
+
+    async def supported(self) -> SupportedResponse:
+        """exact (v1, v2) and upto (v2) on the connected chain; upto's ``facilitatorAddress`` is this account.
+
+        Lists the ``eip2612GasSponsoring`` extension: this facilitator submits payers' EIP-2612 permits.
+        """
+        return await anyio.to_thread.run_sync(self.supported_blocking)
+
+    def verify_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
+        """`verify`, in the calling thread."""
+        payer = None
+        try:
+            auth = self._read(payload, requirements)
+            payer = auth.payer
+            permit = self._check(auth, requirements, payload.extensions)
+            self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
+        except Refusal as refusal:
+            return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
+        except _RPC_FAILURES as exc:
+            raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
+        return VerifyResponse(is_valid=True, payer=payer)
+
+    def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
+        """`settle`, in the calling thread."""
+        payer = None
+        try:
+            auth = self._read(payload, requirements)
+            payer = auth.payer
+            charge = self._charge(auth, requirements)
+            permit = self._check(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
+            if charge == 0:
+                return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
+            tx_hash = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth.codes)
+        except Refusal as refusal:
+            return _failed(requirements, refusal.reason, refusal.message, payer)
+        except _RPC_FAILURES as exc:
+            return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
+        return SettleResponse(
+            success=True, transaction=tx_hash, network=requirements.network, payer=payer, amount=charge
+        )
+
+    def supported_blocking(self) -> SupportedResponse:
+        """`supported`, in the calling thread."""
+        network = caip2(self.chain_id)
+        kinds = [
+            SupportedKind(x402_version=2, scheme="exact", network=network),
+            SupportedKind(x402_version=1, scheme="exact", network=network),
+            SupportedKind(x402_version=2, scheme="upto", network=network, extra={"facilitatorAddress": self.address}),
+        ]
+        return SupportedResponse(kinds=kinds, extensions=[GAS_SPONSORING], signers={"eip155:*": [self.address]})
+
+    # -- verification steps ---------------------------------------------------------------------------------
+
+    def _read(self, payload: PaymentPayload, requirements: PaymentRequirements) -> Authorization:
+        self._check_kind(payload, requirements)
+        if required_method(requirements) == "eip3009" and not (
+            requirements.extra_str("name") and requirements.extra_str("version")
+        ):
+            raise Refusal("missing_eip712_domain", "an EIP-3009 requirement needs extra.name and extra.version")
+        return read_authorization(payload.payload, requirements.scheme)
+
+    def _check_kind(self, payload: PaymentPayload, requirements: PaymentRequirements) -> None:
+        if requirements.scheme not in ("exact", "upto"):
+            raise Refusal("unsupported_scheme", f"this facilitator does not settle {requirements.scheme!r}")
+        if requirements.scheme == "upto" and payload.x402_version != 2:
+            raise Refusal("invalid_x402_version", "upto exists only in x402 v2")
+        accepted = payload.accepted or {}
+        scheme = payload.scheme if payload.x402_version == 1 else accepted.get("scheme")
+        network = payload.network if payload.x402_version == 1 else accepted.get("network")
+        if scheme != requirements.scheme:
+            raise Refusal(
+                "invalid_scheme", f"the payment is for {scheme!r}, the requirement is {requirements.scheme!r}"
+            )
+        if _chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
+            raise Refusal("invalid_network", f"the payment is for {network!r}; this facilitator is on {self.chain_id}")
+        if payload_method(payload.payload) != required_method(requirements):
+            raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
+
+    def _check(
+        self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
+    ) -> Eip2612Permit | None:
+        """All checks; the EIP-2612 permit to settle with when the payer's Permit2 allowance needs it."""
+        now = self._now()
+        check_terms(auth, requirements, now=now)
+        upto_witness = auth.facilitator if isinstance(auth, Permit2Authorization) else None
+        if upto_witness is not None and not same_address(upto_witness, self.address):
+            raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
+        eoa = not self._web3.eth.get_code(auth.payer)  # contract wallets: the simulation asks the wallet
+        if eoa:
+            check_signer(auth, requirements)
+        return self._check_state(auth, requirements.asset, extensions, now=now, eoa=eoa)
+
+    def _check_state(
+        self, auth: Authorization, asset: str, extensions: dict[str, Any] | None, *, now: int, eoa: bool
+    ) -> Eip2612Permit | None:
+        token = self._contract(asset, TOKEN_ABI)
+        if self._nonce_used(auth, token):
+            raise Refusal(auth.codes.nonce_used, "this authorization's nonce was already used")
+        permit = None
+        if isinstance(auth, Permit2Authorization):
+            permit = self._approval(auth, token, extensions, now=now, eoa=eoa)
+        balance = token.functions.balanceOf(auth.payer).call()
+        if balance < auth.amount:
+            raise Refusal(auth.codes.balance, f"the payer holds {balance}, not {auth.amount}")
+        return permit
+
+    def _approval(
+        self, auth: Permit2Authorization, token: Contract, extensions: dict[str, Any] | None, *, now: int, eoa: bool
+    ) -> Eip2612Permit | None:
+        """None when Permit2 may already move the amount; otherwise the payment's EIP-2612 permit, checked."""
+        allowance = token.functions.allowance(auth.payer, PERMIT2_ADDRESS).call()
+        if allowance >= auth.amount:
+            return None
+        permit = read_permit(extensions)
+        if permit is None:
+            raise Refusal("permit2_allowance_required", f"the payer allows Permit2 {allowance}, not {auth.amount}")
+        check_permit(permit, auth, token.address, now=now)
+        if eoa:  # a contract owner's permit is checked by the token itself, in the simulation
+            domain = token.functions.DOMAIN_SEPARATOR().call()
+            check_permit_signer(permit, domain, token.functions.nonces(auth.payer).call())
+        return permit
+
+    def _nonce_used(self, auth: Authorization, token: Contract) -> bool:
+        if isinstance(auth, Eip3009Authorization):
+            return bool(token.functions.authorizationState(auth.payer, auth.nonce).call())
+        word = self._contract(PERMIT2_ADDRESS, PERMIT2_ABI).functions.nonceBitmap(auth.payer, auth.nonce >> 8).call()
+        return bool(word >> (auth.nonce & 0xFF) & 1)
+
+    def _now(self) -> int:
+        # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
+        return max(int(self._web3.eth.get_block("latest")["timestamp"]), int(time.time()))
+
+    # -- settlement -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _charge(auth: Authorization, requirements: PaymentRequirements) -> int:
+        charge = requirements.amount
+        if requirements.scheme == "upto" and charge > auth.amount:
+            raise Refusal(
+                "invalid_upto_evm_payload_settlement_exceeds_amount", f"charging {charge}, signed for {auth.amount}"
+            )
+        return charge
+
+    def _settle_call(
+        self, auth: Authorization, asset: str, amount: int, permit: Eip2612Permit | None
+    ) -> ContractFunction:
+        """The settlement: EIP-3009 on the token, or a proxy's ``settle`` (``settleWithPermit`` with a permit)."""
+        if isinstance(auth, Eip3009Authorization):
+            return self._contract(asset, TOKEN_ABI).functions.transferWithAuthorization(
+                auth.payer, auth.to, auth.amount, auth.valid_after, auth.deadline, auth.nonce, auth.signature
+            )
+        witness = tuple(auth.witness.values())
+        args: tuple[Any, ...] = (auth.permit, auth.payer, witness, auth.signature)
+        proxy = self._contract(EXACT_PERMIT2_PROXY_ADDRESS, EXACT_PROXY_ABI)
+        if auth.facilitator is not None:  # upto: the amount to charge follows the permit
+            args = (auth.permit, amount, auth.payer, witness, auth.signature)
+            proxy = self._contract(UPTO_PERMIT2_PROXY_ADDRESS, UPTO_PROXY_ABI)
+        if permit is None:
+            return proxy.functions.settle(*args)
+        return proxy.functions.settleWithPermit(permit.contract_tuple, *args)
+
+    def _simulate(self, call: ContractFunction, codes: Codes) -> None:
+        try:
+            call.call({"from": self.address})
+        except _REVERTS as exc:
+            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
+
+    def _send(self, call: ContractFunction, codes: Codes) -> str:
+        with self._send_lock:  # one pending nonce at a time for this account
+            try:
+                tx = call.build_transaction(
+                    {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
+                )
+            except _REVERTS as exc:
+                raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
+            # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
+            signed = self._account.sign_transaction(cast(Any, tx))
+            tx_hash = self._web3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = self._web3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
+        if receipt["status"] != 1:
+            raise Refusal("transaction_failed", f"settlement transaction {tx_hash.to_0x_hex()} reverted")
+        return tx_hash.to_0x_hex()
+
+    def _contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
+        return self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
+
+
+def revert_code(exc: Exception, codes: Codes) -> str:
+    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
+    data = getattr(exc, "data", None)
+    code = None
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        code = REVERT_CODES.get(bytes.fromhex(data[2:10]))
+    message = str(getattr(exc, "message", exc))
+    code = code or next((value for text, value in REVERT_REASONS.items() if text in message), None)
+    if code is None:
+        return codes.simulation
+    return str(getattr(codes, code[1:])) if code.startswith("@") else code
+
+
+def _chain_of(network: Any) -> int | None:
+    try:
+        return chain_id_of(network) if isinstance(network, str) else None
+    except ValueError:
+        return None
+
+
+def _failed(requirements: PaymentRequirements, reason: str, message: str, payer: str | None) -> SettleResponse:
+    return SettleResponse(
+        success=False, network=requirements.network, payer=payer, error_reason=reason, error_message=message
+    )

@@ -1,0 +1,288 @@
+"""`PaymentMiddleware`: pure ASGI, in front of any app (Starlette, FastAPI, bare ASGI).
+
+Theory of operation, per request to a priced route:
+
+1. Build the ``accepts`` list from the route's prices (an upto maximum is lowered to the client's
+   ``x-x402-max-amount-wei`` when that is smaller); a route paid by Permit2 also offers the
+   ``eip2612GasSponsoring`` extension when the facilitator supports it. No payment header: 402 with
+   ``PAYMENT-REQUIRED`` and the same JSON as the body. A payment header that does not decode (base64, JSON,
+   shape): 400.
+2. Pick the advertised requirement the payment is for (scheme, network, transfer method, asset) and verify the
+   payment against *that* requirement, never against the client's copy. A payment already in use or spent on this
+   server is refused before the facilitator is asked. Refusals: 402 with the reason code in ``error``.
+3. Run the app with a `PaidRequest` in ``scope["state"]["x402pay"]``; settle after its response
+   (see `x402pay.server._responses`). Nothing reaches the app unpaid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from starlette.datastructures import URL, Headers, MutableHeaders
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from x402pay._allowance import GAS_SPONSORING
+from x402pay._protocol import headers as wire
+from x402pay._protocol.codec import decode_header, encode_header, parse_model
+from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
+from x402pay._protocol.networks import chain_id_of
+from x402pay.errors import FacilitatorError, MalformedPayment
+from x402pay.server._evm import payload_method, required_method, same_address
+from x402pay.server._facilitator import Facilitator, SupportedResponse
+from x402pay.server._pricing import Price, Route, client_ceiling, compile_routes, match_route
+from x402pay.server._receipts import PaidRequest, attach
+from x402pay.server._responses import SettlingSend
+from x402pay.server._sponsoring import offer
+
+logger = logging.getLogger("x402pay.server")
+
+_PAYMENT_HEADERS: Final = (wire.PAYMENT_SIGNATURE, wire.X_PAYMENT)
+_PURGE_ABOVE: Final = 1024
+_REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "permit2": "permit2_invalid_nonce"}
+
+
+_Key = tuple[str, str, str]  # (transfer method, payer, nonce)
+
+
+class PaymentMiddleware:
+    """Charges for the routes in `routes` through `facilitator`, on one `network` (CAIP-2, e.g. ``eip155:8453``).
+
+        app = PaymentMiddleware(
+            app,
+            facilitator=LocalFacilitator(rpc_url, account),
+            network="eip155:31337",
+            pay_to=merchant,
+            routes={"GET /paid": Price.exact(10_000, asset=usdc), "POST /v1/chat": Price.upto(50_000, asset=usdc)},
+        )
+
+    Other requests (and websocket / lifespan traffic) pass through untouched. An upto app reports what it used
+    with ``paid_request(scope).charge(amount)`` or a ``Settlement-Overrides: {"amount": "..."}`` response header.
+    Routes paid by Permit2 offer gas-free approval (``eip2612GasSponsoring``) when the facilitator lists it in
+    ``/supported``; ``gas_sponsoring=False`` withdraws the offer.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        facilitator: Facilitator,
+        routes: Mapping[str, Price | Sequence[Price]],
+        network: str,
+        pay_to: str | None = None,
+        gas_sponsoring: bool = True,
+    ) -> None:
+        self.app = app
+        self._facilitator = facilitator
+        self._routes = compile_routes(routes)
+        self._network = network
+        self._chain_id = chain_id_of(network)
+        self._pay_to = pay_to
+        self._claims = _Claims()
+        self._gas_sponsoring = gas_sponsoring
+        self._supported: SupportedResponse | None = None
+        for route in self._routes:  # fail at startup, not on the first paying request
+            for price in route.prices:
+                if price.pay_to is None and pay_to is None:
+                    raise ValueError(f"route {route.key!r}: pass pay_to to the price or to the middleware")
+                self._requirement(price, ceiling=None, facilitator="0x" + "00" * 20)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Charge for a priced route; pass anything else to the app."""
+        route = match_route(self._routes, scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._paid(route, scope, receive, send)
+
+    async def _paid(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        try:
+            challenge = await self._challenge(route, scope, headers)
+        except FacilitatorError as exc:
+            await _send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
+            return
+        try:
+            payload = _read_payment(headers)
+        except MalformedPayment as exc:
+            logger.debug("malformed payment header: %s", exc)
+            await _send_json(send, 400, {"x402Version": 2, "error": "invalid_payload", "errorMessage": str(exc)})
+            return
+        if payload is None:
+            await _send_challenge(send, challenge, f"{wire.PAYMENT_SIGNATURE} header is required")
+            return
+        verified = await self._verified(payload, challenge, send)
+        if verified is not None:
+            await self._serve(*verified, scope, receive, send)
+
+    async def _verified(
+        self, payload: PaymentPayload, challenge: PaymentRequired, send: Send
+    ) -> tuple[PaidRequest, _Key] | None:
+        """Verify `payload` against the advertised requirement; on refusal answer the client and return None."""
+        requirement = _select(payload, [PaymentRequirements.model_validate(entry) for entry in challenge.accepts])
+        if requirement is None:
+            await _send_challenge(send, challenge, "invalid_payment_requirements", "no offered requirement matches")
+            return None
+        claim = self._claims.claim(payload)
+        if claim is None:
+            method = payload_method(payload.payload)
+            await _send_challenge(send, challenge, _REPLAY_REASONS[method], "this payment was already presented")
+            return None
+        try:
+            verdict = await self._facilitator.verify(payload, requirement)
+        except FacilitatorError as exc:
+            self._claims.release(claim)
+            await _send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
+            return None
+        if not verdict.is_valid:
+            self._claims.release(claim)
+            logger.debug("payment refused: %s (%s)", verdict.invalid_reason, verdict.invalid_message)
+            await _send_challenge(send, challenge, verdict.invalid_reason or "invalid_payload", verdict.invalid_message)
+            return None
+        return PaidRequest(requirement=requirement, payload=payload, payer=verdict.payer or ""), claim
+
+    async def _serve(self, paid: PaidRequest, claim: _Key, scope: Scope, receive: Receive, send: Send) -> None:
+        attach(scope, paid)
+        responder = SettlingSend(send, paid, self._settle, version=paid.payload.x402_version)
+        try:
+            await self.app(scope, receive, responder)
+        finally:
+            if not responder.keeps_claim:
+                self._claims.release(claim)
+
+    async def _settle(self, paid: PaidRequest) -> SettleResponse:
+        requirement = paid.requirement
+        if requirement.scheme == "upto":
+            requirement = requirement.model_copy(update={"amount": paid.amount_due})
+        try:
+            settlement = await self._facilitator.settle(paid.payload, requirement)
+        except FacilitatorError as exc:
+            settlement = SettleResponse(
+                success=False, network=requirement.network, payer=paid.payer,
+                error_reason="unexpected_settle_error", error_message=str(exc),
+            )  # fmt: skip
+        logger.debug("settled %s: success=%s tx=%s", paid.payer, settlement.success, settlement.transaction)
+        if paid.payload.x402_version == 1:
+            settlement = settlement.model_copy(update={"network": paid.payload.network or settlement.network})
+        return settlement
+
+    async def _challenge(self, route: Route, scope: Scope, headers: Headers) -> PaymentRequired:
+        ceiling = client_ceiling(headers.get(wire.MAX_AMOUNT))
+        facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
+        accepts = [self._requirement(price, ceiling, facilitator).to_wire() for price in route.prices]
+        first = route.prices[0]
+        resource = ResourceInfo(
+            url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type
+        )
+        extensions = await self._extensions(route)
+        return PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
+
+    async def _extensions(self, route: Route) -> dict[str, Any] | None:
+        """The offer of gas-free Permit2 approval, for a route paid by Permit2 through a facilitator that can."""
+        if not self._gas_sponsoring or all(price.transfer != "permit2" for price in route.prices):
+            return None
+        supported = await self._supported_once()
+        return {GAS_SPONSORING: offer()} if GAS_SPONSORING in supported.extensions else None
+
+    def _requirement(self, price: Price, ceiling: int | None, facilitator: str | None) -> PaymentRequirements:
+        pay_to = price.pay_to or self._pay_to or ""
+        return price.requirement(
+            network=self._network, chain_id=self._chain_id, pay_to=pay_to, ceiling=ceiling, facilitator=facilitator
+        )
+
+    async def _upto_facilitator(self) -> str:
+        """The address upto witnesses must name, from the facilitator's ``/supported``."""
+        supported = await self._supported_once()
+        kind = supported.kind("upto", self._network)
+        address = (kind.extra or {}).get("facilitatorAddress") if kind else None
+        signers = supported.signers.get("eip155:*") or supported.signers.get(self._network) or []
+        if not isinstance(address, str) and not signers:
+            raise FacilitatorError(f"the facilitator names no upto signer for {self._network}")
+        return address if isinstance(address, str) else signers[0]
+
+    async def _supported_once(self) -> SupportedResponse:
+        """The facilitator's ``/supported``, asked once (a failure is not remembered)."""
+        if self._supported is None:
+            self._supported = await self._facilitator.supported()
+        return self._supported
+
+
+class _Claims:
+    """Payments in use or spent on this server, by (method, payer, nonce), kept until their authorization expires.
+
+    This refuses a concurrent replay (which the chain cannot, before settlement) and an upto payment settled
+    for 0 (which never touches the chain) presented again.
+    """
+
+    def __init__(self) -> None:
+        self._expiry: dict[_Key, float] = {}
+
+    def claim(self, payload: PaymentPayload) -> _Key | None:
+        """Claim the payment's nonce; None if it is already claimed. Unreadable payloads get a unique key."""
+        key, expiry = _claim_key(payload)
+        now = time.time()
+        if len(self._expiry) > _PURGE_ABOVE:
+            self._expiry = {known: until for known, until in self._expiry.items() if until >= now}
+        if self._expiry.get(key, 0.0) >= now:
+            return None
+        self._expiry[key] = expiry
+        return key
+
+    def release(self, key: _Key) -> None:
+        """Forget a claim whose payment neither settled nor delivered anything (the client may present it again)."""
+        self._expiry.pop(key, None)
+
+
+def _claim_key(payload: PaymentPayload) -> tuple[_Key, float]:
+    body = payload.payload
+    auth = body.get("authorization") or body.get("permit2Authorization")
+    if not isinstance(auth, dict):
+        return (payload_method(body), "", str(id(payload))), time.time() + 60
+    expiry = auth.get("validBefore") or auth.get("deadline")
+    until = float(expiry) if isinstance(expiry, str) and expiry.isdigit() and len(expiry) < 20 else time.time() + 3600
+    return (payload_method(body), str(auth.get("from", "")).lower(), str(auth.get("nonce", "")).lower()), until
+
+
+def _read_payment(headers: Headers) -> PaymentPayload | None:
+    for name in _PAYMENT_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            data = decode_header(value, what=name, error=MalformedPayment)
+            return parse_model(data, PaymentPayload, what=name, error=MalformedPayment)
+    return None
+
+
+def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> PaymentRequirements | None:
+    """The advertised requirement this payment is for: same scheme, chain and transfer method; asset if named."""
+    accepted: dict[str, Any] = payload.accepted or {}
+    scheme = accepted.get("scheme") if payload.x402_version == 2 else payload.scheme
+    network = accepted.get("network") if payload.x402_version == 2 else payload.network
+    try:
+        chain_id = chain_id_of(str(network))
+    except ValueError:
+        return None
+    method = payload_method(payload.payload)
+    candidates = [
+        entry
+        for entry in accepts
+        if entry.scheme == scheme and entry.chain_id == chain_id and required_method(entry) == method
+    ]
+    asset = accepted.get("asset")
+    named = [entry for entry in candidates if isinstance(asset, str) and same_address(entry.asset, asset)]
+    return next(iter(named or candidates), None)
+
+
+async def _send_challenge(send: Send, challenge: PaymentRequired, error: str, message: str | None = None) -> None:
+    refusal = challenge.model_copy(update={"error": error})
+    body = refusal.to_wire() | ({"errorMessage": message} if message else {})
+    await _send_json(send, 402, body, {wire.PAYMENT_REQUIRED: encode_header(refusal)})
+
+
+async def _send_json(send: Send, status: int, data: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    headers = MutableHeaders({"content-type": "application/json", "content-length": str(len(body)), **(extra or {})})
+    await send({"type": "http.response.start", "status": status, "headers": headers.raw})
+    await send({"type": "http.response.body", "body": body})

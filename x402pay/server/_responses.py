@@ -1,0 +1,185 @@
+"""How a paid response leaves: settled after the app has produced it, with the receipt attached.
+
+- A plain response is held until the app's last body chunk, then settled: on success it goes out with
+  ``PAYMENT-RESPONSE`` (v1: ``X-PAYMENT-RESPONSE``) and ``X-Receipt``; on failure the client gets a 402 instead.
+- An SSE response (``text/event-stream``) streams as it is produced; the ``data: [DONE]`` frame (and anything
+  after it) is held back, the payment settles, and ``event: compose.receipt`` (or ``compose.error``) goes first.
+- An error response (status >= 400) passes through and nothing is charged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Send
+
+from x402pay._protocol.codec import encode_header
+from x402pay._protocol.headers import PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
+from x402pay._protocol.models import SettleResponse
+from x402pay.server._receipts import PaidRequest, make_compose_receipt, settlement_error, sse_event, x_receipt_header
+
+logger = logging.getLogger("x402pay.server")
+
+#: Response header by which an app that does not use `PaidRequest.charge` reports an upto amount (stripped).
+OVERRIDES_HEADER: Final = "settlement-overrides"
+_FRAME_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\r\r")
+
+Settle = Callable[[PaidRequest], Awaitable[SettleResponse]]
+
+
+class DoneHoldback:
+    """Splits an SSE byte stream into whole frames and holds back the ``data: [DONE]`` frame and what follows."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._done: bytes | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The complete frames of `chunk` (with what was pending) that may go out now."""
+        if self._done is not None:
+            self._done += chunk
+            return b""
+        data, ready = self._pending + chunk, []
+        while (end := _frame_end(data)) > 0:
+            frame, data = data[:end], data[end:]
+            if frame.strip() in (b"data: [DONE]", b"data:[DONE]"):
+                self._done, data = frame + data, b""
+                break
+            ready.append(frame)
+        self._pending = data
+        return b"".join(ready)
+
+    def finish(self, inserted: bytes) -> bytes:
+        """The rest of the stream with `inserted` placed before ``[DONE]`` (or at the end, if there was none)."""
+        pending = self._pending
+        if pending.strip() and _frame_end(pending) < 0:
+            pending += b"\n\n"
+        return pending + inserted + (self._done or b"")
+
+
+def _frame_end(data: bytes) -> int:
+    ends = [index + len(end) for end in _FRAME_ENDS if (index := data.find(end)) >= 0]
+    return min(ends) if ends else -1
+
+
+class SettlingSend:
+    """The `send` the app gets: it settles the payment once the app's response is complete, then delivers it."""
+
+    def __init__(self, send: Send, paid: PaidRequest, settle: Settle, *, version: int) -> None:
+        self._send = send
+        self._paid = paid
+        self._settle = settle
+        self._version = version
+        self._mode: Literal["pending", "buffer", "stream", "passthrough"] = "pending"
+        self._start: Message = {}
+        self._body: list[bytes] = []
+        self._tap = DoneHoldback()
+        self.settlement: SettleResponse | None = None
+
+    @property
+    def keeps_claim(self) -> bool:
+        """Whether the payment is spent for this server: it settled, or content was streamed before settling."""
+        return self._mode == "stream" or bool(self.settlement and self.settlement.success)
+
+    async def __call__(self, message: Message) -> None:
+        """Take one ASGI message from the app."""
+        if message["type"] == "http.response.start":
+            await self._on_start(message)
+        elif message["type"] == "http.response.body" and self._mode in ("buffer", "stream"):
+            await self._on_body(message)
+        else:
+            await self._send(message)
+
+    async def _on_start(self, message: Message) -> None:
+        headers = MutableHeaders(raw=list(message.get("headers", [])))
+        self._apply_overrides(headers.get(OVERRIDES_HEADER))
+        del headers[OVERRIDES_HEADER]
+        message = {**message, "headers": headers.raw}
+        if message["status"] >= 400:
+            self._mode = "passthrough"
+            logger.debug("the app answered %s: passing through, nothing charged", message["status"])
+        elif headers.get("content-type", "").startswith("text/event-stream"):
+            self._mode = "stream"
+            del headers["content-length"]
+        else:
+            self._mode, self._start = "buffer", message
+            return
+        await self._send(message)
+
+    async def _on_body(self, message: Message) -> None:
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        if self._mode == "buffer":
+            self._body.append(chunk)
+            if not more:
+                await self._finish_buffered()
+            return
+        ready = self._tap.feed(chunk)
+        if ready:
+            await self._send({"type": "http.response.body", "body": ready, "more_body": True})
+        if not more:
+            await self._finish_stream()
+
+    async def _finish_buffered(self) -> None:
+        settlement = await self._settle_once()
+        if not settlement.success:
+            await self._send_failure(settlement)
+            return
+        headers = MutableHeaders(raw=self._start["headers"])
+        headers[self._response_header] = encode_header(settlement)
+        headers["x-receipt"] = x_receipt_header(make_compose_receipt(self._paid, settlement))
+        if settlement.transaction:
+            headers["x-transaction-hash"] = settlement.transaction
+        await self._send(self._start)
+        await self._send({"type": "http.response.body", "body": b"".join(self._body)})
+
+    async def _finish_stream(self) -> None:
+        settlement = await self._settle_once()
+        if settlement.success:
+            frame = sse_event("compose.receipt", make_compose_receipt(self._paid, settlement))
+        else:
+            frame = sse_event("compose.error", settlement_error(settlement))
+        await self._send({"type": "http.response.body", "body": self._tap.finish(frame)})
+
+    async def _send_failure(self, settlement: SettleResponse) -> None:
+        body = json.dumps(
+            {"x402Version": self._version, "error": settlement.error_reason, "errorMessage": settlement.error_message}
+        ).encode()
+        headers = MutableHeaders()
+        headers["content-type"] = "application/json"
+        headers["content-length"] = str(len(body))
+        headers[self._response_header] = encode_header(settlement)
+        await self._send({"type": "http.response.start", "status": 402, "headers": headers.raw})
+        await self._send({"type": "http.response.body", "body": body})
+
+    async def _settle_once(self) -> SettleResponse:
+        if self.settlement is None:
+            self.settlement = await self._settle(self._paid)
+        return self.settlement
+
+    def _apply_overrides(self, value: str | None) -> None:
+        if value is None or self._paid.scheme != "upto" or self._paid.charged is not None:
+            return
+        amount = _override_amount(value)
+        if amount is None:
+            logger.warning("ignoring a malformed Settlement-Overrides header from the app")
+        else:
+            self._paid.charged = amount  # not clamped: more than the maximum fails settlement, visibly
+
+    @property
+    def _response_header(self) -> str:
+        return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
+
+
+def _override_amount(value: str) -> int | None:
+    try:
+        data: Any = json.loads(value)
+    except ValueError:
+        return None
+    amount = data.get("amount") if isinstance(data, dict) else None
+    if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 78:
+        return int(amount)
+    return None
