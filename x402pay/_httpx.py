@@ -6,6 +6,7 @@ Nothing here knows the order of a payment; it turns requests and responses into 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any, Final
 
 from x402pay._effects import Answer, Delivery
@@ -33,16 +34,27 @@ def call_of(request: Any) -> Call:
     return Call(request.method, f"{url.scheme}://{url.netloc.decode('ascii')}", url.path, request.headers)
 
 
-def prepared(request: Any, headers: dict[str, str] | Any, payment: tuple[str, str] | None) -> Any:
-    """`request` with `headers` set on it (so that redirects carry them), or a copy that also carries `payment`."""
-    request.headers.update(headers)
-    if payment is None:
-        return request
-    copied = request.headers.copy()
-    copied[payment[0]] = payment[1]
-    return type(request)(
-        request.method, request.url, headers=copied, stream=request.stream, extensions=request.extensions
-    )
+class Outgoing:
+    """One request on its way through a driver; the headers the program keeps on it are set once per change."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self._applied: Mapping[str, str] | None = None
+
+    def prepared(self, headers: Mapping[str, str], payment: tuple[str, str] | None) -> Any:
+        """The request with `headers` set on it (redirects carry them), or a copy that also carries `payment`."""
+        request = self.request
+        if headers is not self._applied:  # the same mapping for every send of an attempt: set it once
+            for name, value in headers.items():
+                request.headers[name] = value
+            self._applied = headers
+        if payment is None:
+            return request
+        copied = request.headers.copy()
+        copied[payment[0]] = payment[1]
+        return type(request)(
+            request.method, request.url, headers=copied, stream=request.stream, extensions=request.extensions
+        )
 
 
 def answer_of(response: Any) -> Answer:

@@ -71,7 +71,7 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
         request.read()
-        perform = partial(self._perform, self._inner_for(request), request)
+        perform = partial(self._perform, self._inner_for(request), io.Outgoing(request))
         delivery: Delivery = drive(self._engine.program.run(io.call_of(request)), perform)
         response = io.delivered(delivery)
         if delivery.tap is not None:
@@ -79,10 +79,10 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
             tap_response(response, delivery.tap, lambda payment: drive(record(payment), self._engine.perform))
         return response  # type: ignore[no-any-return]
 
-    def _perform(self, inner: Any, request: httpx.Request, effect: Effect) -> Any:
+    def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         match effect:
             case Send(headers, payment):
-                return io.answer_of(inner.handle_request(io.prepared(request, headers, payment)))
+                return io.answer_of(inner.handle_request(outgoing.prepared(headers, payment)))
             case ReadBody(answer, limit):
                 return io.read_body(answer.raw, limit)
             case Close(answer):
@@ -110,7 +110,7 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; on an x402 challenge, pay once and return the paid response."""
         await request.aread()
-        perform = partial(self._perform, self._inner_for(request), request)
+        perform = partial(self._perform, self._inner_for(request), io.Outgoing(request))
         delivery: Delivery = await adrive(self._engine.program.run(io.call_of(request)), perform)
         response = io.delivered(delivery)
         if delivery.tap is not None:
@@ -118,10 +118,10 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
             atap_response(response, delivery.tap, lambda payment: adrive(record(payment), self._engine.aperform))
         return response  # type: ignore[no-any-return]
 
-    async def _perform(self, inner: Any, request: httpx.Request, effect: Effect) -> Any:
+    async def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         match effect:
             case Send(headers, payment):
-                return io.answer_of(await inner.handle_async_request(io.prepared(request, headers, payment)))
+                return io.answer_of(await inner.handle_async_request(outgoing.prepared(headers, payment)))
             case ReadBody(answer, limit):
                 return await io.aread_body(answer.raw, limit)
             case Close(answer):

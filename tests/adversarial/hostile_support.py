@@ -24,11 +24,13 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+import requests
 from starlette.types import Message, Receive, Scope, Send
 
 from x402pay import (
     AsyncPaymentTransport,
     Payment,
+    PaymentAdapter,
     PaymentStatus,
     PaymentTransport,
     SpendPolicy,
@@ -300,8 +302,9 @@ def async_client(
     return httpx.AsyncClient(transport=paying, timeout=timeout, follow_redirects=follow)
 
 
-def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> httpx.Response:
-    """GET `url` (read) through a sync or async paying client; errors propagate."""
+def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> Any:
+    """GET `url` (read) through a paying client of the given flavour (``sync``, ``async``: httpx; ``requests``);
+    errors propagate."""
     headers = options.pop("headers", None)
     if flavour == "async":
 
@@ -310,8 +313,17 @@ def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> httpx.Respo
                 return await http.get(url, headers=headers)
 
         return anyio.run(go)
+    if flavour == "requests":
+        timeout, follow = options.pop("timeout", 60), options.pop("follow_redirects", False)
+        with requests.Session() as session:
+            session.mount("http://", PaymentAdapter(wallet=wallet(devnet), policy=policy(devnet), **options))
+            return session.get(url, headers=headers, timeout=timeout, allow_redirects=follow)
     with client(devnet, **options) as http:
         return http.get(url, headers=headers)
+
+
+#: Every driver of the payment program that `fetch` can run.
+FLAVOURS = ["sync", "async", "requests"]
 
 
 @dataclass

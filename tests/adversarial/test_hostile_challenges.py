@@ -14,6 +14,7 @@ import httpx
 import pytest
 from hostile_support import (
     CAP,
+    FLAVOURS,
     PRICE,
     STRANGER,
     Balances,
@@ -54,7 +55,7 @@ def refused(hostile: Hostile, error: type[Exception], match: str | None = None, 
 # -- amounts and caps -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_an_amount_above_the_cap_signs_nothing(hostile: Hostile, flavour: str) -> None:
     balances = Balances(hostile.devnet)
     hostile.script = always(challenge_reply(challenge(requirement(hostile.devnet, amount=str(CAP + 1)))))

@@ -19,6 +19,7 @@ import anyio
 import httpx
 import pytest
 from hostile_support import (
+    FLAVOURS,
     PRICE,
     Balances,
     Call,
@@ -159,7 +160,7 @@ def test_malformed_batch_answers_during_inline_verification_leave_the_verdict_pe
 # -- the RPC down before signing (the Permit2 allowance check) -------------------------------------------------
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_the_rpc_down_during_the_permit2_allowance_check_signs_nothing(hostile: Hostile, flavour: str) -> None:
     extra = {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}
     hostile.script = challenge_then(
@@ -173,7 +174,7 @@ def test_the_rpc_down_during_the_permit2_allowance_check_signs_nothing(hostile: 
     assert len(hostile.seen) == 1
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_the_rpc_down_during_the_permit2_allowance_check_is_a_typed_error(hostile: Hostile, flavour: str) -> None:
     extra = {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}
     hostile.script = challenge_then(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hostile_support import (
+    FLAVOURS,
     PRICE,
     STRANGER,
     Balances,
@@ -34,8 +35,6 @@ from x402pay._protocol.models import PaymentRequirements
 from x402pay.ledger import EntryState, Ledger
 
 pytestmark = pytest.mark.chain
-
-FLAVOURS = ["sync", "async"]
 
 
 def asks_again(hostile: Hostile, **second: str) -> None:
