@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness import machine, today, write_section
+
 _HERE = Path(__file__).resolve().parents[1]
 
 #: The measured program, run with ``python -c`` in each checkout: prints CPU microseconds per request.
@@ -73,14 +75,17 @@ def measure(checkout: Path, mode: str, prepay: bool, requests: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print, per kind of request, both checkouts' CPU per request (min and median of the rounds) and the ratio."""
+    """Print, per kind of request, both checkouts' CPU per request (min and median of the rounds) and the ratio;
+    write the table to BENCHMARKS.md unless ``--no-write``."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (a git worktree)")
+    parser.add_argument("--label", default="", help="what the baseline is, for the report (e.g. a commit)")
     parser.add_argument("--requests", type=int, default=3000, help="paid requests per measurement")
     parser.add_argument("--rounds", type=int, default=7, help="alternating measurements per checkout")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
-    print("| request | baseline µs (min / median) | this checkout µs (min / median) | ratio of medians |")
-    print("|---|---:|---:|---:|")
+    rows = ["| request | baseline µs (min / median) | this checkout µs (min / median) | ratio of medians |",
+            "|---|---:|---:|---:|"]  # fmt: skip
     for mode in ("sync", "async"):
         for prepay in (False, True):
             ours: list[float] = []
@@ -90,9 +95,28 @@ def main(argv: list[str] | None = None) -> None:
                 ours.append(measure(_HERE, mode, prepay, args.requests))
             name = f"{mode}, {'pre-paid' if prepay else 'reactive'}"
             base, this = statistics.median(theirs), statistics.median(ours)
-            print(
-                f"| {name} | {min(theirs):,.0f} / {base:,.0f} | {min(ours):,.0f} / {this:,.0f} | {this / base:.2f}x |"
-            )
+            figures = f"{min(theirs):,.0f} / {base:,.0f} | {min(ours):,.0f} / {this:,.0f}"
+            rows.append(f"| {name} | {figures} | {this / base:.2f}x |")
+            print(rows[-1])
+    if not args.no_write:
+        write_section("checkouts", _report(args, rows))
+
+
+def _report(args: argparse.Namespace, rows: list[str]) -> str:
+    command = f"python -m bench.bench_checkouts --baseline BASELINE --requests {args.requests} --rounds {args.rounds}"
+    return "\n".join([
+        "## Client CPU per paid request: this checkout against a baseline checkout",
+        "",
+        f"Run `{today()}` with `{command}`; baseline: {args.label or args.baseline}.",
+        "",
+        f"- Machine: {machine()}",
+        "- Method: a fresh process per measurement imports x402pay from one checkout and pays "
+        f"{args.requests:,} requests through an in-memory x402 peer (`httpx.MockTransport`: no sockets, so only "
+        "the client's own work counts), after 50 warm-up requests; CPU time per request. The two checkouts "
+        f"alternate, {args.rounds} rounds each; the ratio is of the medians (below 1: this checkout is cheaper).",
+        "",
+        *rows,
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -416,3 +417,31 @@ def test_bad_options_are_refused_when_the_transport_is_built(options: dict[str, 
 def test_a_policy_that_is_not_a_spend_policy_is_refused() -> None:
     with pytest.raises(TypeError, match=r"policy must be an x402pay\.SpendPolicy"):
         PaymentTransport(wallet=WALLET, policy={"max_per_request": 1})
+
+
+async def test_a_signer_that_is_not_a_local_key_signs_off_the_event_loop() -> None:
+    from eth_account.signers.local import LocalAccount
+
+    threads: list[int] = []
+
+    class RemoteSigner(LocalAccount):  # stands in for a KMS or hardware signer: any BaseAccount but a plain key
+        def sign_message(self, signable_message: Any) -> Any:
+            threads.append(threading.get_ident())
+            return super().sign_message(signable_message)
+
+    plain = Account.from_key(KEY)
+    signer = RemoteSigner(plain._key_obj, Account)
+    peer = FakePeer()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return peer(request)
+
+    transport = AsyncPaymentTransport(
+        wallet=signer, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(handler), clock=lambda: NOW
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        response = await http.post("https://paid.example/data", content=b"q")
+    assert response.status_code == 200
+    assert threads
+    assert threading.get_ident() not in threads  # the loop's thread never waited on the signer
