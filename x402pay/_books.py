@@ -42,7 +42,7 @@ _OUR_KEY_PREFIX: Final = "x402pay-"
 Callback = Callable[[Payment], None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Replay:
     """The logical request was paid here already: re-send this payment (`prepaid`: booked as its pre-payment)."""
 
@@ -51,19 +51,19 @@ class Replay:
     prepaid: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class New:
     """Nothing is booked for the logical request: it may be paid."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InFlight:
     """Another request with this key holds a reservation and has not stored a signed payment (yet)."""
 
     entry: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PaidElsewhere:
     """The logical request was paid at `origin` (a redirect led here): it must not be paid again."""
 
@@ -81,7 +81,7 @@ class PaidElsewhere:
 Start = New | Replay | InFlight | PaidElsewhere
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hold:
     """A reservation made for a payment about to be signed (`entry_id` None without a ledger)."""
 

@@ -165,37 +165,34 @@ class Engine:
 
     def perform(self, effect: Effect) -> Any:
         """Carry out a non-HTTP effect, synchronously."""
-        match effect:
-            case Book(operation, args, kwargs):
-                return getattr(self.ledger, operation)(*args, **kwargs)
-            case ReadChain(what, token):
-                return self._read_chain(what, token)
-            case Sign(work):
-                return work()
-            case Verify(payment):
-                return self._verifier().check(payment)
-            case Spawn(program):
-                self._verifier().submit(partial(drive, program, self.perform))
-                return None
+        if isinstance(effect, Sign):
+            return effect.work()
+        if isinstance(effect, Book):
+            return getattr(self.ledger, effect.operation)(*effect.args, **effect.kwargs)
+        if isinstance(effect, ReadChain):
+            return self._read_chain(effect.what, effect.token)
+        if isinstance(effect, Verify):
+            return self._verifier().check(effect.payment)
+        if isinstance(effect, Spawn):
+            return self._verifier().submit(partial(drive, effect.program, self.perform))
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     async def aperform(self, effect: Effect) -> Any:
         """Carry out a non-HTTP effect for an async driver, off the event loop where it would block it."""
-        match effect:
-            case Book(operation, args, kwargs):
-                call = partial(getattr(self.ledger, operation), *args, **kwargs)
-                return await call() if self._async_ledger else await anyio.to_thread.run_sync(call)
-            case ReadChain(what, token):
-                return await self._aread_chain(what, token)
-            case Sign(work):
-                return work() if self.wallet.signs_locally else await anyio.to_thread.run_sync(work)
-            case Verify(payment):
-                return await anyio.to_thread.run_sync(self._verifier().check, payment)
-            case Spawn(program):
-                task = asyncio.get_running_loop().create_task(adrive(program, self.aperform))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return None
+        if isinstance(effect, Sign):
+            return effect.work() if self.wallet.signs_locally else await anyio.to_thread.run_sync(effect.work)
+        if isinstance(effect, Book):
+            call = partial(getattr(self.ledger, effect.operation), *effect.args, **effect.kwargs)
+            return await call() if self._async_ledger else await anyio.to_thread.run_sync(call)
+        if isinstance(effect, ReadChain):
+            return await self._aread_chain(effect.what, effect.token)
+        if isinstance(effect, Verify):
+            return await anyio.to_thread.run_sync(self._verifier().check, effect.payment)
+        if isinstance(effect, Spawn):
+            task = asyncio.get_running_loop().create_task(adrive(effect.program, self.aperform))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return None
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from x402pay._books import (
     Books,
     Hold,
     InFlight,
+    New,
     PaidElsewhere,
     Replay,
     Start,
@@ -63,7 +64,7 @@ from x402pay.errors import (
 _REASON_BYTES: Final = 64 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
     """The request as the program needs it: method, ``scheme://host[:port]``, path, and the caller's headers."""
 
@@ -73,7 +74,7 @@ class Call:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Attempt:
     """One logical request on its way: its key, where it goes, the ceiling it announces, the headers it carries."""
 
@@ -82,6 +83,7 @@ class Attempt:
     route: Route
     ceiling: int | None
     headers: Mapping[str, str]
+    fresh: bool = False  # the key was made up just now: no book can hold it
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -93,7 +95,7 @@ class Attempt:
         return replace(self, ceiling=ceiling, headers={**self.headers, MAX_AMOUNT: str(ceiling)})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Refused:
     """A pre-payment answered with a 402 on new terms: `challenge` is to be paid reactively, once."""
 
@@ -119,7 +121,8 @@ class PaymentProgram:
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
         attempt = self._attempt(call)
-        start = yield from self.books.begin(attempt.keys if self.prepayments else attempt.keys[:1], call.origin)
+        keys = attempt.keys if self.prepayments else attempt.keys[:1]
+        start: Start = New() if attempt.fresh else (yield from self.books.begin(keys, call.origin))
         if isinstance(start, Replay):
             outcome = yield from self._send_paid(attempt, start.payment, start.header, fallback=start.prepaid)
         else:
@@ -136,12 +139,13 @@ class PaymentProgram:
         return self.books.record(payment)
 
     def _attempt(self, call: Call) -> Attempt:
-        key = call.headers.get(IDEMPOTENCY_KEY) or new_key()
+        given_key = call.headers.get(IDEMPOTENCY_KEY)
+        key = given_key or new_key()
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
         route = (call.method, call.origin.lower(), call.path)
-        return Attempt(key, call.origin, route, ceiling, headers)
+        return Attempt(key, call.origin, route, ceiling, headers, fresh=not given_key)
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = self._prepayable(attempt, start)
@@ -213,7 +217,8 @@ class PaymentProgram:
     ) -> Program[tuple[Payment, tuple[str, str]]]:
         """Check the allowance, sign, and store the signed payment; on any failure, release the reservation."""
         try:
-            extensions = yield from self._approval(challenge, requirement)
+            checks_allowance = self._reads_chain and _flow.uses_permit2(requirement)
+            extensions = (yield from self._approval(challenge, requirement)) if checks_allowance else {}
             now = int(self._clock())
             signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
                               origin=origin, now=now, extensions=extensions)  # fmt: skip
@@ -227,9 +232,7 @@ class PaymentProgram:
         return payment, header
 
     def _approval(self, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[dict[str, Any]]:
-        """Check the Permit2 allowance on chain (with an RPC): extensions to add to the payment, or a refusal."""
-        if not self._reads_chain or not _flow.uses_permit2(requirement):
-            return {}
+        """Check the Permit2 allowance on chain: extensions to add to the payment, or a refusal."""
         allowance = yield ReadChain("allowance", requirement.asset)
         if not _flow.approval_needed(challenge, requirement, allowance):
             return {}

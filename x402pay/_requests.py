@@ -62,19 +62,18 @@ class PaymentAdapter(HTTPAdapter):
         return response
 
     def _perform(self, request: PreparedRequest, args: tuple[Any, ...], kwargs: dict[str, Any], effect: Effect) -> Any:
-        match effect:
-            case Send(headers, payment):
-                request.headers.update(headers)  # kept on the request: a redirect carries them
-                sent = request
-                if payment is not None:
-                    sent = request.copy()
-                    sent.headers[payment[0]] = payment[1]
-                response = super().send(sent, *args, **kwargs)
-                return Answer(response.status_code, response.headers, response)
-            case ReadBody(answer, limit):
-                return _read(answer.raw, limit)
-            case Close(answer):
-                return _drain_and_close(answer.raw, _CHUNK)
+        if isinstance(effect, Send):
+            request.headers.update(effect.headers)  # kept on the request: a redirect carries them
+            sent = request
+            if effect.payment is not None:
+                sent = request.copy()
+                sent.headers[effect.payment[0]] = effect.payment[1]
+            response = super().send(sent, *args, **kwargs)
+            return Answer(response.status_code, response.headers, response)
+        if isinstance(effect, Close):
+            return _drain_and_close(effect.answer.raw, _CHUNK)
+        if isinstance(effect, ReadBody):
+            return _read(effect.answer.raw, effect.limit)
         return self._engine.perform(effect)
 
     def close(self) -> None:

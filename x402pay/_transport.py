@@ -80,13 +80,12 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
         return response  # type: ignore[no-any-return]
 
     def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
-        match effect:
-            case Send(headers, payment):
-                return io.answer_of(inner.handle_request(outgoing.prepared(headers, payment)))
-            case ReadBody(answer, limit):
-                return io.read_body(answer.raw, limit)
-            case Close(answer):
-                return io.drain_and_close(answer.raw)
+        if isinstance(effect, Send):
+            return io.answer_of(inner.handle_request(outgoing.prepared(effect.headers, effect.payment)))
+        if isinstance(effect, Close):
+            return io.drain_and_close(effect.answer.raw)
+        if isinstance(effect, ReadBody):
+            return io.read_body(effect.answer.raw, effect.limit)
         return self._engine.perform(effect)
 
     def close(self) -> None:
@@ -119,13 +118,12 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
         return response  # type: ignore[no-any-return]
 
     async def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
-        match effect:
-            case Send(headers, payment):
-                return io.answer_of(await inner.handle_async_request(outgoing.prepared(headers, payment)))
-            case ReadBody(answer, limit):
-                return await io.aread_body(answer.raw, limit)
-            case Close(answer):
-                return await io.adrain_and_close(answer.raw)
+        if isinstance(effect, Send):
+            return io.answer_of(await inner.handle_async_request(outgoing.prepared(effect.headers, effect.payment)))
+        if isinstance(effect, Close):
+            return await io.adrain_and_close(effect.answer.raw)
+        if isinstance(effect, ReadBody):
+            return await io.aread_body(effect.answer.raw, effect.limit)
         return await self._engine.aperform(effect)
 
     async def aclose(self) -> None:
