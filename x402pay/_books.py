@@ -251,8 +251,8 @@ class Books:
     def _settled(self, payment: Payment) -> Program[None]:
         receipt = payment.receipt
         assert receipt is not None  # noqa: S101 - only called once a receipt landed
-        if payment.ledger_entry is not None:
-            yield Book("settle", (payment.ledger_entry,), {"amount": receipt.amount, "tx_hash": receipt.transaction})
+        if payment.ledger_entry is not None:  # a claim: the money stays held until the chain shows what moved
+            yield Book("claim", (payment.ledger_entry,), {"amount": receipt.amount, "tx_hash": receipt.transaction})
         if self.on_receipt is not None:
             self.on_receipt(payment)
         if self.verify == "inline":
@@ -267,7 +267,8 @@ class Books:
             raise ReceiptMismatch(f"the chain contradicts the receipt from {payment.origin}: "
                                   f"{verification.check}: {verification.reason}", payment, verification)  # fmt: skip
         if verification.verdict == "verified" and payment.ledger_entry is not None:
-            yield Book("mark_verified", (payment.ledger_entry,))
+            moved = verification.transferred if verification.transferred is not None else payment.settled_amount
+            yield Book("settle", (payment.ledger_entry,), {"amount": moved, "tx_hash": verification.tx_hash})
         if self.on_verified is not None:
             self.on_verified(payment)
 

@@ -38,7 +38,8 @@ class Verifier:
         deadline = time.monotonic() + self.patience
         while True:
             verification = verify_claim(self._web3, claim, confirmations=self.confirmations)
-            if verification.verdict != "pending" or str(verification.check) not in _RETRYABLE_CHECKS:
+            undecided = verification.verdict in ("pending", "not_found")  # not_found: an RPC may lag the server's
+            if not undecided or str(verification.check) not in _RETRYABLE_CHECKS:
                 return verification
             if time.monotonic() > deadline:  # a round takes at most a few RPC timeouts: the wait stays bounded
                 return verification
@@ -66,7 +67,10 @@ def claim_of(payment: Payment) -> Any:
 
 
 def is_fraud(verification: Any) -> bool:
-    """A mismatch that the server is to blame for (an RPC on another chain than signed is our own mistake)."""
+    """A contradiction the server is to blame for: a mismatch (but an RPC on another chain than signed is our own
+    mistake), or a claimed settlement that is still nowhere on chain after the verifier's patience ran out."""
+    if verification.verdict == "not_found":
+        return True
     if verification.verdict != "mismatch":
         return False
     return not (str(verification.check) == "chain_id" and verification.claim.claimed_chain_id is None)

@@ -30,30 +30,43 @@ PAYMENT = {"header": "PAYMENT-SIGNATURE", "value": "eyJ4NDAyVmVyc2lvbiI6Mn0=  \u
 # -- states --------------------------------------------------------------------------------------------------------
 
 
-def test_a_payment_goes_reserved_authorized_settled_verified(backend: Backend, clock: Clock) -> None:
+def test_a_payment_goes_reserved_authorized_claimed_settled(backend: Backend, clock: Clock) -> None:
     with backend.ledger(clock=clock) as ledger:
         entry = reserve(ledger, "k", 50_000, origin="HTTPS://API.example", asset=ASSET)
         assert (entry.state, entry.held, entry.origin, entry.asset) == ("reserved", 50_000, ORIGIN, ASSET.lower())
         entry = authorize(ledger, entry.id, payment=PAYMENT, amount=40_000)
         assert (entry.state, entry.amount, entry.held, entry.payment) == ("authorized", 40_000, 40_000, PAYMENT)
+        entry = ledger.claim(entry.id, amount=30_000, tx_hash="0xabc")
+        assert (entry.state, entry.held) == ("claimed", 40_000)  # the server's word: the maximum stays held
+        assert (entry.claimed_amount, entry.claimed_tx, entry.settled_amount) == (30_000, "0xabc", None)
         entry = ledger.settle(entry.id, amount=30_000, tx_hash="0xabc")
         assert (entry.state, entry.held, entry.settled_amount, entry.tx_hash) == ("settled", 30_000, 30_000, "0xabc")
-        entry = ledger.mark_verified(entry.id)
-        assert (entry.state, entry.held) == (EntryState.VERIFIED, 30_000)
         assert ledger.get(entry.id) == entry
 
 
-async def test_a_payment_goes_reserved_authorized_settled_verified_async(backend: Backend, clock: Clock) -> None:
+async def test_a_payment_goes_reserved_authorized_claimed_settled_async(backend: Backend, clock: Clock) -> None:
     ledger = await backend.aledger(clock=clock)
     async with ledger:
         entry = await areserve(ledger, "k", 50_000)
         entry = await ledger.authorize(
             entry.id, payment=PAYMENT, payer="0x1", nonce="1", valid_before=9, method="permit2"
         )
-        entry = await ledger.settle(entry.id, amount=50_000, tx_hash="0xabc")
-        entry = await ledger.mark_verified(entry.id)
-        assert (entry.state, entry.held, entry.payment) == ("verified", 50_000, PAYMENT)
+        entry = await ledger.claim(entry.id, amount=20_000, tx_hash="0xabc")
+        assert (entry.state, entry.held) == ("claimed", 50_000)
+        entry = await ledger.settle(entry.id, amount=20_000, tx_hash="0xabc")
+        assert (entry.state, entry.held, entry.payment) == ("settled", 20_000, PAYMENT)
         assert await ledger.get(entry.id) == entry
+
+
+def test_a_claim_over_the_signed_maximum_or_changed_afterwards_is_refused(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        entry = authorize(ledger, reserve(ledger, "k", 10).id)
+        with pytest.raises(InvalidTransition, match="cannot claim 11"):
+            ledger.claim(entry.id, amount=11, tx_hash="0x1")
+        ledger.claim(entry.id, amount=4, tx_hash="0x1")
+        assert ledger.claim(entry.id, amount=4, tx_hash="0x1").claimed_amount == 4  # the same claim again
+        with pytest.raises(InvalidTransition, match="already claims 4"):
+            ledger.claim(entry.id, amount=10, tx_hash="0x2")
 
 
 def test_the_stored_payment_comes_back_byte_for_byte(backend: Backend) -> None:
@@ -92,8 +105,9 @@ def test_a_settlement_above_the_signed_maximum_is_refused(backend: Backend) -> N
 def test_a_mismatch_holds_the_signed_maximum(backend: Backend) -> None:
     with backend.ledger() as ledger:
         entry = authorize(ledger, reserve(ledger, "k", 10).id)
-        ledger.settle(entry.id, amount=4, tx_hash="0x1")
+        ledger.claim(entry.id, amount=4, tx_hash="0x1")
         assert ledger.mark_mismatch(entry.id, "no such transfer on chain").held == 10
+        assert ledger.trust_reason(entry.origin) == "no such transfer on chain"  # the same transaction marks it
 
 
 def test_settling_twice_is_idempotent_only_for_the_same_receipt(backend: Backend) -> None:
@@ -113,13 +127,13 @@ def test_signing_more_than_was_reserved_is_refused(backend: Backend) -> None:
         assert ledger.get(entry.id).state == "reserved"
 
 
-@pytest.mark.parametrize("step", ["settle", "verify", "unknown"])
+@pytest.mark.parametrize("step", ["settle", "claim", "unknown"])
 def test_steps_out_of_order_are_refused(backend: Backend, step: str) -> None:
     with backend.ledger() as ledger:
         entry = reserve(ledger, "k", 10)
         calls = {
             "settle": lambda: ledger.settle(entry.id, amount=1, tx_hash="0x1"),
-            "verify": lambda: ledger.mark_verified(entry.id),
+            "claim": lambda: ledger.claim(entry.id, amount=1, tx_hash="0x1"),
             "unknown": lambda: ledger.mark_unknown(entry.id),
         }
         with pytest.raises(InvalidTransition, match="it is reserved"):

@@ -62,9 +62,9 @@ def test_the_stored_signed_payment_and_a_mismatch_ask_for_durable_commits(tmp_pa
     with Ledger(database) as ledger:
         entry = reserve(ledger, "k", 10)
         authorize(ledger, entry.id)
-        ledger.settle(entry.id, amount=10, tx_hash="0x01")
+        ledger.claim(entry.id, amount=10, tx_hash="0x01")
         ledger.mark_mismatch(entry.id, "the chain moved nothing")
-    #                          schema, reserve, authorize, settle, mismatch
+    #                          schema, reserve, authorize, claim, mismatch
     assert database.durable == [True, False, True, False, True]
 
 

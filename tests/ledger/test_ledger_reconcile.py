@@ -15,7 +15,8 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from x402pay._protocol.abi import TRANSFER_TOPIC
-from x402pay.ledger import DEFAULT_MARGIN, Budget, Entry, EntryState, Ledger, Transfer, Web3Chain
+from x402pay.errors import OriginUntrusted
+from x402pay.ledger import DEFAULT_MARGIN, Budget, Entry, EntryState, Ledger, ReconcileReport, Transfer, Web3Chain
 from x402pay.ledger._chain import Resolution, judge_entry
 from x402pay.testing import Devnet
 
@@ -192,5 +193,62 @@ def test_a_chain_transfer_above_the_signed_maximum_is_recorded_as_a_mismatch(bac
         ledger.authorize(entry.id, payment={}, payer="0xc", nonce="0x01", valid_before=100, method="eip3009")
         report = ledger.reconcile(FakeChain(0, True, Transfer(11, "0xt")))
         [mismatch] = report.mismatched
-        assert (mismatch.state, mismatch.held) == (EntryState.MISMATCH, 10)
+        assert (mismatch.state, mismatch.held) == (EntryState.MISMATCH, 11)  # at least what the chain moved
         assert "chain moved 11 in 0xt" in str(mismatch.detail)
+
+
+# -- claims: the server's word beside the hold, decided by the chain ----------------------------------------------
+
+
+def claimed_entry(ledger: Ledger, claimed: int, tx: str | None = "0xt", key: str = "k") -> Entry:
+    entry = ledger.reserve(key, origin="https://liar.example", asset="0xa", network="eip155:31337", amount=10,
+                           pay_to="0xb", scheme="upto")  # fmt: skip
+    ledger.authorize(entry.id, payment={}, payer="0xc", nonce="0x01", valid_before=100, method="eip3009")
+    return ledger.claim(entry.id, amount=claimed, tx_hash=tx)
+
+
+def test_a_claim_the_chain_shows_is_settled_at_what_moved(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        entry = claimed_entry(ledger, 7)
+        assert entry.held == 10
+        [settled] = ledger.reconcile(FakeChain(0, True, Transfer(7, "0xt"))).settled
+        assert (settled.state, settled.held, settled.settled_amount) == (EntryState.SETTLED, 7, 7)
+        assert ledger.untrusted() == {}
+
+
+def test_an_under_claim_then_a_full_settlement_is_a_mismatch_holding_what_moved(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        entry = claimed_entry(ledger, 1)
+        assert ledger.reconcile(FakeChain(0, False, None)).unresolved  # unused and valid: the maximum stays held
+        [mismatch] = ledger.reconcile(FakeChain(0, True, Transfer(10, "0xlate"))).mismatched
+        assert (mismatch.state, mismatch.held, mismatch.settled_amount) == (EntryState.MISMATCH, 10, 10)
+        assert "claimed 1, but the chain moved 10 in 0xlate" in str(mismatch.detail)
+        assert "claimed 1" in ledger.untrusted()["https://liar.example"]
+        with pytest.raises(OriginUntrusted, match=r"https://LIAR\.example is untrusted \(claimed 1"):
+            ledger.reserve("next", origin="https://LIAR.example", asset="0xa", network="eip155:31337", amount=1,
+                           pay_to="0xb")  # fmt: skip
+        again = ledger.reconcile(FakeChain(0, True, Transfer(10, "0xlate")))  # proven: nothing left to visit
+        assert again == ReconcileReport()
+        assert ledger.get(entry.id) == mismatch
+
+
+def test_a_claimed_settlement_that_never_happened_holds_nothing_once_expired_and_marks_the_origin(
+    backend: Backend,
+) -> None:
+    with backend.ledger() as ledger:
+        claimed_entry(ledger, 10, tx="0x" + "99" * 32)
+        [lie] = ledger.reconcile(FakeChain(1_000, False, None)).mismatched
+        assert (lie.state, lie.held) == (EntryState.MISMATCH, 0)
+        assert "expired at 100 with its nonce unused" in str(lie.detail)
+        assert "https://liar.example" in ledger.untrusted()
+        assert ledger.clear_untrusted("https://liar.example")
+        assert ledger.untrusted() == {}
+
+
+def test_a_mismatch_is_visited_until_the_chain_shows_what_it_moved(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        entry = claimed_entry(ledger, 10)
+        ledger.mark_mismatch(entry.id, "transaction: no such transaction")
+        assert ledger.reconcile(FakeChain(0, False, None)).unresolved  # still valid: it may yet be used
+        [proven] = ledger.reconcile(FakeChain(0, True, Transfer(6, "0xreal"))).mismatched
+        assert (proven.state, proven.held, proven.tx_hash) == (EntryState.MISMATCH, 6, "0xreal")

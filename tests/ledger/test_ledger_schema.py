@@ -9,7 +9,7 @@ from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
 
 from x402pay.ledger import Budget, EntryState, Ledger
 from x402pay.ledger._backends import Database, PostgresDatabase, SQLiteDatabase
-from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, NewEntry, Program, Query, reserve
+from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, Program, Query, migrate
 
 NOW = 1_800_000_000
 INDEXES = {"x402pay_entries_live_key", "x402pay_entries_state", "x402pay_entries_key", "x402pay_entries_held"}
@@ -41,20 +41,39 @@ def _indexes(backend: str) -> Program[set[str]]:
     return {str(name) for (name,) in rows if not str(name).endswith("_pkey")}
 
 
+def _old_row(number: int) -> Program[None]:
+    yield Query(
+        "INSERT INTO x402pay_entries (id, key, origin, asset, network, scheme, pay_to, amount, held, state, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            f"id-{number}",
+            f"old-{number}",
+            ORIGIN,
+            ASSET.lower(),
+            NETWORK,
+            "exact",
+            PAY_TO,
+            10,
+            10,
+            "reserved",
+            NOW,
+            NOW,
+        ),
+    )
+
+
 def _written_by_version_1(backend: Backend) -> None:
     database = _database(backend)
     database.run(_version_1(), write=True, exclusive=True)
-    for number in range(3):
-        new = NewEntry(key=f"old-{number}", origin=ORIGIN, asset=ASSET, network=NETWORK, scheme="exact",
-                       pay_to=PAY_TO, amount=10)  # fmt: skip
-        database.run(reserve(new, f"id-{number}", (), NOW), write=True, exclusive=True)
+    for number in range(3):  # rows as version 1 wrote them (today's reserve also reads the trust marks' table)
+        database.run(_old_row(number), write=True)
     database.close()
 
 
 def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_entries(backend: Backend) -> None:
     _written_by_version_1(backend)
     with backend.ledger((Budget(ASSET, 100),)) as ledger:
-        assert ledger._db.run(_version()) == SCHEMA_VERSION == 2
+        assert ledger._db.run(_version()) == SCHEMA_VERSION == 3
         assert ledger._db.run(_indexes(backend.name)) == INDEXES
         old = ledger.lookup("old-1")
         assert old is not None
@@ -73,16 +92,16 @@ def test_reopening_a_migrated_ledger_changes_nothing(backend: Backend) -> None:
         assert sorted(entry.key for entry in ledger.entries()) == ["old-0", "old-1", "old-2"]
 
 
-def test_the_latest_migration_can_run_again(backend: Backend) -> None:
-    """Its statements are idempotent, so a ledger upgraded by hand (or twice, by racing openers) stays sound."""
-
-    def latest() -> Program[None]:
-        for statement in MIGRATIONS[-1]:
-            yield Query(statement)
-
+def test_opening_a_ledger_twice_migrates_it_once(backend: Backend) -> None:
+    """Migrations run under the exclusive lock after reading the version, so racing openers upgrade it once: the
+    latest one moves data (old receipts become claims) and must not run twice."""
     with backend.ledger() as ledger:
-        ledger._db.run(latest(), write=True, exclusive=True)
+        entry = ledger.reserve("k", origin=ORIGIN, asset=ASSET, network=NETWORK, amount=10, pay_to=PAY_TO)
+        ledger.authorize(entry.id, payment={}, payer="0x1", nonce="1", valid_before=9, method="eip3009")
+        ledger.settle(entry.id, amount=10, tx_hash="0x1")
+        ledger._db.run(migrate(), write=True, exclusive=True, durable=True)
         assert ledger._db.run(_indexes(backend.name)) == INDEXES
+        assert ledger.get(entry.id).state == "settled"
 
 
 def test_sqlite_finds_keys_and_sums_budgets_without_scanning_the_table(tmp_path: Path) -> None:

@@ -94,4 +94,6 @@ def test_a_receipt_is_booked_once() -> None:
     run(book.record(payment), ledger)
     run(book.record(payment), ledger)
     assert not has_news(payment)
-    assert ledger.get(str(held.entry_id)).state is EntryState.SETTLED
+    entry = ledger.get(str(held.entry_id))
+    assert (entry.state, entry.claimed_amount, entry.claimed_tx) == (EntryState.CLAIMED, 10_000, "0x01")
+    assert entry.held == 10_000  # a claim: held at the signed maximum until the chain shows what moved

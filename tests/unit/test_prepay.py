@@ -149,7 +149,11 @@ def test_a_refused_pre_payment_is_held_and_the_new_price_booked_under_the_key(tm
     assert prepaid is not None
     assert reactive is not None
     assert prepaid.state is EntryState.UNKNOWN  # refused, but it may still settle until it expires: still held
-    assert (prepaid.amount, reactive.amount, reactive.state) == (10_000, 12_000, EntryState.SETTLED)
+    assert (prepaid.amount, reactive.amount, reactive.state) == (
+        10_000,
+        12_000,
+        EntryState.CLAIMED,
+    )  # no chain here: a claim
     payment = payment_of(response)
     assert payment is not None
     assert payment.settled_amount == 12_000

@@ -166,7 +166,7 @@ ROWS = {
     "honest": Row(lambda: Peer([challenge(), settled()]), ["send", "close", "sign", "send paid"]),
     "honest, with a ledger": Row(
         lambda: Peer([challenge(), settled()], ledger=True),
-        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book settle"],
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book claim"],
     ),
     "a caller's key is looked up once": Row(
         lambda: Peer([answer(200)], ledger=True), ["book find", "send"], options={"headers": {"Idempotency-Key": "k"}}
@@ -204,7 +204,7 @@ ROWS = {
             "sign",
             "book authorize",
             "send paid",
-            "book settle",
+            "book claim",
             "verify",
             "book mark_mismatch",
             "close",
@@ -218,8 +218,8 @@ ROWS = {
         ConnectionError,
     ),
     "the ledger fails on the receipt": Row(
-        lambda: Peer([challenge(), settled()], ledger=True, failing={"book settle": LedgerError("disk full")}),
-        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book settle", "close"],
+        lambda: Peer([challenge(), settled()], ledger=True, failing={"book claim": LedgerError("disk full")}),
+        ["send", "close", "book reserve", "sign", "book authorize", "send paid", "book claim", "close"],
         LedgerError,
     ),
     "the budget refuses": Row(

@@ -278,7 +278,7 @@ async def test_the_async_transport_books_in_an_async_ledger_natively() -> None:
     assert repeat is not None
     assert repeat.signed.nonce == payment.signed.nonce  # the same payment, re-sent from the async ledger
     (entry,) = await ledger.entries()
-    assert (entry.key, entry.state, entry.id) == ("a-1", "settled", payment.ledger_entry)
+    assert (entry.key, entry.state, entry.id) == ("a-1", "claimed", payment.ledger_entry)
     await ledger.aclose()
 
 
@@ -348,7 +348,7 @@ def test_the_paid_answer_is_closed_when_its_receipt_contradicts_the_payment() ->
 
 def test_the_paid_answer_is_closed_when_the_ledger_fails_to_record_it() -> None:
     class BrokenDisk(Ledger):
-        def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Any:
+        def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Any:
             raise LedgerError("disk full")
 
     peer, body = FakePeer(), Tracked()

@@ -7,8 +7,8 @@ The transport's part, for one logical request (its idempotency key):
         ledger.authorize(entry.id, payment=..., payer=..., nonce=..., valid_before=..., method=...)
     else:                                   # a retry: re-send entry.payment, never sign again
     ...send...
-    ledger.settle(entry.id, amount=..., tx_hash=...)  or  ledger.mark_unknown(entry.id)
-    ledger.mark_verified(entry.id)  or  ledger.mark_mismatch(entry.id, detail)
+    ledger.claim(entry.id, amount=..., tx_hash=...)  or  ledger.mark_unknown(entry.id)   # what the server says
+    ledger.settle(entry.id, amount=..., tx_hash=...)  or  ledger.mark_mismatch(entry.id, detail)  # what the chain says
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from x402pay.ledger._backends import (
     SQLiteDatabase,
 )
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
-from x402pay.ledger._model import OPEN_STATES, Budget, BudgetStatus, Entry, EntryState, ReconcileReport
+from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
 
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_STALE_AFTER: Final = 600
 #: Seconds past an authorization's expiry before reconcile() trusts that its unused nonce stays unused.
 DEFAULT_MARGIN: Final = 30
+#: The states `mark_unknown` moves from: a payment that got no answer (a claimed one keeps its claim).
+_UNANSWERED: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN})
 _POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
 Clock = Callable[[], float]
 
@@ -142,8 +144,13 @@ class Ledger:
         )
         return self._db.run(steps, write=True, durable=True)
 
+    def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
+        """Record the settlement the server reports (`amount` in `tx_hash`) as its claim; the entry keeps holding
+        its signed maximum until the chain shows what moved (`settle`, or `reconcile`)."""
+        return self._db.run(self._steps.claim(entry_id, amount, tx_hash), write=True)
+
     def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
-        """Record the settlement the server reported: `amount` (at most the signed maximum) in `tx_hash`."""
+        """The chain shows the entry's authorization consumed, moving `amount` in `tx_hash`: hold that amount."""
         return self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
 
     def release(self, entry_id: str, reason: str) -> Entry:
@@ -152,18 +159,29 @@ class Ledger:
 
     def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
         """The signed payment was sent but no receipt came (lost response, timeout): reconcile() will decide."""
-        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, OPEN_STATES, detail)
-        return self._db.run(steps, write=True)
-
-    def mark_verified(self, entry_id: str) -> Entry:
-        """The chain confirms the settled entry's receipt."""
-        steps = self._steps.mark(entry_id, EntryState.VERIFIED, {EntryState.SETTLED}, None)
+        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
         return self._db.run(steps, write=True)
 
     def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
-        """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
-        steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
-        return self._db.run(steps, write=True, durable=True)
+        """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why, and mark
+        the entry's origin untrusted for every process that uses this ledger."""
+        return self._db.run(self._steps.mismatch(entry_id, detail), write=True, durable=True)
+
+    def untrusted(self) -> dict[str, str]:
+        """Every origin marked untrusted, with the reason."""
+        return self._db.run(_sql.untrusted())
+
+    def trust_reason(self, origin: str) -> str | None:
+        """Why `origin` is marked untrusted, or None when it may be paid."""
+        return self._db.run(_sql.trust_reason(origin))
+
+    def mark_untrusted(self, origin: str, reason: str) -> None:
+        """Mark `origin` untrusted (the first reason stays): no payment to it is reserved until it is cleared."""
+        self._db.run(_sql.mark_untrusted(origin, reason, self._steps.now()), write=True, durable=True)
+
+    def clear_untrusted(self, origin: str) -> bool:
+        """Clear the mark on `origin` (a person decided); False if it had none."""
+        return self._db.run(_sql.clear_untrusted(origin), write=True)
 
     def get(self, entry_id: str) -> Entry:
         """The entry `entry_id`; `EntryNotFound` if there is none."""
@@ -199,10 +217,12 @@ class Ledger:
     def reconcile(
         self, chain: Chain, *, stale_after: int = DEFAULT_STALE_AFTER, margin: int = DEFAULT_MARGIN
     ) -> ReconcileReport:
-        """Resolve authorized and unknown entries from chain state, and release stale reservations.
+        """Resolve every entry whose money the chain has not proven yet, and release stale reservations.
 
-        A used nonce settles the entry with the amount of the token's Transfer; an authorization expired more than
-        `margin` seconds ago with its nonce unused is released; anything else stays open, with the reason.
+        A used nonce settles the entry at the amount of the token's Transfer, unless that contradicts the server's
+        claim (a mismatch, holding what moved, and the origin marked untrusted); an authorization expired more than
+        `margin` seconds ago with its nonce unused is released (a claim of a settlement that never happened is a
+        mismatch holding nothing); anything else stays open, with the reason. Running it again changes nothing.
         """
         tally = Tally(released=self.release_stale(stale_after))
         for entry in self._db.run(_sql.open_entries()):
@@ -293,8 +313,12 @@ class AsyncLedger:
         )
         return await self._db.run(steps, write=True, durable=True)
 
+    async def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
+        """Record the server's claim beside the hold; see `Ledger.claim`."""
+        return await self._db.run(self._steps.claim(entry_id, amount, tx_hash), write=True)
+
     async def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
-        """Record the settlement the server reported; see `Ledger.settle`."""
+        """The chain shows what the entry's authorization moved; see `Ledger.settle`."""
         return await self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
 
     async def release(self, entry_id: str, reason: str) -> Entry:
@@ -303,18 +327,28 @@ class AsyncLedger:
 
     async def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
         """The signed payment was sent but no receipt came: reconcile() will decide."""
-        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, OPEN_STATES, detail)
-        return await self._db.run(steps, write=True)
-
-    async def mark_verified(self, entry_id: str) -> Entry:
-        """The chain confirms the settled entry's receipt."""
-        steps = self._steps.mark(entry_id, EntryState.VERIFIED, {EntryState.SETTLED}, None)
+        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
         return await self._db.run(steps, write=True)
 
     async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
-        """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why."""
-        steps = self._steps.mark(entry_id, EntryState.MISMATCH, {*OPEN_STATES, EntryState.SETTLED}, detail)
-        return await self._db.run(steps, write=True, durable=True)
+        """Fraud: hold the signed maximum and mark the origin untrusted; see `Ledger.mark_mismatch`."""
+        return await self._db.run(self._steps.mismatch(entry_id, detail), write=True, durable=True)
+
+    async def untrusted(self) -> dict[str, str]:
+        """Every origin marked untrusted, with the reason."""
+        return await self._db.run(_sql.untrusted())
+
+    async def trust_reason(self, origin: str) -> str | None:
+        """Why `origin` is marked untrusted, or None."""
+        return await self._db.run(_sql.trust_reason(origin))
+
+    async def mark_untrusted(self, origin: str, reason: str) -> None:
+        """Mark `origin` untrusted; see `Ledger.mark_untrusted`."""
+        await self._db.run(_sql.mark_untrusted(origin, reason, self._steps.now()), write=True, durable=True)
+
+    async def clear_untrusted(self, origin: str) -> bool:
+        """Clear the mark on `origin`; False if it had none."""
+        return await self._db.run(_sql.clear_untrusted(origin), write=True)
 
     async def get(self, entry_id: str) -> Entry:
         """The entry `entry_id`; `EntryNotFound` if there is none."""

@@ -2,15 +2,18 @@
 
 An entry moves through these states; `held` is what it counts against every budget it falls under:
 
-    reserved ──► authorized ──► settled ──► verified
-        │            │  ▲   │       └─────► mismatch
-        │            ▼  │   │
+    reserved ──► authorized ──► claimed ──► settled          (the chain showed the authorization consumed)
+        │            │  ▲   │        │
+        │            ▼  │   │        └─────► mismatch        (the chain, or the receipt itself, contradicts it)
         │         unknown ──┤
         ▼            │      ▼
     released ◄───────┴── (reconcile: expired and nonce unused)
 
-reserved, authorized, unknown and mismatch hold their signed maximum; settled and verified hold the settled
-amount; released holds nothing.
+A receipt is a claim: `claimed` records what the server says (`claimed_amount`, `claimed_tx`) beside the hold,
+which stays at the signed maximum. Only the chain settles an entry: `settled` holds the amount the chain moved,
+in `tx_hash`. reserved, authorized, unknown, claimed and mismatch hold their signed maximum (a mismatch whose
+authorization the chain later shows consumed holds what it moved; one that expired unused holds nothing);
+released holds nothing.
 """
 
 from __future__ import annotations
@@ -35,14 +38,15 @@ class EntryState(StrEnum):
     RESERVED = "reserved"  # budget held, nothing signed
     AUTHORIZED = "authorized"  # signed payment stored; it may have been sent
     UNKNOWN = "unknown"  # sent, no receipt (a lost response, a timeout, a crash)
-    SETTLED = "settled"  # a receipt says it settled (a claim until verified)
-    VERIFIED = "verified"  # the chain confirms the receipt
-    MISMATCH = "mismatch"  # the receipt disagrees with the chain or with what was signed
+    CLAIMED = "claimed"  # the server says it settled (its claim is recorded); the chain has not shown it yet
+    SETTLED = "settled"  # the chain shows the authorization consumed and what it moved
+    MISMATCH = "mismatch"  # the receipt disagrees with the chain or with what was signed: fraud
     RELEASED = "released"  # provably not settled: refused before sending, or expired with its nonce unused
 
 
-#: States whose payment may still move money, so reconcile() looks at them on chain.
-OPEN_STATES: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN})
+#: States whose payment may still move money unseen by the books: reconcile() looks at them on chain (a mismatch
+#: until the chain has shown what its authorization moved, or that it expired unused).
+OPEN_STATES: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN, EntryState.CLAIMED})
 #: States that hold the signed maximum.
 MAXIMUM_STATES: Final = frozenset({*OPEN_STATES, EntryState.RESERVED, EntryState.MISMATCH})
 
@@ -71,6 +75,8 @@ class Entry:
     settled_amount: int | None = None
     tx_hash: str | None = None
     detail: str | None = None
+    claimed_amount: int | None = None
+    claimed_tx: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Entry:

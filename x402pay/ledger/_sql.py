@@ -14,7 +14,14 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from x402pay.errors import BudgetExceeded, EntryNotFound, InvalidTransition, PaymentInFlight, SchemaError
+from x402pay.errors import (
+    BudgetExceeded,
+    EntryNotFound,
+    InvalidTransition,
+    OriginUntrusted,
+    PaymentInFlight,
+    SchemaError,
+)
 from x402pay.ledger._model import (
     EACH_ORIGIN,
     ENTRY_FIELDS,
@@ -30,6 +37,7 @@ Rows = list[tuple[Any, ...]]
 Program = Generator["Query", Rows, T]
 
 ENTRIES: Final = "x402pay_entries"
+UNTRUSTED: Final = "x402pay_untrusted"
 COLUMNS: Final = ", ".join(ENTRY_FIELDS)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -54,6 +62,17 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # budget scans the window's entries of every origin, which is cheaper than a second index to keep up.
         "DROP INDEX IF EXISTS x402pay_entries_budget",
         f"CREATE INDEX IF NOT EXISTS x402pay_entries_held ON {ENTRIES} (asset, created_at, network, origin, held)",
+    ),
+    (
+        # A receipt is a claim, kept beside the hold; only the chain settles. Old "settled" rows were claims, so
+        # they hold their signed maximum again until reconcile proves them; old "verified" rows were proven.
+        f"ALTER TABLE {ENTRIES} ADD COLUMN claimed_amount BIGINT",
+        f"ALTER TABLE {ENTRIES} ADD COLUMN claimed_tx TEXT",
+        f"UPDATE {ENTRIES} SET state = 'claimed', claimed_amount = settled_amount, claimed_tx = tx_hash, "
+        "settled_amount = NULL, tx_hash = NULL, held = amount WHERE state = 'settled'",
+        f"UPDATE {ENTRIES} SET state = 'settled' WHERE state = 'verified'",
+        # Origins caught lying, shared by every process (and machine) that uses the ledger.
+        f"CREATE TABLE {UNTRUSTED} (origin TEXT PRIMARY KEY, reason TEXT NOT NULL, marked_at BIGINT NOT NULL)",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -201,6 +220,9 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
 
     Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
     """
+    distrust = yield from trust_reason(new.origin)
+    if distrust is not None:
+        raise OriginUntrusted(untrusted_message(new.origin, distrust))
     existing = yield from lookup(new.key)
     if existing is not None and existing.state is not EntryState.RELEASED:
         if existing.state is EntryState.RESERVED:
@@ -265,10 +287,46 @@ def release_stale(before: int, now: int) -> Program[list[Entry]]:
 
 
 def open_entries() -> Program[list[Entry]]:
-    """Entries whose signed payment may still move money (authorized, unknown), oldest first."""
+    """Entries whose money the chain has not proven yet (authorized, unknown, claimed, and a mismatch until the
+    chain shows what its authorization did), oldest first."""
     states = sorted(OPEN_STATES)
     rows = yield Query(
-        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE state IN ({', '.join('?' for _ in states)}) ORDER BY created_at, id",
-        tuple(str(state) for state in states),
+        f"SELECT {COLUMNS} FROM {ENTRIES} WHERE state IN ({', '.join('?' for _ in states)}) "
+        "OR (state = ? AND settled_amount IS NULL AND held > 0) ORDER BY created_at, id",
+        (*(str(state) for state in states), str(EntryState.MISMATCH)),
     )
     return [Entry.from_row(row) for row in rows]
+
+
+# -- trust marks -------------------------------------------------------------------------------------------------
+
+
+def untrusted_message(origin: str, reason: str) -> str:
+    """The message of `OriginUntrusted` for `origin`."""
+    return f"{origin} is untrusted ({reason}); clear it with `x402pay trust reset {origin}`"
+
+
+def trust_reason(origin: str) -> Program[str | None]:
+    """Why `origin` is marked untrusted, or None."""
+    rows = yield Query(f"SELECT reason FROM {UNTRUSTED} WHERE origin = ?", (origin.lower(),))
+    return str(rows[0][0]) if rows else None
+
+
+def mark_untrusted(origin: str, reason: str, now: int) -> Program[None]:
+    """Mark `origin` untrusted; the first reason stays."""
+    yield Query(
+        f"INSERT INTO {UNTRUSTED} (origin, reason, marked_at) VALUES (?, ?, ?) ON CONFLICT (origin) DO NOTHING",
+        (origin.lower(), reason[:500], now),
+    )
+
+
+def clear_untrusted(origin: str) -> Program[bool]:
+    """Clear the mark on `origin`; False if it had none."""
+    rows = yield Query(f"DELETE FROM {UNTRUSTED} WHERE origin = ? RETURNING origin", (origin.lower(),))
+    return bool(rows)
+
+
+def untrusted() -> Program[dict[str, str]]:
+    """Every untrusted origin and its reason."""
+    rows = yield Query(f"SELECT origin, reason FROM {UNTRUSTED} ORDER BY origin")
+    return {str(origin): str(reason) for origin, reason in rows}

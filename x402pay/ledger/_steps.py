@@ -18,6 +18,7 @@ from x402pay.ledger._model import (
     Entry,
     EntryState,
     ReconcileReport,
+    Transfer,
 )
 from x402pay.ledger._sql import NewEntry, Program, check_amount, require
 
@@ -60,8 +61,25 @@ class Operations:
 
         return _sql.transition(entry_id, self.now(), changes)
 
+    def claim(self, entry_id: str, amount: int, tx_hash: str | None) -> Program[Entry]:
+        """Record the server's claim (`amount` in `tx_hash`) beside the hold, which stays at the signed maximum."""
+        check_amount(amount, "claimed amount")
+
+        def changes(entry: Entry) -> Mapping[str, Any]:
+            require(entry, {EntryState.AUTHORIZED, EntryState.UNKNOWN, EntryState.CLAIMED}, "claim")
+            if amount > entry.amount:
+                raise InvalidTransition(
+                    f"entry {entry.id} cannot claim {amount}, over its signed {entry.amount}", entry
+                )
+            claim = {"claimed_amount": amount, "claimed_tx": tx_hash}
+            if entry.state is EntryState.CLAIMED and (entry.claimed_amount, entry.claimed_tx) != (amount, tx_hash):
+                raise InvalidTransition(f"entry {entry.id} already claims {entry.claimed_amount}", entry)
+            return {"state": EntryState.CLAIMED, **claim}
+
+        return _sql.transition(entry_id, self.now(), changes)
+
     def settle(self, entry_id: str, amount: int, tx_hash: str | None) -> Program[Entry]:
-        """Record a settlement of `amount` (at most the signed maximum) in `tx_hash`."""
+        """The chain shows the entry's authorization consumed, moving `amount` in `tx_hash`: hold that amount."""
         check_amount(amount, "settled amount")
 
         def changes(entry: Entry) -> Mapping[str, Any]:
@@ -76,6 +94,21 @@ class Operations:
 
         return _sql.transition(entry_id, self.now(), changes)
 
+    def mismatch(self, entry_id: str, detail: str) -> Program[Entry]:
+        """Fraud: hold the signed maximum, say why, and mark the entry's origin untrusted (one transaction)."""
+
+        def changes(entry: Entry) -> Mapping[str, Any]:
+            require(entry, {*OPEN_STATES, EntryState.SETTLED, EntryState.MISMATCH}, "mark mismatch")
+            return {"state": EntryState.MISMATCH, "held": entry.amount, "detail": detail}
+
+        return self._marking(_sql.transition(entry_id, self.now(), changes), detail)
+
+    def _marking(self, program: Program[Entry], reason: str) -> Program[Entry]:
+        """`program`, then the mark on its entry's origin."""
+        entry = yield from program
+        yield from _sql.mark_untrusted(entry.origin, reason, self.now())
+        return entry
+
     def release(self, entry_id: str, reason: str) -> Program[Entry]:
         """Release a reservation that was never signed."""
 
@@ -88,31 +121,51 @@ class Operations:
     def mark(
         self, entry_id: str, state: EntryState, allowed: Collection[EntryState], detail: str | None
     ) -> Program[Entry]:
-        """Move an entry to `state` (unknown, verified, mismatch) from one of `allowed`; mismatch holds the maximum."""
+        """Move an entry to `state` (unknown) from one of `allowed`."""
 
         def changes(entry: Entry) -> Mapping[str, Any]:
             require(entry, allowed, f"mark {state}")
-            held = entry.amount if state is EntryState.MISMATCH else entry.held
-            return {"state": state, "held": held, "detail": detail if detail is not None else entry.detail}
+            return {"state": state, "detail": detail if detail is not None else entry.detail}
 
         return _sql.transition(entry_id, self.now(), changes)
 
     def resolve(self, verdict: Resolution) -> Program[Entry]:
-        """Apply a reconcile verdict: settle from the chain's transfer, or release what provably did not settle."""
+        """Apply a reconcile verdict: settle from the chain's transfer, or release what provably did not settle; a
+        claim the chain contradicts, or an amount over the signed one, is a mismatch holding what the chain moved."""
         entry, transfer = verdict.entry, verdict.transfer
         if verdict.action == "release":
-
-            def released(current: Entry) -> Mapping[str, Any]:
-                require(current, OPEN_STATES, "release")
-                return {"state": EntryState.RELEASED, "held": 0, "detail": verdict.reason}
-
-            return _sql.transition(entry.id, self.now(), released)
-        if transfer is not None and transfer.amount > entry.amount:
-            detail = f"chain moved {transfer.amount} in {transfer.tx_hash}, more than the {entry.amount} signed"
-            return self.mark(entry.id, EntryState.MISMATCH, OPEN_STATES, detail)
+            return self._expired(verdict)
         if transfer is None:
             raise ValueError("only a settle or release verdict can be applied")
-        return self.settle(entry.id, transfer.amount, transfer.tx_hash)
+        contradiction = _contradiction(entry, transfer)
+        if contradiction is None:
+            return self.settle(entry.id, transfer.amount, transfer.tx_hash)
+
+        def proven(current: Entry) -> Mapping[str, Any]:
+            require(current, {*OPEN_STATES, EntryState.MISMATCH}, "record what the chain moved")
+            return {"state": EntryState.MISMATCH, "settled_amount": transfer.amount, "tx_hash": transfer.tx_hash,
+                    "held": max(transfer.amount, 0), "detail": contradiction}  # fmt: skip
+
+        return self._marking(_sql.transition(entry.id, self.now(), proven), contradiction)
+
+    def _expired(self, verdict: Resolution) -> Program[Entry]:
+        """The authorization expired unused: nothing moved. A claim of a settlement was a lie."""
+        entry = verdict.entry
+        if entry.state in (EntryState.CLAIMED, EntryState.MISMATCH):
+            detail = (f"claimed {entry.claimed_amount} in {entry.claimed_tx}, but {verdict.reason}"
+                      if entry.state is EntryState.CLAIMED else f"{entry.detail}; {verdict.reason}")  # fmt: skip
+
+            def lied(current: Entry) -> Mapping[str, Any]:
+                require(current, {EntryState.CLAIMED, EntryState.MISMATCH}, "release")
+                return {"state": EntryState.MISMATCH, "held": 0, "detail": detail[:500]}
+
+            return self._marking(_sql.transition(entry.id, self.now(), lied), detail)
+
+        def released(current: Entry) -> Mapping[str, Any]:
+            require(current, OPEN_STATES, "release")
+            return {"state": EntryState.RELEASED, "held": 0, "detail": verdict.reason}
+
+        return _sql.transition(entry.id, self.now(), released)
 
     def remaining(self, asset: str, network: str, origin: str) -> Program[int | None]:
         """The least room left among the budgets a payment would fall under; None if none applies."""
@@ -166,3 +219,19 @@ class Tally:
             mismatched=tuple(self.mismatched),
             unresolved=tuple(self.unresolved),
         )
+
+
+def _contradiction(entry: Entry, transfer: Transfer) -> str | None:
+    """How the chain's `transfer` contradicts `entry` (its signed maximum, its claim, an earlier mismatch), or None."""
+    moved = f"the chain moved {transfer.amount} in {transfer.tx_hash}"
+    if transfer.amount > entry.amount:
+        return f"{moved}, more than the {entry.amount} signed"
+    if entry.state is EntryState.MISMATCH:
+        return f"{entry.detail}; {moved}"[:500]
+    if entry.state is not EntryState.CLAIMED:
+        return None
+    if entry.claimed_amount != transfer.amount:
+        return f"claimed {entry.claimed_amount}, but {moved}"
+    if entry.claimed_tx and entry.claimed_tx.lower() != transfer.tx_hash.lower():
+        return f"claimed transaction {entry.claimed_tx[:80]}, but {moved}"
+    return None
