@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from x402pay._effects import Book, Program, Spawn, Verify
+from x402pay._flow import is_pending
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.exact import SignedPayment
@@ -129,6 +130,7 @@ def _facts(payment: Payment) -> set[str]:
         "mismatch": payment.mismatch is not None,
         "receipt": payment.receipt is not None,
         "failed": payment.status is PaymentStatus.FAILED,
+        "pending": is_pending(payment.settlement),
     }
     return {fact for fact, true in facts.items() if true}
 
@@ -230,6 +232,9 @@ class Books:
             yield from self._settled(payment)
         elif "failed" in news:
             yield from self._unknown(payment, payment.settlement_error or "refused, or settlement failed")
+        elif "pending" in news:
+            transaction = payment.settlement.transaction if payment.settlement is not None else None
+            yield from self._unknown(payment, f"settlement pending in {transaction or 'an unnamed transaction'}")
 
     def _in_memory(self, key: str) -> bool:
         """Whether `key` is booked in this process's memory (no ledger, or a key the transport made up)."""

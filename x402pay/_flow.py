@@ -52,11 +52,14 @@ from x402pay.errors import (
     ReceiptMismatch,
     SettlementError,
     SettlementFailed,
+    SettlementPending,
 )
 
 logger = logging.getLogger(__name__)
 
 SETTLEMENT_HEADERS: Final = (PAYMENT_RESPONSE, X_PAYMENT_RESPONSE)
+#: The ``errorReason`` of a settlement that was broadcast but not confirmed within the facilitator's wait.
+SETTLEMENT_PENDING: Final = "settlement_pending"
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,15 @@ def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], bod
         logger.info("unreadable settlement from %s: %s", payment.origin, exc)
         return
     payment.settlement = settlement
+    if is_pending(settlement):  # broadcast, not yet confirmed: may still be charged, so neither settled nor failed
+        assert settlement is not None  # noqa: S101 - is_pending says so
+        if status_code == 402:
+            raise SettlementPending(
+                f"{payment.origin} sent the settlement but has not confirmed it (settlement_pending, transaction "
+                f"{(settlement.transaction or 'not given')[:80]}): you may be charged; do not pay again",
+                payment, settlement.transaction or None,
+            )  # fmt: skip
+        return
     if status_code == 402 or (settlement is not None and not settlement.success):
         payment.status = PaymentStatus.FAILED
     if status_code == 402:
@@ -209,6 +221,11 @@ def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], bod
         receipt = receipt_from_settlement(settlement, payment.signed_amount, "PAYMENT-RESPONSE") or receipt
     if receipt is not None:
         accept_receipt(payment, receipt)
+
+
+def is_pending(settlement: SettleResponse | None) -> bool:
+    """Whether a settlement answer says it was sent but not confirmed (the official facilitator's form)."""
+    return settlement is not None and not settlement.success and settlement.error_reason == SETTLEMENT_PENDING
 
 
 def accept_receipt(payment: Payment, receipt: Receipt) -> None:

@@ -58,6 +58,7 @@ from x402pay.errors import (
     PaymentInFlight,
     PaymentRejected,
     ReceiptMismatch,
+    SettlementPending,
 )
 
 #: How much of a paid 402's body is read for its reason; more is not needed.
@@ -276,7 +277,7 @@ class PaymentProgram:
             if not fallback:
                 raise
             return Refused(self._after_refusal(rejected, payment, answer.headers, body))
-        except ReceiptMismatch:
+        except (ReceiptMismatch, SettlementPending):
             yield from self.books.record(payment)
             raise
         yield from self.books.record(payment)

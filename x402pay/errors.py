@@ -21,6 +21,7 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   ├── PaymentRejected            the peer's: it answered the signed payment with another 402
     │   ├── SettlementError            the peer's: its settlement response or receipt is malformed
     │   ├── SettlementFailed           the peer's: it says settlement failed (e.g. a compose.error frame mid-stream)
+    │   ├── SettlementPending          nobody's yet: the settlement was sent but not confirmed; you may be charged
     │   └── ReceiptMismatch            the peer's, fraud: its receipt disagrees with what was signed (or the chain)
     ├── WalletError                    ours: no usable key (bad key, keystore or password, missing env vars)
     ├── LedgerError                    the database's or ours: the ledger could not do what was asked
@@ -150,6 +151,18 @@ class SettlementFailed(PaymentError):
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class SettlementPending(PaymentError):
+    """The server sent the settlement but could not confirm it in time (``settlement_pending``): the payment may
+    still be charged. `payment` is the Payment, `transaction` the hash the server gave (if any); the ledger keeps
+    the signed maximum held until the chain decides (``x402pay reconcile``). Do not pay again for the request:
+    re-send it with the same Idempotency-Key."""
+
+    def __init__(self, message: str, payment: object = None, transaction: str | None = None) -> None:
+        super().__init__(message)
+        self.payment = payment
+        self.transaction = transaction
 
 
 class ReceiptMismatch(PaymentError):

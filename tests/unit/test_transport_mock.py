@@ -28,6 +28,7 @@ from x402pay.errors import (
     LedgerError,
     PaymentRejected,
     ReceiptMismatch,
+    SettlementPending,
     SpendCapExceeded,
 )
 from x402pay.ledger import AsyncLedger, Ledger
@@ -445,3 +446,30 @@ async def test_a_signer_that_is_not_a_local_key_signs_off_the_event_loop() -> No
     assert response.status_code == 200
     assert threads
     assert threading.get_ident() not in threads  # the loop's thread never waited on the signer
+
+
+def test_a_pending_settlement_is_its_own_error_and_keeps_the_money_held() -> None:
+    peer = FakePeer()
+    pending_tx = "0x" + "cd" * 32
+
+    def slow_chain(request: httpx.Request) -> httpx.Response:
+        answer = peer(request)
+        if "PAYMENT-SIGNATURE" not in request.headers:
+            return answer
+        pending = {"success": False, "errorReason": "settlement_pending", "transaction": pending_tx,
+                   "network": "eip155:8453"}  # fmt: skip
+        return httpx.Response(402, headers={"PAYMENT-RESPONSE": b64(pending)})
+
+    ledger = Ledger.sqlite(":memory:")
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(slow_chain),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http, pytest.raises(SettlementPending, match="you may be charged") as got:
+        http.get("https://paid.example/data", headers={"Idempotency-Key": "slow-1"})
+    assert not isinstance(got.value, PaymentRejected)  # not "refused, nothing moved"
+    assert got.value.transaction == pending_tx
+    assert got.value.payment.status is PaymentStatus.UNSETTLED
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.held) == ("unknown", 10_000)
+    assert entry.detail == f"settlement pending in {pending_tx}"
