@@ -473,4 +473,4 @@ def assert_pending_and_booked(payment: Payment | None, ledger: Ledger) -> None:
     assert payment.verification.check == "rpc"
     assert payment.mismatch is None
     (entry,) = ledger.entries()
-    assert entry.state is EntryState.SETTLED  # not verified, not fraud
+    assert (entry.state, entry.held) == (EntryState.CLAIMED, PRICE)  # the server's word, the maximum held; not fraud

@@ -270,7 +270,7 @@ def test_a_client_killed_between_signing_and_sending_resends_the_stored_payment(
 
     assert response.status_code == 200
     assert hostile.signatures == [stored]  # the stored payment, byte for byte: no second signature
-    assert ledger.get(entry.id).state is EntryState.SETTLED
+    assert ledger.get(entry.id).state is EntryState.CLAIMED
 
 
 # -- clock skew -------------------------------------------------------------------------------------------------

@@ -131,19 +131,26 @@ def test_a_lying_settlement_header_is_fraud(
     assert len(hostile.signatures) == 1  # the untrusted origin got no second payment
 
 
-def test_a_forged_receipt_for_a_transaction_that_does_not_exist_is_not_verified(hostile: Hostile) -> None:
+def test_a_forged_receipt_for_a_transaction_that_does_not_exist_is_fraud(hostile: Hostile, tmp_path: Path) -> None:
     forged = SettleResponse(success=True, transaction=FAKE_TX, network=hostile.devnet.network)
     pays_then(hostile, lambda call: Reply(200, [settled_header(forged)], b"paid"))
     balances = Balances(hostile.devnet)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
 
-    with client(hostile.devnet, rpc_url=hostile.devnet.rpc_url, verify="inline", verify_patience=0.5) as http:
-        response = http.get(hostile.url + "/report")
+    with (
+        client(hostile.devnet, rpc_url=hostile.devnet.rpc_url, verify="inline", verify_patience=0.5, ledger=ledger)
+        as http,
+        pytest.raises(ReceiptMismatch, match="no transaction 0xabab") as caught,
+    ):  # fmt: skip
+        http.get(hostile.url + "/report")
 
-    payment = payment_of(response)
-    assert payment is not None
+    payment = caught.value.payment
+    assert isinstance(payment, Payment)
     assert payment.verification is not None
-    assert not payment.verification.verified
-    assert payment.verification.verdict == "not_found"
+    assert payment.verification.verdict == "not_found"  # still nowhere after the verifier's patience: a lie
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.held) == (EntryState.MISMATCH, PRICE)
+    assert hostile.url in ledger.untrusted()
     assert balances.moved() == 0
 
 
@@ -254,7 +261,7 @@ def test_a_duplicated_receipt_frame_counts_once(hostile: Hostile, tmp_path: Path
     assert payment is not None
     assert payment.settled_amount == PRICE
     (entry,) = ledger.entries()
-    assert (entry.state, entry.settled_amount) == (EntryState.SETTLED, PRICE)
+    assert (entry.state, entry.claimed_amount, entry.held) == (EntryState.CLAIMED, PRICE, PRICE)
 
 
 def test_a_second_different_receipt_frame_is_fraud(hostile: Hostile, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_a_budget_refuses_before_anything_is_signed(
             http.get(url + "/report")  # an exact price is not re-asked at the budget's room: it would not change
     assert all("payment-signature" not in request.headers for request in sent[4:])
     assert len(sent) == 5
-    assert [entry.state for entry in ledger.entries()] == [EntryState.SETTLED, EntryState.SETTLED]
+    assert [entry.state for entry in ledger.entries()] == [EntryState.CLAIMED, EntryState.CLAIMED]
 
 
 def test_without_a_ceiling_the_ledger_itself_refuses(
@@ -215,7 +215,9 @@ def test_receipts_are_verified_inline_and_booked(
     assert payment is not None
     assert payment.verification is not None
     assert payment.verification.verified
-    assert ledger.entries()[0].state is EntryState.VERIFIED
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.held, entry.settled_amount) == (EntryState.SETTLED, PRICE, PRICE)  # the chain's word
+    assert (entry.claimed_amount, entry.tx_hash) == (PRICE, payment.transaction)
 
 
 def test_a_lying_receipt_is_fraud_and_the_origin_is_not_paid_again(
@@ -233,7 +235,9 @@ def test_a_lying_receipt_is_fraud_and_the_origin_is_not_paid_again(
         with pytest.raises(OriginUntrusted, match="trust reset"):
             http.get(url + "/report")
         liar.fake_tx = None
+        assert url in ledger.untrusted()  # the mark is in the ledger: every bot sharing it stops paying the liar
         assert trust.reset(url)
+        assert ledger.clear_untrusted(url)
         assert http.get(url + "/report").status_code == 200
     cheated = caught.value.payment
     assert cheated is not None

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from x402pay import AsyncPaymentTransport, SpendCapExceeded, SpendPolicy, Wallet
-from x402pay.ledger import Budget, EntryState, Ledger
+from x402pay.ledger import Budget, EntryState, Ledger, Web3Chain
 from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
 from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
@@ -70,6 +70,9 @@ def test_concurrent_requests_never_overspend_a_shared_budget(x402pay_chain: Devn
 
     assert outcomes.count("paid") == FITS
     assert outcomes.count("refused") == REQUESTS - FITS
+    claims = [entry for entry in ledger.entries(limit=REQUESTS) if entry.state is EntryState.CLAIMED]
+    assert len(claims) == FITS  # the server's word: each holds its maximum until the chain shows it
+    assert len(ledger.reconcile(Web3Chain(x402pay_chain.web3())).settled) == FITS
     settled = [entry for entry in ledger.entries(limit=REQUESTS) if entry.state is EntryState.SETTLED]
     assert len(settled) == FITS
     moved = usdc.functions.balanceOf(x402pay_chain.payee.address).call() - before
