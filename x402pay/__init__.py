@@ -42,6 +42,7 @@ from x402pay.errors import (
     SettlementPending,
     SigningError,
     SpendCapExceeded,
+    TrustStoreError,
     WalletError,
     X402PayError,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "SpendPolicy",
     "TransportOptions",
     "TrustStore",
+    "TrustStoreError",
     "Wallet",
     "WalletError",
     "X402PayError",

@@ -12,15 +12,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from x402pay.errors import TrustStoreError
+
 #: Where the CLI keeps the marks unless told otherwise (X402PAY_TRUST_FILE).
 DEFAULT_TRUST_FILE: Final = Path("~/.local/state/x402pay/untrusted.json")
+
+
+def _is_mark(mark: object) -> bool:
+    return isinstance(mark, dict) and isinstance(mark.get("reason"), str)
 
 
 class TrustStore:
     """Marks on origins that lied about a payment, with the reason; in memory, or in a JSON file shared by processes.
 
     A file-backed store is read on every check, so a mark set by one bot (or cleared with ``x402pay trust reset``)
-    applies to all the processes that use the file.
+    applies to all the processes that use the file. A file that cannot be read fails closed: `TrustStoreError`, and
+    nothing is paid, never "no marks". With a ledger, the marks are also kept in the ledger, for the whole fleet.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -55,7 +62,11 @@ class TrustStore:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        return data if isinstance(data, dict) else {}
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON: the marks are unknown
+            raise TrustStoreError(f"trust file {self.path} cannot be read ({type(exc).__name__})") from exc
+        if not isinstance(data, dict) or not all(_is_mark(mark) for mark in data.values()):
+            raise TrustStoreError(f"trust file {self.path} does not hold trust marks (origin -> reason)")
+        return data
 
     @contextmanager
     def _edit(self) -> Iterator[dict[str, dict[str, Any]]]:

@@ -24,6 +24,7 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   ├── SettlementPending          nobody's yet: the settlement was sent but not confirmed; you may be charged
     │   └── ReceiptMismatch            the peer's, fraud: its receipt disagrees with what was signed (or the chain)
     ├── WalletError                    ours: no usable key (bad key, keystore or password, missing env vars)
+    ├── TrustStoreError                ours or the host's: the trust file is unreadable; nothing is paid until fixed
     ├── LedgerError                    the database's or ours: the ledger could not do what was asked
     │   ├── EntryNotFound              ours: no entry has that id
     │   ├── InvalidTransition          ours: the entry's state does not allow this step
@@ -180,6 +181,11 @@ class ReceiptMismatch(PaymentError):
 
 class WalletError(X402PayError):
     """No usable signing key: a malformed key, a keystore that does not open, or missing env vars."""
+
+
+class TrustStoreError(X402PayError):
+    """The trust file (`TrustStore`) cannot be read, or does not hold the store's marks. It fails closed: no payment
+    is signed while the marks are unknown. Fix or remove the file (``x402pay trust list`` shows what it reads)."""
 
 
 class LedgerError(X402PayError):

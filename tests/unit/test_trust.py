@@ -1,0 +1,57 @@
+"""TrustStore: marks on origins that lied; a file that cannot be read fails closed, never open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from x402pay import PaymentTransport, SpendPolicy, TrustStore, TrustStoreError, Wallet
+from x402pay.cli import main
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"\xff\xfe garbage", b"[]", b'"marks"', b'{"https://a.example": "no reason object"}'],
+    ids=["not-json", "not-utf8", "a-list", "a-string", "not-marks"],
+)
+def test_an_unreadable_trust_file_refuses_every_check_and_is_never_overwritten(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "untrusted.json"
+    path.write_bytes(content)
+    store = TrustStore(path)
+    with pytest.raises(TrustStoreError, match=r"untrusted\.json"):
+        store.reason("https://honest.example")
+    with pytest.raises(TrustStoreError):
+        store.mark("https://liar.example", "lied")
+    assert path.read_bytes() == content  # what a person must look at is left as it was
+
+
+def test_a_transport_with_an_unreadable_trust_file_signs_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "untrusted.json"
+    path.write_text("{broken")
+    asked: list[httpx.Request] = []
+
+    def peer(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        required = "eyJ4NDAyVmVyc2lvbiI6MiwiYWNjZXB0cyI6W119"  # {"x402Version":2,"accepts":[]}
+        return httpx.Response(402, headers={"PAYMENT-REQUIRED": required})
+
+    transport = PaymentTransport(
+        wallet=Wallet.from_key("0x" + "44" * 32), policy=SpendPolicy(max_per_request=1),
+        inner=httpx.MockTransport(peer), trust=TrustStore(path),
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http, pytest.raises(TrustStoreError):
+        http.get("https://paid.example/data")
+    assert all("PAYMENT-SIGNATURE" not in request.headers for request in asked)
+
+
+def test_the_cli_reports_an_unreadable_trust_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "untrusted.json"
+    path.write_text("{broken")
+    assert main(["trust", "--trust-file", str(path), "list"]) != 0
+    err = capsys.readouterr().err
+    assert "untrusted.json cannot be read" in err
+    assert "Traceback" not in err
