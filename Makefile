@@ -30,6 +30,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_streaming --rounds 5
 	$(BIN)/python -m bench.bench_ledger --rounds 5
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
+	$(BIN)/python -m bench.bench_hold_time --payments 20
 
 contracts: node_modules/.installed
 	node contracts/build.mjs

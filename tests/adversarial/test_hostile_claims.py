@@ -19,6 +19,7 @@ from hostile_support import (
     Call,
     Hostile,
     Reply,
+    b64,
     challenge,
     challenge_reply,
     challenge_then,
@@ -29,7 +30,7 @@ from hostile_support import (
     wallet,
 )
 
-from x402pay import OriginUntrusted, Payment, ReceiptMismatch, payment_of
+from x402pay import OriginUntrusted, Payment, ReceiptMismatch, SettlementPending, payment_of
 from x402pay._protocol.models import SettleResponse
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 
@@ -157,3 +158,30 @@ def test_a_claimed_settlement_that_never_happens_is_fraud_once_the_authorization
     [lie] = ledger.reconcile(Web3Chain(hostile.devnet.web3())).mismatched
     assert (lie.state, lie.held) == (EntryState.MISMATCH, 0)  # nothing moved, and the claim was a lie
     assert "expired" in ledger.untrusted()[hostile.url]
+
+
+def test_a_pending_settlement_is_typed_held_and_settled_by_reconcile_once_it_lands(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """The official facilitator's answer when its wait for the receipt runs out: the payment may still land."""
+    paid: list[Call] = []
+
+    def slow_chain(call: Call) -> Reply:
+        paid.append(call)
+        pending = {"success": False, "errorReason": "settlement_pending", "transaction": "",
+                   "network": call.server.devnet.network}  # fmt: skip
+        return Reply(402, [("payment-response", b64(pending))], b"")
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), slow_chain)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    with client(hostile.devnet, ledger=ledger) as http, pytest.raises(SettlementPending, match="may be charged"):
+        http.get(hostile.url + "/report", headers={"Idempotency-Key": "slow-1"})
+    entry = ledger.lookup("slow-1")
+    assert entry is not None
+    assert (entry.state, entry.held) == (EntryState.UNKNOWN, PRICE)  # may be charged: held, not released
+
+    assert ledger.reconcile(Web3Chain(hostile.devnet.web3())).unresolved  # not mined yet: stays held
+    paid[0].settle()  # the block is mined
+    [settled] = ledger.reconcile(Web3Chain(hostile.devnet.web3())).settled
+    assert (settled.id, settled.state, settled.held, settled.settled_amount) == (entry.id, "settled", PRICE, PRICE)
+    assert ledger.untrusted() == {}  # slow is not a lie

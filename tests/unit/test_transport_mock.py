@@ -23,6 +23,7 @@ from x402pay._schemes.eip712 import transfer_with_authorization
 from x402pay._transport import AsyncPaymentTransport, PaymentTransport
 from x402pay._wallet import Wallet
 from x402pay.errors import (
+    BudgetExceeded,
     ChainUnavailable,
     ChallengeError,
     LedgerError,
@@ -31,7 +32,7 @@ from x402pay.errors import (
     SettlementPending,
     SpendCapExceeded,
 )
-from x402pay.ledger import AsyncLedger, Ledger
+from x402pay.ledger import AsyncLedger, Budget, Ledger
 from x402pay.ledger._backends import SQLiteDatabase
 
 KEY = "0x" + "11" * 32
@@ -473,3 +474,19 @@ def test_a_pending_settlement_is_its_own_error_and_keeps_the_money_held() -> Non
     (entry,) = ledger.entries()
     assert (entry.state, entry.held) == ("unknown", 10_000)
     assert entry.detail == f"settlement pending in {pending_tx}"
+
+
+def test_only_the_budgets_that_apply_to_a_payment_can_refuse_it() -> None:
+    peer = FakePeer()
+    exhausted_elsewhere = Budget(USDC, 0, origin="https://other.example")  # another origin's budget: spent
+    other_token = Budget("0x" + "ee" * 20, 0)  # another asset's budget: spent
+    ledger = Ledger.sqlite(":memory:", budgets=[exhausted_elsewhere, other_token, Budget(USDC, 20_000)])
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(peer),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http:
+        assert http.get("https://paid.example/data").status_code == 200
+        assert http.get("https://paid.example/data").status_code == 200
+        with pytest.raises(BudgetExceeded, match="only 0 of 20000 left"):  # the one that applies, when it is spent
+            http.get("https://paid.example/data")

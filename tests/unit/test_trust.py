@@ -55,3 +55,20 @@ def test_the_cli_reports_an_unreadable_trust_file_in_one_line(
     err = capsys.readouterr().err
     assert "untrusted.json cannot be read" in err
     assert "Traceback" not in err
+
+
+def test_the_cli_lists_and_clears_the_marks_a_ledger_keeps_for_its_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from x402pay.ledger import Ledger
+
+    path = tmp_path / "spend.db"
+    with Ledger.sqlite(path) as ledger:
+        ledger.mark_untrusted("https://liar.example", "claimed a settlement that never happened")
+    trust_file = str(tmp_path / "untrusted.json")
+    assert main(["trust", "--trust-file", trust_file, "--ledger", str(path), "list"]) == 0
+    assert "https://liar.example  claimed a settlement that never happened" in capsys.readouterr().out
+    assert main(["trust", "--trust-file", trust_file, "--ledger", str(path), "reset", "https://liar.example"]) == 0
+    assert "trusted again" in capsys.readouterr().out
+    with Ledger.sqlite(path) as ledger:
+        assert ledger.untrusted() == {}

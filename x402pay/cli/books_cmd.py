@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ def register(commands: Any) -> None:
     reconcile.set_defaults(run=run_reconcile)
     trust = commands.add_parser("trust", help="origins caught lying about a payment")
     trust.add_argument("--trust-file", help=f"where the marks are kept (X402PAY_TRUST_FILE; {DEFAULT_TRUST_FILE})")
+    trust.add_argument("--ledger", help="also the marks a ledger keeps for its fleet (an SQLite path or a URL)")
     trust.add_argument("action", choices=["list", "reset"])
     trust.add_argument("origin", nargs="?", help="with reset: the origin to trust again")
     trust.set_defaults(run=run_trust)
@@ -106,17 +108,32 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def run_trust(args: argparse.Namespace) -> int:
-    """List the untrusted origins, or trust one again."""
+    """List the untrusted origins (of the trust file, and of the ledger when one is named), or trust one again."""
     store = TrustStore(setting(args, "trust_file", str(DEFAULT_TRUST_FILE)))
-    if args.action == "reset":
-        if not args.origin:
-            raise UsageError("trust reset needs the ORIGIN (scheme://host[:port])")
-        cleared = store.reset(args.origin)
-        print(f"{args.origin}: {'trusted again' if cleared else 'was not marked'}")
-        return EXIT_OK
-    marks = store.marks()
-    print("\n".join(f"{origin}  {reason}" for origin, reason in marks.items()) or "no untrusted origins")
+    with contextlib.ExitStack() as stack:
+        ledger = _named_ledger(args)
+        if ledger is not None:
+            stack.callback(ledger.close)
+        if args.action == "reset":
+            if not args.origin:
+                raise UsageError("trust reset needs the ORIGIN (scheme://host[:port])")
+            cleared = store.reset(args.origin)
+            cleared = (ledger.clear_untrusted(args.origin) if ledger is not None else False) or cleared
+            print(f"{args.origin}: {'trusted again' if cleared else 'was not marked'}")
+            return EXIT_OK
+        marks = {**store.marks(), **(ledger.untrusted() if ledger is not None else {})}
+    print("\n".join(f"{origin}  {reason}" for origin, reason in sorted(marks.items())) or "no untrusted origins")
     return EXIT_OK
+
+
+def _named_ledger(args: argparse.Namespace) -> Any:
+    """The ledger given with --ledger (or X402PAY_LEDGER), or None."""
+    target = setting(args, "ledger", None)
+    if not target:
+        return None
+    from x402pay.ledger import Ledger
+
+    return Ledger.open(str(Path(target).expanduser()) if "://" not in target else target)
 
 
 def run_verify(args: argparse.Namespace) -> int:
