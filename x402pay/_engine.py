@@ -53,7 +53,11 @@ class TransportOptions:
     - `verify`: ``"off"``, ``"inline"`` (a receipt is checked on chain before the answer or the stream's end
       reaches you; fraud raises `ReceiptMismatch`) or ``"background"`` (checked later; see `on_verified`).
       Needs `rpc_url`. `confirmations`: how deep the settlement must be. `verify_patience`: how many seconds a
-      check waits for a just-reported transaction to show before leaving it pending.
+      check waits for a just-reported transaction to show (default: five blocks of the payment's chain, at least
+      ten seconds); a transaction still missing then is a lie (`ReceiptMismatch`), anything else stays pending.
+    - `reconcile_every`: with a `Ledger` and `rpc_url`, reconcile the ledger with the chain every so many seconds
+      on a background thread (`Ledger.watch`), so a long-running bot's claims are settled, and lies caught, even
+      without verification; stopped when the transport closes.
     - `clock`: the time source for authorization windows.
     - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
       see `x402pay._prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
@@ -69,7 +73,8 @@ class TransportOptions:
     trust: TrustStore | None = None
     verify: VerifyMode = "off"
     confirmations: int = 0
-    verify_patience: float = 10.0
+    verify_patience: float | None = None
+    reconcile_every: float | None = None
     clock: Callable[[], float] = time.time
     prepay: bool = False
     prepay_ttl: float = 300.0
@@ -80,10 +85,14 @@ class TransportOptions:
         for name in ("on_receipt", "on_verified", "clock"):
             value = getattr(self, name)
             _check(name, value, (value is None and name != "clock") or callable(value), "a callable")
-        for name in ("rpc_timeout", "verify_patience", "prepay_ttl"):
+        for name in ("rpc_timeout", "verify_patience", "prepay_ttl", "reconcile_every"):
             value = getattr(self, name)
+            if value is None and name in ("verify_patience", "reconcile_every"):
+                continue
             _check(name, value, _is_number(value), "a number of seconds")
-            _check_range(name, value, value > 0 or (value == 0 and name != "rpc_timeout"), "out of range")
+            _check_range(
+                name, value, value > 0 or (value == 0 and name in ("verify_patience", "prepay_ttl")), "out of range"
+            )
         _check("confirmations", self.confirmations, _is_int(self.confirmations), "an int")
         _check_range("confirmations", self.confirmations, self.confirmations >= 0, "negative")
         _check_range("verify", self.verify, self.verify in get_args(VerifyMode), f"not one of {get_args(VerifyMode)}")
@@ -93,6 +102,8 @@ class TransportOptions:
                "an x402pay.ledger.Ledger or AsyncLedger")  # fmt: skip
         if self.verify != "off" and self.rpc_url is None:
             raise ValueError(f"verify={self.verify!r} needs rpc_url: the chain to check receipts on")
+        if self.reconcile_every is not None and (self.rpc_url is None or self.ledger is None):
+            raise ValueError("reconcile_every needs a ledger to reconcile and rpc_url: the chain to read")
 
 
 def _is_int(value: object) -> bool:
@@ -159,6 +170,7 @@ class Engine:
         self._web3: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher = self._watch(opts) if opts.reconcile_every is not None else None
 
     def __repr__(self) -> str:
         return f"wallet={self.wallet.address} max_per_request={self.policy.max_per_request}"
@@ -195,10 +207,21 @@ class Engine:
             return None
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
+    def _watch(self, opts: TransportOptions) -> Any:
+        """Reconcile the ledger every `reconcile_every` seconds (a sync `Ledger` only: the watch is a thread)."""
+        if self._async_ledger:
+            raise TypeError("reconcile_every needs a Ledger; with an AsyncLedger, run its reconcile() in a task")
+        from x402pay.ledger import Web3Chain
+
+        rpc_url, timeout = str(opts.rpc_url), opts.rpc_timeout
+        return self.ledger.watch(lambda: Web3Chain(web3_for(rpc_url, timeout=timeout)), every=opts.reconcile_every)
+
     def close(self) -> None:
-        """Finish background verifications."""
+        """Finish background verifications and stop the reconcile watch."""
         if self.verifier is not None:
             self.verifier.close()
+        if self._watcher is not None:
+            self._watcher.stop()
 
     async def aclose(self) -> None:
         """Finish background verifications and close the async RPC client."""

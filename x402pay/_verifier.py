@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from x402pay._payment import Payment
+from x402pay._protocol.networks import settlement_patience
 from x402pay._rpc import web3_for
 
 _RETRY_PAUSE: Final = 0.2
@@ -18,12 +19,13 @@ _RETRYABLE_CHECKS: Final = frozenset({"rpc", "transaction", "confirmations", "lo
 class Verifier:
     """Checks a Payment's receipt against the chain (sync Web3); `submit` runs work on its background thread.
 
-    `patience` is how long a check waits for a just-reported transaction to show before leaving it pending;
-    `rpc_timeout` bounds each RPC request (web3's own default would hold an inline-checked answer for 30 s).
+    `patience` is how long a check waits for a just-reported transaction to show (None: five blocks of the
+    payment's chain, at least ten seconds) before a transaction still missing is a lie and anything else undecided
+    stays pending; `rpc_timeout` bounds each RPC request (web3's default would hold an inline check for 30 s).
     """
 
     def __init__(
-        self, rpc_url: str, *, background: bool, confirmations: int, patience: float, rpc_timeout: float
+        self, rpc_url: str, *, background: bool, confirmations: int, patience: float | None, rpc_timeout: float
     ) -> None:
         self.confirmations = confirmations
         self.patience = patience
@@ -31,11 +33,12 @@ class Verifier:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-verify") if background else None
 
     def check(self, payment: Payment) -> Any:
-        """Verify `payment`'s receipt; asks again while the chain has not caught up, for up to `patience` s."""
+        """Verify `payment`'s receipt; asks again while the chain has not caught up, for up to the patience."""
         from x402pay.verify import verify_claim
 
         claim = claim_of(payment)
-        deadline = time.monotonic() + self.patience
+        patience = self.patience if self.patience is not None else settlement_patience(payment.requirement.chain_id)
+        deadline = time.monotonic() + patience
         while True:
             verification = verify_claim(self._web3, claim, confirmations=self.confirmations)
             undecided = verification.verdict in ("pending", "not_found")  # not_found: an RPC may lag the server's

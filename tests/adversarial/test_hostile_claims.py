@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,25 @@ def test_a_pending_settlement_is_typed_held_and_settled_by_reconcile_once_it_lan
     [settled] = ledger.reconcile(Web3Chain(hostile.devnet.web3())).settled
     assert (settled.id, settled.state, settled.held, settled.settled_amount) == (entry.id, "settled", PRICE, PRICE)
     assert ledger.untrusted() == {}  # slow is not a lie
+
+
+def test_a_bot_that_watches_its_ledger_has_its_late_settlement_settled_without_asking(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    paid: list[Call] = []
+
+    def claims_first(call: Call) -> Reply:
+        paid.append(call)
+        return claiming("", settle=False)(call)
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), claims_first)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    with client(hostile.devnet, ledger=ledger, rpc_url=hostile.devnet.rpc_url, reconcile_every=0.1) as http:
+        assert http.get(hostile.url + "/report").status_code == 200
+        (entry,) = ledger.entries()
+        assert entry.state is EntryState.CLAIMED
+        paid[0].settle()  # lands later; nobody calls reconcile
+        deadline = time.monotonic() + 20
+        while ledger.get(entry.id).state is not EntryState.SETTLED and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert (ledger.get(entry.id).state, ledger.get(entry.id).held) == (EntryState.SETTLED, PRICE)

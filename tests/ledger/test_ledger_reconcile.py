@@ -252,3 +252,37 @@ def test_a_mismatch_is_visited_until_the_chain_shows_what_it_moved(backend: Back
         assert ledger.reconcile(FakeChain(0, False, None)).unresolved  # still valid: it may yet be used
         [proven] = ledger.reconcile(FakeChain(0, True, Transfer(6, "0xreal"))).mismatched
         assert (proven.state, proven.held, proven.tx_hash) == (EntryState.MISMATCH, 6, "0xreal")
+
+
+def test_a_watching_ledger_settles_claims_as_the_chain_shows_them(backend: Backend) -> None:
+    reports: list[ReconcileReport] = []
+    chain = FakeChain(0, False, None)
+    with backend.ledger() as ledger:
+        entry = claimed_entry(ledger, 7)
+        with ledger.watch(lambda: chain, every=0.02, on_report=reports.append):
+            chain.used, chain.transfer = True, Transfer(7, "0xt")  # the settlement lands while the bot runs
+            deadline = time.monotonic() + 10
+            while ledger.get(entry.id).state is not EntryState.SETTLED and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert ledger.get(entry.id).state is EntryState.SETTLED
+        assert reports
+        assert any(report.settled for report in reports)
+
+
+def test_a_watcher_outlives_a_failed_round() -> None:
+    asked: list[str] = []
+
+    class Down(FakeChain):
+        def time(self) -> int:
+            asked.append("time")
+            raise ConnectionError("rpc down")
+
+    built: list[Down] = []
+    with Ledger.sqlite(":memory:") as ledger:
+        claimed_entry(ledger, 7)
+        with ledger.watch(lambda: built.append(Down(0, False, None)) or built[-1], every=0.01):
+            deadline = time.monotonic() + 10
+            while len(asked) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert len(asked) >= 3  # round after failed round
+    assert len(built) == 1  # the chain is built once, on the watcher's thread

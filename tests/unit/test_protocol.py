@@ -139,3 +139,10 @@ def test_networks() -> None:
     assert sepolia is not None
     assert sepolia.name == "USDC"
     assert known_asset(8453, "0x036CbD53842c5426634e7929541eC2318f3dCF7e") is None
+
+
+@pytest.mark.parametrize(("chain_id", "seconds"), [(8453, 10.0), (31337, 10.0), (1, 60.0), (999_999, 60.0)])
+def test_the_wait_for_a_reported_settlement_suits_the_chains_pace(chain_id: int, seconds: float) -> None:
+    from x402pay._protocol.networks import settlement_patience
+
+    assert settlement_patience(chain_id) == seconds  # five blocks, at least ten seconds; unknown chains as slow

@@ -408,6 +408,8 @@ def test_a_failed_allowance_read_releases_the_reservation() -> None:
         ({"on_receipt": "print"}, "on_receipt must be a callable"),
         ({"ledger": "spend.db"}, "ledger must be an x402pay.ledger.Ledger"),
         ({"annouce_ceiling": False}, r"unknown transport option\(s\) \['annouce_ceiling'\]"),
+        ({"reconcile_every": 60}, "reconcile_every needs a ledger"),
+        ({"reconcile_every": 0, "rpc_url": "http://127.0.0.1:8545"}, "reconcile_every=0 is out of range"),
     ],
 )
 def test_bad_options_are_refused_when_the_transport_is_built(options: dict[str, Any], problem: str) -> None:

@@ -37,6 +37,20 @@ V1_NETWORK_CHAIN_IDS: Final[dict[str, int]] = {
 
 _MAX_CHAIN_ID: Final = 2**64 - 1
 
+#: Seconds between blocks of the chains whose pace is known (others count as slow as Ethereum's).
+BLOCK_SECONDS: Final[dict[int, float]] = {
+    1: 12.0, 8453: 2.0, 84532: 2.0, 137: 2.0, 80002: 2.0, 43114: 2.0, 43113: 2.0, DEVNET_CHAIN_ID: 1.0,
+}  # fmt: skip
+#: Blocks a just-reported settlement is given to show on chain before its absence counts against the server.
+PATIENCE_BLOCKS: Final = 5
+#: The least wait, whatever the chain: RPC nodes behind load balancers lag each other by a few seconds.
+MIN_PATIENCE: Final = 10.0
+
+
+def settlement_patience(chain_id: int) -> float:
+    """How long to wait for a reported settlement to show on chain `chain_id` before calling its absence a lie."""
+    return max(MIN_PATIENCE, PATIENCE_BLOCKS * BLOCK_SECONDS.get(chain_id, BLOCK_SECONDS[1]))
+
 
 @dataclass(frozen=True)
 class Asset:

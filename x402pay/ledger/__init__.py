@@ -30,6 +30,7 @@ from x402pay.ledger._model import (
     ReconcileReport,
     Transfer,
 )
+from x402pay.ledger._watch import Watcher
 
 __all__ = [
     "DAY",
@@ -53,5 +54,6 @@ __all__ = [
     "ReconcileReport",
     "SchemaError",
     "Transfer",
+    "Watcher",
     "Web3Chain",
 ]

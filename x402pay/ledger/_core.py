@@ -35,6 +35,7 @@ from x402pay.ledger._chain import Chain, Resolution, judge_entry
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
+from x402pay.ledger._watch import Watcher
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,14 @@ class Ledger:
             verdict = judge_entry(chain, entry, margin)
             tally.add(verdict, self._apply(verdict))
         return tally.report()
+
+    def watch(
+        self, chain: Chain | Callable[[], Chain], *, every: float = 60.0,
+        on_report: Callable[[ReconcileReport], None] | None = None,
+    ) -> Watcher:  # fmt: skip
+        """Reconcile every `every` seconds on a background thread, for a long-running bot (started; `stop` it, or
+        use it as a context manager). `chain` may be a callable that builds the `Chain` on that thread."""
+        return Watcher(self, chain, every=every, on_report=on_report).start()
 
     def _apply(self, verdict: Resolution) -> Entry | str:
         _log(verdict)
