@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hostile_support import (
     PRICE,
+    STRANGER,
     Call,
     Hostile,
     Reply,
@@ -73,10 +74,22 @@ def our_earlier_transaction(hostile: Hostile, ledger: Ledger) -> str:
     return first.transaction
 
 
+def our_payment_to_another_recipient(hostile: Hostile, ledger: Ledger) -> str:
+    """A real settlement of this payer's own payment, made to another recipient."""
+    elsewhere = requirement(hostile.devnet, payTo=STRANGER)
+    hostile.script = challenge_then(challenge_reply(challenge(elsewhere)), settle_honestly)
+    with client(hostile.devnet) as http:
+        to_stranger = payment_of(http.get(hostile.url + "/report"))
+    assert to_stranger is not None
+    assert to_stranger.transaction is not None
+    return to_stranger.transaction
+
+
 LIES: dict[str, tuple[Callable[[Hostile, Ledger], str], bool, str]] = {
     "a made-up transaction, nothing settled": (lambda hostile, ledger: MADE_UP_TX, False, "no transaction 0xabab"),
     "someone else's settlement": (lambda hostile, ledger: someone_elses_transaction(hostile), True, "no Transfer"),
     "our own earlier settlement, replayed": (our_earlier_transaction, False, "authorization"),
+    "our payment to another recipient": (our_payment_to_another_recipient, False, "no Transfer"),
 }
 
 
