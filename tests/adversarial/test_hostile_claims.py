@@ -53,6 +53,18 @@ def claiming(transaction: str, *, settle: bool) -> Callable[[Call], Reply]:
     return answer
 
 
+def claims_now_settles_later(hostile: Hostile) -> list[Call]:
+    """Script `hostile` to claim a settlement without a transaction; the paid calls, to settle them later."""
+    paid: list[Call] = []
+
+    def claims_first(call: Call) -> Reply:
+        paid.append(call)
+        return claiming("", settle=False)(call)
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), claims_first)
+    return paid
+
+
 def someone_elses_transaction(hostile: Hostile) -> str:
     """A real settlement of another payer's payment to the same server."""
     hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), settle_honestly)
@@ -135,13 +147,7 @@ def test_each_lie_is_caught_with_its_reason_and_the_origin_is_not_paid_again(
 
 def test_a_claim_without_a_transaction_stays_a_claim_until_the_chain_decides(hostile: Hostile, tmp_path: Path) -> None:
     """Claimed, not settled: the maximum stays held; settled later for real, reconcile settles it from the chain."""
-    paid: list[Call] = []
-
-    def claims_first(call: Call) -> Reply:
-        paid.append(call)
-        return claiming("", settle=False)(call)
-
-    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), claims_first)
+    paid = claims_now_settles_later(hostile)
     ledger = Ledger.sqlite(tmp_path / "spend.db")
     with client(hostile.devnet, ledger=ledger, rpc_url=hostile.devnet.rpc_url, verify="inline",
                 verify_patience=0.5) as http:  # fmt: skip
@@ -204,13 +210,7 @@ def test_a_pending_settlement_is_typed_held_and_settled_by_reconcile_once_it_lan
 def test_a_bot_that_watches_its_ledger_has_its_late_settlement_settled_without_asking(
     hostile: Hostile, tmp_path: Path
 ) -> None:
-    paid: list[Call] = []
-
-    def claims_first(call: Call) -> Reply:
-        paid.append(call)
-        return claiming("", settle=False)(call)
-
-    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), claims_first)
+    paid = claims_now_settles_later(hostile)
     ledger = Ledger.sqlite(tmp_path / "spend.db")
     with client(hostile.devnet, ledger=ledger, rpc_url=hostile.devnet.rpc_url, reconcile_every=0.1) as http:
         assert http.get(hostile.url + "/report").status_code == 200
