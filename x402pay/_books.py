@@ -19,7 +19,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from x402pay._effects import Book, Program, Spawn, Verify
@@ -45,11 +45,13 @@ Callback = Callable[[Payment], None]
 
 @dataclass(slots=True)
 class Replay:
-    """The logical request was paid here already: re-send this payment (`prepaid`: booked as its pre-payment)."""
+    """The logical request was paid here already: re-send this payment (`prepaid`: booked as its pre-payment) with
+    the `headers` it was first sent with (the ceiling among them: a server may rebuild its terms from it)."""
 
     payment: Payment
     header: tuple[str, str]
     prepaid: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -100,15 +102,25 @@ def is_our_key(key: str) -> bool:
     return key.startswith(_OUR_KEY_PREFIX) and len(key) == len(_OUR_KEY_PREFIX) + 32
 
 
-def stored_payment(payment: Payment, header: tuple[str, str]) -> dict[str, Any]:
-    """What the ledger keeps to re-send `payment` byte for byte and to rebuild its record."""
+def stored_payment(payment: Payment, header: tuple[str, str], sent: Mapping[str, str]) -> dict[str, Any]:
+    """What the ledger keeps to re-send `payment` byte for byte (with the headers it was `sent` with) and to rebuild
+    its record."""
     signed = payment.signed
     return {
-        "header": list(header), "origin": payment.origin, "x402Version": payment.x402_version,
+        "header": list(header), "sentHeaders": dict(sent), "origin": payment.origin,
+        "x402Version": payment.x402_version,
         "requirement": signed.requirement.raw, "payload": signed.payload, "payer": signed.payer,
         "amount": signed.amount, "nonce": signed.nonce, "validAfter": signed.valid_after,
         "validBefore": signed.valid_before, "method": signed.method, "prepaid": payment.prepaid,
     }  # fmt: skip
+
+
+def restored(stored: Mapping[str, Any], entry_id: str, prepaid: bool) -> Replay:
+    """The stored payment (see `stored_payment`) to re-send."""
+    payment, header = restored_payment(stored, entry_id)
+    sent = stored.get("sentHeaders")
+    headers = {str(name): str(value) for name, value in sent.items()} if isinstance(sent, dict) else {}
+    return Replay(payment, header, prepaid, headers)
 
 
 def restored_payment(stored: Mapping[str, Any], entry_id: str) -> tuple[Payment, tuple[str, str]]:
@@ -153,7 +165,7 @@ class Books:
         self.on_receipt = on_receipt
         self.on_verified = on_verified
         self._lock = threading.Lock()
-        self._memory: OrderedDict[str, tuple[str, Payment, tuple[str, str]]] = OrderedDict()
+        self._memory: OrderedDict[str, tuple[str, Replay]] = OrderedDict()
 
     def check_trust(self, origin: str) -> None:
         """Raise `OriginUntrusted` for an origin marked as having lied; nothing is signed for it."""
@@ -170,7 +182,7 @@ class Books:
         for key in keys:
             found = self._remembered(key)
             if found is not None:
-                return _start(key, found[0], origin, Replay(found[1], found[2], key.endswith(PREPAY_SUFFIX)))
+                return _start(key, found[0], origin, found[1])
         return New()
 
     def reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> Program[Hold | Replay]:
@@ -184,10 +196,10 @@ class Books:
             })  # fmt: skip
             if not entry.payment:
                 return Hold(key, entry.id)
-            found = (entry.origin, *restored_payment(entry.payment, entry.id))
+            found = (entry.origin, restored(entry.payment, entry.id, key.endswith(PREPAY_SUFFIX)))
         if found is None:
             return Hold(key, None)
-        started = _start(key, found[0], origin, Replay(found[1], found[2], key.endswith(PREPAY_SUFFIX)))
+        started = _start(key, found[0], origin, found[1])
         if isinstance(started, PaidElsewhere):
             raise started.refusal(origin)
         assert isinstance(started, Replay)  # noqa: S101 - _start gives a replay for the same origin
@@ -199,19 +211,21 @@ class Books:
             with contextlib.suppress(InvalidTransition):  # authorized after all: the money stays held
                 yield Book("release", (hold.entry_id, reason[:500]))
 
-    def authorize(self, hold: Hold, payment: Payment, header: tuple[str, str]) -> Program[None]:
-        """Store the signed payment before it is sent (the money rule: durable before it leaves)."""
+    def authorize(
+        self, hold: Hold, payment: Payment, header: tuple[str, str], sent: Mapping[str, str]
+    ) -> Program[None]:
+        """Store the signed payment, and the headers it goes with, before it is sent (durable before it leaves)."""
         if hold.entry_id is not None:
             signed = payment.signed
             yield Book("authorize", (hold.entry_id,), {
-                "payment": stored_payment(payment, header), "payer": signed.payer, "nonce": signed.nonce,
+                "payment": stored_payment(payment, header, sent), "payer": signed.payer, "nonce": signed.nonce,
                 "valid_before": signed.valid_before, "method": signed.method, "amount": signed.amount,
             })  # fmt: skip
             payment.ledger_entry = hold.entry_id
         if not self._in_memory(hold.key):
             return
         with self._lock:
-            self._memory[hold.key] = (payment.origin.lower(), payment, header)
+            self._memory[hold.key] = (payment.origin.lower(), Replay(payment, header, payment.prepaid, dict(sent)))
             while len(self._memory) > MEMORY_KEYS:
                 self._memory.popitem(last=False)
 
@@ -240,7 +254,7 @@ class Books:
         """Whether `key` is booked in this process's memory (no ledger, or a key the transport made up)."""
         return not self.ledger or is_our_key(key)
 
-    def _remembered(self, key: str) -> tuple[str, Payment, tuple[str, str]] | None:
+    def _remembered(self, key: str) -> tuple[str, Replay] | None:
         if not self._in_memory(key):
             return None
         with self._lock:
@@ -306,6 +320,5 @@ def _start_from_entries(keys: Sequence[str], entries: Mapping[str, Any], origin:
             continue  # released: provably never settled, so a fresh signature is allowed
         if not entry.payment:
             return InFlight(entry)
-        payment, header = restored_payment(entry.payment, entry.id)
-        return _start(key, entry.origin, origin, Replay(payment, header, key.endswith(PREPAY_SUFFIX)))
+        return _start(key, entry.origin, origin, restored(entry.payment, entry.id, key.endswith(PREPAY_SUFFIX)))
     return New()

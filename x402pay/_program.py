@@ -95,6 +95,10 @@ class Attempt:
         """The same attempt announcing `ceiling` instead."""
         return replace(self, ceiling=ceiling, headers={**self.headers, MAX_AMOUNT: str(ceiling)})
 
+    def resent(self, headers: Mapping[str, str]) -> Attempt:
+        """The same attempt carrying `headers` (a stored payment's) instead of today's values for them."""
+        return replace(self, headers={**self.headers, **headers}) if headers else self
+
 
 @dataclass(slots=True)
 class Refused:
@@ -125,7 +129,7 @@ class PaymentProgram:
         keys = attempt.keys if self.prepayments else attempt.keys[:1]
         start: Start = New() if attempt.fresh else (yield from self.books.begin(keys, call.origin))
         if isinstance(start, Replay):
-            outcome = yield from self._send_paid(attempt, start.payment, start.header, fallback=start.prepaid)
+            outcome = yield from self._resend(attempt, start)
         else:
             outcome = yield from self._first_send(attempt, start)
         if isinstance(outcome, Refused):
@@ -205,16 +209,21 @@ class PaymentProgram:
             raise PaymentInFlight(start.entry)
         held = yield from self.books.reserve(key, attempt.origin, requirement)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
-            return (yield from self._send_paid(attempt, held.payment, held.header, fallback=held.prepaid))
-        payment, header = yield from self._sign(held, challenge, requirement, attempt.origin)
+            return (yield from self._resend(attempt, held))
+        payment, header = yield from self._sign(held, challenge, requirement, attempt)
         payment.prepaid = prepaid
         outcome = yield from self._send_paid(attempt, payment, header, fallback=prepaid)
         if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
             self.prepayments.remember(attempt.route, challenge)
         return outcome
 
+    def _resend(self, attempt: Attempt, replay: Replay) -> Program[Delivery | Refused]:
+        """Send a stored payment again, with the headers it was first sent with, byte for byte."""
+        again = attempt.resent(replay.headers)
+        return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid))
+
     def _sign(
-        self, held: Hold, challenge: _flow.Challenge, requirement: PaymentRequirements, origin: str
+        self, held: Hold, challenge: _flow.Challenge, requirement: PaymentRequirements, attempt: Attempt
     ) -> Program[tuple[Payment, tuple[str, str]]]:
         """Check the allowance, sign, and store the signed payment; on any failure, release the reservation."""
         try:
@@ -222,9 +231,9 @@ class PaymentProgram:
             extensions = (yield from self._approval(challenge, requirement)) if checks_allowance else {}
             now = int(self._clock())
             signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
-                              origin=origin, now=now, extensions=extensions)  # fmt: skip
+                              origin=attempt.origin, now=now, extensions=extensions)  # fmt: skip
             payment, header = yield Sign(signing)
-            yield from self.books.authorize(held, payment, header)
+            yield from self.books.authorize(held, payment, header, attempt.headers)
         except GeneratorExit:  # the driver is gone: nothing can be yielded any more
             raise
         except BaseException as exc:

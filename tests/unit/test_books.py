@@ -56,11 +56,12 @@ def test_a_paid_key_is_re_sent_at_its_origin_and_refused_elsewhere(with_ledger: 
     held = run(book.reserve("k1", ORIGIN, REQUIREMENT), ledger)
     assert isinstance(held, Hold)
     payment = signed_payment()
-    run(book.authorize(held, payment, ("PAYMENT-SIGNATURE", "abc")), ledger)
+    run(book.authorize(held, payment, ("PAYMENT-SIGNATURE", "abc"), {"x-x402-max-amount-wei": "50000"}), ledger)
 
     again: Start = run(book.begin(["k1"], ORIGIN), ledger)
     assert isinstance(again, Replay)
     assert again.header == ("PAYMENT-SIGNATURE", "abc")
+    assert again.headers == {"x-x402-max-amount-wei": "50000"}  # what it was sent with, to send again
     assert isinstance(run(book.begin(["k1"], "https://elsewhere.example"), ledger), PaidElsewhere)
     assert isinstance(run(book.reserve("k1", ORIGIN, REQUIREMENT), ledger), Replay)
     with pytest.raises(AlreadyPaid, match=r"already paid at https://paid\.example"):
@@ -87,7 +88,7 @@ def test_a_receipt_is_booked_once() -> None:
     held = run(book.reserve("k3", ORIGIN, REQUIREMENT), ledger)
     assert isinstance(held, Hold)
     payment = signed_payment()
-    run(book.authorize(held, payment, ("PAYMENT-SIGNATURE", "abc")), ledger)
+    run(book.authorize(held, payment, ("PAYMENT-SIGNATURE", "abc"), {"x-x402-max-amount-wei": "50000"}), ledger)
     payment.receipt = Receipt(amount=10_000, source="PAYMENT-RESPONSE", transaction="0x01")
     payment.status = PaymentStatus.SETTLED
     assert has_news(payment)

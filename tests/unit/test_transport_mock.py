@@ -492,3 +492,33 @@ def test_only_the_budgets_that_apply_to_a_payment_can_refuse_it() -> None:
         assert http.get("https://paid.example/data").status_code == 200
         with pytest.raises(BudgetExceeded, match="only 0 of 20000 left"):  # the one that applies, when it is spent
             http.get("https://paid.example/data")
+
+
+def test_a_stored_payment_is_re_sent_with_the_ceiling_it_was_signed_under() -> None:
+    """A metered server rebuilds its terms from x-x402-max-amount-wei: a re-send must carry the signed-under value,
+    whatever the ceiling of the process that re-sends it (here a restarted bot with a lower cap)."""
+    peer = FakePeer()
+    seen: list[httpx.Request] = []
+
+    def drops_the_first_answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = peer(request)
+        if "PAYMENT-SIGNATURE" in request.headers and len(seen) == 2:
+            raise httpx.ReadError("connection reset after the payment arrived")
+        return answer
+
+    ledger = Ledger.sqlite(":memory:")
+    for cap, fails in ((50_000, True), (40_000, False)):  # the second transport is the bot after a restart
+        transport = PaymentTransport(
+            wallet=WALLET, policy=SpendPolicy(max_per_request=cap), inner=httpx.MockTransport(drops_the_first_answer),
+            clock=lambda: NOW, ledger=ledger,
+        )  # fmt: skip
+        with httpx.Client(transport=transport) as http:
+            if fails:
+                with pytest.raises(httpx.ReadError):
+                    http.get("https://paid.example/data", headers={"Idempotency-Key": "order-7"})
+            else:
+                assert http.get("https://paid.example/data", headers={"Idempotency-Key": "order-7"}).status_code == 200
+    first, resent = seen[1], seen[2]
+    assert resent.headers["PAYMENT-SIGNATURE"] == first.headers["PAYMENT-SIGNATURE"]  # never signed again
+    assert resent.headers["x-x402-max-amount-wei"] == first.headers["x-x402-max-amount-wei"] == "50000"
