@@ -55,7 +55,6 @@ from x402pay.errors import (
     BudgetExceeded,
     ChallengeError,
     PaymentError,
-    PaymentInFlight,
     PaymentRejected,
     ReceiptMismatch,
     SettlementPending,
@@ -205,8 +204,6 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
-        if isinstance(start, InFlight) and start.entry.key == key:
-            raise PaymentInFlight(start.entry)
         held = yield from self.books.reserve(key, attempt.origin, requirement)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
             return (yield from self._resend(attempt, held))

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from ledger_support import Backend, authorize, reserve
 
+from x402pay.errors import PaymentInFlight
 from x402pay.ledger import Durability, EntryState, Ledger
 from x402pay.ledger._backends import SQLiteDatabase
+from x402pay.ledger._holder import LEASE
 from x402pay.ledger._sql import Program, Query
 
 # (flushed when the ledger does not ask, flushed when it asks): the promise of each setting.
@@ -94,3 +96,47 @@ def test_every_durability_keeps_what_a_killed_process_committed(backend: Backend
         assert (signed.state, signed.payment is not None) == (EntryState.AUTHORIZED, True)
         assert reserved is not None
         assert (reserved.state, reserved.held) == (EntryState.RESERVED, 5)
+
+
+def test_a_reservation_whose_holder_was_killed_is_taken_over_at_once(backend: Backend) -> None:
+    backend.ledger().close()
+    child = multiprocessing.get_context("spawn").Process(target=_sign_then_die, args=(backend, "signed"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    with backend.ledger() as ledger:
+        orphan = ledger.lookup("killed-too")
+        assert orphan is not None
+        assert orphan.state is EntryState.RESERVED
+        retry = reserve(ledger, "killed-too", 5)  # at once: no PaymentInFlight for the stale timeout's ten minutes
+        assert (retry.state, retry.held) == (EntryState.RESERVED, 5)
+        assert retry.id != orphan.id
+        released = ledger.get(orphan.id)
+        assert (released.state, released.held) == (EntryState.RELEASED, 0)
+        assert "taken over: its holder" in str(released.detail)
+        signed = ledger.lookup("killed")
+        assert signed is not None
+        assert signed.state is EntryState.AUTHORIZED  # a signed payment is never taken over: it may have left
+
+
+def test_a_live_holders_reservation_is_never_taken_over(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        reserve(ledger, "mine", 5)
+        with pytest.raises(PaymentInFlight, match="mine"):
+            reserve(ledger, "mine", 5)  # this very process holds it: it may be signing right now
+
+
+def test_a_holder_on_another_machine_keeps_its_reservation_for_the_lease(backend: Backend) -> None:
+    now = [1_000_000]
+    with backend.ledger(clock=lambda: now[0]) as ledger:
+        entry = reserve(ledger, "remote", 5)
+        remote = "another-machine/4242/77"
+        ledger._db.run(_set_holder(entry.id, remote), write=True)
+        with pytest.raises(PaymentInFlight):
+            reserve(ledger, "remote", 5)
+        now[0] += LEASE + 1
+        assert reserve(ledger, "remote", 5).id != entry.id
+
+
+def _set_holder(entry_id: str, holder: str) -> Program[None]:
+    yield Query("UPDATE x402pay_entries SET holder = ? WHERE id = ?", (holder, entry_id))

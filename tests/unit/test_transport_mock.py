@@ -522,3 +522,28 @@ def test_a_stored_payment_is_re_sent_with_the_ceiling_it_was_signed_under() -> N
     first, resent = seen[1], seen[2]
     assert resent.headers["PAYMENT-SIGNATURE"] == first.headers["PAYMENT-SIGNATURE"]  # never signed again
     assert resent.headers["x-x402-max-amount-wei"] == first.headers["x-x402-max-amount-wei"] == "50000"
+
+
+def test_a_retry_takes_over_the_reservation_of_a_bot_that_died_before_signing() -> None:
+    import socket
+
+    from x402pay.ledger._sql import Program, Query
+
+    def dead_holder(entry_id: str) -> Program[None]:  # a pid above any pid_max: that process cannot exist
+        yield Query(
+            "UPDATE x402pay_entries SET holder = ? WHERE id = ?", (f"{socket.gethostname()}/99999999/1", entry_id)
+        )
+
+    ledger = Ledger.sqlite(":memory:")
+    orphan = ledger.reserve("order-9", origin="https://paid.example", asset=USDC, network="eip155:8453",
+                            amount=10_000, pay_to=PAYEE)  # fmt: skip
+    ledger._db.run(dead_holder(orphan.id), write=True)
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(FakePeer()),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http:
+        response = http.get("https://paid.example/data", headers={"Idempotency-Key": "order-9"})
+    assert response.status_code == 200  # at once, not PaymentInFlight for ten minutes
+    assert ledger.get(orphan.id).state == "released"
+    assert x402pay.payment_of(response).ledger_entry != orphan.id

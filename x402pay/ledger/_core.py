@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final, Self
 
-from x402pay.errors import InvalidTransition
+from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
 from x402pay.ledger._backends import (
     AsyncDatabase,
@@ -32,6 +32,7 @@ from x402pay.ledger._backends import (
     SQLiteDatabase,
 )
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
+from x402pay.ledger._holder import current_holder, holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
@@ -55,7 +56,8 @@ def _log(verdict: Resolution) -> None:
 
 
 def _new_entry(key: str, origin: str, asset: str, network: str, amount: int, scheme: str, pay_to: str) -> NewEntry:
-    return NewEntry(key=key, origin=origin, asset=asset, network=network, scheme=scheme, pay_to=pay_to, amount=amount)
+    return NewEntry(key=key, origin=origin, asset=asset, network=network, scheme=scheme, pay_to=pay_to, amount=amount,
+                    holder=current_holder())  # fmt: skip
 
 
 class Ledger:
@@ -128,6 +130,12 @@ class Ledger:
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        try:
+            return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+        except PaymentInFlight as busy:  # its holder may have died between reserving and signing
+            if not holder_is_gone(busy.entry.holder, busy.entry.created_at, self._steps.now()):
+                raise
+            self._db.run(_sql.take_over(busy.entry, self._steps.now()), write=True)
         return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
 
     def authorize(
@@ -310,6 +318,12 @@ class AsyncLedger:
     ) -> Entry:
         """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        try:
+            return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+        except PaymentInFlight as busy:  # its holder may have died between reserving and signing
+            if not holder_is_gone(busy.entry.holder, busy.entry.created_at, self._steps.now()):
+                raise
+            await self._db.run(_sql.take_over(busy.entry, self._steps.now()), write=True)
         return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
 
     async def authorize(

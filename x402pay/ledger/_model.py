@@ -77,6 +77,7 @@ class Entry:
     detail: str | None = None
     claimed_amount: int | None = None
     claimed_tx: str | None = None
+    holder: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Entry:

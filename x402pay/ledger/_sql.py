@@ -68,6 +68,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # they hold their signed maximum again until reconcile proves them; old "verified" rows were proven.
         f"ALTER TABLE {ENTRIES} ADD COLUMN claimed_amount BIGINT",
         f"ALTER TABLE {ENTRIES} ADD COLUMN claimed_tx TEXT",
+        # Which process holds a reservation, so that a retry after it died takes the reservation over at once.
+        f"ALTER TABLE {ENTRIES} ADD COLUMN holder TEXT",
         f"UPDATE {ENTRIES} SET state = 'claimed', claimed_amount = settled_amount, claimed_tx = tx_hash, "
         "settled_amount = NULL, tx_hash = NULL, held = amount WHERE state = 'settled'",
         f"UPDATE {ENTRIES} SET state = 'settled' WHERE state = 'verified'",
@@ -97,6 +99,7 @@ class NewEntry:
     scheme: str
     pay_to: str
     amount: int
+    holder: str | None = None
 
 
 def check_amount(amount: int, what: str = "amount") -> int:
@@ -235,9 +238,9 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
                 raise BudgetExceeded(budget, new.amount, max(0, budget.limit - already))
     rows = yield Query(
         f"INSERT INTO {ENTRIES} (id, key, origin, asset, network, scheme, pay_to, amount, held, state, created_at, "
-        f"updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
+        f"updated_at, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
         (entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
-         new.amount, new.amount, str(EntryState.RESERVED), now, now),
+         new.amount, new.amount, str(EntryState.RESERVED), now, now, new.holder),
     )  # fmt: skip
     return Entry.from_row(rows[0])
 
@@ -284,6 +287,17 @@ def release_stale(before: int, now: int) -> Program[list[Entry]]:
         (str(EntryState.RELEASED), "stale reservation: never signed", now, str(EntryState.RESERVED), before),
     )
     return [Entry.from_row(row) for row in rows]
+
+
+def take_over(entry: Entry, now: int) -> Program[bool]:
+    """Release `entry`'s reservation because its holder died before signing; False if it moved meanwhile."""
+    rows = yield Query(
+        f"UPDATE {ENTRIES} SET state = ?, held = 0, detail = ?, updated_at = ? WHERE id = ? AND state = ? "
+        "AND holder = ? RETURNING id",
+        (str(EntryState.RELEASED), f"taken over: its holder {entry.holder} is gone, nothing was signed", now,
+         entry.id, str(EntryState.RESERVED), entry.holder),
+    )  # fmt: skip
+    return bool(rows)
 
 
 def open_entries() -> Program[list[Entry]]:
