@@ -97,11 +97,25 @@ def our_payment_to_another_recipient(hostile: Hostile, ledger: Ledger) -> str:
     return to_stranger.transaction
 
 
+def a_reverted_transaction(hostile: Hostile, ledger: Ledger) -> str:
+    """A mined transaction that reverted: a USDC transfer of more than the sender holds, gas given explicitly."""
+    devnet = hostile.devnet
+    web3, sender = devnet.web3(), devnet.facilitator
+    usdc = devnet.contract("TestUSDC", devnet.usdc)
+    call = usdc.functions.transfer(devnet.payee.address, 10**30).build_transaction({
+        "from": sender.address, "gas": 200_000, "nonce": web3.eth.get_transaction_count(sender.address, "pending"),
+    })  # fmt: skip
+    tx_hash = web3.eth.send_raw_transaction(sender.sign_transaction(call).raw_transaction)
+    assert web3.eth.wait_for_transaction_receipt(tx_hash)["status"] == 0
+    return str(tx_hash.to_0x_hex())
+
+
 LIES: dict[str, tuple[Callable[[Hostile, Ledger], str], bool, str]] = {
     "a made-up transaction, nothing settled": (lambda hostile, ledger: MADE_UP_TX, False, "no transaction 0xabab"),
     "someone else's settlement": (lambda hostile, ledger: someone_elses_transaction(hostile), True, "no Transfer"),
     "our own earlier settlement, replayed": (our_earlier_transaction, False, "authorization"),
     "our payment to another recipient": (our_payment_to_another_recipient, False, "no Transfer"),
+    "a reverted transaction": (a_reverted_transaction, False, "status"),
 }
 
 

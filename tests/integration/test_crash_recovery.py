@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ KILL_POINTS = {
 }  # fmt: skip
 ROUTES = {"upto": ("POST", "/v1/chat/completions"), "exact": ("GET", "/v1/fortune")}
 ROUNDS = 2
+#: The restarted bot's exit code when the server refused its re-sent payment.
+REFUSED = 3
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
 
 
@@ -90,6 +93,14 @@ def _pay(rpc_url: str, payer: str, url: str, ledger_path: str, route: str, key: 
             assert response.status_code == 200, response.text
 
 
+def _pay_again(rpc_url: str, payer: str, url: str, ledger_path: str, route: str, key: str) -> None:
+    """The restarted bot sends the request again: exit 0 when paid, `REFUSED` when the server refused the payment."""
+    try:
+        _pay(rpc_url, payer, url, ledger_path, route, key, None)
+    except PaymentRejected:
+        sys.exit(REFUSED)
+
+
 @pytest.fixture
 def demo(x402pay_chain: Devnet) -> Iterator[str]:
     with running_demo(x402pay_chain) as url:
@@ -121,11 +132,10 @@ def test_a_bot_killed_anywhere_in_a_payment_pays_once_after_restarting(
             used_before = (
                 interrupted is not None and interrupted.payment is not None and _used(x402pay_chain, interrupted)
             )
-        try:  # the restarted bot: a fresh process's books, the same key
-            _pay(*bot, route, key, None)
-            outcomes[key] = "accepted"
-        except PaymentRejected:
-            outcomes[key] = "refused"
+        restarted = context.Process(target=_pay_again, args=(*bot, route, key))  # a fresh process, the same key
+        restarted.start()
+        restarted.join(120)
+        outcomes[key] = {0: "accepted", REFUSED: "refused"}.get(restarted.exitcode, f"exit {restarted.exitcode}")
         # still valid when re-sent (unused): accepted on the first re-send; already used: refused, never re-signed
         assert outcomes[key] == ("refused" if used_before else "accepted"), (key, outcomes[key])
     assert outcomes == {
