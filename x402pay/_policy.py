@@ -108,12 +108,16 @@ class SpendPolicy:
         for name in ("assets", "payees", "origins"):
             object.__setattr__(self, name, _lowered(name, getattr(self, name)))
 
+    def pays(self, origin: str) -> bool:
+        """Whether this policy may pay `origin` at all (its `origins` allow-list, when it has one)."""
+        return self.origins is None or origin.lower() in self.origins
+
     def refusal(self, requirement: PaymentRequirements, origin: str, ceiling: int | None = None) -> str | None:
         """Why this policy refuses `requirement` from `origin`, or None when it may be signed.
 
         `ceiling` is a lower cap for this request (what the client announced in ``x-x402-max-amount-wei``).
         """
-        if self.origins is not None and origin.lower() not in self.origins:
+        if not self.pays(origin):
             return f"origin {origin} is not allowed"
         if requirement.scheme not in self.schemes:
             return f"scheme {requirement.scheme!r} is not one this policy signs"

@@ -148,6 +148,8 @@ class PaymentProgram:
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
+        if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
+            headers = {}
         route = (call.method, call.origin.lower(), call.path)
         return Attempt(key, call.origin, route, ceiling, headers, fresh=not given_key)
 

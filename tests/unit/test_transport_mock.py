@@ -547,3 +547,24 @@ def test_a_retry_takes_over_the_reservation_of_a_bot_that_died_before_signing() 
     assert response.status_code == 200  # at once, not PaymentInFlight for ten minutes
     assert ledger.get(orphan.id).state == "released"
     assert x402pay.payment_of(response).ledger_entry != orphan.id
+
+
+def test_an_origin_the_policy_would_never_pay_gets_neither_the_ceiling_nor_the_key() -> None:
+    received: dict[str, list[httpx.Headers]] = {}
+    peer = FakePeer()
+
+    def two_origins(request: httpx.Request) -> httpx.Response:
+        received.setdefault(request.url.host, []).append(request.headers)
+        return peer(request) if request.url.host == "paid.example" else httpx.Response(200, content=b"free")
+
+    policy = SpendPolicy(max_per_request=50_000, origins={"https://paid.example"})
+    transport = PaymentTransport(
+        wallet=WALLET, policy=policy, inner=httpx.MockTransport(two_origins), clock=lambda: NOW
+    )
+    with httpx.Client(transport=transport) as http:
+        assert http.get("https://other.example/page").status_code == 200
+        assert http.get("https://paid.example/data").status_code == 200
+    (elsewhere,) = received["other.example"]
+    assert "x-x402-max-amount-wei" not in elsewhere
+    assert "idempotency-key" not in elsewhere
+    assert all("x-x402-max-amount-wei" in headers for headers in received["paid.example"])
