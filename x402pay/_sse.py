@@ -1,9 +1,10 @@
 """An incremental SSE tap: finds vendor receipt and error frames in a stream without buffering the stream.
 
 Bytes go out as soon as they come in, except the first line of a frame that starts with ``event:`` (held until
-its end, to learn the event's name) and whole vendor frames (``compose.receipt``, ``receipt``, ``compose.error``,
-``error``), which are captured and, by default, removed, so that standard SSE parsers (the OpenAI SDK's) see only
-their own frames. Frames split anywhere across network chunks parse the same. Pure: no I/O.
+its end, to learn the event's name) and whole vendor frames (``compose.receipt``, ``receipt``, ``compose.error``),
+which are captured and, by default, removed, so that standard SSE parsers (the OpenAI SDK's) see only their own
+frames; every other event, a bare ``error`` of Anthropic's or OpenAI's included, passes through byte for byte.
+Frames split anywhere across network chunks parse the same. Pure: no I/O.
 
 The common chunk holds no vendor frame and goes out as it came, without Python work per line or per frame: a
 vendor frame starts with ``event:`` right after a blank line, so only places where ``event:`` occurs (found at
@@ -21,7 +22,9 @@ from typing import Any, Final, Literal
 from x402pay._protocol.codec import check_depth
 
 RECEIPT_EVENTS: Final = frozenset({"compose.receipt", "receipt"})
-ERROR_EVENTS: Final = frozenset({"compose.error", "error"})
+#: The paid API's own error event. A bare ``error`` is not ours: Anthropic's and OpenAI's streams send one for their
+#: own failures, and it passes through to their SDKs untouched.
+ERROR_EVENTS: Final = frozenset({"compose.error"})
 _VENDOR_EVENTS: Final = RECEIPT_EVENTS | ERROR_EVENTS
 _EVENT: Final = b"event:"
 #: A vendor frame larger than this is not one: it is passed through unparsed.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from x402pay._sse import MAX_FIRST_LINE, SSETap
 
-VENDOR_NAMES = frozenset({b"compose.receipt", b"receipt", b"compose.error", b"error"})
+VENDOR_NAMES = frozenset({b"compose.receipt", b"receipt", b"compose.error"})
 LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\n|\r)?")
 ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
 

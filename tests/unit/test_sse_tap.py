@@ -52,18 +52,19 @@ def test_frames_can_be_kept() -> None:
     assert len(tap.frames) == 1
 
 
-def test_error_frames_and_the_other_names_are_captured() -> None:
+def test_the_paid_apis_frames_are_captured_and_a_bare_error_event_passes_through() -> None:
+    anthropic_error = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error"}}\n\n'
     stream = (
         b'data: 1\n\nevent: receipt\ndata: {"finalAmountWei":"1"}\n\n'
         b'event: compose.error\ndata: {"code":"upstream_error","message":"settle failed"}\n\n'
-        b'event: error\ndata: {"error":"boom"}\n\ndata: [DONE]\n\n'
+        + anthropic_error
+        + b"data: [DONE]\n\n"
     )
     tap = SSETap()
-    assert run(tap, [stream]) == b"data: 1\n\ndata: [DONE]\n\n"
+    assert run(tap, [stream]) == b"data: 1\n\n" + anthropic_error + b"data: [DONE]\n\n"  # byte for byte
     assert [(frame.event, frame.data) for frame in tap.frames] == [
         ("receipt", {"finalAmountWei": "1"}),
         ("compose.error", {"code": "upstream_error", "message": "settle failed"}),
-        ("error", {"error": "boom"}),
     ]
 
 

@@ -568,3 +568,23 @@ def test_an_origin_the_policy_would_never_pay_gets_neither_the_ceiling_nor_the_k
     assert "x-x402-max-amount-wei" not in elsewhere
     assert "idempotency-key" not in elsewhere
     assert all("x-x402-max-amount-wei" in headers for headers in received["paid.example"])
+
+
+def test_an_anthropic_error_event_mid_stream_reaches_the_sdk_untouched() -> None:
+    peer = FakePeer()
+    overloaded = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    stream = b'event: message_start\ndata: {"type":"message_start"}\n\n' + overloaded
+
+    def anthropic_like(request: httpx.Request) -> httpx.Response:
+        answer = peer(request)
+        if answer.status_code == 402:
+            return answer
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+
+    with client(anthropic_like) as http, http.stream("GET", "https://paid.example/v1/messages") as response:
+        body = b"".join(response.iter_bytes())  # no SettlementFailed: the error is Anthropic's, not the paid API's
+    assert body == stream
+    payment = payment_of(response)
+    assert payment is not None
+    assert payment.status is PaymentStatus.UNSETTLED  # no receipt: the whole maximum is still at stake
+    assert payment.settlement_error is None
