@@ -29,7 +29,7 @@ from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.exact import SignedPayment
 from x402pay._trust import TrustStore
 from x402pay._verifier import is_fraud
-from x402pay.errors import AlreadyPaid, InvalidTransition, OriginUntrusted, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, InvalidTransition, OriginUntrusted, PaymentInFlight, ReceiptMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class Books:
         self.on_verified = on_verified
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, tuple[str, Replay]] = OrderedDict()
+        self._holding: set[str] = set()  # without a ledger: the keys reserved here and not yet signed
 
     def check_trust(self, origin: str) -> None:
         """Raise `OriginUntrusted` for an origin marked as having lied; nothing is signed for it."""
@@ -198,6 +199,8 @@ class Books:
                 return Hold(key, entry.id)
             found = (entry.origin, restored(entry.payment, entry.id, key.endswith(PREPAY_SUFFIX)))
         if found is None:
+            found = self._hold_here(key)
+        if found is None:
             return Hold(key, None)
         started = _start(key, found[0], origin, found[1])
         if isinstance(started, PaidElsewhere):
@@ -207,6 +210,7 @@ class Books:
 
     def release(self, hold: Hold, reason: str) -> Program[None]:
         """Give back a reservation whose payment never left the process."""
+        self.let_go(hold)
         if hold.entry_id is not None:
             with contextlib.suppress(InvalidTransition):  # authorized after all: the money stays held
                 yield Book("release", (hold.entry_id, reason[:500]))
@@ -226,8 +230,14 @@ class Books:
             return
         with self._lock:
             self._memory[hold.key] = (payment.origin.lower(), Replay(payment, header, payment.prepaid, dict(sent)))
+            self._holding.discard(hold.key)
             while len(self._memory) > MEMORY_KEYS:
                 self._memory.popitem(last=False)
+
+    def let_go(self, hold: Hold) -> None:
+        """Drop this process's in-flight mark of `hold` (a twin waiting on it may then reserve)."""
+        with self._lock:
+            self._holding.discard(hold.key)
 
     def lost(self, payment: Payment, detail: str) -> Program[None]:
         """The signed payment went out and no answer came: it may still settle."""
@@ -259,6 +269,17 @@ class Books:
             return None
         with self._lock:
             return self._memory.get(key)
+
+    def _hold_here(self, key: str) -> tuple[str, Replay] | None:
+        """Without a ledger: the payment a twin stored meanwhile, else mark `key` in flight here (`PaymentInFlight`
+        while a twin holds it)."""
+        with self._lock:
+            found = self._memory.get(key)
+            if found is None:
+                if key in self._holding:
+                    raise PaymentInFlight(None, key)
+                self._holding.add(key)
+            return found
 
     def _unknown(self, payment: Payment, detail: str) -> Program[None]:
         """A refused or failed payment may still settle (the server holds the signature) until it expires."""

@@ -95,7 +95,14 @@ class Spawn:
     program: Program[None]
 
 
-Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn
+@dataclass(slots=True)
+class Pause:
+    """Wait `seconds` (for a twin request to finish signing); no result."""
+
+    seconds: float
+
+
+Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn | Pause
 
 
 @dataclass(slots=True)

@@ -21,10 +21,11 @@ import anyio.to_thread
 
 from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
 from x402pay._books import Books, Callback
-from x402pay._effects import Book, Effect, ReadChain, Sign, Spawn, Verify, adrive, drive
+from x402pay._effects import Book, Effect, Pause, ReadChain, Sign, Spawn, Verify, adrive, drive
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Prepayments
 from x402pay._program import PaymentProgram
+from x402pay._repeats import Repeats
 from x402pay._rpc import async_web3_for, chain_unavailable, web3_for
 from x402pay._trust import TrustStore
 from x402pay._verifier import Verifier
@@ -61,6 +62,9 @@ class TransportOptions:
     - `clock`: the time source for authorization windows.
     - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
       see `x402pay._prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
+    - `retry_window`: for how many seconds a request without an ``Idempotency-Key`` that repeats an earlier one
+      (same method, URL and body; an SDK's retry, or a retry by hand after a lost answer) is the same logical
+      request, and re-sends its payment rather than signing again (see `x402pay._repeats`); 0 turns it off.
     """
 
     announce_ceiling: bool = True
@@ -78,6 +82,7 @@ class TransportOptions:
     clock: Callable[[], float] = time.time
     prepay: bool = False
     prepay_ttl: float = 300.0
+    retry_window: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("announce_ceiling", "keep_receipt_frames", "prepay"):
@@ -85,13 +90,16 @@ class TransportOptions:
         for name in ("on_receipt", "on_verified", "clock"):
             value = getattr(self, name)
             _check(name, value, (value is None and name != "clock") or callable(value), "a callable")
-        for name in ("rpc_timeout", "verify_patience", "prepay_ttl", "reconcile_every"):
+        for name in ("rpc_timeout", "verify_patience", "prepay_ttl", "reconcile_every", "retry_window"):
             value = getattr(self, name)
             if value is None and name in ("verify_patience", "reconcile_every"):
                 continue
             _check(name, value, _is_number(value), "a number of seconds")
             _check_range(
-                name, value, value > 0 or (value == 0 and name in ("verify_patience", "prepay_ttl")), "out of range"
+                name,
+                value,
+                value > 0 or (value == 0 and name in ("verify_patience", "prepay_ttl", "retry_window")),
+                "out of range",
             )
         _check("confirmations", self.confirmations, _is_int(self.confirmations), "an int")
         _check_range("confirmations", self.confirmations, self.confirmations >= 0, "negative")
@@ -162,10 +170,12 @@ class Engine:
         trust = opts.trust if opts.trust is not None else TrustStore()
         books = Books(ledger=opts.ledger is not None, trust=trust, verify=opts.verify, on_receipt=opts.on_receipt,
                       on_verified=opts.on_verified)  # fmt: skip
+        prepayments = Prepayments(opts.prepay_ttl) if opts.prepay else None
         self.program = PaymentProgram(
-            wallet=self.wallet, policy=policy, books=books, prepayments=Prepayments(opts.prepay_ttl) if opts.prepay
-            else None, clock=opts.clock, announce_ceiling=opts.announce_ceiling,
-            keep_receipt_frames=opts.keep_receipt_frames, reads_chain=opts.rpc_url is not None,
+            wallet=self.wallet, policy=policy, books=books, prepayments=prepayments,
+            repeats=Repeats(opts.retry_window, time.monotonic), clock=opts.clock,
+            announce_ceiling=opts.announce_ceiling, keep_receipt_frames=opts.keep_receipt_frames,
+            reads_chain=opts.rpc_url is not None,
         )  # fmt: skip
         self._web3: Any = None
         self._lock = threading.Lock()
@@ -187,6 +197,8 @@ class Engine:
             return self._verifier().check(effect.payment)
         if isinstance(effect, Spawn):
             return self._verifier().submit(partial(drive, effect.program, self.perform))
+        if isinstance(effect, Pause):
+            return time.sleep(effect.seconds)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     async def aperform(self, effect: Effect) -> Any:
@@ -205,6 +217,8 @@ class Engine:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return None
+        if isinstance(effect, Pause):
+            return await asyncio.sleep(effect.seconds)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     def _watch(self, opts: TransportOptions) -> Any:

@@ -12,6 +12,7 @@ from typing import Any, Final
 from x402pay._effects import Answer, Delivery
 from x402pay._payment import PAYMENT_EXTENSION
 from x402pay._program import Call
+from x402pay._repeats import fingerprint
 
 #: How much of a challenge's body is read before closing it, so that the connection can be reused for the retry.
 _DRAIN_LIMIT: Final = 64 * 1024
@@ -31,7 +32,9 @@ def default_inner(request: Any, factory: str) -> Any:
 def call_of(request: Any) -> Call:
     """The program's view of an httpx or httpx2 request."""
     url = request.url
-    return Call(request.method, f"{url.scheme}://{url.netloc.decode('ascii')}", url.path, request.headers)
+    origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+    print_ = fingerprint(request.method, str(url), request.content)
+    return Call(request.method, origin, url.path, request.headers, print_)
 
 
 class Outgoing:

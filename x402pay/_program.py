@@ -42,36 +42,44 @@ from x402pay._books import (
     Start,
     new_key,
 )
-from x402pay._effects import Answer, Close, Delivery, Program, ReadBody, ReadChain, Send, Sign
+from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
+from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Prepayments, Route, asks_for_signed
 from x402pay._protocol.codec import MAX_BODY_BYTES
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
+from x402pay._repeats import Repeats, retry_mark, unanswered
 from x402pay._streams import ReceiptTap
 from x402pay._wallet import Wallet
 from x402pay.errors import (
     BudgetExceeded,
     ChallengeError,
     PaymentError,
+    PaymentInFlight,
     PaymentRejected,
     ReceiptMismatch,
     SettlementPending,
+    X402PayError,
 )
 
 #: How much of a paid 402's body is read for its reason; more is not needed.
 _REASON_BYTES: Final = 64 * 1024
+#: How long a request waits for a twin with its key to finish signing before it gives up (`PaymentInFlight`).
+TWIN_PATIENCE: Final = 10.0
 
 
 @dataclass(slots=True)
 class Call:
-    """The request as the program needs it: method, ``scheme://host[:port]``, path, and the caller's headers."""
+    """The request as the program needs it: method, ``scheme://host[:port]``, path, the caller's headers, and what
+    identifies it when it carries no key (`x402pay._repeats.fingerprint`; None: it cannot be told from others)."""
 
     method: str
     origin: str
     path: str
     headers: Mapping[str, str]
+    fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +92,7 @@ class Attempt:
     ceiling: int | None
     headers: Mapping[str, str]
     fresh: bool = False  # the key was made up just now: no book can hold it
+    fingerprint: str | None = None  # set when the caller gave no key: repeats are told by it
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -111,12 +120,14 @@ class PaymentProgram:
 
     def __init__(
         self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: Prepayments | None,
-        clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool, reads_chain: bool,
+        repeats: Repeats, clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool,
+        reads_chain: bool,
     ) -> None:  # fmt: skip
         self.wallet = wallet
         self.policy = policy
         self.books = books
         self.prepayments = prepayments
+        self.repeats = repeats
         self._clock = clock
         self._announce = announce_ceiling
         self._keep_frames = keep_receipt_frames
@@ -125,8 +136,25 @@ class PaymentProgram:
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
         attempt = self._attempt(call)
+        if attempt.fingerprint is None:
+            return (yield from self._run(attempt))
+        self.repeats.started(attempt.fingerprint, attempt.key)
+        answered = False
+        try:
+            delivery = yield from self._run(attempt)
+            answered = not unanswered(delivery.answer.status)
+        except SettlementPending:  # sent, and not known to have settled: a repeat must re-send it
+            raise
+        except X402PayError:  # an answer, or our refusal before anything was sent
+            answered = True
+            raise
+        finally:
+            self.repeats.ended(attempt.fingerprint, attempt.key, answered=answered)
+        return delivery
+
+    def _run(self, attempt: Attempt) -> Program[Delivery]:
         keys = attempt.keys if self.prepayments else attempt.keys[:1]
-        start: Start = New() if attempt.fresh else (yield from self.books.begin(keys, call.origin))
+        start: Start = New() if attempt.fresh else (yield from self.books.begin(keys, attempt.origin))
         if isinstance(start, Replay):
             outcome = yield from self._resend(attempt, start)
         else:
@@ -144,14 +172,16 @@ class PaymentProgram:
 
     def _attempt(self, call: Call) -> Attempt:
         given_key = call.headers.get(IDEMPOTENCY_KEY)
-        key = given_key or new_key()
+        fingerprint = None if given_key else call.fingerprint
+        repeated = self.repeats.key_of(fingerprint, retry_mark(call.headers)) if fingerprint else None
+        key = given_key or repeated or new_key()
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
         if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
             headers = {}
         route = (call.method, call.origin.lower(), call.path)
-        return Attempt(key, call.origin, route, ceiling, headers, fresh=not given_key)
+        return Attempt(key, call.origin, route, ceiling, headers, not (given_key or repeated), fingerprint)
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = self._prepayable(attempt, start)
@@ -206,7 +236,7 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
-        held = yield from self.books.reserve(key, attempt.origin, requirement)
+        held = yield from self._reserve(key, attempt.origin, requirement)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
             return (yield from self._resend(attempt, held))
         payment, header = yield from self._sign(held, challenge, requirement, attempt)
@@ -215,6 +245,20 @@ class PaymentProgram:
         if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
             self.prepayments.remember(attempt.route, challenge)
         return outcome
+
+    def _reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> Program[Hold | Replay]:
+        """Reserve; while a twin with the same key is signing, wait for it (and then re-send its payment), for at
+        most `TWIN_PATIENCE` seconds."""
+        waited, step = 0.0, 0.01
+        while True:
+            try:
+                return (yield from self.books.reserve(key, origin, requirement))
+            except PaymentInFlight:
+                if waited >= TWIN_PATIENCE:
+                    raise
+            step = min(step * 2, 0.5, TWIN_PATIENCE - waited)
+            yield Pause(step)
+            waited += step
 
     def _resend(self, attempt: Attempt, replay: Replay) -> Program[Delivery | Refused]:
         """Send a stored payment again, with the headers it was first sent with, byte for byte."""
@@ -228,12 +272,14 @@ class PaymentProgram:
         try:
             checks_allowance = self._reads_chain and _flow.uses_permit2(requirement)
             extensions = (yield from self._approval(challenge, requirement)) if checks_allowance else {}
+            extensions |= payment_identifier(challenge.required.extensions, held.key)
             now = int(self._clock())
             signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
                               origin=attempt.origin, now=now, extensions=extensions)  # fmt: skip
             payment, header = yield Sign(signing)
             yield from self.books.authorize(held, payment, header, attempt.headers)
         except GeneratorExit:  # the driver is gone: nothing can be yielded any more
+            self.books.let_go(held)
             raise
         except BaseException as exc:
             yield from self.books.release(held, f"never sent: {type(exc).__name__}")

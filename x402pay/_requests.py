@@ -24,6 +24,7 @@ from x402pay._engine import Engine, TransportOptions
 from x402pay._payment import PAYMENT_ATTRIBUTE
 from x402pay._program import Call
 from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._repeats import RETRY_MARK, fingerprint
 from x402pay._streams import ReceiptTap, tapped
 
 _CHUNK: Final = 64 * 1024
@@ -85,10 +86,13 @@ class PaymentAdapter(HTTPAdapter):
 def _call_of(request: PreparedRequest) -> Call:
     parts = urlsplit(str(request.url))
     host = parts.netloc.rpartition("@")[2]  # never the userinfo
-    # The program reads only these two of the caller's headers; requests allows bytes values, it wants text.
-    given = {name: request.headers.get(name) for name in (IDEMPOTENCY_KEY, MAX_AMOUNT)}
+    # The program reads only these of the caller's headers; requests allows bytes values, it wants text.
+    given = {name: request.headers.get(name) for name in (IDEMPOTENCY_KEY, MAX_AMOUNT, RETRY_MARK)}
     headers = {name: _as_text(value) for name, value in given.items() if value is not None}
-    return Call(str(request.method), f"{parts.scheme}://{host}", parts.path or "/", headers)
+    method = str(request.method)
+    body = _as_bytes(request.body) if isinstance(request.body, bytes | str) else b""
+    print_ = fingerprint(method, str(request.url), body)
+    return Call(method, f"{parts.scheme}://{host}", parts.path or "/", headers, print_)
 
 
 def _make_replayable(request: PreparedRequest) -> None:

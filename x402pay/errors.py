@@ -100,21 +100,31 @@ class AlreadyPaid(PaymentError):
 class PaymentInFlight(PaymentError):
     """Another request with the same idempotency key holds a reservation: it is signing, or died while signing.
 
-    Nothing was signed for this request. Retry with the same key once the other one has finished; a reservation
-    left by a dead process is freed by `Ledger.release_stale` or `Ledger.reconcile` once it is stale.
+    Nothing was signed for this request; the transport waited a while for the other one to finish first. Retry
+    with the same key once the other one has finished; a reservation left by a dead process is freed by
+    `Ledger.release_stale` or `Ledger.reconcile` once it is stale. `entry` is the ledger's reservation (None when
+    the twin is in this process and there is no ledger).
     """
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Entry | None, key: str | None = None) -> None:
         # Imported here, not at the top: the ledger imports this module.
         from x402pay.ledger._core import DEFAULT_STALE_AFTER
 
-        super().__init__(
-            f"another request with idempotency key {entry.key!r} holds reservation {entry.id} and is signing its "
-            "payment, or its process died while signing; nothing was signed for this one. Retry with the same key "
-            "once that request has finished (its payment is then reused, not signed again). A reservation left by "
-            "a dead process is freed by Ledger.release_stale() or Ledger.reconcile() once it is older than their "
-            f"stale_after ({DEFAULT_STALE_AFTER} s by default)"
-        )
+        if entry is None:
+            message = (
+                f"another request of this process with idempotency key {str(key)[:80]!r} is still signing its "
+                "payment; nothing was signed for this one. Retry with the same key once that request has finished "
+                "(its payment is then re-sent, not signed again)"
+            )
+        else:
+            message = (
+                f"another request with idempotency key {entry.key!r} holds reservation {entry.id} and is signing "
+                "its payment, or its process died while signing; nothing was signed for this one. Retry with the "
+                "same key once that request has finished (its payment is then reused, not signed again). A "
+                "reservation left by a dead process is freed by Ledger.release_stale() or Ledger.reconcile() once "
+                f"it is older than their stale_after ({DEFAULT_STALE_AFTER} s by default)"
+            )
+        super().__init__(message)
         self.entry = entry
 
 

@@ -133,9 +133,10 @@ class Ledger:
         try:
             return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
-            if not holder_is_gone(busy.entry.holder, busy.entry.created_at, self._steps.now()):
+            held = busy.entry
+            if held is None or not holder_is_gone(held.holder, held.created_at, self._steps.now()):
                 raise
-            self._db.run(_sql.take_over(busy.entry, self._steps.now()), write=True)
+            self._db.run(_sql.take_over(held, self._steps.now()), write=True)
         return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
 
     def authorize(
@@ -321,9 +322,10 @@ class AsyncLedger:
         try:
             return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
-            if not holder_is_gone(busy.entry.holder, busy.entry.created_at, self._steps.now()):
+            held = busy.entry
+            if held is None or not holder_is_gone(held.holder, held.created_at, self._steps.now()):
                 raise
-            await self._db.run(_sql.take_over(busy.entry, self._steps.now()), write=True)
+            await self._db.run(_sql.take_over(held, self._steps.now()), write=True)
         return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
 
     async def authorize(
