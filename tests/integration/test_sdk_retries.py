@@ -1,0 +1,130 @@
+"""One logical call, one signature: the real SDKs' own retries and retries by hand, on anvil, without a key.
+
+A loopback proxy in front of the paid demo API takes the first payment and drops the connection, either before the
+server sees it or after the server settled it. The OpenAI SDK (default retries, streaming and not), an httpx
+client and a requests session that retry by hand send no ``Idempotency-Key``: every payment the server receives
+carries the same nonce, and the chain moves the payer's money once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+import requests
+from dropping_proxy import dropping_proxy
+from web3 import Web3
+
+from x402pay import PaymentAdapter, PaymentRejected, PaymentTransport, SpendPolicy, Wallet, payment_of
+from x402pay.server._demo import DemoConfig, running_demo
+from x402pay.testing import Devnet
+
+pytestmark = pytest.mark.chain
+
+CAP = 200_000
+MESSAGES: Any = [{"role": "user", "content": "one call, one payment"}]
+CHAT = {"model": "demo", "messages": MESSAGES}
+TRANSFER = Web3.keccak(text="Transfer(address,address,uint256)")
+Caller = Callable[[Devnet, str], Any]
+
+
+@pytest.fixture(scope="module")
+def demo_url(x402pay_devnet: Devnet) -> Iterator[str]:
+    with running_demo(x402pay_devnet, config=DemoConfig(upto_max=1_000_000)) as url:
+        yield url
+
+
+def policy() -> SpendPolicy:
+    return SpendPolicy(max_per_request=CAP)
+
+
+def openai_client(devnet: Devnet, url: str) -> openai.OpenAI:
+    transport = PaymentTransport(wallet=Wallet(devnet.payers[0]), policy=policy())
+    http = httpx2.Client(transport=transport, timeout=60)
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", http_client=http)  # the SDK's default retries
+
+
+def openai_chat(devnet: Devnet, url: str) -> Any:
+    raw = openai_client(devnet, url).chat.completions.with_raw_response.create(**CHAT)
+    return raw.parse().choices[0].message.content, payment_of(raw.http_response)
+
+
+def openai_stream(devnet: Devnet, url: str) -> Any:
+    stream = openai_client(devnet, url).chat.completions.create(**CHAT, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    return text, payment_of(stream.response)
+
+
+def httpx_by_hand(devnet: Devnet, url: str) -> Any:
+    with httpx.Client(transport=PaymentTransport(wallet=Wallet(devnet.payers[0]), policy=policy())) as client:
+        for attempt in range(3):
+            try:
+                answer = client.post(url + "/v1/chat/completions", json=CHAT, timeout=60)
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+                continue
+            return answer.json()["choices"][0]["message"]["content"], payment_of(answer)
+    raise AssertionError("unreachable")
+
+
+def requests_by_hand(devnet: Devnet, url: str) -> Any:
+    with requests.Session() as session:
+        session.mount("http://", PaymentAdapter(wallet=Wallet(devnet.payers[0]), policy=policy()))
+        for attempt in range(3):
+            try:
+                answer = session.post(url + "/v1/chat/completions", json=CHAT, timeout=60)
+            except requests.ConnectionError:
+                if attempt == 2:
+                    raise
+                continue
+            return answer.json()["choices"][0]["message"]["content"], payment_of(answer)
+    raise AssertionError("unreachable")
+
+
+CALLERS: dict[str, Caller] = {
+    "openai": openai_chat,
+    "openai-stream": openai_stream,
+    "httpx-by-hand": httpx_by_hand,
+    "requests-by-hand": requests_by_hand,
+}
+
+
+def transfers_from(devnet: Devnet, payer: str, since: int) -> int:
+    logs = devnet.web3().eth.get_logs({
+        "address": Web3.to_checksum_address(devnet.usdc), "fromBlock": since, "toBlock": "latest",
+        "topics": [TRANSFER, "0x" + payer[2:].lower().rjust(64, "0")],
+    })  # fmt: skip
+    return len(logs)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_a_payment_taken_before_the_server_saw_it_is_re_sent_and_paid_once(
+    caller: str, x402pay_chain: Devnet, demo_url: str
+) -> None:
+    since = x402pay_chain.web3().eth.block_number + 1
+    with dropping_proxy(demo_url, drops=1, after_settling=False) as (url, proxy):
+        text, payment = CALLERS[caller](x402pay_chain, url)
+    assert text == "Echo: one call, one payment"
+    assert payment is not None
+    assert payment.settled_amount is not None
+    assert len(proxy.nonces) == 2  # taken and dropped, then re-sent
+    assert len(set(proxy.nonces)) == 1  # one signed authorization
+    assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_a_payment_settled_and_dropped_is_never_signed_again(caller: str, x402pay_chain: Devnet, demo_url: str) -> None:
+    since = x402pay_chain.web3().eth.block_number + 1
+    with (
+        dropping_proxy(demo_url, drops=1, after_settling=True) as (url, proxy),
+        pytest.raises(PaymentRejected, match="nonce"),  # the SDKs pass x402pay's errors through, unwrapped
+    ):
+        CALLERS[caller](x402pay_chain, url)
+    assert len(proxy.nonces) == 2  # the retry re-sent the payment, and the server refused it as spent
+    assert len(set(proxy.nonces)) == 1
+    assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
