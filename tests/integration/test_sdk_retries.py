@@ -8,6 +8,7 @@ carries the same nonce, and the chain moves the payer's money once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -126,5 +127,34 @@ def test_a_payment_settled_and_dropped_is_never_signed_again(caller: str, x402pa
     ):
         CALLERS[caller](x402pay_chain, url)
     assert len(proxy.nonces) == 2  # the retry re-sent the payment, and the server refused it as spent
+    assert len(set(proxy.nonces)) == 1
+    assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
+
+
+def test_two_concurrent_requests_with_one_key_and_no_ledger_sign_once(x402pay_chain: Devnet, demo_url: str) -> None:
+    since = x402pay_chain.web3().eth.block_number + 1
+    transport = PaymentTransport(wallet=Wallet(x402pay_chain.payers[0]), policy=policy())
+    outcomes: list[object] = []
+    start = threading.Barrier(2)
+
+    def post(client: httpx.Client) -> None:
+        start.wait()
+        try:
+            outcomes.append(client.post("/v1/chat/completions", json=CHAT, headers={"Idempotency-Key": "twin-1"}))
+        except PaymentRejected as refused:  # the twin's re-sent payment, when the server had taken it already
+            outcomes.append(refused)
+
+    with (
+        dropping_proxy(demo_url, drops=0, after_settling=False) as (url, proxy),
+        httpx.Client(transport=transport, base_url=url, timeout=60) as client,
+    ):
+        threads = [threading.Thread(target=post, args=(client,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(outcomes) == 2
+    assert any(isinstance(outcome, httpx.Response) and outcome.status_code == 200 for outcome in outcomes)
+    assert len(proxy.nonces) == 2
     assert len(set(proxy.nonces)) == 1
     assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
