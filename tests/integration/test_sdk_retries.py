@@ -9,6 +9,7 @@ carries the same nonce, and the chain moves the payer's money once.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ import openai
 import pytest
 import requests
 from dropping_proxy import dropping_proxy
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from x402pay import PaymentAdapter, PaymentRejected, PaymentTransport, SpendPolicy, Wallet, payment_of
@@ -131,9 +134,20 @@ def test_a_payment_settled_and_dropped_is_never_signed_again(caller: str, x402pa
     assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
 
 
+def slow_signer(payer: Any) -> Wallet:
+    """The payer behind a signer that takes half a second (a remote one), so that twins overlap while it signs."""
+
+    class RemoteSigner(LocalAccount):
+        def sign_message(self, signable_message: Any) -> Any:
+            time.sleep(0.5)
+            return super().sign_message(signable_message)
+
+    return Wallet(RemoteSigner(Account.from_key(payer.key)._key_obj, Account))
+
+
 def test_two_concurrent_requests_with_one_key_and_no_ledger_sign_once(x402pay_chain: Devnet, demo_url: str) -> None:
     since = x402pay_chain.web3().eth.block_number + 1
-    transport = PaymentTransport(wallet=Wallet(x402pay_chain.payers[0]), policy=policy())
+    transport = PaymentTransport(wallet=slow_signer(x402pay_chain.payers[0]), policy=policy())
     outcomes: list[object] = []
     start = threading.Barrier(2)
 
