@@ -66,6 +66,11 @@ def test_readme_example_runs(
         assert printed.strip()
     if 'verify="inline"' in EXAMPLES[index]:
         assert printed.splitlines()[0] == "verified"
+    if "anthropic.Anthropic" in EXAMPLES[index]:
+        text, amounts = printed.splitlines()
+        signed, settled = map(int, amounts.split())
+        assert (text, signed) == ("Echo: hello", 100_000)
+        assert 0 < settled < signed  # metered: the demo charged for the tokens, not the maximum
     if "prepay=True" in EXAMPLES[index]:
         assert printed.splitlines()[0] == "[False, True, True]"
 
@@ -74,6 +79,6 @@ def test_the_readme_has_the_examples_it_promises() -> None:
     assert len(EXAMPLES) >= 6
     assert any("AsyncPaymentTransport" in example for example in EXAMPLES)
     assert any("openai.OpenAI" in example for example in EXAMPLES)
-    assert any("anthropic.Anthropic" in example for example in EXAMPLES)
+    assert any("anthropic.Anthropic" in example and "claude.messages" in example for example in EXAMPLES)
     assert any('verify="inline"' in example for example in EXAMPLES)
     assert any("prepay=True" in example for example in EXAMPLES)

@@ -145,6 +145,50 @@ def test_responses_stream(api: httpx.Client) -> None:
     assert api.get(f"/v1/responses/{completed['id']}").json() == completed
 
 
+MESSAGES = {"model": "claude-fake", "max_tokens": 100, "system": "Be brief.", "messages": [CHAT["messages"][1]]}
+
+
+def test_an_anthropic_message(api: httpx.Client) -> None:
+    body = api.post("/v1/messages", json=MESSAGES).json()
+    assert {key: body[key] for key in ("type", "role", "model", "stop_reason", "stop_sequence")} == {
+        "type": "message", "role": "assistant", "model": "claude-fake", "stop_reason": "end_turn", "stop_sequence": None
+    }  # fmt: skip
+    assert body["id"].startswith("msg_")
+    assert body["content"] == [{"type": "text", "text": "Echo: hi there"}]
+    assert body["usage"] == {"input_tokens": 6, "output_tokens": 3}  # the system prompt counts as input
+
+
+def test_an_anthropic_message_cut_by_max_tokens_says_so(api: httpx.Client) -> None:
+    body = api.post("/v1/messages", json={**MESSAGES, "max_tokens": 2}).json()
+    assert (body["content"][0]["text"], body["stop_reason"]) == ("Echo: hi", "max_tokens")
+
+
+def test_an_anthropic_message_stream(api: httpx.Client) -> None:
+    response = api.post("/v1/messages", json={**MESSAGES, "stream": True})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = events(response.text)
+    names = [name for name, _ in frames]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert all(data["type"] == name for name, data in frames)
+    start = frames[0][1]["message"]
+    assert (start["content"], start["stop_reason"], start["usage"]["input_tokens"]) == ([], None, 6)
+    text = "".join(data["delta"]["text"] for name, data in frames if name == "content_block_delta")
+    assert text == "Echo: hi there"
+    assert frames[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert frames[-2][1]["usage"] == {"output_tokens": 3}
+
+
+@pytest.mark.parametrize(
+    "body", [{"messages": [{"role": "user", "content": "x"}]}, {**MESSAGES, "messages": []}, {**MESSAGES, "system": 7}]
+)
+def test_anthropic_refusals_are_in_anthropics_shape(api: httpx.Client, body: dict[str, Any]) -> None:
+    response = api.post("/v1/messages", json=body)
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_models(api: httpx.Client) -> None:
     assert api.get("/v1/models").json()["data"][0]["id"] == MODEL_NAME
 
@@ -186,6 +230,18 @@ def test_a_paid_chat_stream_is_metered_by_tokens(demo: httpx.Client, x402pay_cha
     assert receipt["finalAmountWei"] == str(cost)
     assert [item["key"] for item in receipt["lineItems"]] == ["input_tokens", "output_tokens"]
     assert receipt["meterSubject"] == "fake"
+    assert balance(x402pay_chain, x402pay_chain.payee.address) == before + cost
+
+
+@pytest.mark.chain
+def test_a_paid_anthropic_stream_ends_with_the_receipt(demo: httpx.Client, x402pay_chain: Devnet) -> None:
+    before = balance(x402pay_chain, x402pay_chain.payee.address)
+    response = pay_upto(demo, x402pay_chain, "/v1/messages", {**MESSAGES, "stream": True}, "150000")
+    frames = events(response.text)
+    assert [name for name, _ in frames[-2:]] == ["message_stop", "compose.receipt"]  # no [DONE] to go before
+    cost = 6 * 10 + 3 * 20
+    assert frames[-1][1]["finalAmountWei"] == str(cost)
+    assert frames[-1][1]["meterSubject"] == "claude-fake"
     assert balance(x402pay_chain, x402pay_chain.payee.address) == before + cost
 
 

@@ -30,8 +30,8 @@ def register(commands: Any) -> None:
     demo = commands.add_parser(
         "serve-demo",
         help="serve the paid, Compose-compatible demo API (on its own devnet unless --rpc-url is given)",
-        description="Serve the demo API (chat completions, Responses, an exact-priced fortune) behind the x402 "
-        "payment middleware with a local on-chain facilitator, until Ctrl-C.",
+        description="Serve the demo API (chat completions, Responses, Anthropic Messages, an exact-priced fortune) "
+        "behind the x402 payment middleware with a local on-chain facilitator, until Ctrl-C.",
     )
     demo.add_argument("--rpc-url", help="settle on this chain instead of a devnet of its own (X402PAY_RPC_URL)")
     demo.add_argument("--facilitator-key", help="key of the settling account, with --rpc-url")

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from x402pay._protocol.networks import caip2
 from x402pay.server._demo.chat import chat_completions
+from x402pay.server._demo.messages import create_message
 from x402pay.server._demo.model import MODEL_NAME, Meter
 from x402pay.server._demo.responses_api import (
     ResponseStore,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from x402pay.testing import Devnet
 
 #: The generation routes, priced upto.
-METERED_ROUTES = ("POST /v1/chat/completions", "POST /api/inference", "POST /v1/responses")
+METERED_ROUTES = ("POST /v1/chat/completions", "POST /api/inference", "POST /v1/responses", "POST /v1/messages")
 FORTUNE = "A paid request is a promise kept on chain."
 
 
@@ -52,7 +53,8 @@ class DemoConfig:
 
 
 def demo_api(meter: Meter | None = None) -> Starlette:
-    """The unpaid API: chat completions, Responses (with a store), ``/api/inference``, models, the fortune."""
+    """The unpaid API: chat completions, Responses (with a store), Anthropic Messages, ``/api/inference``, models,
+    the fortune."""
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -61,6 +63,7 @@ def demo_api(meter: Meter | None = None) -> Starlette:
             Route("/v1/responses/{response_id}", retrieve_response, methods=["GET"]),
             Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
             Route("/v1/responses/{response_id}/cancel", cancel_response, methods=["POST"]),
+            Route("/v1/messages", create_message, methods=["POST"]),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/fortune", _fortune, methods=["GET"]),
         ]

@@ -1,10 +1,10 @@
-"""Helpers shared by the demo routes: OpenAI-style errors, JSON bodies, SSE frames, ids, metering."""
+"""Helpers shared by the demo routes: OpenAI- and Anthropic-style errors, JSON bodies, SSE frames, ids, metering."""
 
 from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,6 +25,15 @@ class BadRequest(Exception):
         """The OpenAI-compatible error body."""
         error = {"message": self.message, "type": "invalid_request_error", "code": self.code, "param": self.param}
         return JSONResponse({"error": error}, status_code=self.status)
+
+    def anthropic_response(self) -> JSONResponse:
+        """The Anthropic-compatible error body (the code is not part of it: Anthropic names only a type)."""
+        kind = _ANTHROPIC_ERROR_TYPES.get(self.status, "invalid_request_error")
+        error = {"type": kind, "message": self.message}
+        return JSONResponse({"type": "error", "error": error}, status_code=self.status)
+
+
+_ANTHROPIC_ERROR_TYPES: Final = {404: "not_found_error", 413: "request_too_large"}
 
 
 async def json_body(request: Request) -> dict[str, Any]:

@@ -15,10 +15,12 @@ _GREETING: Final = ("Hello!", "Ask", "me", "anything.")
 
 @dataclass(frozen=True)
 class Completion:
-    """What the fake model said: its words (one per streamed chunk) and the token counts."""
+    """What the fake model said: its words (one per streamed chunk), the token counts, and whether the token
+    limit cut it short."""
 
     words: tuple[str, ...]
     prompt_tokens: int
+    truncated: bool = False
 
     @property
     def text(self) -> str:
@@ -73,9 +75,8 @@ def complete(
     words: tuple[str, ...] = ("Echo:", *last_user.split()) if last_user else _GREETING
     if json_mode:
         words = tuple(json.dumps({"echo": " ".join(words)}).split(" "))
-    if max_tokens is not None:
-        words = words[: max(max_tokens, 1)]
-    return Completion(words=words, prompt_tokens=prompt_tokens)
+    limit = len(words) if max_tokens is None else max(max_tokens, 1)
+    return Completion(words=words[:limit], prompt_tokens=prompt_tokens, truncated=len(words) > limit)
 
 
 def text_of(content: Any) -> str:
