@@ -1,8 +1,8 @@
 """One logical call, one signature: the real SDKs' own retries and retries by hand, on anvil, without a key.
 
 A loopback proxy in front of the paid demo API takes the first payment and drops the connection, either before the
-server sees it or after the server settled it. The OpenAI SDK (default retries, streaming and not), an httpx
-client and a requests session that retry by hand send no ``Idempotency-Key``: every payment the server receives
+server sees it or after the server settled it. The OpenAI and Anthropic SDKs (default retries, streaming and not), an
+httpx client and a requests session that retry by hand send no ``Idempotency-Key``: every payment the server receives
 carries the same nonce, and the chain moves the payer's money once.
 """
 
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import httpx2
 import openai
@@ -63,6 +64,23 @@ def openai_stream(devnet: Devnet, url: str) -> Any:
     return text, payment_of(stream.response)
 
 
+def claude(devnet: Devnet, url: str) -> anthropic.Anthropic:
+    transport = PaymentTransport(wallet=Wallet(devnet.payers[0]), policy=policy())
+    http = httpx2.Client(transport=transport, timeout=60)
+    return anthropic.Anthropic(base_url=url, api_key="unused", http_client=http)  # the SDK's default retries
+
+
+def anthropic_message(devnet: Devnet, url: str) -> Any:
+    raw = claude(devnet, url).messages.with_raw_response.create(model="claude-fake", max_tokens=100, messages=MESSAGES)
+    return raw.parse().content[0].text, payment_of(raw.http_response)
+
+
+def anthropic_stream(devnet: Devnet, url: str) -> Any:
+    with claude(devnet, url).messages.stream(model="claude-fake", max_tokens=100, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+        return text, payment_of(stream.response)
+
+
 def httpx_by_hand(devnet: Devnet, url: str) -> Any:
     with httpx.Client(transport=PaymentTransport(wallet=Wallet(devnet.payers[0]), policy=policy())) as client:
         for attempt in range(3):
@@ -93,6 +111,8 @@ def requests_by_hand(devnet: Devnet, url: str) -> Any:
 CALLERS: dict[str, Caller] = {
     "openai": openai_chat,
     "openai-stream": openai_stream,
+    "anthropic": anthropic_message,
+    "anthropic-stream": anthropic_stream,
     "httpx-by-hand": httpx_by_hand,
     "requests-by-hand": requests_by_hand,
 }
@@ -126,10 +146,17 @@ def test_a_payment_settled_and_dropped_is_never_signed_again(caller: str, x402pa
     since = x402pay_chain.web3().eth.block_number + 1
     with (
         dropping_proxy(demo_url, drops=1, after_settling=True) as (url, proxy),
-        pytest.raises(PaymentRejected, match="nonce"),  # the SDKs pass x402pay's errors through, unwrapped
+        pytest.raises((PaymentRejected, anthropic.APIConnectionError)) as raised,
     ):
         CALLERS[caller](x402pay_chain, url)
-    assert len(proxy.nonces) == 2  # the retry re-sent the payment, and the server refused it as spent
+    refusal = raised.value
+    if caller.startswith("anthropic"):  # its SDK wraps every error of its client, and retries it
+        assert isinstance(refusal, anthropic.APIConnectionError)
+        refusal = refusal.__cause__
+    assert isinstance(refusal, PaymentRejected)  # the others pass x402pay's errors through, unwrapped
+    assert "nonce" in str(refusal)  # the server refused the re-sent payment as spent
+    retries = 2 if caller.startswith("anthropic") else 1
+    assert len(proxy.nonces) == 1 + retries  # every retry re-sent the payment
     assert len(set(proxy.nonces)) == 1
     assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
 
