@@ -1,6 +1,6 @@
 """The spend ledger: budgets held before signing, one signature per logical request, reconciled with the chain.
 
-    ledger = Ledger.sqlite("spend.db", budgets=[Budget(usdc_address, usdc("5"), window=DAY)])
+    ledger = Ledger.sqlite("spend.db", budgets=[Budget(ANY_USDC, usdc("5"), window=DAY)])
     entry = ledger.reserve(key, origin=..., asset=..., network=..., amount=..., pay_to=...)
 
 SQLite is the default (embedded; threads and processes of one machine); PostgreSQL (``x402pay[postgres]``) lets
@@ -13,6 +13,7 @@ from x402pay.errors import (
     EntryNotFound,
     InvalidTransition,
     LedgerError,
+    NotBudgeted,
     PaymentInFlight,
     SchemaError,
 )
@@ -20,6 +21,7 @@ from x402pay.ledger._backends import Durability
 from x402pay.ledger._chain import Chain, Web3Chain
 from x402pay.ledger._core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
 from x402pay.ledger._model import (
+    ANY_USDC,
     DAY,
     EACH_ORIGIN,
     HOUR,
@@ -33,6 +35,7 @@ from x402pay.ledger._model import (
 from x402pay.ledger._watch import Watcher
 
 __all__ = [
+    "ANY_USDC",
     "DAY",
     "DEFAULT_MARGIN",
     "DEFAULT_STALE_AFTER",
@@ -50,6 +53,7 @@ __all__ = [
     "InvalidTransition",
     "Ledger",
     "LedgerError",
+    "NotBudgeted",
     "PaymentInFlight",
     "ReconcileReport",
     "SchemaError",
