@@ -166,6 +166,7 @@ class Engine:
             wallet=self.wallet, policy=policy, books=books, prepayments=Prepayments(opts.prepay_ttl) if opts.prepay
             else None, clock=opts.clock, announce_ceiling=opts.announce_ceiling,
             keep_receipt_frames=opts.keep_receipt_frames, reads_chain=opts.rpc_url is not None,
+            uncovered=getattr(opts.ledger, "uncovered", None),
         )  # fmt: skip
         self._web3: Any = None
         self._lock = threading.Lock()
