@@ -3,6 +3,8 @@
     ledger = Ledger.sqlite("spend.db", budgets=[Budget(ANY_USDC, usdc("5"), window=DAY)])
     entry = ledger.reserve(key, origin=..., asset=..., network=..., amount=..., pay_to=...)
 
+A budget counts `ANY_USDC` (USDC on every chain x402pay knows), one token address, or a set of addresses and
+(network, address) pairs. Budgets fail closed: with any, a payment that none covers is refused (`NotBudgeted`).
 SQLite is the default (embedded; threads and processes of one machine); PostgreSQL (``x402pay[postgres]``) lets
 bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same operations. `Durability` says
 which commits wait for the disk: by default, the one that stores a signed payment before it leaves the process.
