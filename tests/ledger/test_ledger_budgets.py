@@ -56,10 +56,38 @@ def test_a_named_set_counts_its_addresses_anywhere_and_its_pairs_on_their_chain(
         reserve(ledger, "base elsewhere", 21, asset=BASE_USDC, network="base", origin="https://b.example")
         with pytest.raises(NotBudgeted, match=f"asset {BASE_USDC} on eip155:1 for {ORIGIN}"):
             reserve(ledger, "base's address on mainnet", 1, asset=BASE_USDC, network="eip155:1")
+        with pytest.raises(NotBudgeted, match="on eip155:08453 for"):  # Base by a name the sums would not match
+            reserve(ledger, "base, spelled otherwise", 1, asset=BASE_USDC, network="eip155:08453")
         assert [(status.origin, status.held) for status in ledger.budget_status()] == [
             (ORIGIN, 80),
             ("https://b.example", 21),
         ]
+
+
+def test_what_a_budget_sums_is_exactly_what_it_applies_to(backend: Backend) -> None:
+    """The sums in SQL and `applies_to` (which refuses or admits a payment) must agree on every spelling of an asset
+    and a network, or a payment admitted by one budget could be missing from its sum."""
+    big = 10**12
+    budgets = (
+        Budget(ANY_USDC, big),
+        Budget([OTHER_TOKEN, ("base", BASE_USDC)], big),
+        Budget(ANY_USDC, big, network=SECOND_DEVNET),
+        Budget(ASSET, big, network=NETWORK),
+    )
+    assets = (ASSET, ASSET.lower(), BASE_USDC, OTHER_TOKEN, MAINNET_USDC)
+    networks = (NETWORK, SECOND_DEVNET, "base", "eip155:8453", "eip155:08453", "eip155:1", "solana:mainnet")
+    payments = [(asset, network) for asset in assets for network in networks]
+    with backend.ledger() as books:  # without budgets, every payment is held
+        for number, (asset, network) in enumerate(payments):
+            reserve(books, str(number), number + 1, asset=asset, network=network)
+    with backend.ledger(budgets) as ledger:
+        held = [status.held for status in ledger.budget_status()]
+    counted = [
+        sum(number + 1 for number, (asset, network) in enumerate(payments) if budget.applies_to(asset, network, ORIGIN))
+        for budget in budgets
+    ]
+    assert held == counted
+    assert all(counted)
 
 
 def test_with_budgets_a_payment_no_budget_covers_is_refused_and_nothing_is_held(backend: Backend) -> None:

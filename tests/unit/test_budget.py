@@ -49,6 +49,7 @@ def test_any_usdc_covers_every_known_usdc_deployment_and_the_devnets_test_usdc()
         (DEVNET_USDC, "eip155:8453"),
         (BASE_USDC, "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"),
         (DEVNET_USDC, "eip155:31338"),  # a chain whose test USDC x402pay does not know
+        (BASE_USDC, "eip155:08453"),  # Base, spelled so that the budget sums (by the chain's names) would miss it
     ],
 )
 def test_any_usdc_covers_nothing_else(asset: str, network: str) -> None:

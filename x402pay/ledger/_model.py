@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, Final
 
-from x402pay._protocol.networks import KNOWN_ASSETS, caip2, chain_id_of
+from x402pay._protocol.networks import KNOWN_ASSETS, caip2, chain_id_of, network_names
 
 #: `Budget.origin` value: the limit applies to each origin separately.
 EACH_ORIGIN: Final = "*"
@@ -210,10 +210,13 @@ def _covered(assets: BudgetAssets, network: str | None) -> tuple[tuple[str | Non
 
 
 def _network_or_none(network: str) -> str | None:
+    """The CAIP-2 id of `network` when it is one of its chain's own names, else None. The budget sums match those
+    names alone (`network_names`), so another spelling of a chain (``eip155:08453``) must not count as covered."""
     try:
-        return caip2(chain_id_of(network))
+        chain_id = chain_id_of(network)
     except ValueError:
         return None
+    return caip2(chain_id) if network in network_names(chain_id) else None
 
 
 def _assets_text(assets: BudgetAssets) -> str:
