@@ -175,7 +175,7 @@ class Engine:
             wallet=self.wallet, policy=policy, books=books, prepayments=prepayments,
             repeats=Repeats(opts.retry_window, time.monotonic), clock=opts.clock,
             announce_ceiling=opts.announce_ceiling, keep_receipt_frames=opts.keep_receipt_frames,
-            reads_chain=opts.rpc_url is not None,
+            reads_chain=opts.rpc_url is not None, uncovered=getattr(opts.ledger, "uncovered", None),
         )  # fmt: skip
         self._web3: Any = None
         self._lock = threading.Lock()

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, Protocol
 
 from x402pay._allowance import offers_gas_sponsoring
 from x402pay._payment import Payment, PaymentStatus
@@ -121,14 +122,28 @@ def _split_options(required: PaymentRequired) -> Challenge:
     return Challenge(required, parsed, malformed)
 
 
+class Coverage(Protocol):
+    """What the books can hold: why no budget covers a payment of `asset` on `network` to `origin`, or None
+    (`x402pay.ledger.Ledger.uncovered`)."""
+
+    def __call__(self, asset: str, *, network: str, origin: str) -> str | None: ...
+
+
 def choose(
-    challenge: Challenge, *, policy: SpendPolicy, origin: str, ceiling: int | None = None
-) -> PaymentRequirements:
-    """The option `policy` accepts (within the announced `ceiling`); raises why none is acceptable."""
-    index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed, ceiling)
+    challenge: Challenge, *, policy: SpendPolicy, origin: str, ceiling: int | None = None,
+    uncovered: Coverage | None = None,
+) -> PaymentRequirements:  # fmt: skip
+    """The option `policy` accepts (within the announced `ceiling`) and a budget covers (`uncovered`, when the
+    books have budgets); raises why none is acceptable."""
+    budgets = None if uncovered is None else partial(_uncovered_option, uncovered, origin)
+    index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed, ceiling, budgets)
     logger.debug("chose option %d of %s: %s %s on %s", index, origin, requirement.amount, requirement.asset,
                  requirement.network)  # fmt: skip
     return requirement
+
+
+def _uncovered_option(uncovered: Coverage, origin: str, requirement: PaymentRequirements) -> str | None:
+    return uncovered(requirement.asset, network=requirement.network, origin=origin)
 
 
 def uses_permit2(requirement: PaymentRequirements) -> bool:

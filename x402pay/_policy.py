@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -13,7 +13,7 @@ from eth_utils.address import is_address
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._protocol.networks import V1_NETWORK_CHAIN_IDS, caip2, known_asset
 from x402pay._schemes.signing import SIGNABLE_SCHEMES
-from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
+from x402pay.errors import NoAcceptableRequirement, NotBudgeted, SpendCapExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +151,26 @@ class SpendPolicy:
         origin: str,
         malformed: Mapping[int, str] | None = None,
         ceiling: int | None = None,
+        uncovered: Callable[[PaymentRequirements], str | None] | None = None,
     ) -> tuple[int, PaymentRequirements]:
         """Return (index, requirement) of the cheapest acceptable option, preferring earlier `networks`.
 
         `accepts` is the list the server offered, or a mapping from its index to the options that parsed.
         Raises `SpendCapExceeded` when some option failed only on the cap, else `NoAcceptableRequirement`; both carry
         the reason each option was refused. `malformed` adds options that did not even parse; `ceiling` is the
-        lower cap this request announced, if any.
+        lower cap this request announced, if any. `uncovered` says why the ledger's budgets cannot hold an option
+        the policy accepts (None: they can): such options are left out, and `NotBudgeted` is raised when that left
+        none.
         """
         refusals = dict(malformed or {})
         acceptable: list[tuple[int, PaymentRequirements]] = []
+        unbudgeted = False
         options = accepts if isinstance(accepts, Mapping) else dict(enumerate(accepts))
         for index, requirement in options.items():
             reason = self.refusal(requirement, origin, ceiling)
+            if reason is None and uncovered is not None:
+                reason = uncovered(requirement)
+                unbudgeted = unbudgeted or reason is not None
             if reason is None:
                 acceptable.append((index, requirement))
             else:
@@ -171,7 +178,7 @@ class SpendPolicy:
                 logger.debug("refusing option %d from %s: %s", index, origin, reason)
         if acceptable:
             return min(acceptable, key=lambda pair: (pair[1].amount, self._preference(pair[1]), pair[0]))
-        raise self._no_option(refusals, origin)
+        raise self._no_option(refusals, origin, unbudgeted)
 
     def _preference(self, requirement: PaymentRequirements) -> int:
         if self.networks is None:
@@ -180,9 +187,11 @@ class SpendPolicy:
         return self.networks.index(network) if network in self.networks else self.networks.index(requirement.network)
 
     @staticmethod
-    def _no_option(refusals: dict[int, str], origin: str) -> NoAcceptableRequirement:
+    def _no_option(refusals: dict[int, str], origin: str, unbudgeted: bool) -> NoAcceptableRequirement:
         summary = "; ".join(f"option {index}: {reason}" for index, reason in sorted(refusals.items())[:10])
         message = f"no acceptable way to pay {origin}: {summary or 'the server offered none'}"
+        if unbudgeted:
+            return NotBudgeted(message, refusals)
         if any(reason.startswith(_CAP_REFUSAL) for reason in refusals.values()):
             return SpendCapExceeded(message, refusals)
         return NoAcceptableRequirement(message, refusals)

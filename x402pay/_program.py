@@ -121,8 +121,9 @@ class PaymentProgram:
     def __init__(
         self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: Prepayments | None,
         repeats: Repeats, clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool,
-        reads_chain: bool,
+        reads_chain: bool, uncovered: _flow.Coverage | None = None,
     ) -> None:  # fmt: skip
+        self.uncovered = uncovered  # the books' budgets: an option none covers is not chosen
         self.wallet = wallet
         self.policy = policy
         self.books = books
@@ -227,7 +228,8 @@ class PaymentProgram:
 
     def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
         self.books.check_trust(attempt.origin)
-        return _flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling)
+        return _flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling,
+                            uncovered=self.uncovered)  # fmt: skip
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,

@@ -11,7 +11,8 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   ├── ChallengeError             the peer's: its 402 is malformed or not x402
     │   ├── NoAcceptableRequirement    ours: no offered way to pay passes the spend policy (why, per option)
     │   │   └── SpendCapExceeded       ours: an option was acceptable but for the cap
-    │   │       └── BudgetExceeded     ours: a ledger budget has no room left for this payment
+    │   │       ├── BudgetExceeded     ours: a ledger budget has no room left for this payment
+    │   │       └── NotBudgeted        ours: the ledger has budgets, none of them covers this payment
     │   ├── OriginUntrusted            the peer's: it lied about a payment before; a person must clear the mark
     │   ├── AlreadyPaid                ours: this request was paid at another origin (a redirect); refused unsigned
     │   ├── PaymentInFlight            ours: another request with the same Idempotency-Key is signing (or died signing)
@@ -81,6 +82,14 @@ class BudgetExceeded(SpendCapExceeded):
         self.budget = budget
         self.requested = requested
         self.remaining = remaining
+
+
+class NotBudgeted(SpendCapExceeded):
+    """The ledger has budgets and none covers the payment (its asset, network or origin): refused unsigned.
+
+    Budgets fail closed: a payment outside every budget would be spent without a limit. Give the payment a budget
+    (e.g. ``Budget(ANY_USDC, ...)`` covers USDC on every chain), or narrow the policy to what the budgets cover.
+    """
 
 
 class OriginUntrusted(PaymentError):

@@ -161,6 +161,18 @@ def test_pay_with_a_budget_then_ledger_budget_and_reconcile(
     assert main(["reconcile", *books, "--rpc-url", x402pay_chain.rpc_url]) == 0
 
 
+def test_a_budget_without_an_asset_counts_usdc_on_every_chain(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = ["--ledger", str(tmp_path / "spend.db"), "--budget", "5", "--window", "day"]
+    assert main(["budget", *books, "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert (status["asset"], status["budget"], status["limit"]) == ("USDC", "[USDC per day]", 5_000_000)
+    assert "eip155:8453/erc20:0x833589fcd6edb6e08f4c7c32d4f71b54bda02913" in status["covers"]
+    assert main(["budget", *books]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["[USDC", "per", "day]", "(all)", "0.000000"]
+
+
 def test_verify_one_settlement_and_a_lie(
     x402pay_chain: Devnet, demo_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

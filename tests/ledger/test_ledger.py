@@ -7,7 +7,7 @@ import re
 import pytest
 from ledger_support import ASSET, NETWORK, ORIGIN, Backend, Clock, areserve, authorize, reserve
 
-from x402pay.errors import SpendCapExceeded
+from x402pay.errors import NotBudgeted, SpendCapExceeded
 from x402pay.ledger import (
     DAY,
     EACH_ORIGIN,
@@ -230,8 +230,10 @@ def test_budgets_are_per_asset_network_and_origin(backend: Backend) -> None:
         Budget(ASSET, 50, origin=EACH_ORIGIN, network=NETWORK),
     )
     with backend.ledger(budgets) as ledger:
-        reserve(ledger, "other asset", 10_000, asset=other_asset)
-        reserve(ledger, "other network", 10_000, network="eip155:8453")
+        with pytest.raises(NotBudgeted, match=re.escape(f"asset {other_asset} on {NETWORK} for {ORIGIN}")):
+            reserve(ledger, "other asset", 1, asset=other_asset)
+        with pytest.raises(NotBudgeted, match=r"on eip155:8453 .*the budgets: .*per origin in total"):
+            reserve(ledger, "other network", 1, network="eip155:8453")
         reserve(ledger, "pricey", 30, origin="https://pricey.example")
         with pytest.raises(BudgetExceeded, match=re.escape("for https://pricey.example")):
             reserve(ledger, "pricey again", 1, origin="https://pricey.example")

@@ -8,10 +8,13 @@ import pytest
 
 from x402pay._policy import SpendPolicy
 from x402pay._protocol.models import PaymentRequirements
-from x402pay.errors import NoAcceptableRequirement, SpendCapExceeded
+from x402pay.errors import NoAcceptableRequirement, NotBudgeted, SpendCapExceeded
+from x402pay.ledger import Budget
+from x402pay.ledger._model import uncovered
 
 BASE_USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 SEPOLIA_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+MAINNET_USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 PAYEE = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 ORIGIN = "https://api.example.com"
 
@@ -182,3 +185,19 @@ def test_the_announced_ceiling_caps_below_the_policy() -> None:
     assert policy.choose([option()], ORIGIN, ceiling=10_000)[0] == 0
     with pytest.raises(SpendCapExceeded, match="announced ceiling 9999"):
         policy.choose([option()], ORIGIN, ceiling=9_999)
+
+
+def test_the_policy_chooses_an_option_a_budget_covers_over_a_cheaper_one_none_covers() -> None:
+    budgets = (Budget([("eip155:1", MAINNET_USDC)], 100),)
+    policy = SpendPolicy(max_per_request=50_000)
+    offered = [option(amount="1000"), option(network="eip155:1", asset=MAINNET_USDC, amount="2000")]
+
+    def why(requirement: PaymentRequirements) -> str | None:
+        return uncovered(budgets, requirement.asset, requirement.network, ORIGIN)
+
+    assert policy.choose(offered, ORIGIN)[0] == 0  # without the books, the cheaper one
+    assert policy.choose(offered, ORIGIN, uncovered=why)[0] == 1
+    with pytest.raises(NotBudgeted, match=r"option 0: no budget covers asset 0x833589fC.* on eip155:8453") as caught:
+        policy.choose(offered[:1], ORIGIN, uncovered=why)
+    assert isinstance(caught.value, SpendCapExceeded)
+    assert set(caught.value.refusals) == {0}

@@ -27,12 +27,13 @@ from x402pay.errors import (
     ChainUnavailable,
     ChallengeError,
     LedgerError,
+    NotBudgeted,
     PaymentRejected,
     ReceiptMismatch,
     SettlementPending,
     SpendCapExceeded,
 )
-from x402pay.ledger import AsyncLedger, Budget, Ledger
+from x402pay.ledger import ANY_USDC, AsyncLedger, Budget, Ledger
 from x402pay.ledger._backends import SQLiteDatabase
 
 KEY = "0x" + "11" * 32
@@ -492,6 +493,51 @@ def test_only_the_budgets_that_apply_to_a_payment_can_refuse_it() -> None:
         assert http.get("https://paid.example/data").status_code == 200
         with pytest.raises(BudgetExceeded, match="only 0 of 20000 left"):  # the one that applies, when it is spent
             http.get("https://paid.example/data")
+
+
+def test_with_budgets_the_option_a_budget_covers_is_paid_and_none_covered_is_refused_unsigned() -> None:
+    mainnet = {**REQUIREMENT, "network": "eip155:1", "asset": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+               "amount": "5000"}  # fmt: skip
+    peer = FakePeer(accepts=[REQUIREMENT, mainnet])  # mainnet is cheaper, but only Base's USDC has a budget
+    ledger = Ledger.sqlite(":memory:", budgets=[Budget(ANY_USDC, 50_000, network="eip155:8453")])
+    transport = PaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(peer),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    with httpx.Client(transport=transport) as http:
+        paid = payment_of(http.get("https://paid.example/data"))
+        assert paid is not None
+        assert paid.signed.requirement.network == "eip155:8453"
+        peer.accepts = [mainnet]
+        with pytest.raises(NotBudgeted, match=r"option 0: no budget covers asset 0xA0b86991.* on eip155:1"):
+            http.get("https://paid.example/data")
+    assert "PAYMENT-SIGNATURE" not in peer.requests[-1].headers
+    assert [entry.network for entry in ledger.entries()] == ["eip155:8453"]
+
+
+async def test_with_budgets_the_async_transport_pays_the_option_a_budget_covers_and_refuses_the_rest() -> None:
+    mainnet = {**REQUIREMENT, "network": "eip155:1", "asset": "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
+               "amount": "5000"}  # fmt: skip
+    peer = FakePeer(accepts=[REQUIREMENT, mainnet])
+    ledger = await AsyncLedger.sqlite(":memory:", budgets=[Budget(ANY_USDC, 50_000, network="eip155:8453")])
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        return peer(request)
+
+    transport = AsyncPaymentTransport(
+        wallet=WALLET, policy=SpendPolicy(max_per_request=50_000), inner=httpx.MockTransport(handler),
+        clock=lambda: NOW, ledger=ledger,
+    )  # fmt: skip
+    async with httpx.AsyncClient(transport=transport) as http:
+        paid = payment_of(await http.get("https://paid.example/data"))
+        assert paid is not None
+        assert paid.signed.requirement.network == "eip155:8453"
+        peer.accepts = [mainnet]
+        with pytest.raises(NotBudgeted):
+            await http.get("https://paid.example/data")
+    assert "PAYMENT-SIGNATURE" not in peer.requests[-1].headers
+    await ledger.aclose()
 
 
 def test_a_stored_payment_is_re_sent_with_the_ceiling_it_was_signed_under() -> None:

@@ -10,6 +10,9 @@ from eth_utils.address import to_checksum_address
 
 #: anvil's default chain id, used by the local devnet.
 DEVNET_CHAIN_ID: Final = 31337
+#: The local chains whose test USDC x402pay knows: anvil's default, and the local chain id of geth and ganache (a
+#: second devnet, for payments across two chains). Neither is a public network: no real USDC lives there.
+DEVNET_CHAIN_IDS: Final = (DEVNET_CHAIN_ID, 1337)
 
 #: x402 v1 network names and their chain ids.
 V1_NETWORK_CHAIN_IDS: Final[dict[str, int]] = {
@@ -39,7 +42,8 @@ _MAX_CHAIN_ID: Final = 2**64 - 1
 
 #: Seconds between blocks of the chains whose pace is known (others count as slow as Ethereum's).
 BLOCK_SECONDS: Final[dict[int, float]] = {
-    1: 12.0, 8453: 2.0, 84532: 2.0, 137: 2.0, 80002: 2.0, 43114: 2.0, 43113: 2.0, DEVNET_CHAIN_ID: 1.0,
+    1: 12.0, 8453: 2.0, 84532: 2.0, 137: 2.0, 80002: 2.0, 43114: 2.0, 43113: 2.0,
+    **dict.fromkeys(DEVNET_CHAIN_IDS, 1.0),
 }  # fmt: skip
 #: Blocks a just-reported settlement is given to show on chain before its absence counts against the server.
 PATIENCE_BLOCKS: Final = 5
@@ -67,7 +71,8 @@ def _usdc(chain_id: int, address: str, name: str = "USD Coin") -> Asset:
     return Asset(chain_id, to_checksum_address(address), name, "2")
 
 
-#: USDC deployments (and the devnet's TestUSDC, deployed first by anvil's account 0), by (chain id, address).
+#: USDC deployments (and the devnet's TestUSDC, deployed first by anvil's account 0 on each devnet chain), by
+#: (chain id, address).
 KNOWN_ASSETS: Final[dict[tuple[int, str], Asset]] = {
     (asset.chain_id, asset.address.lower()): asset
     for asset in (
@@ -77,7 +82,7 @@ KNOWN_ASSETS: Final[dict[tuple[int, str], Asset]] = {
         _usdc(137, "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"),
         _usdc(43114, "0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E"),
         _usdc(43113, "0x5425890298aed601595a70AB815c96711a31Bc65"),
-        _usdc(DEVNET_CHAIN_ID, "0x5FbDB2315678afecb367f032d93F642f64180aa3"),
+        *(_usdc(chain_id, "0x5FbDB2315678afecb367f032d93F642f64180aa3") for chain_id in DEVNET_CHAIN_IDS),
     )
 }
 
@@ -98,6 +103,11 @@ def chain_id_of(network: str) -> int:
 def caip2(chain_id: int) -> str:
     """The CAIP-2 id of an EVM chain, e.g. ``eip155:8453``."""
     return f"eip155:{chain_id}"
+
+
+def network_names(chain_id: int) -> tuple[str, ...]:
+    """Every name a challenge may give chain `chain_id`: its CAIP-2 id, then its v1 names."""
+    return (caip2(chain_id), *(name for name, known in V1_NETWORK_CHAIN_IDS.items() if known == chain_id))
 
 
 def known_asset(chain_id: int, address: str) -> Asset | None:

@@ -6,11 +6,14 @@ import argparse
 import contextlib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from x402pay._amounts import usdc
 from x402pay._trust import DEFAULT_TRUST_FILE, TrustStore
 from x402pay.cli.common import EXIT_ERROR, EXIT_OK, UsageError, setting
+
+if TYPE_CHECKING:
+    from x402pay.ledger._model import BudgetAssets
 
 DEFAULT_LEDGER: Final = "~/.local/state/x402pay/ledger.db"
 _WINDOWS: Final = {"total": None, "hour": 3_600, "day": 86_400}
@@ -50,9 +53,11 @@ def register(commands: Any) -> None:
 
 def _ledger_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", help=f"an SQLite path or a postgresql:// URL (X402PAY_LEDGER; {DEFAULT_LEDGER})")
-    parser.add_argument("--budget", help="a budget in USDC (X402PAY_BUDGET), for --asset")
+    parser.add_argument(
+        "--budget", help="a budget in USDC (X402PAY_BUDGET), counting the --asset token, else USDC on every chain"
+    )
     parser.add_argument("--window", choices=sorted(_WINDOWS), help="the budget's window (default total)")
-    parser.add_argument("--asset", help="the budget's token (X402PAY_ASSET)")
+    parser.add_argument("--asset", help="the budget's token (X402PAY_ASSET; default: USDC on every chain)")
     parser.add_argument("--json", action="store_true", help="JSON instead of a table")
 
 
@@ -65,13 +70,19 @@ def open_ledger(args: argparse.Namespace) -> Any:
         target = str(Path(target).expanduser())
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     budget, asset = setting(args, "budget"), setting(args, "asset")
-    if isinstance(asset, list):  # `pay --asset` may name several allowed tokens; a budget counts exactly one
-        asset = asset[0] if len(asset) == 1 else None
-    if budget is not None and not asset:
-        raise UsageError("--budget needs --asset (or X402PAY_ASSET): a budget counts one token")
     window = _WINDOWS[setting(args, "window", "total")]
-    budgets = [Budget(asset, usdc(Decimal(str(budget))), window=window)] if budget is not None else []
+    budgets = [Budget(_counted(asset), usdc(Decimal(str(budget))), window=window)] if budget is not None else []
     return Ledger.open(target, budgets=budgets)
+
+
+def _counted(asset: str | list[str] | None) -> BudgetAssets:
+    """What a --budget counts: the tokens named (`pay --asset` may name several), else USDC on every chain, which
+    is what `pay` pays when no --asset is named."""
+    from x402pay.ledger import ANY_USDC
+
+    if not asset:
+        return ANY_USDC
+    return asset if isinstance(asset, str) else frozenset(asset)
 
 
 def run_ledger(args: argparse.Namespace) -> int:

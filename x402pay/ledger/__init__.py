@@ -1,8 +1,10 @@
 """The spend ledger: budgets held before signing, one signature per logical request, reconciled with the chain.
 
-    ledger = Ledger.sqlite("spend.db", budgets=[Budget(usdc_address, usdc("5"), window=DAY)])
+    ledger = Ledger.sqlite("spend.db", budgets=[Budget(ANY_USDC, usdc("5"), window=DAY)])
     entry = ledger.reserve(key, origin=..., asset=..., network=..., amount=..., pay_to=...)
 
+A budget counts `ANY_USDC` (USDC on every chain x402pay knows), one token address, or a set of addresses and
+(network, address) pairs. Budgets fail closed: with any, a payment that none covers is refused (`NotBudgeted`).
 SQLite is the default (embedded; threads and processes of one machine); PostgreSQL (``x402pay[postgres]``) lets
 bots on many machines share one budget. `Ledger` and `AsyncLedger` have the same operations. `Durability` says
 which commits wait for the disk: by default, the one that stores a signed payment before it leaves the process.
@@ -13,6 +15,7 @@ from x402pay.errors import (
     EntryNotFound,
     InvalidTransition,
     LedgerError,
+    NotBudgeted,
     PaymentInFlight,
     SchemaError,
 )
@@ -20,6 +23,7 @@ from x402pay.ledger._backends import Durability
 from x402pay.ledger._chain import Chain, Web3Chain
 from x402pay.ledger._core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
 from x402pay.ledger._model import (
+    ANY_USDC,
     DAY,
     EACH_ORIGIN,
     HOUR,
@@ -33,6 +37,7 @@ from x402pay.ledger._model import (
 from x402pay.ledger._watch import Watcher
 
 __all__ = [
+    "ANY_USDC",
     "DAY",
     "DEFAULT_MARGIN",
     "DEFAULT_STALE_AFTER",
@@ -50,6 +55,7 @@ __all__ = [
     "InvalidTransition",
     "Ledger",
     "LedgerError",
+    "NotBudgeted",
     "PaymentInFlight",
     "ReconcileReport",
     "SchemaError",

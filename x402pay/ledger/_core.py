@@ -33,7 +33,7 @@ from x402pay.ledger._backends import (
 )
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
 from x402pay.ledger._holder import current_holder, holder_is_gone
-from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport
+from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
 from x402pay.ledger._watch import Watcher
@@ -126,7 +126,8 @@ class Ledger:
 
         Returns a new entry in state ``reserved`` (sign it), or the live entry already recorded for `key` in any
         later state (re-send its `payment`; never sign again). Raises `BudgetExceeded` naming the budget that
-        refused and its room, or `PaymentInFlight` while another request with this key holds a reservation (it is
+        refused and its room, `NotBudgeted` when the ledger has budgets and none covers the payment, or
+        `PaymentInFlight` while another request with this key holds a reservation (it is
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
@@ -214,6 +215,11 @@ class Ledger:
     def remaining(self, asset: str, *, network: str, origin: str) -> int | None:
         """The most a payment of `asset` on `network` to `origin` may reserve now; None when no budget applies."""
         return self._db.run(self._steps.remaining(asset, network, origin))
+
+    def uncovered(self, asset: str, *, network: str, origin: str) -> str | None:
+        """Why `reserve` would refuse a payment of `asset` on `network` to `origin` for falling under no budget
+        (`NotBudgeted`), or None: some budget covers it, or the ledger has none. Reads no database."""
+        return uncovered(self.budgets, asset, network, origin)
 
     def budget_status(self, *, origin: str | None = None) -> list[BudgetStatus]:
         """Each budget with the money held against it (per-origin budgets: for `origin`, or each origin)."""
@@ -396,6 +402,11 @@ class AsyncLedger:
     async def remaining(self, asset: str, *, network: str, origin: str) -> int | None:
         """The most a payment may reserve now; None when no budget applies. See `Ledger.remaining`."""
         return await self._db.run(self._steps.remaining(asset, network, origin))
+
+    def uncovered(self, asset: str, *, network: str, origin: str) -> str | None:
+        """Why `reserve` would refuse a payment for falling under no budget, or None; see `Ledger.uncovered` (not
+        awaited: it reads no database)."""
+        return uncovered(self.budgets, asset, network, origin)
 
     async def budget_status(self, *, origin: str | None = None) -> list[BudgetStatus]:
         """Each budget with the money held against it; see `Ledger.budget_status`."""

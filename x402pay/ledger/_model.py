@@ -19,10 +19,12 @@ released holds nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Final
+
+from x402pay._protocol.networks import KNOWN_ASSETS, caip2, chain_id_of, network_names
 
 #: `Budget.origin` value: the limit applies to each origin separately.
 EACH_ORIGIN: Final = "*"
@@ -92,44 +94,71 @@ class Entry:
 ENTRY_FIELDS: Final = tuple(Entry.__dataclass_fields__)
 
 
+class AnyUsdc(Enum):
+    """The type of `ANY_USDC`, its only value."""
+
+    ANY_USDC = "USDC"
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: `Budget.asset` value: USDC on every chain, as far as x402pay knows it: each USDC deployment of its table (the
+#: devnet's test USDC among them), which is exactly what a `SpendPolicy` with ``assets=None`` pays.
+ANY_USDC: Final = AnyUsdc.ANY_USDC
+#: What `Budget.asset` takes: `ANY_USDC`, a token address (on any network), or a collection of token addresses and
+#: (network, address) pairs.
+BudgetAssets = AnyUsdc | str | Collection[str | tuple[str, str]]
+
+
 @dataclass(frozen=True)
 class Budget:
-    """A limit on the money held for one asset, optionally per network, per origin and over a rolling window.
+    """A limit on the money held for some assets, optionally per network, per origin and over a rolling window.
 
-    `asset` is the token address (any case). `origin` is None for all origins together, `EACH_ORIGIN` for each
-    origin separately, or one ``scheme://host[:port]``. `window` is None for all time, else seconds (`HOUR`,
-    `DAY`). `name` labels the budget in messages and reports.
+    `asset` is what the budget counts: `ANY_USDC` (USDC wherever the policy pays it without naming it), one token
+    address (any case) on any network, or a collection of addresses and (network, address) pairs, e.g.
+    ``{("eip155:8453", BASE_USDC), ("eip155:1", MAINNET_USDC)}``; amounts of all of them add up. `network` (a CAIP-2
+    id or a v1 name) narrows it to one chain. `origin` is None for all origins together, `EACH_ORIGIN` for each
+    origin separately, or one ``scheme://host[:port]``. `window` is None for all time, else seconds (`HOUR`, `DAY`).
+    `name` labels the budget in messages and reports. `covered` is what it counts, spelled out: (CAIP-2 network, or
+    None for any network; lower-case address) pairs.
     """
 
-    asset: str
+    asset: BudgetAssets
     limit: int
     window: int | None = None
     origin: str | None = None
     network: str | None = None
     name: str | None = None
+    covered: tuple[tuple[str | None, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or not 0 <= self.limit <= MAX_STORED_AMOUNT:
             raise ValueError(f"a budget limit is an int of atomic units in [0, 2**63), got {self.limit!r}")
         if self.window is not None and self.window <= 0:
             raise ValueError(f"a budget window is a positive number of seconds, got {self.window}")
-        object.__setattr__(self, "asset", self.asset.lower())
+        object.__setattr__(self, "asset", _assets(self.asset))
+        if self.network is not None:
+            object.__setattr__(self, "network", caip2(chain_id_of(self.network)))
         if self.origin is not None:
             object.__setattr__(self, "origin", self.origin.lower())
+        covered = _covered(self.asset, self.network)
+        if not covered:
+            raise ValueError(f"budget {self.describe()} covers nothing: x402pay knows no USDC on {self.network}")
+        object.__setattr__(self, "covered", covered)
 
     def applies_to(self, asset: str, network: str, origin: str) -> bool:
         """Whether a payment of `asset` on `network` to `origin` counts against this budget."""
-        return (
-            asset.lower() == self.asset
-            and self.network in (None, network)
-            and self.origin in (None, EACH_ORIGIN, origin.lower())
-        )
+        if self.origin not in (None, EACH_ORIGIN, origin.lower()):
+            return False
+        address, named = asset.lower(), _network_or_none(network)
+        return any(address == covered and where in (None, named) for where, covered in self.covered)
 
     def describe(self) -> str:
         """A short label: the name if given, else what the budget limits."""
         if self.name:
             return repr(self.name)
-        parts = [f"{self.asset[:10]}…"]
+        parts = [_assets_text(self.asset)]
         if self.network:
             parts.append(f"on {self.network}")
         if self.origin == EACH_ORIGIN:
@@ -138,6 +167,69 @@ class Budget:
             parts.append(f"for {self.origin}")
         parts.append(_window_text(self.window))
         return f"[{' '.join(parts)}]"
+
+
+def uncovered(budgets: Sequence[Budget], asset: str, network: str, origin: str) -> str | None:
+    """Why a payment of `asset` on `network` to `origin` may not be reserved because no budget covers it, or None
+    (some budget covers it, or there are no budgets)."""
+    if not budgets or any(budget.applies_to(asset, network, origin) for budget in budgets):
+        return None
+    names = ", ".join(budget.describe() for budget in budgets[:10]) + (", …" if len(budgets) > 10 else "")
+    return f"no budget covers asset {asset} on {network} for {origin} (the budgets: {names})"
+
+
+def _assets(assets: object) -> BudgetAssets:
+    """`Budget.asset` checked and in its stored form: lower-case addresses, networks as CAIP-2 ids, a frozenset."""
+    if isinstance(assets, AnyUsdc):
+        return assets
+    if isinstance(assets, str):
+        return assets.lower()
+    if not isinstance(assets, Collection) or not assets:
+        raise TypeError(f"a budget's asset is ANY_USDC, an address, or a non-empty collection of addresses and "
+                        f"(network, address) pairs; got {assets!r:.80}")  # fmt: skip
+    return frozenset(_asset_item(item) for item in assets)
+
+
+def _asset_item(item: object) -> str | tuple[str, str]:
+    if isinstance(item, str):
+        return item.lower()
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(part, str) for part in item):
+        return caip2(chain_id_of(item[0])), item[1].lower()
+    raise TypeError(f"a budget names an address or a (network, address) pair, not {item!r:.80}")
+
+
+def _covered(assets: BudgetAssets, network: str | None) -> tuple[tuple[str | None, str], ...]:
+    if isinstance(assets, AnyUsdc):
+        pairs: set[tuple[str | None, str]] = {(caip2(chain_id), address) for chain_id, address in KNOWN_ASSETS}
+    else:
+        items = [assets] if isinstance(assets, str) else assets
+        pairs = {item if isinstance(item, tuple) else (None, item) for item in items}
+    if network is not None:
+        pairs = {(network, address) for where, address in pairs if where in (None, network)}
+    return tuple(sorted(pairs, key=lambda pair: (pair[0] or "", pair[1])))
+
+
+def _network_or_none(network: str) -> str | None:
+    """The CAIP-2 id of `network` when it is one of its chain's own names, else None. The budget sums match those
+    names alone (`network_names`), so another spelling of a chain (``eip155:08453``) must not count as covered."""
+    try:
+        chain_id = chain_id_of(network)
+    except ValueError:
+        return None
+    return caip2(chain_id) if network in network_names(chain_id) else None
+
+
+def _assets_text(assets: BudgetAssets) -> str:
+    if isinstance(assets, AnyUsdc):
+        return "USDC"
+    if isinstance(assets, str):
+        return _short(assets)
+    items = sorted(_short(item) if isinstance(item, str) else f"{_short(item[1])} on {item[0]}" for item in assets)
+    return "{" + ", ".join(items) + "}"
+
+
+def _short(address: str) -> str:
+    return f"{address[:10]}…"
 
 
 def _window_text(window: int | None) -> str:

@@ -14,10 +14,11 @@ from typing import Any
 
 from x402pay._protocol.networks import KNOWN_ASSETS
 from x402pay.ledger._core import Ledger
-from x402pay.ledger._model import EACH_ORIGIN, BudgetStatus, Entry, ReconcileReport
+from x402pay.ledger._model import EACH_ORIGIN, AnyUsdc, Budget, BudgetAssets, BudgetStatus, Entry, ReconcileReport
 
 _ENTRY_COLUMNS = ("time", "origin", "scheme", "signed max", "settled", "tx", "verdict")
 _BUDGET_COLUMNS = ("budget", "origin", "held", "limit", "remaining")
+_DECIMALS = {address: known.decimals for (_, address), known in KNOWN_ASSETS.items()}
 
 
 def render_ledger(ledger: Ledger, *, limit: int = 50, as_json: bool = False) -> str:
@@ -58,9 +59,9 @@ def budget_table(statuses: Sequence[BudgetStatus]) -> str:
         (
             status.budget.describe(),
             status.origin or ("(each)" if status.budget.origin == EACH_ORIGIN else "(all)"),
-            _money(status.held, status.budget.asset),
-            _money(status.budget.limit, status.budget.asset),
-            _money(status.remaining, status.budget.asset),
+            _money(status.held, *_addresses(status.budget)),
+            _money(status.budget.limit, *_addresses(status.budget)),
+            _money(status.remaining, *_addresses(status.budget)),
         )
         for status in statuses
     ]
@@ -79,7 +80,8 @@ def status_json(status: BudgetStatus) -> dict[str, Any]:
     budget = status.budget
     return {
         "budget": budget.describe(),
-        "asset": budget.asset,
+        "asset": _asset_json(budget.asset),
+        "covers": [f"{network}/erc20:{asset}" if network else asset for network, asset in budget.covered],
         "network": budget.network,
         "origin": status.origin or budget.origin,
         "window": budget.window,
@@ -99,11 +101,26 @@ def _settled(entry: Entry) -> str:
     return "-" if entry.settled_amount is None else _money(entry.settled_amount, entry.asset)
 
 
-def _money(amount: int, asset: str) -> str:
-    decimals = next((known.decimals for known in KNOWN_ASSETS.values() if known.address.lower() == asset.lower()), None)
-    if decimals is None:
+def _asset_json(assets: BudgetAssets) -> str | list[str]:
+    """`Budget.asset` as JSON: "USDC" for `ANY_USDC`, the address, or each address and CAIP-19 asset id (sorted)."""
+    if isinstance(assets, AnyUsdc):
+        return assets.value
+    if isinstance(assets, str):
+        return assets
+    return sorted(item if isinstance(item, str) else f"{item[0]}/erc20:{item[1]}" for item in assets)
+
+
+def _addresses(budget: Budget) -> list[str]:
+    return [asset for _, asset in budget.covered]
+
+
+def _money(amount: int, *assets: str) -> str:
+    """`amount` in decimal USDC when every one of `assets` is a known USDC deployment, else in atomic units."""
+    decimals = {_DECIMALS.get(asset.lower()) for asset in assets}
+    if len(decimals) != 1 or None in decimals:
         return str(amount)
-    return f"{Decimal(amount).scaleb(-decimals):.{decimals}f} USDC"
+    digits = decimals.pop() or 0
+    return f"{Decimal(amount).scaleb(-digits):.{digits}f} USDC"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

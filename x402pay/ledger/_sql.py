@@ -14,10 +14,12 @@ from collections.abc import Callable, Collection, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from x402pay._protocol.networks import chain_id_of, network_names
 from x402pay.errors import (
     BudgetExceeded,
     EntryNotFound,
     InvalidTransition,
+    NotBudgeted,
     OriginUntrusted,
     PaymentInFlight,
     SchemaError,
@@ -30,6 +32,7 @@ from x402pay.ledger._model import (
     Budget,
     Entry,
     EntryState,
+    uncovered,
 )
 
 T = TypeVar("T")
@@ -200,11 +203,7 @@ def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
 
 
 def _budget_filter(budget: Budget, origin: str | None, now: int) -> tuple[str, tuple[Any, ...]]:
-    clauses = ["asset = ?"]
-    params: list[Any] = [budget.asset]
-    if budget.network is not None:
-        clauses.append("network = ?")
-        params.append(budget.network)
+    clauses, params = _covered_filter(budget.covered)
     scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
     if scoped is not None:
         clauses.append("origin = ?")
@@ -215,11 +214,36 @@ def _budget_filter(budget: Budget, origin: str | None, now: int) -> tuple[str, t
     return " AND ".join(clauses), tuple(params)
 
 
+def _covered_filter(covered: Collection[tuple[str | None, str]]) -> tuple[list[str], list[Any]]:
+    """The entries of the (network, asset) pairs a budget covers: one clause, whatever their number, so that every
+    covered asset on every covered chain is summed in the same statement (a network under any of its names)."""
+    by_network: dict[str | None, list[str]] = {}
+    for network, asset in covered:
+        by_network.setdefault(network, []).append(asset)
+    alternatives: list[str] = []
+    params: list[Any] = []
+    for network, assets in by_network.items():
+        condition = f"asset IN ({_marks(assets)})"
+        if network is not None:
+            names = network_names(chain_id_of(network))
+            condition = f"({condition} AND network IN ({_marks(names)}))"
+            params += [*assets, *names]
+        else:
+            params += assets
+        alternatives.append(condition)
+    return [f"({' OR '.join(alternatives)})"], params
+
+
+def _marks(values: Collection[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
 # -- writes ------------------------------------------------------------------------------------------------------
 
 
 def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int) -> Program[Entry]:
-    """Hold `new.amount` against every budget it falls under, or return the live entry for its key.
+    """Hold `new.amount` against every budget it falls under, or return the live entry for its key. When there are
+    budgets and none covers the payment, it is refused (`NotBudgeted`).
 
     Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
     """
@@ -231,6 +255,9 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
         if existing.state is EntryState.RESERVED:
             raise PaymentInFlight(existing)
         return existing
+    refusal = uncovered(tuple(budgets), new.asset, new.network, new.origin)
+    if refusal is not None:
+        raise NotBudgeted(f"{refusal}: refused before signing", {0: refusal})
     for budget in budgets:
         if budget.applies_to(new.asset, new.network, new.origin):
             already = yield from held(budget, new.origin, now)
