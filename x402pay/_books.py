@@ -186,18 +186,22 @@ class Books:
                 return _start(key, found[0], origin, found[1])
         return New()
 
-    def reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> Program[Hold | Replay]:
+    def reserve(
+        self, key: str, origin: str, requirement: PaymentRequirements, fingerprint: str | None = None
+    ) -> Program[Hold | Replay]:
         """Hold the requirement's amount against the budgets (`BudgetExceeded`, `PaymentInFlight`), or the payment
-        another attempt with this key signed meanwhile, to re-send."""
+        another attempt with this key signed meanwhile (or, with a ledger, the unanswered request this one repeats,
+        by its `fingerprint`), to re-send."""
         found = self._remembered(key)
         if found is None and self.ledger:
+            repeat = {"fingerprint": fingerprint} if fingerprint is not None else {}
             entry = yield Book("reserve", (key,), {
                 "origin": origin, "asset": requirement.asset, "network": requirement.network,
-                "amount": requirement.amount, "pay_to": requirement.pay_to, "scheme": requirement.scheme,
+                "amount": requirement.amount, "pay_to": requirement.pay_to, "scheme": requirement.scheme, **repeat,
             })  # fmt: skip
             if not entry.payment:
                 return Hold(key, entry.id)
-            found = (entry.origin, restored(entry.payment, entry.id, key.endswith(PREPAY_SUFFIX)))
+            found = (entry.origin, restored(entry.payment, entry.id, entry.key.endswith(PREPAY_SUFFIX)))
         if found is None:
             found = self._hold_here(key)
         if found is None:
@@ -238,6 +242,17 @@ class Books:
         """Drop this process's in-flight mark of `hold` (a twin waiting on it may then reserve)."""
         with self._lock:
             self._holding.discard(hold.key)
+
+    def unanswered(self, payment: Payment, fingerprint: str, window: float) -> Program[None]:
+        """With a ledger: `payment`, of a request without a key, got no answer its caller could use; a repeat of the
+        request from any process re-sends it for `window` seconds."""
+        if self.ledger and payment.ledger_entry is not None and window > 0:
+            yield Book("unanswered", (fingerprint, payment.ledger_entry), {"window": window})
+
+    def answered(self, fingerprint: str) -> Program[None]:
+        """With a ledger: a repeat of the request `fingerprint` got its answer; later ones like it are new."""
+        if self.ledger:
+            yield Book("answered", (fingerprint,))
 
     def lost(self, payment: Payment, detail: str) -> Program[None]:
         """The signed payment went out and no answer came: it may still settle."""

@@ -9,9 +9,9 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Final
 
+from x402pay._attempt import Call
 from x402pay._effects import Answer, Delivery
 from x402pay._payment import PAYMENT_EXTENSION
-from x402pay._program import Call
 from x402pay._repeats import fingerprint
 
 #: How much of a challenge's body is read before closing it, so that the connection can be reused for the retry.

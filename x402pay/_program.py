@@ -23,16 +23,17 @@ Every answer the program does not hand to the caller is closed before it returns
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
 from x402pay import _flow
 from x402pay._allowance import GAS_SPONSORING, gas_sponsoring_extension
+from x402pay._attempt import Attempt, Call
 from x402pay._books import (
     IDEMPOTENCY_KEY,
-    PREPAY_SUFFIX,
     Books,
     Hold,
     InFlight,
@@ -64,48 +65,12 @@ from x402pay.errors import (
     X402PayError,
 )
 
+logger = logging.getLogger(__name__)
+
 #: How much of a paid 402's body is read for its reason; more is not needed.
 _REASON_BYTES: Final = 64 * 1024
 #: How long a request waits for a twin with its key to finish signing before it gives up (`PaymentInFlight`).
 TWIN_PATIENCE: Final = 10.0
-
-
-@dataclass(slots=True)
-class Call:
-    """The request as the program needs it: method, ``scheme://host[:port]``, path, the caller's headers, and what
-    identifies it when it carries no key (`x402pay._repeats.fingerprint`; None: it cannot be told from others)."""
-
-    method: str
-    origin: str
-    path: str
-    headers: Mapping[str, str]
-    fingerprint: str | None = None
-
-
-@dataclass(slots=True)
-class Attempt:
-    """One logical request on its way: its key, where it goes, the ceiling it announces, the headers it carries."""
-
-    key: str
-    origin: str
-    route: Route
-    ceiling: int | None
-    headers: Mapping[str, str]
-    fresh: bool = False  # the key was made up just now: no book can hold it
-    fingerprint: str | None = None  # set when the caller gave no key: repeats are told by it
-
-    @property
-    def keys(self) -> tuple[str, str]:
-        """Its own key, and the key its pre-payment is booked under."""
-        return self.key, self.key + PREPAY_SUFFIX
-
-    def lowered(self, ceiling: int) -> Attempt:
-        """The same attempt announcing `ceiling` instead."""
-        return replace(self, ceiling=ceiling, headers={**self.headers, MAX_AMOUNT: str(ceiling)})
-
-    def resent(self, headers: Mapping[str, str]) -> Attempt:
-        """The same attempt carrying `headers` (a stored payment's) instead of today's values for them."""
-        return replace(self, headers={**self.headers, **headers}) if headers else self
 
 
 @dataclass(slots=True)
@@ -140,18 +105,29 @@ class PaymentProgram:
         if attempt.fingerprint is None:
             return (yield from self._run(attempt))
         self.repeats.started(attempt.fingerprint, attempt.key)
-        answered = False
         try:
             delivery = yield from self._run(attempt)
-            answered = not unanswered(delivery.answer.status)
-        except SettlementPending:  # sent, and not known to have settled: a repeat must re-send it
+        except GeneratorExit:
+            self.repeats.ended(attempt.fingerprint, attempt.key, answered=False)
             raise
-        except X402PayError:  # an answer, or our refusal before anything was sent
-            answered = True
+        except BaseException as exc:  # ours are an answer, or a refusal before sending; a pending one may settle
+            yield from self._ended(attempt, isinstance(exc, X402PayError) and not isinstance(exc, SettlementPending))
             raise
-        finally:
-            self.repeats.ended(attempt.fingerprint, attempt.key, answered=answered)
+        yield from self._ended(attempt, not unanswered(delivery.answer.status))
         return delivery
+
+    def _ended(self, attempt: Attempt, answered: bool) -> Program[None]:
+        """Remember how a request without a key ended, so that a repeat re-sends its payment or is a new request."""
+        assert attempt.fingerprint is not None  # noqa: S101 - only requests without a key are remembered
+        self.repeats.ended(attempt.fingerprint, attempt.key, answered=answered)
+        sent = attempt.trail.sent
+        try:
+            if not answered and sent is not None:
+                yield from self.books.unanswered(sent, attempt.fingerprint, self.repeats.window)
+            elif answered and attempt.trail.resent:
+                yield from self.books.answered(attempt.fingerprint)
+        except Exception:  # the answer, or the error, matters more than this mark: it is only the books' hint
+            logger.warning("the ledger could not record how a request to %s ended", attempt.origin, exc_info=True)
 
     def _run(self, attempt: Attempt) -> Program[Delivery]:
         keys = attempt.keys if self.prepayments else attempt.keys[:1]
@@ -174,7 +150,8 @@ class PaymentProgram:
     def _attempt(self, call: Call) -> Attempt:
         given_key = call.headers.get(IDEMPOTENCY_KEY)
         fingerprint = None if given_key else call.fingerprint
-        repeated = self.repeats.key_of(fingerprint, retry_mark(call.headers)) if fingerprint else None
+        mark = retry_mark(call.headers)
+        repeated = self.repeats.key_of(fingerprint, mark) if fingerprint else None
         key = given_key or repeated or new_key()
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
@@ -182,7 +159,8 @@ class PaymentProgram:
         if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
             headers = {}
         route = (call.method, call.origin.lower(), call.path)
-        return Attempt(key, call.origin, route, ceiling, headers, not (given_key or repeated), fingerprint)
+        repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
+        return Attempt(key, call.origin, route, ceiling, headers, not (given_key or repeated), fingerprint, repeat_of)
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = self._prepayable(attempt, start)
@@ -238,7 +216,7 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
-        held = yield from self._reserve(key, attempt.origin, requirement)
+        held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
             return (yield from self._resend(attempt, held))
         payment, header = yield from self._sign(held, challenge, requirement, attempt)
@@ -248,13 +226,15 @@ class PaymentProgram:
             self.prepayments.remember(attempt.route, challenge)
         return outcome
 
-    def _reserve(self, key: str, origin: str, requirement: PaymentRequirements) -> Program[Hold | Replay]:
+    def _reserve(
+        self, key: str, origin: str, requirement: PaymentRequirements, fingerprint: str | None
+    ) -> Program[Hold | Replay]:
         """Reserve; while a twin with the same key is signing, wait for it (and then re-send its payment), for at
         most `TWIN_PATIENCE` seconds."""
         waited, step = 0.0, 0.01
         while True:
             try:
-                return (yield from self.books.reserve(key, origin, requirement))
+                return (yield from self.books.reserve(key, origin, requirement, fingerprint))
             except PaymentInFlight:
                 if waited >= TWIN_PATIENCE:
                     raise
@@ -265,6 +245,7 @@ class PaymentProgram:
     def _resend(self, attempt: Attempt, replay: Replay) -> Program[Delivery | Refused]:
         """Send a stored payment again, with the headers it was first sent with, byte for byte."""
         again = attempt.resent(replay.headers)
+        attempt.trail.resent = True
         return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid))
 
     def _sign(
@@ -304,6 +285,7 @@ class PaymentProgram:
         self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool
     ) -> Program[Delivery | Refused]:
         """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised."""
+        attempt.trail.sent = payment
         try:
             answer = yield Send(attempt.headers, header)
         except GeneratorExit:

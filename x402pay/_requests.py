@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
+from x402pay._attempt import Call
 from x402pay._books import IDEMPOTENCY_KEY
 from x402pay._effects import Answer, Close, Delivery, Effect, ReadBody, Send, drive
 from x402pay._engine import Engine, TransportOptions
 from x402pay._payment import PAYMENT_ATTRIBUTE
-from x402pay._program import Call
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._repeats import RETRY_MARK, fingerprint
 from x402pay._streams import ReceiptTap, tapped

@@ -8,9 +8,13 @@ carries the same nonce, and the chain moves the payer's money once.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -25,6 +29,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from x402pay import PaymentAdapter, PaymentRejected, PaymentTransport, SpendPolicy, Wallet, payment_of
+from x402pay.ledger import Ledger
 from x402pay.server._demo import DemoConfig, running_demo
 from x402pay.testing import Devnet
 
@@ -199,3 +204,42 @@ def test_two_concurrent_requests_with_one_key_and_no_ledger_sign_once(x402pay_ch
     assert len(proxy.nonces) == 2
     assert len(set(proxy.nonces)) == 1
     assert transfers_from(x402pay_chain, x402pay_chain.payers[0].address, since) == 1
+
+
+CHILD = """
+import sys, httpx, x402pay
+from x402pay.ledger import Ledger
+url, path, key, body = sys.argv[1:]
+policy = x402pay.SpendPolicy(max_per_request=200_000)
+transport = x402pay.PaymentTransport(wallet=x402pay.Wallet.from_key(key), policy=policy, ledger=Ledger.sqlite(path))
+with httpx.Client(transport=transport, timeout=60) as client:
+    try:
+        client.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    except httpx.TransportError:
+        sys.exit(3)
+"""
+
+
+def test_a_repeat_in_another_process_re_sends_the_payment_through_the_ledger(
+    x402pay_chain: Devnet, demo_url: str, tmp_path: Path
+) -> None:
+    since = x402pay_chain.web3().eth.block_number + 1
+    payer = x402pay_chain.payers[0]
+    body = json.dumps(CHAT)
+    books = str(tmp_path / "spend.db")
+    with dropping_proxy(demo_url, drops=1, after_settling=False) as (url, proxy):
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, url, books, "0x" + payer.key.hex(), body], timeout=120, check=False
+        )
+        assert child.returncode == 3  # its payment was taken and its connection dropped: it died unanswered
+        transport = PaymentTransport(wallet=Wallet(payer), policy=policy(), ledger=Ledger.sqlite(books))
+        with httpx.Client(transport=transport, timeout=60) as client:
+            headers = {"content-type": "application/json"}
+            repeat = client.post(url + "/v1/chat/completions", content=body, headers=headers)
+            assert repeat.status_code == 200
+            assert len(set(proxy.nonces)) == 1  # the other process's payment, re-sent: nothing signed here
+            again = client.post(url + "/v1/chat/completions", content=body, headers=headers)
+    assert again.status_code == 200  # the repeat got its answer: a request like it later is a new one, paid anew
+    assert len(proxy.nonces) == 3
+    assert len(set(proxy.nonces)) == 2
+    assert transfers_from(x402pay_chain, payer.address, since) == 2

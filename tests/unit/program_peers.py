@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 
 from x402pay import SpendPolicy, Wallet
+from x402pay._attempt import Call
 from x402pay._books import Books
 from x402pay._effects import Answer, Book, Close, Delivery, Effect, ReadBody, ReadChain, Send, Sign, Verify, drive
-from x402pay._program import Call, PaymentProgram
+from x402pay._program import PaymentProgram
 from x402pay._repeats import Repeats
 from x402pay._trust import TrustStore
 

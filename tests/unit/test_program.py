@@ -26,8 +26,8 @@ from x402pay import (
     ReceiptMismatch,
     SigningError,
 )
+from x402pay._attempt import Call
 from x402pay._effects import Book, Effect, Send, drive
-from x402pay._program import Call
 from x402pay.ledger import Budget
 
 

@@ -18,9 +18,10 @@ import pytest
 from program_peers import EXACT, ORIGIN, Peer, answer, b64, challenge, program, settled
 
 from x402pay import PaymentInFlight
-from x402pay._effects import Answer, Effect, Pause, Sign, drive
+from x402pay._attempt import Call
+from x402pay._effects import Answer, Book, Effect, Pause, Sign, drive
 from x402pay._identifier import request_id
-from x402pay._program import TWIN_PATIENCE, Call
+from x402pay._program import TWIN_PATIENCE
 from x402pay._repeats import Repeats, fingerprint
 
 PRINT = fingerprint("POST", ORIGIN + "/v1/chat/completions", b'{"model": "demo"}')
@@ -250,3 +251,31 @@ def test_the_sdk_retry_mark_and_the_window_decide_alone() -> None:
     clock.now = 31
     assert repeats.key_of("fp", None) is None
     assert repeats.key_of("fp", 1) is None
+
+
+def test_with_a_ledger_an_unanswered_request_is_marked_for_other_processes_and_an_answered_repeat_clears_it() -> None:
+    peer = Peer([challenge(), httpx.ReadError("dropped"), settled()], ledger=True)
+    paying = program(peer)
+    with pytest.raises(httpx.ReadError):
+        drive(paying.run(call()), peer)
+    assert peer.log[-3:] == ["send paid", "book mark_unknown", "book unanswered"]
+    drive(paying.run(call()), peer)
+    assert peer.log[-3:] == ["send paid", "book claim", "book answered"]
+    assert signs(peer) == 1
+
+
+def test_an_sdks_first_attempt_is_never_looked_up_by_its_fingerprint() -> None:
+    reserves: list[dict[str, Any]] = []
+
+    class Books(Peer):
+        def __call__(self, effect: Effect) -> Any:
+            if isinstance(effect, Book) and effect.operation == "reserve":
+                reserves.append(dict(effect.kwargs))
+            return super().__call__(effect)
+
+    peer = Books([challenge(), settled(), challenge(), settled()], ledger=True)
+    paying = program(peer)
+    drive(paying.run(call({"x-stainless-retry-count": "0"})), peer)
+    drive(paying.run(call()), peer)
+    assert "fingerprint" not in reserves[0]
+    assert reserves[1]["fingerprint"] == PRINT

@@ -120,25 +120,28 @@ class Ledger:
         self._db.close()
 
     def reserve(
-        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact"
-    ) -> Entry:
+        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact",
+        fingerprint: str | None = None,
+    ) -> Entry:  # fmt: skip
         """Hold `amount` for the logical request `key` against every budget it falls under, atomically.
 
         Returns a new entry in state ``reserved`` (sign it), or the live entry already recorded for `key` in any
-        later state (re-send its `payment`; never sign again). Raises `BudgetExceeded` naming the budget that
+        later state (re-send its `payment`; never sign again), or, for a request without a key of its own that
+        repeats one which ended unanswered (`unanswered`, same `fingerprint`, within its window), that one's
+        entry (re-send its payment: its key differs from `key`). Raises `BudgetExceeded` naming the budget that
         refused and its room, `NotBudgeted` when the ledger has budgets and none covers the payment, or
         `PaymentInFlight` while another request with this key holds a reservation (it is
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
         try:
-            return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+            return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
             held = busy.entry
             if held is None or not holder_is_gone(held.holder, held.created_at, self._steps.now()):
                 raise
             self._db.run(_sql.take_over(held, self._steps.now()), write=True)
-        return self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+        return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
 
     def authorize(
         self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
@@ -172,6 +175,16 @@ class Ledger:
         """The signed payment was sent but no receipt came (lost response, timeout): reconcile() will decide."""
         steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
         return self._db.run(steps, write=True)
+
+    def unanswered(self, fingerprint: str, entry_id: str, *, window: float) -> None:
+        """The request without a key identified by `fingerprint` (see `x402pay._repeats.fingerprint`) sent the
+        payment of `entry_id` and got no answer its caller could use: for `window` seconds, a repeat of it from any
+        process that uses this ledger re-sends that payment (see `reserve`)."""
+        self._db.run(self._steps.unanswered(fingerprint, entry_id, window), write=True)
+
+    def answered(self, fingerprint: str) -> None:
+        """A repeat of the request `fingerprint` got its answer: later requests like it are new ones."""
+        self._db.run(self._steps.answered(fingerprint), write=True)
 
     def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why, and mark
@@ -321,18 +334,19 @@ class AsyncLedger:
         await self._db.close()
 
     async def reserve(
-        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact"
-    ) -> Entry:
+        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact",
+        fingerprint: str | None = None,
+    ) -> Entry:  # fmt: skip
         """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
         new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
         try:
-            return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+            return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
             held = busy.entry
             if held is None or not holder_is_gone(held.holder, held.created_at, self._steps.now()):
                 raise
             await self._db.run(_sql.take_over(held, self._steps.now()), write=True)
-        return await self._db.run(self._steps.reserve(new), write=True, exclusive=True)
+        return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
 
     async def authorize(
         self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
@@ -360,6 +374,14 @@ class AsyncLedger:
         """The signed payment was sent but no receipt came: reconcile() will decide."""
         steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
         return await self._db.run(steps, write=True)
+
+    async def unanswered(self, fingerprint: str, entry_id: str, *, window: float) -> None:
+        """See `Ledger.unanswered`."""
+        await self._db.run(self._steps.unanswered(fingerprint, entry_id, window), write=True)
+
+    async def answered(self, fingerprint: str) -> None:
+        """See `Ledger.answered`."""
+        await self._db.run(self._steps.answered(fingerprint), write=True)
 
     async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """Fraud: hold the signed maximum and mark the origin untrusted; see `Ledger.mark_mismatch`."""

@@ -41,6 +41,7 @@ Program = Generator["Query", Rows, T]
 
 ENTRIES: Final = "x402pay_entries"
 UNTRUSTED: Final = "x402pay_untrusted"
+REPEATS: Final = "x402pay_repeats"
 COLUMNS: Final = ", ".join(ENTRY_FIELDS)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -78,6 +79,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"UPDATE {ENTRIES} SET state = 'settled' WHERE state = 'verified'",
         # Origins caught lying, shared by every process (and machine) that uses the ledger.
         f"CREATE TABLE {UNTRUSTED} (origin TEXT PRIMARY KEY, reason TEXT NOT NULL, marked_at BIGINT NOT NULL)",
+    ),
+    (
+        # Requests without a key that ended unanswered: a repeat from any process re-sends their payment.
+        f"CREATE TABLE {REPEATS} (fingerprint TEXT PRIMARY KEY, entry_id TEXT NOT NULL, until BIGINT NOT NULL)",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from x402pay.errors import InvalidTransition
-from x402pay.ledger import _sql
+from x402pay.ledger import _repeats, _sql
 from x402pay.ledger._chain import Resolution
 from x402pay.ledger._model import (
     EACH_ORIGIN,
@@ -36,12 +37,29 @@ class Operations:
         """The ledger clock, in whole seconds."""
         return int(self._clock())
 
-    def reserve(self, new: NewEntry) -> Program[Entry]:
-        """Reserve `new` against the budgets (run it exclusive)."""
+    def reserve(self, new: NewEntry, fingerprint: str | None = None) -> Program[Entry]:
+        """Reserve `new` against the budgets, unless it repeats an unanswered request (run it exclusive)."""
         if not new.key:
             raise ValueError("a reservation needs a non-empty idempotency key")
         check_amount(new.amount)
-        return _sql.reserve(new, uuid.uuid4().hex, self.budgets, self.now())
+        return self._reserve(new, fingerprint, self.now())
+
+    def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
+        if fingerprint is not None:
+            earlier = yield from _repeats.earlier_entry(fingerprint, now)
+            if earlier is not None:
+                return earlier
+        return (yield from _sql.reserve(new, uuid.uuid4().hex, self.budgets, now))
+
+    def unanswered(self, fingerprint: str, entry_id: str, window: float) -> Program[None]:
+        """Mark `fingerprint` as the unanswered request of `entry_id` for `window` seconds."""
+        if not 0 < window < 2**31:
+            raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+        return _repeats.note_unanswered(fingerprint, entry_id, self.now() + math.ceil(window))
+
+    def answered(self, fingerprint: str) -> Program[None]:
+        """Clear the mark of `fingerprint` (and of every closed window)."""
+        return _repeats.note_answered(fingerprint, self.now())
 
     def authorize(
         self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
