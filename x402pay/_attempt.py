@@ -45,6 +45,7 @@ class Attempt:
     fingerprint: str | None = None  # set when the caller gave no key: repeats are told by it
     repeat_of: str | None = None  # the fingerprint the books may find an unanswered twin by (not an SDK's first try)
     trail: Trail = field(default_factory=Trail)
+    strip: tuple[str, ...] = ()  # ours, on a request to an origin the policy never pays (a redirect brought them)
 
     @property
     def keys(self) -> tuple[str, str]:

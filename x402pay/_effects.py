@@ -34,11 +34,13 @@ class Answer:
 
 @dataclass(slots=True)
 class Send:
-    """Send the request. `headers` are set on the request itself (redirects carry them); `payment`, the one
-    header that carries a signed payment, goes on this send only. Result: an `Answer`."""
+    """Send the request. `headers` are set on the request itself (redirects carry them), and the headers named in
+    `strip` removed from it (a redirect from a paid origin carried them here); `payment`, the one header that
+    carries a signed payment, goes on this send only. Result: an `Answer`."""
 
     headers: Mapping[str, str]
     payment: tuple[str, str] | None = None
+    strip: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

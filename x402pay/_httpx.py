@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from x402pay._attempt import Call
-from x402pay._effects import Answer, Delivery
+from x402pay._effects import Answer, Delivery, Send
 from x402pay._payment import PAYMENT_EXTENSION
 from x402pay._repeats import fingerprint
 
@@ -44,12 +44,15 @@ class Outgoing:
         self.request = request
         self._applied: Mapping[str, str] | None = None
 
-    def prepared(self, headers: Mapping[str, str], payment: tuple[str, str] | None) -> Any:
-        """The request with `headers` set on it (redirects carry them), or a copy that also carries `payment`."""
-        request = self.request
+    def prepared(self, send: Send) -> Any:
+        """The request with `send`'s headers set on it (redirects carry them) and those it strips removed, or a copy
+        that also carries its payment."""
+        request, headers, payment = self.request, send.headers, send.payment
         if headers is not self._applied:  # the same mapping for every send of an attempt: set it once
             for name, value in headers.items():
                 request.headers[name] = value
+            for name in send.strip:
+                request.headers.pop(name, None)
             self._applied = headers
         if payment is None:
             return request

@@ -41,6 +41,7 @@ from x402pay._books import (
     PaidElsewhere,
     Replay,
     Start,
+    is_our_key,
     new_key,
 )
 from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
@@ -156,11 +157,14 @@ class PaymentProgram:
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
+        strip: tuple[str, ...] = ()
         if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
             headers = {}
+            strip = (MAX_AMOUNT,) + ((IDEMPOTENCY_KEY,) if given_key and is_our_key(given_key) else ())
         route = (call.method, call.origin.lower(), call.path)
         repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
-        return Attempt(key, call.origin, route, ceiling, headers, not (given_key or repeated), fingerprint, repeat_of)
+        fresh = not (given_key or repeated)
+        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip)
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = self._prepayable(attempt, start)
@@ -173,7 +177,7 @@ class PaymentProgram:
 
     def _reactive(self, attempt: Attempt, start: Start, *, reask: bool) -> Program[Delivery | Refused]:
         """Send unpaid; pay the challenge if one comes."""
-        answer = yield Send(attempt.headers)
+        answer = yield Send(attempt.headers, strip=attempt.strip)
         if answer.status != 402:
             return Delivery(answer)
         challenge, body = yield from self._challenge(answer)

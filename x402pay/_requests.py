@@ -65,6 +65,8 @@ class PaymentAdapter(HTTPAdapter):
     def _perform(self, request: PreparedRequest, args: tuple[Any, ...], kwargs: dict[str, Any], effect: Effect) -> Any:
         if isinstance(effect, Send):
             request.headers.update(effect.headers)  # kept on the request: a redirect carries them
+            for name in effect.strip:
+                request.headers.pop(name, None)
             sent = request
             if effect.payment is not None:
                 sent = request.copy()

@@ -81,7 +81,7 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
 
     def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):
-            return io.answer_of(inner.handle_request(outgoing.prepared(effect.headers, effect.payment)))
+            return io.answer_of(inner.handle_request(outgoing.prepared(effect)))
         if isinstance(effect, Close):
             return io.drain_and_close(effect.answer.raw)
         if isinstance(effect, ReadBody):
@@ -119,7 +119,7 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
 
     async def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):
-            return io.answer_of(await inner.handle_async_request(outgoing.prepared(effect.headers, effect.payment)))
+            return io.answer_of(await inner.handle_async_request(outgoing.prepared(effect)))
         if isinstance(effect, Close):
             return await io.adrain_and_close(effect.answer.raw)
         if isinstance(effect, ReadBody):

@@ -39,6 +39,7 @@ class DroppingProxy:
         self.drops = drops
         self.after_settling = after_settling
         self.nonces: list[str] = []
+        self.heads: list[bytes] = []  # the head of every request received, as received
         self.dropped = 0
         self._lock = threading.Lock()
 
@@ -49,6 +50,7 @@ class DroppingProxy:
             return
         payment = _header(head, PAYMENT_HEADERS)
         with self._lock:
+            self.heads.append(head)
             if payment is not None:
                 self.nonces.append(nonce_of(payment))
             dropping = payment is not None and self.dropped < self.drops
