@@ -33,7 +33,7 @@ def call_of(request: Any) -> Call:
     """The program's view of an httpx or httpx2 request."""
     url = request.url
     origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
-    print_ = fingerprint(request.method, str(url), request.content)
+    print_ = fingerprint(request.method, origin.encode() + url.raw_path, request.content)
     return Call(request.method, origin, url.path, request.headers, print_)
 
 

@@ -32,11 +32,13 @@ RETRIED_STATUSES: Final = frozenset({408, 409, 429})
 _REMEMBERED: Final = 4096
 
 
-def fingerprint(method: str, url: str, body: bytes) -> str:
-    """What identifies a request without a key: its method, its whole URL and its body."""
+def fingerprint(method: str, url: str | bytes, body: bytes) -> str:
+    """What identifies a request without a key: its method, its whole URL (as text, or as the bytes on the wire)
+    and its body."""
     digest = hashlib.sha256()
-    for part in (method.upper().encode(), url.encode(), hashlib.sha256(body).digest()):
-        digest.update(len(part).to_bytes(8, "big") + part)
+    for part in (method.upper().encode(), url.encode() if isinstance(url, str) else url, body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
     return digest.hexdigest()
 
 
