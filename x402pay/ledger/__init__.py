@@ -19,9 +19,10 @@ from x402pay.errors import (
     PaymentInFlight,
     SchemaError,
 )
+from x402pay.ledger._async import AsyncLedger
 from x402pay.ledger._backends import Durability
 from x402pay.ledger._chain import Chain, Web3Chain
-from x402pay.ledger._core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, AsyncLedger, Ledger
+from x402pay.ledger._core import DEFAULT_MARGIN, DEFAULT_STALE_AFTER, Ledger
 from x402pay.ledger._model import (
     ANY_USDC,
     DAY,

@@ -1,4 +1,4 @@
-"""`Ledger` and `AsyncLedger`: the spend ledger's API over a SQLite or PostgreSQL backend.
+"""`Ledger`: the spend ledger's API over a SQLite or PostgreSQL backend (`AsyncLedger`, its twin, is in `_async`).
 
 The transport's part, for one logical request (its idempotency key):
 
@@ -13,7 +13,6 @@ The transport's part, for one logical request (its idempotency key):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -23,9 +22,6 @@ from typing import Any, Final, Self
 from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
 from x402pay.ledger._backends import (
-    AsyncDatabase,
-    AsyncPostgresDatabase,
-    AsyncSQLiteDatabase,
     Database,
     Durability,
     PostgresDatabase,
@@ -45,17 +41,17 @@ DEFAULT_STALE_AFTER: Final = 600
 #: Seconds past an authorization's expiry before reconcile() trusts that its unused nonce stays unused.
 DEFAULT_MARGIN: Final = 30
 #: The states `mark_unknown` moves from: a payment that got no answer (a claimed one keeps its claim).
-_UNANSWERED: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN})
-_POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
+UNANSWERED_STATES: Final = frozenset({EntryState.AUTHORIZED, EntryState.UNKNOWN})
+POSTGRES_SCHEMES: Final = ("postgres://", "postgresql://")
 Clock = Callable[[], float]
 
 
-def _log(verdict: Resolution) -> None:
+def log_resolution(verdict: Resolution) -> None:
     level = logging.DEBUG if verdict.action == "open" else logging.INFO
     logger.log(level, "reconcile %s: %s (%s)", verdict.entry.id, verdict.action, verdict.reason)
 
 
-def _new_entry(key: str, origin: str, asset: str, network: str, amount: int, scheme: str, pay_to: str) -> NewEntry:
+def new_entry(key: str, origin: str, asset: str, network: str, amount: int, scheme: str, pay_to: str) -> NewEntry:
     return NewEntry(key=key, origin=origin, asset=asset, network=network, scheme=scheme, pay_to=pay_to, amount=amount,
                     holder=current_holder())  # fmt: skip
 
@@ -100,7 +96,7 @@ class Ledger:
         clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
     ) -> Self:  # fmt: skip
         """`Ledger.postgres` for a ``postgres(ql)://`` URL, else `Ledger.sqlite` for a file path."""
-        if str(target).startswith(_POSTGRES_SCHEMES):
+        if str(target).startswith(POSTGRES_SCHEMES):
             return cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
         return cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
 
@@ -133,7 +129,7 @@ class Ledger:
         `PaymentInFlight` while another request with this key holds a reservation (it is
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
-        new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        new = new_entry(key, origin, asset, network, amount, scheme, pay_to)
         try:
             return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
@@ -173,7 +169,7 @@ class Ledger:
 
     def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
         """The signed payment was sent but no receipt came (lost response, timeout): reconcile() will decide."""
-        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
+        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, UNANSWERED_STATES, detail)
         return self._db.run(steps, write=True)
 
     def unanswered(self, fingerprint: str, entry_id: str, *, window: float) -> None:
@@ -268,192 +264,10 @@ class Ledger:
         return Watcher(self, chain, every=every, on_report=on_report).start()
 
     def _apply(self, verdict: Resolution) -> Entry | str:
-        _log(verdict)
+        log_resolution(verdict)
         if verdict.action == "open":
             return verdict.reason
         try:
             return self._db.run(self._steps.resolve(verdict), write=True, durable=True)
-        except InvalidTransition as exc:  # the transport got there first
-            return str(exc)
-
-
-class AsyncLedger:
-    """The asyncio twin of `Ledger`: the same operations, awaited, over the same databases."""
-
-    def __init__(self, database: AsyncDatabase, *, budgets: Sequence[Budget] = (), clock: Clock = time.time) -> None:
-        self._db = database
-        self._steps = Operations(budgets, clock)
-        self._migrated = False
-
-    @classmethod
-    async def sqlite(
-        cls, path: str | os.PathLike[str] = ":memory:", *, budgets: Sequence[Budget] = (), clock: Clock = time.time,
-        durability: Durability | str = Durability.SIGNED,
-    ) -> Self:  # fmt: skip
-        """A ledger in the SQLite file at `path` (WAL), or in memory; see `Ledger.sqlite`."""
-        database = AsyncSQLiteDatabase(path, durability=durability)
-        return await cls(database, budgets=budgets, clock=clock).migrate()
-
-    @classmethod
-    async def postgres(
-        cls, conninfo: str, *, schema: str | None = None, budgets: Sequence[Budget] = (), clock: Clock = time.time,
-        durability: Durability | str = Durability.SIGNED,
-    ) -> Self:  # fmt: skip
-        """A ledger in PostgreSQL, in `schema` if given; see `Ledger.postgres`."""
-        database = AsyncPostgresDatabase(conninfo, schema=schema, durability=durability)
-        return await cls(database, budgets=budgets, clock=clock).migrate()
-
-    @classmethod
-    async def open(
-        cls, target: str | os.PathLike[str], *, schema: str | None = None, budgets: Sequence[Budget] = (),
-        clock: Clock = time.time, durability: Durability | str = Durability.SIGNED,
-    ) -> Self:  # fmt: skip
-        """`AsyncLedger.postgres` for a ``postgres(ql)://`` URL, else `AsyncLedger.sqlite` for a file path."""
-        if str(target).startswith(_POSTGRES_SCHEMES):
-            return await cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
-        return await cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
-
-    async def migrate(self) -> Self:
-        """Create or upgrade the schema (the constructors do it; call it when building from a database)."""
-        await self._db.run(_sql.migrate(), write=True, exclusive=True, durable=True)
-        return self
-
-    @property
-    def budgets(self) -> tuple[Budget, ...]:
-        """The budgets this ledger enforces."""
-        return self._steps.budgets
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the database connection."""
-        await self._db.close()
-
-    async def reserve(
-        self, key: str, *, origin: str, asset: str, network: str, amount: int, pay_to: str, scheme: str = "exact",
-        fingerprint: str | None = None,
-    ) -> Entry:  # fmt: skip
-        """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
-        new = _new_entry(key, origin, asset, network, amount, scheme, pay_to)
-        try:
-            return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
-        except PaymentInFlight as busy:  # its holder may have died between reserving and signing
-            held = busy.entry
-            if held is None or not holder_is_gone(held.holder, held.created_at, self._steps.now()):
-                raise
-            await self._db.run(_sql.take_over(held, self._steps.now()), write=True)
-        return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
-
-    async def authorize(
-        self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
-        amount: int | None = None,
-    ) -> Entry:  # fmt: skip
-        """Store a reserved entry's signed payment before it is sent; see `Ledger.authorize`."""
-        steps = self._steps.authorize(
-            entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
-        )
-        return await self._db.run(steps, write=True, durable=True)
-
-    async def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
-        """Record the server's claim beside the hold; see `Ledger.claim`."""
-        return await self._db.run(self._steps.claim(entry_id, amount, tx_hash), write=True)
-
-    async def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
-        """The chain shows what the entry's authorization moved; see `Ledger.settle`."""
-        return await self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
-
-    async def release(self, entry_id: str, reason: str) -> Entry:
-        """Release a reservation that was never signed."""
-        return await self._db.run(self._steps.release(entry_id, reason), write=True)
-
-    async def mark_unknown(self, entry_id: str, detail: str | None = None) -> Entry:
-        """The signed payment was sent but no receipt came: reconcile() will decide."""
-        steps = self._steps.mark(entry_id, EntryState.UNKNOWN, _UNANSWERED, detail)
-        return await self._db.run(steps, write=True)
-
-    async def unanswered(self, fingerprint: str, entry_id: str, *, window: float) -> None:
-        """See `Ledger.unanswered`."""
-        await self._db.run(self._steps.unanswered(fingerprint, entry_id, window), write=True)
-
-    async def answered(self, fingerprint: str) -> None:
-        """See `Ledger.answered`."""
-        await self._db.run(self._steps.answered(fingerprint), write=True)
-
-    async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
-        """Fraud: hold the signed maximum and mark the origin untrusted; see `Ledger.mark_mismatch`."""
-        return await self._db.run(self._steps.mismatch(entry_id, detail), write=True, durable=True)
-
-    async def untrusted(self) -> dict[str, str]:
-        """Every origin marked untrusted, with the reason."""
-        return await self._db.run(_sql.untrusted())
-
-    async def trust_reason(self, origin: str) -> str | None:
-        """Why `origin` is marked untrusted, or None."""
-        return await self._db.run(_sql.trust_reason(origin))
-
-    async def mark_untrusted(self, origin: str, reason: str) -> None:
-        """Mark `origin` untrusted; see `Ledger.mark_untrusted`."""
-        await self._db.run(_sql.mark_untrusted(origin, reason, self._steps.now()), write=True, durable=True)
-
-    async def clear_untrusted(self, origin: str) -> bool:
-        """Clear the mark on `origin`; False if it had none."""
-        return await self._db.run(_sql.clear_untrusted(origin), write=True)
-
-    async def get(self, entry_id: str) -> Entry:
-        """The entry `entry_id`; `EntryNotFound` if there is none."""
-        return await self._db.run(_sql.get(entry_id))
-
-    async def lookup(self, key: str) -> Entry | None:
-        """The live entry of idempotency key `key`, else its latest released one, else None."""
-        return await self._db.run(_sql.lookup(key))
-
-    async def find(self, keys: Collection[str]) -> dict[str, Entry]:
-        """`lookup` for several keys at once (one read); see `Ledger.find`."""
-        return await self._db.run(_sql.find(keys))
-
-    async def entries(
-        self, *, limit: int = 100, states: Collection[EntryState] | None = None, since: int | None = None
-    ) -> list[Entry]:
-        """Entries, newest first; see `Ledger.entries`."""
-        return await self._db.run(_sql.entries(limit, states, since))
-
-    async def remaining(self, asset: str, *, network: str, origin: str) -> int | None:
-        """The most a payment may reserve now; None when no budget applies. See `Ledger.remaining`."""
-        return await self._db.run(self._steps.remaining(asset, network, origin))
-
-    def uncovered(self, asset: str, *, network: str, origin: str) -> str | None:
-        """Why `reserve` would refuse a payment for falling under no budget, or None; see `Ledger.uncovered` (not
-        awaited: it reads no database)."""
-        return uncovered(self.budgets, asset, network, origin)
-
-    async def budget_status(self, *, origin: str | None = None) -> list[BudgetStatus]:
-        """Each budget with the money held against it; see `Ledger.budget_status`."""
-        return await self._db.run(self._steps.statuses(origin))
-
-    async def release_stale(self, older_than: int = DEFAULT_STALE_AFTER) -> list[Entry]:
-        """Release reservations never signed within `older_than` seconds."""
-        now = self._steps.now()
-        return await self._db.run(_sql.release_stale(now - older_than, now), write=True)
-
-    async def reconcile(
-        self, chain: Chain, *, stale_after: int = DEFAULT_STALE_AFTER, margin: int = DEFAULT_MARGIN
-    ) -> ReconcileReport:
-        """Resolve open entries from chain state (chain calls run in a worker thread); see `Ledger.reconcile`."""
-        tally = Tally(released=await self.release_stale(stale_after))
-        for entry in await self._db.run(_sql.open_entries()):
-            verdict = await asyncio.to_thread(judge_entry, chain, entry, margin)
-            tally.add(verdict, await self._apply(verdict))
-        return tally.report()
-
-    async def _apply(self, verdict: Resolution) -> Entry | str:
-        _log(verdict)
-        if verdict.action == "open":
-            return verdict.reason
-        try:
-            return await self._db.run(self._steps.resolve(verdict), write=True, durable=True)
         except InvalidTransition as exc:  # the transport got there first
             return str(exc)
