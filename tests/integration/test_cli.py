@@ -26,12 +26,13 @@ def demo_url(x402pay_devnet: Devnet) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     for name in list(os.environ):
         if name.startswith("X402PAY_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("X402PAY_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     return monkeypatch
 
 
@@ -86,14 +87,15 @@ def test_wallet_balance_and_approve_permit2(
     shown = capsys.readouterr().out
     assert "balance     2.500000" in shown
     assert "Permit2     0.000000 allowed" in shown
-    assert main(["wallet", "approve-permit2", "--amount", "700000"]) == 0
+    assert main(["wallet", "approve-permit2", "--amount", "0.7"]) == 0
     assert capsys.readouterr().out.strip().startswith("0x")
     assert usdc.functions.allowance(address, PERMIT2_ADDRESS).call() == 700_000
 
 
 def pay(*args: str, key: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """`x402pay pay` in a subprocess, with the XDG dirs of the test (the clean_env fixture)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("X402PAY_")}
-    env.update(X402PAY_PRIVATE_KEY=key, X402PAY_CONFIG="/nonexistent")
+    env.update(X402PAY_PRIVATE_KEY=key)
     command = [sys.executable, "-m", "x402pay", "pay", *args]
     return subprocess.run(command, capture_output=True, env=env, timeout=timeout, check=False)
 

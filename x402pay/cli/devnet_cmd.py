@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -11,7 +12,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from x402pay.cli.common import EXIT_ERROR, EXIT_OK, UsageError, setting
+from x402pay.cli.common import EXIT_ERROR, EXIT_OK, CommandFailed, UsageError
+from x402pay.cli.config import setting
 
 if TYPE_CHECKING:
     from x402pay.testing import Anvil, Devnet
@@ -34,12 +36,19 @@ def register(commands: Any) -> None:
         "behind the x402 payment middleware with a local on-chain facilitator, until Ctrl-C.",
     )
     demo.add_argument("--rpc-url", help="settle on this chain instead of a devnet of its own (X402PAY_RPC_URL)")
-    demo.add_argument("--facilitator-key", help="key of the settling account, with --rpc-url")
+    demo.add_argument("--facilitator-key", help="key of the settling account, with --rpc-url (X402PAY_FACILITATOR_KEY)")
     demo.add_argument("--asset", help="the token to charge in, with --rpc-url")
     demo.add_argument("--pay-to", help="the address paid, with --rpc-url")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8402)
+    demo.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=_port, default=8402, help="the port to listen on (default 8402; 0: any free one)")
     demo.set_defaults(run=run_serve_demo)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535."""
+    if not text.isascii() or not text.isdigit() or int(text) > 65_535:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a port (0 to 65535)")
+    return int(text)
 
 
 @contextmanager
@@ -86,6 +95,7 @@ def run_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo API on an existing chain, or on a devnet of its own."""
     from x402pay.server._demo import serve_demo
 
+    _check_port_free(args.host, args.port)
     rpc_url = setting(args, "rpc_url")
     if rpc_url:
         key, asset, pay_to = args.facilitator_key or setting(args, "facilitator_key"), args.asset, args.pay_to
@@ -102,6 +112,20 @@ def run_serve_demo(args: argparse.Namespace) -> int:
             pay_to=devnet.payee.address, host=args.host, port=args.port,
         )  # fmt: skip
     return EXIT_OK
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail in one line, before anything starts, when `port` is taken (uvicorn would log a traceback-like story)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandFailed(f"cannot listen on {host}:{port}: {why}; choose another --port") from None
 
 
 def describe(devnet: Devnet) -> str:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
-from x402pay._amounts import usdc
 from x402pay._payment import Payment, payment_of
 from x402pay._policy import SpendPolicy
+from x402pay._protocol.networks import chain_id_of
 from x402pay._transport import PaymentTransport
-from x402pay._trust import DEFAULT_TRUST_FILE, TrustStore
-from x402pay.cli.books_cmd import open_ledger
-from x402pay.cli.common import EXIT_HTTP, EXIT_OK, UsageError, load_wallet, setting, usdc_text
+from x402pay._trust import TrustStore
+from x402pay.cli.books_cmd import ledger_flags, open_ledger
+from x402pay.cli.chain import add_timeout, timeout_of
+from x402pay.cli.common import EXIT_HTTP, EXIT_OK, UsageError, parse_usdc, usdc_text
+from x402pay.cli.config import lookup, setting, state_dir
+from x402pay.cli.wallet_cmd import load_wallet, wallet_flags
 
-DEFAULT_MAX = "0.05"
+DEFAULT_MAX: Final = "0.05"
+#: Seconds between bytes of the answer before giving up: a paid model may think for a while before it speaks.
+PAY_TIMEOUT: Final = 60.0
 
 
 def register(commands: Any) -> None:
@@ -27,44 +32,46 @@ def register(commands: Any) -> None:
         "pay",
         help="make a paid HTTP request (curl-like)",
         description="Send a request; if the server asks for an x402 payment within --max, pay it once. "
-        "The body goes to stdout as it arrives; the payment summary goes to stderr.",
+        "The body goes to stdout as it arrives; the payment summary goes to stderr. Every payment is recorded "
+        "in the ledger (see x402pay ledger), and the budgets of the config file are enforced.",
     )
-    pay.add_argument("url")
+    pay.add_argument("url", help="the http:// or https:// URL to request")
     pay.add_argument("-X", "--request", dest="method", help="HTTP method (default GET, or POST with -d)")
     pay.add_argument("-d", "--data", help="request body: text, @FILE, or - for stdin")
     pay.add_argument("-H", "--header", action="append", default=[], help="a header, 'Name: value' (repeatable)")
     pay.add_argument("--max", help=f"most USDC to pay for this request (X402PAY_MAX; default {DEFAULT_MAX})")
     pay.add_argument("--network", action="append", help="allowed network, e.g. eip155:8453 (repeatable)")
-    pay.add_argument("--asset", action="append", help="allow this token address too (default: known USDC only)")
-    pay.add_argument("--keystore", help="a v3 keystore (X402PAY_KEYSTORE); else X402PAY_PRIVATE_KEY")
+    ledger_flags(pay, for_pay=True)
+    pay.add_argument("--json", action="store_true", help="the payment summary on stderr as JSON")
+    wallet_flags(pay)
     pay.add_argument("--rpc-url", help="check the Permit2 allowance on this chain before signing (X402PAY_RPC_URL)")
-    pay.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
-    pay.add_argument(
-        "--ledger", help="keep the payment in this ledger (X402PAY_LEDGER): budgets, one signature per key"
-    )
-    pay.add_argument("--budget", help="refuse once this much USDC is held in the ledger (X402PAY_BUDGET)")
-    pay.add_argument("--window", choices=["total", "hour", "day"], help="the budget's window (default total)")
+    add_timeout(pay, PAY_TIMEOUT, "the server (between bytes) and the chain")
     pay.add_argument("--trust-file", help="the untrusted origins (X402PAY_TRUST_FILE)")
     pay.set_defaults(run=run_pay)
 
 
 def run_pay(args: argparse.Namespace) -> int:
     """Send the request, paying if asked; stream the body out; report the payment."""
+    url = _url(args.url)
     policy, headers, body = _policy(args), _headers(args.header), _body(args.data)
-    ledger = open_ledger(args) if setting(args, "ledger") or setting(args, "budget") else None
-    transport = PaymentTransport(
-        wallet=load_wallet(args), policy=policy, rpc_url=setting(args, "rpc_url"), ledger=ledger,
-        trust=TrustStore(setting(args, "trust_file", str(DEFAULT_TRUST_FILE))),
-    )  # fmt: skip
-    method = args.method or ("POST" if body is not None else "GET")
-    with (
-        httpx.Client(transport=transport, timeout=args.timeout) as client,
-        client.stream(method, args.url, content=body, headers=headers) as response,
-    ):
-        for chunk in response.iter_bytes():
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-    print(summary(payment_of(response), response.status_code), file=sys.stderr)
+    timeout = timeout_of(args, PAY_TIMEOUT)
+    wallet = load_wallet(args)
+    trust = TrustStore(setting(args, "trust_file", str(state_dir() / "untrusted.json")))
+    with open_ledger(args) as ledger:
+        transport = PaymentTransport(
+            wallet=wallet, policy=policy, rpc_url=setting(args, "rpc_url"), ledger=ledger, trust=trust
+        )
+        method = args.method or ("POST" if body is not None else "GET")
+        with (
+            httpx.Client(transport=transport, timeout=timeout) as client,
+            client.stream(method, url, content=body, headers=headers) as response,
+        ):
+            for chunk in response.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    payment = payment_of(response)
+    print(summary_json(payment, response.status_code) if args.json else summary(payment, response.status_code),
+          file=sys.stderr)  # fmt: skip
     return EXIT_HTTP if response.status_code >= 400 else EXIT_OK
 
 
@@ -75,7 +82,7 @@ def summary(payment: Payment | None, status: int) -> str:
     requirement = payment.requirement
     parts = [
         f"x402pay: HTTP {status}, {payment.scheme} payment {payment.status.value}",
-        f"charged {usdc_text(payment.settled_amount)} of max {usdc_text(payment.signed_amount)}",
+        f"charged {usdc_text(payment.settled_amount)} of max {usdc_text(payment.signed_amount)} USDC",
         f"to {requirement.pay_to} on {requirement.network}",
         f"tx {payment.transaction or '-'}",
     ]
@@ -84,12 +91,40 @@ def summary(payment: Payment | None, status: int) -> str:
     return "; ".join(parts)
 
 
-def _policy(args: argparse.Namespace) -> SpendPolicy:
-    text = str(setting(args, "max", DEFAULT_MAX))
+def summary_json(payment: Payment | None, status: int) -> str:
+    """The payment (or its absence) as one line of JSON; amounts as ints of atomic units."""
+    record: dict[str, Any] = {"http_status": status, "paid": payment is not None}
+    if payment is not None:
+        record.update(
+            scheme=payment.scheme, status=payment.status.value, network=payment.requirement.network,
+            asset=payment.requirement.asset, pay_to=payment.requirement.pay_to,
+            signed_amount_atomic=payment.signed_amount, settled_amount_atomic=payment.settled_amount,
+            transaction=payment.transaction, problem=payment.mismatch or payment.settlement_error,
+        )  # fmt: skip
+    return json.dumps(record)
+
+
+def _url(text: str) -> str:
     try:
-        cap = usdc(Decimal(text))
-    except (ValueError, ArithmeticError) as exc:
-        raise UsageError(f"--max {text!r}: {exc}") from exc
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"{text[:80]!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"{text[:80]!r} is not an http:// or https:// URL")
+    return text
+
+
+def _policy(args: argparse.Namespace) -> SpendPolicy:
+    found = lookup(args, "max")
+    cap = parse_usdc(*found) if found is not None else parse_usdc(DEFAULT_MAX, "default max")
+    for network in args.network or ():
+        try:
+            chain_id_of(network)
+        except ValueError:
+            raise UsageError(f"--network {network[:40]!r}: give an EVM network as CAIP-2, e.g. eip155:8453") from None
+    for asset in args.asset or ():
+        if not (asset.startswith("0x") and len(asset) == 42 and all(c in "0123456789abcdefABCDEF" for c in asset[2:])):
+            raise UsageError(f"--asset {asset[:80]!r} is not a token address (0x and 40 hex digits)")
     try:
         return SpendPolicy(
             max_per_request=cap,
