@@ -106,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(EXIT_ERROR, f"x402pay: cannot connect to {_where(exc)} ({exc})")
     except httpx.HTTPError as exc:
         return _fail(EXIT_ERROR, f"x402pay: {_where(exc)}: {type(exc).__name__}: {exc}")
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
     except OSError as exc:
         return _fail(EXIT_ERROR, f"x402pay: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     return code
