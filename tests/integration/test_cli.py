@@ -199,3 +199,50 @@ def test_trust_list_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["trust", "--trust-file", str(marks), "reset", "https://liar.example"]) == 0
     assert "trusted again" in capsys.readouterr().out
     assert TrustStore(marks).marks() == {}
+
+
+def test_pay_records_in_the_default_ledger_under_the_config_budget(
+    x402pay_chain: Devnet, demo_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payer = x402pay_chain.payers[2]
+    config = tmp_path / "config" / "x402pay" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'budget = "0.015"\nasset = "{x402pay_chain.usdc}"\nmax = "0.05"\n')
+
+    first = pay(demo_url + "/v1/fortune", "--json", key="0x" + payer.key.hex())
+    second = pay(demo_url + "/v1/fortune", key="0x" + payer.key.hex())
+
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stderr)
+    assert (summary["status"], summary["settled_amount_atomic"]) == ("settled", 10_000)
+    assert second.returncode == 4
+    (refusal,) = second.stderr.decode().splitlines()
+    assert refusal.startswith("x402pay: refused to pay: budget [0x5fbdb231")
+    assert refusal.endswith("has 0.005000 of 0.015000 USDC left, 0.010000 asked")
+    assert (tmp_path / "state" / "x402pay" / "ledger.db").is_file()
+    assert main(["ledger"]) == 0
+    assert "settled" in capsys.readouterr().out
+    assert main(["budget", "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert (status["held"], status["remaining"]) == (10_000, 5_000)
+
+
+def test_a_cap_in_the_xdg_config_applies(x402pay_chain: Devnet, demo_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config" / "x402pay" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('max = "0.001"\n')
+    result = pay(demo_url + "/v1/fortune", key="0x" + x402pay_chain.payers[2].key.hex())
+    assert result.returncode == 4
+    assert b"refused to pay" in result.stderr
+
+
+def test_wallet_balance_as_json(
+    x402pay_chain: Devnet, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payer = x402pay_chain.payers[0]
+    argv = ["wallet", "balance", "--json", "--rpc-url", x402pay_chain.rpc_url]
+    clean_env.setenv("X402PAY_PRIVATE_KEY", "0x" + payer.key.hex())
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["address"] == payer.address
+    assert shown["balance_atomic"] > 0
