@@ -187,6 +187,9 @@ def test_verify_one_settlement_and_a_lie(
     assert capsys.readouterr().out.strip() == "verified"
     assert main(["verify", tx, *common, "--amount", "0.02", "--asset", x402pay_chain.usdc]) == 1
     assert capsys.readouterr().out.startswith("mismatch")
+    wrong = [*common[:1], x402pay_chain.payers[0].address, *common[2:]]
+    assert main(["verify", tx, *wrong, "--amount", "0.01", "--asset", x402pay_chain.usdc]) == 2
+    assert f"--payer {x402pay_chain.payers[0].address} does not match" in capsys.readouterr().err
 
 
 def test_trust_list_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

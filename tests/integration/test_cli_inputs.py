@@ -288,3 +288,14 @@ def test_every_command_and_flag_has_help() -> None:
         if not action.help and not isinstance(action, argparse._SubParsersAction)
     ]
     assert missing == []
+
+
+def test_the_readme_config_example_is_a_valid_config(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (example,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    write(home / "config" / "x402pay" / "config.toml", example)
+    assert main(["budget", "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert (status["limit"], status["window"]) == (5_000_000, 86_400)
