@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,13 +39,20 @@ def anvil_children(pid: int) -> list[int]:
     return [int(child) for child in children if Path(f"/proc/{child}/comm").read_text().strip() == "anvil"]
 
 
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
 def test_devnet_command_serves_a_working_chain_until_ctrl_c() -> None:
-    command = [sys.executable, "-m", "x402pay", "devnet", "--payers", "1"]
+    port = free_port()
+    command = [sys.executable, "-m", "x402pay", "devnet", "--payers", "1", "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = read_until_ready(process)
         fields = {line.split()[0]: line for line in lines}
         rpc_url = next(line.split()[-1] for line in lines if line.startswith("RPC URL"))
+        assert rpc_url == f"http://127.0.0.1:{port}"
         assert rpc(rpc_url, "eth_chainId") == "0x7a69"
         permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
         assert permit2 in fields["Permit2"]

@@ -28,6 +28,7 @@ def register(commands: Any) -> None:
         "(at their canonical addresses), fund payer accounts, print everything, and run until Ctrl-C.",
     )
     devnet.add_argument("--payers", type=int, default=3, help="how many funded payer accounts (default 3, max 7)")
+    devnet.add_argument("--port", type=_port, default=0, help="the RPC port on 127.0.0.1 (default: any free one)")
     devnet.set_defaults(run=run_devnet)
     demo = commands.add_parser(
         "serve-demo",
@@ -68,11 +69,11 @@ def until_interrupted() -> Iterator[threading.Event]:
 
 
 @contextmanager
-def local_devnet(payers: int = 3) -> Iterator[tuple[Anvil, Devnet]]:
-    """Anvil with the devnet deployed, stopped by PID when the block exits."""
+def local_devnet(payers: int = 3, port: int = 0) -> Iterator[tuple[Anvil, Devnet]]:
+    """Anvil (on `port`, 0 for any free one) with the devnet deployed, stopped by PID when the block exits."""
     from x402pay.testing import Anvil, deploy_devnet
 
-    with Anvil() as anvil:
+    with Anvil(port=port) as anvil:
         yield anvil, deploy_devnet(anvil.rpc_url, payers=payers)
 
 
@@ -80,7 +81,7 @@ def run_devnet(args: argparse.Namespace) -> int:
     """Serve a devnet until Ctrl-C."""
     if not 0 <= args.payers <= 7:
         raise UsageError("--payers must be between 0 and 7")
-    with until_interrupted() as stop, local_devnet(args.payers) as (anvil, devnet):
+    with until_interrupted() as stop, local_devnet(args.payers, args.port) as (anvil, devnet):
         print(describe(devnet), flush=True)
         print("devnet ready; Ctrl-C stops it", flush=True)
         while not stop.wait(0.5):

@@ -88,7 +88,7 @@ def _terminate(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 
 
 class Anvil:
-    """A local anvil node on 127.0.0.1, on a port of its own choosing, stopped by PID.
+    """A local anvil node on 127.0.0.1, on a port of its own choosing (or `port`), stopped by PID.
 
     Use it as a context manager; it never outlives the `with` block, the interpreter (atexit), or, on Linux, the
     Python process itself (the child gets SIGTERM when its parent dies, even by SIGKILL)::
@@ -103,12 +103,14 @@ class Anvil:
         binary: str | None = None,
         chain_id: int = 31337,
         accounts: int = 10,
+        port: int = 0,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 20.0,
     ) -> None:
         self.binary = binary
         self.chain_id = chain_id
         self.accounts = accounts
+        self.port = port
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -151,7 +153,7 @@ class Anvil:
             raise AnvilStartError("this Anvil was already started; create a new one")
         command = [
             self.binary or find_anvil(),
-            "--host", "127.0.0.1", "--port", "0",
+            "--host", "127.0.0.1", "--port", str(self.port),
             "--chain-id", str(self.chain_id), "--accounts", str(self.accounts),
             *self.extra_args,
         ]  # fmt: skip
