@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -12,7 +13,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from x402pay.cli.common import EXIT_ERROR, EXIT_OK, CommandFailed, UsageError
+from x402pay.cli import devnet_state
+from x402pay.cli.common import EXIT_ERROR, EXIT_OK, CommandFailed, UsageError, parse_usdc, positive_int, usdc_text
 from x402pay.cli.config import setting
 
 if TYPE_CHECKING:
@@ -43,6 +45,15 @@ def register(commands: Any) -> None:
     demo.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=8402, help="the port to listen on (default 8402; 0: any free one)")
     demo.set_defaults(run=run_serve_demo)
+    fund = commands.add_parser(
+        "fund", help="give an address test USDC and ETH on the running devnet",
+        description="Mint TestUSDC to ADDRESS and set its ETH balance (for gas) on the devnet that `x402pay devnet` "
+        "is running (a local anvil chain only): e.g. the address of a keystore made with `x402pay wallet new`.",
+    )  # fmt: skip
+    fund.add_argument("address", help="the 0x address to fund")
+    fund.add_argument("--usdc", default="100", help="how much TestUSDC to mint, in USDC (default 100)")
+    fund.add_argument("--eth", type=positive_int, default=1, help="the ETH balance to set, in whole ETH (default 1)")
+    fund.set_defaults(run=run_fund)
 
 
 def _port(text: str) -> int:
@@ -82,12 +93,16 @@ def run_devnet(args: argparse.Namespace) -> int:
     if not 0 <= args.payers <= 7:
         raise UsageError("--payers must be between 0 and 7")
     with until_interrupted() as stop, local_devnet(args.payers, args.port) as (anvil, devnet):
-        print(describe(devnet), flush=True)
-        print("devnet ready; Ctrl-C stops it", flush=True)
-        while not stop.wait(0.5):
-            if not anvil.running:
-                print("x402pay devnet: anvil exited unexpectedly", file=sys.stderr)
-                return EXIT_ERROR
+        kept = devnet_state.record(devnet)
+        try:
+            print(describe(devnet), flush=True)
+            print("devnet ready; Ctrl-C stops it (serve-demo and fund find it by themselves)", flush=True)
+            while not stop.wait(0.5):
+                if not anvil.running:
+                    print("x402pay devnet: anvil exited unexpectedly", file=sys.stderr)
+                    return EXIT_ERROR
+        finally:
+            devnet_state.forget(kept)
     print("devnet stopped", flush=True)
     return EXIT_OK
 
@@ -104,6 +119,9 @@ def run_serve_demo(args: argparse.Namespace) -> int:
             raise UsageError("with --rpc-url, give --facilitator-key (or X402PAY_FACILITATOR_KEY), --asset, --pay-to")
         serve_demo(rpc_url=rpc_url, facilitator_key=key, asset=asset, pay_to=pay_to, host=args.host, port=args.port)
         return EXIT_OK
+    attached = devnet_state.running()
+    if attached is not None:
+        return _serve_on(attached, args)
     with local_devnet() as (_, devnet):
         print(describe(devnet), flush=True)
         where = f"http://{args.host}:{args.port}/v1" if args.port else "the port uvicorn prints below"
@@ -112,6 +130,35 @@ def run_serve_demo(args: argparse.Namespace) -> int:
             rpc_url=devnet.rpc_url, facilitator_key="0x" + devnet.facilitator.key.hex(), asset=devnet.usdc,
             pay_to=devnet.payee.address, host=args.host, port=args.port,
         )  # fmt: skip
+    return EXIT_OK
+
+
+def _serve_on(devnet: devnet_state.RunningDevnet, args: argparse.Namespace) -> int:
+    """Serve the demo on the devnet `x402pay devnet` runs: its facilitator settles, its payee is paid."""
+    from x402pay.server._demo import serve_demo
+    from x402pay.testing import anvil_account
+
+    print(f"serving on the running devnet at {devnet.rpc_url} (USDC {devnet.usdc}); Ctrl-C stops it", flush=True)
+    facilitator, payee = anvil_account(1), anvil_account(2)  # as the devnet deployed them
+    serve_demo(
+        rpc_url=devnet.rpc_url, facilitator_key="0x" + facilitator.key.hex(), asset=devnet.usdc,
+        pay_to=payee.address, host=args.host, port=args.port,
+    )  # fmt: skip
+    return EXIT_OK
+
+
+def run_fund(args: argparse.Namespace) -> int:
+    """Mint test USDC to an address and give it ETH, on the running devnet."""
+    from x402pay.testing._devnet import fund_account
+
+    if not re.fullmatch(r"0x[0-9a-fA-F]{40}", args.address):
+        raise UsageError(f"{args.address[:60]!r} is not a 0x address of 40 hex digits")
+    amount = parse_usdc(args.usdc, "--usdc")
+    devnet = devnet_state.running()
+    if devnet is None:
+        raise CommandFailed("no devnet is running here: start one with `x402pay devnet` (in another terminal)")
+    fund_account(devnet.rpc_url, devnet.usdc, args.address, usdc_amount=amount, eth_wei=args.eth * 10**18)
+    print(f"funded {args.address} on {devnet.rpc_url}: {usdc_text(amount)} USDC, {args.eth} ETH")
     return EXIT_OK
 
 

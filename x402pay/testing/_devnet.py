@@ -174,3 +174,18 @@ def _place_at(web3: Web3, canonical: ChecksumAddress, deployed: ChecksumAddress)
     response = web3.provider.make_request("anvil_setCode", [canonical, Web3.to_hex(runtime)])  # type: ignore[arg-type]
     if "error" in response:
         raise DevnetError(f"anvil_setCode at {canonical} failed (is this chain anvil?): {response['error']}")
+
+
+def fund_account(rpc_url: str, usdc: str, address: str, *, usdc_amount: int, eth_wei: int) -> None:
+    """Give `address` `usdc_amount` of the devnet's TestUSDC (minted by the deployer, an unlocked anvil account) and
+    set its ETH balance to `eth_wei` (for gas)."""
+    web3 = web3_for(rpc_url)
+    try:
+        target = Web3.to_checksum_address(address)
+        token = web3.eth.contract(address=Web3.to_checksum_address(usdc), abi=load_artifact("TestUSDC")["abi"])
+        _transact(web3, token.functions.mint(target, usdc_amount), anvil_account(0).address)
+        response = web3.provider.make_request("anvil_setBalance", [target, hex(eth_wei)])  # type: ignore[arg-type]
+    except (Web3Exception, OSError, ValueError) as exc:
+        raise DevnetError(f"funding {address} on {rpc_url} failed: {exc}") from exc
+    if "error" in response:
+        raise DevnetError(f"anvil_setBalance on {rpc_url} failed (is this chain anvil?): {response['error']}")
