@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final
 
 from eth_utils.address import is_address
@@ -140,9 +141,9 @@ class SpendPolicy:
         if requirement.scheme == "upto" and not is_address(requirement.extra_str("facilitatorAddress") or ""):
             return "upto option names no facilitatorAddress (anyone could settle it)"
         if requirement.amount > self.max_per_request:
-            return f"{_CAP_REFUSAL}: {requirement.amount} > max_per_request {self.max_per_request}"
+            return _over(requirement, self.max_per_request, "max_per_request")
         if ceiling is not None and requirement.amount > ceiling:
-            return f"{_CAP_REFUSAL}: {requirement.amount} > the announced ceiling {ceiling}"
+            return _over(requirement, ceiling, "the announced ceiling")
         return None
 
     def choose(
@@ -195,3 +196,13 @@ class SpendPolicy:
         if any(reason.startswith(_CAP_REFUSAL) for reason in refusals.values()):
             return SpendCapExceeded(message, refusals)
         return NoAcceptableRequirement(message, refusals)
+
+
+def _over(requirement: PaymentRequirements, cap: int, named: str) -> str:
+    """Why `requirement` is over `cap`: in atomic units, and in USDC when the token is a known USDC deployment."""
+    why = f"{_CAP_REFUSAL}: {requirement.amount} > {named} {cap}"
+    token = known_asset(requirement.chain_id, requirement.asset)
+    if token is None:
+        return why
+    asked, most = (f"{Decimal(amount).scaleb(-token.decimals):f}" for amount in (requirement.amount, cap))
+    return f"{why} ({asked} > {most} USDC)"
