@@ -15,7 +15,7 @@ _MODULES: Final = {
 
 
 def require_extra(extra: str, user: str) -> None:
-    """Raise `MissingExtra`, naming `user` and the pip command, when a module of `extra` is not installed."""
+    """Raise `MissingExtra`, naming `user` (what needs it) and the pip command, if a module of `extra` is missing."""
     missing = [name for name in _MODULES[extra] if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtra(f"{user} needs {', '.join(missing)}: pip install 'x402pay[{extra}]'")

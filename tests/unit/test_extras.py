@@ -29,9 +29,9 @@ def run_without(missing: str, *argv: str, **env: str) -> subprocess.CompletedPro
 @pytest.mark.parametrize(
     ("missing", "argv", "message"),
     [
-        ("starlette", ["serve-demo"], "x402pay: x402pay serve-demo needs starlette: pip install 'x402pay[server]'\n"),
+        ("starlette", ["serve-demo"], "x402pay: serve-demo needs starlette: pip install 'x402pay[server]'\n"),
         ("uvicorn", ["serve-demo", "--rpc-url", "http://127.0.0.1:9"], "needs uvicorn: pip install 'x402pay[server]'"),
-        ("httpx2,openai", ["demo"], "x402pay: x402pay demo needs httpx2, openai: pip install 'x402pay[demo]'\n"),
+        ("httpx2,openai", ["demo"], "x402pay: demo needs httpx2, openai: pip install 'x402pay[demo]'\n"),
     ],
     ids=["serve-demo", "serve-demo-on-a-chain", "demo"],
 )

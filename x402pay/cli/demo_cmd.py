@@ -103,7 +103,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from x402pay._extras import require_extra
     from x402pay.testing._anvil import find_anvil
 
-    require_extra("demo", "x402pay demo")
+    require_extra("demo", "demo")
     find_anvil()  # AnvilNotFound now, in one line, rather than after "starting a local chain"
     screen = Screen(sys.stdout)
     with ExitStack() as stack:

@@ -86,7 +86,7 @@ def run_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo API on an existing chain, or on a devnet of its own."""
     from x402pay._extras import require_extra
 
-    require_extra("server", "x402pay serve-demo")
+    require_extra("server", "serve-demo")
     from x402pay.server._demo import serve_demo
 
     rpc_url = setting(args, "rpc_url")
