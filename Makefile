@@ -3,13 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: demo devnet test lint contracts bench clean
 
-demo: $(VENV)/.installed node_modules/.installed
+demo: $(VENV)/.demo-installed node_modules/.installed
 	$(BIN)/x402pay demo
 
-devnet: $(VENV)/.installed node_modules/.installed
+devnet: $(VENV)/.demo-installed node_modules/.installed
 	$(BIN)/x402pay devnet
 
 test: $(VENV)/.installed node_modules/.installed
@@ -35,10 +36,16 @@ bench: $(VENV)/.installed node_modules/.installed
 contracts: node_modules/.installed
 	node contracts/build.mjs
 
+# The demo needs only the demo extra; everything else (tests, lint, benchmarks) the dev extra, which includes it.
+$(VENV)/.demo-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[demo]'
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $@
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.demo-installed
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -75,10 +75,38 @@ class TrustStore:
                 yield self._memory
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _locked(self.path.with_suffix(".lock")):
             marks = self._read()
             yield marks
             temporary = self.path.with_suffix(".tmp")
             temporary.write_text(json.dumps(marks, indent=2, sort_keys=True), encoding="utf-8")
             temporary.replace(self.path)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` while the block runs, against every process that locks it too."""
+    with open(path, "a+b") as lock:
+        if sys.platform == "win32":
+            import msvcrt
+
+            lock.seek(0)
+            try:
+                msvcrt.locking(lock.fileno(), msvcrt.LK_LOCK, 1)  # retries for about ten seconds, then OSError
+            except OSError as exc:
+                raise TrustStoreError(f"trust file lock {path} stayed held by another process ({exc})") from exc
+            try:
+                yield
+            finally:
+                lock.seek(0)
+                msvcrt.locking(lock.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            try:
+                import fcntl
+            except ImportError as exc:
+                raise TrustStoreError(
+                    f"cannot lock {path}: this Python has no fcntl, so processes cannot share a trust file safely; "
+                    "use TrustStore() without a path (the marks are then kept in memory)"
+                ) from exc
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            yield

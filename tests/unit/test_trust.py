@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -72,3 +74,40 @@ def test_the_cli_lists_and_clears_the_marks_a_ledger_keeps_for_its_fleet(
     assert "trusted again" in capsys.readouterr().out
     with Ledger.sqlite(path) as ledger:
         assert ledger.untrusted() == {}
+
+
+WITHOUT_FCNTL = """
+import sys
+
+sys.modules["fcntl"] = None  # what Windows looks like to `import fcntl`
+import x402pay, x402pay.cli, x402pay.ledger, x402pay.testing, x402pay.verify
+
+memory = x402pay.TrustStore()
+memory.mark("https://liar.example", "lied")
+assert memory.reason("https://liar.example") == "lied"
+shared = x402pay.TrustStore(sys.argv[1])
+assert shared.reason("https://honest.example") is None  # a check takes no lock
+try:
+    shared.mark("https://liar.example", "lied")
+except x402pay.TrustStoreError as exc:
+    print(exc)
+"""
+
+
+def test_x402pay_imports_without_fcntl_and_a_shared_trust_file_then_fails_typed_on_use(tmp_path: Path) -> None:
+    path = tmp_path / "untrusted.json"
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FCNTL, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "this Python has no fcntl" in result.stdout
+    assert "TrustStore() without a path" in result.stdout
+    assert not path.exists()
+
+
+def test_a_shared_trust_file_is_marked_and_cleared_under_its_lock(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "untrusted.json"
+    TrustStore(path).mark("https://liar.example", "lied")
+    assert TrustStore(path).marks() == {"https://liar.example": "lied"}
+    assert TrustStore(path).reset("https://liar.example")
+    assert TrustStore(path).marks() == {}

@@ -100,6 +100,11 @@ def describe_call(number: int, call: Call) -> str:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the whole demo; 0 when every payment verified and the budget refused in the end."""
+    from x402pay._extras import require_extra
+    from x402pay.testing._anvil import find_anvil
+
+    require_extra("demo", "demo")
+    find_anvil()  # AnvilNotFound now, in one line, rather than after "starting a local chain"
     screen = Screen(sys.stdout)
     with ExitStack() as stack:
         devnet = _start_chain(screen, stack)

@@ -109,6 +109,9 @@ def run_devnet(args: argparse.Namespace) -> int:
 
 def run_serve_demo(args: argparse.Namespace) -> int:
     """Serve the demo API on an existing chain, or on a devnet of its own."""
+    from x402pay._extras import require_extra
+
+    require_extra("server", "serve-demo")
     from x402pay.server._demo import serve_demo
 
     _check_port_free(args.host, args.port)

@@ -35,7 +35,7 @@ def find_anvil() -> str:
     """Return the anvil binary: $X402PAY_ANVIL, then PATH, then the nearest node_modules."""
     configured = os.environ.get(ANVIL_ENV_VAR)
     if configured:
-        if not os.access(configured, os.X_OK):
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
             raise AnvilNotFound(f"{ANVIL_ENV_VAR}={configured} is not an executable file; {INSTALL_HINT}")
         return configured
     on_path = shutil.which("anvil")
