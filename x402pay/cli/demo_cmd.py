@@ -63,13 +63,16 @@ class Screen:
             spinner.start()
         else:
             print(f"... {what}", file=self.out, flush=True)
+        done = False
         try:
             yield
+            done = True
         finally:
             stop.set()
             if spinner is not None:
                 spinner.join()
-            print(f"{'✓' if self.tty else 'ok'} {what} ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
+            mark = ("✓" if self.tty else "ok") if done else ("✗" if self.tty else "failed")
+            print(f"{mark} {what} ({time.monotonic() - started:.1f} s)", file=self.out, flush=True)
 
     def _spin(self, what: str, stop: threading.Event) -> None:
         frames = "|/-\\"
