@@ -33,7 +33,7 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     ├── MalformedPayment               the paying client's: its payment header does not decode (the server answers 400)
     ├── FacilitatorError               the facilitator's: no verdict (unreachable, timed out, not x402)
     ├── ServerStartError               the host's: the uvicorn server of `serve_app` did not come up
-    └── MissingExtra                   ours: a command needs an extra that is not installed (pip install ...)
+    └── MissingExtra                   ours: a part needs an extra that is not installed (also an ImportError)
 
 The local-chain kit's errors (`DevnetError`, `AnvilNotFound`, `AnvilStartError`) live with it in `x402pay.testing`;
 they derive from `X402PayError` too.
@@ -240,6 +240,7 @@ class ServerStartError(X402PayError):
     """The uvicorn server did not come up (its startup failed or timed out)."""
 
 
-class MissingExtra(X402PayError):
+class MissingExtra(X402PayError, ImportError):
     """A part of x402pay needs optional dependencies that are not installed; the message names the extra and the
-    command that installs it (``pip install 'x402pay[server]'``)."""
+    command that installs it (``pip install 'x402pay[server]'``). It is an ImportError too, as importing the part
+    raises it."""

@@ -49,3 +49,17 @@ def test_the_demo_without_anvil_says_so_before_starting_anything(tmp_path: os.Pa
     assert result.stderr.startswith(f"x402pay: X402PAY_ANVIL={tmp_path} is not an executable file; install it with")
     assert result.stderr.count("\n") == 1
     assert result.stdout == ""
+
+
+def test_importing_the_paid_side_without_its_extra_is_an_import_error_naming_it() -> None:
+    probe = """
+import sys
+sys.modules["starlette"] = None
+try:
+    import x402pay.server
+except ImportError as exc:
+    from x402pay import MissingExtra
+    print(type(exc).__name__, isinstance(exc, MissingExtra), exc)
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout == "MissingExtra True x402pay.server needs starlette: pip install 'x402pay[server]'\n"

@@ -1,3 +1,4 @@
+# ruff: noqa: E402  -- the extra is checked before the modules that need it are imported
 """The paid side of x402: ASGI payment middleware, facilitators, and a Compose-compatible demo API.
 
     from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
@@ -13,8 +14,13 @@
         },
     )
 
-Needs the ``server`` extra (starlette, uvicorn).
+Needs the ``server`` extra (starlette, uvicorn); without it, importing this package raises `MissingExtra` (an
+ImportError) naming the pip command.
 """
+
+from x402pay import _extras
+
+_extras.require_extra("server", "x402pay.server")
 
 from x402pay.errors import FacilitatorError, MalformedPayment, ServerStartError
 from x402pay.server._facilitator import Facilitator, SupportedKind, SupportedResponse, VerifyResponse
