@@ -10,12 +10,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from x402pay.errors import TrustStoreError
-
-#: Where the CLI keeps the marks unless told otherwise (X402PAY_TRUST_FILE).
-DEFAULT_TRUST_FILE: Final = Path("~/.local/state/x402pay/untrusted.json")
 
 
 def _is_mark(mark: object) -> bool:
