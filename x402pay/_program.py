@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from x402pay import _flow
+from x402pay import _events, _flow
 from x402pay._allowance import GAS_SPONSORING, gas_sponsoring_extension
 from x402pay._attempt import Attempt, Call
 from x402pay._books import (
@@ -103,8 +103,16 @@ class PaymentProgram:
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
         attempt = self._attempt(call)
-        if attempt.fingerprint is None:
-            return (yield from self._run(attempt))
+        try:
+            remembered = attempt.fingerprint is not None
+            return (yield from self._run_remembered(attempt) if remembered else self._run(attempt))
+        except _events.REFUSALS as refusal:
+            _events.refused(attempt.origin, attempt.key, refusal, attempt.trail.chosen)
+            raise
+
+    def _run_remembered(self, attempt: Attempt) -> Program[Delivery]:
+        """`_run`, for a request without a key: how it ended is remembered (see `_ended`)."""
+        assert attempt.fingerprint is not None  # noqa: S101 - only requests without a key are remembered
         self.repeats.started(attempt.fingerprint, attempt.key)
         try:
             delivery = yield from self._run(attempt)
@@ -210,8 +218,11 @@ class PaymentProgram:
 
     def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
         self.books.check_trust(attempt.origin)
-        return _flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling,
-                            uncovered=self.uncovered)  # fmt: skip
+        index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
+                                          ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
+        attempt.trail.chosen = requirement
+        _events.chose(attempt.origin, attempt.key, index, requirement)
+        return requirement
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
@@ -264,6 +275,8 @@ class PaymentProgram:
             signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
                               origin=attempt.origin, now=now, extensions=extensions)  # fmt: skip
             payment, header = yield Sign(signing)
+            payment.idempotency_key = attempt.key
+            _events.signed(payment)
             yield from self.books.authorize(held, payment, header, attempt.headers)
         except GeneratorExit:  # the driver is gone: nothing can be yielded any more
             self.books.let_go(held)
@@ -290,6 +303,7 @@ class PaymentProgram:
     ) -> Program[Delivery | Refused]:
         """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised."""
         attempt.trail.sent = payment
+        _events.sent(payment, resent=attempt.trail.resent)
         try:
             answer = yield Send(attempt.headers, header)
         except GeneratorExit:
