@@ -261,7 +261,7 @@ class PaymentProgram:
         """Send a stored payment again, with the headers it was first sent with, byte for byte."""
         again = attempt.resent(replay.headers)
         attempt.trail.resent = True
-        return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid))
+        return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid, resent=True))
 
     def _sign(
         self, held: Hold, challenge: _flow.Challenge, requirement: PaymentRequirements, attempt: Attempt
@@ -299,11 +299,12 @@ class PaymentProgram:
         return {GAS_SPONSORING: (yield Sign(sponsoring))}
 
     def _send_paid(
-        self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool
+        self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool, resent: bool = False
     ) -> Program[Delivery | Refused]:
-        """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised."""
+        """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised; `resent`:
+        `payment` is a stored one, sent again."""
         attempt.trail.sent = payment
-        _events.sent(payment, resent=attempt.trail.resent)
+        _events.sent(payment, resent=resent)
         try:
             answer = yield Send(attempt.headers, header)
         except GeneratorExit:

@@ -233,13 +233,18 @@ def test_an_exact_price_over_the_budget_is_not_asked_again() -> None:
     assert peer.log == ["send", "close", "book reserve"]
 
 
-def test_a_replayed_key_is_re_sent_without_signing() -> None:
+def test_a_replayed_key_is_re_sent_without_signing(caplog: pytest.LogCaptureFixture) -> None:
     peer = Peer([challenge(), settled(), settled()])
     paying = program(peer)
     key = {"Idempotency-Key": "order-1"}
     first = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
     peer.log.clear()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="x402pay")
     again = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
     assert peer.log == ["send paid"]
+    assert [(record.x402pay_event, record.resent, record.key) for record in caplog.records] == [
+        ("sent", True, "order-1")
+    ]
     assert first.payment is not None
     assert again.payment is first.payment
