@@ -18,7 +18,8 @@ httpx2, sync or async, requests) performs each and sends the result back. For on
    402 is a refusal (for a pre-payment refused on new terms: one reactive payment, see `x402pay._prepay`); a
    receipt in the headers is recorded and, if asked, verified; a body that may carry one is tapped.
 
-Every answer the program does not hand to the caller is closed before it returns or raises.
+Every answer the program does not hand to the caller is closed before it returns or raises. Each decision that
+moves or holds money is logged at INFO where it is taken, here and in the books (`x402pay._events`).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class PaymentProgram:
         try:
             remembered = attempt.fingerprint is not None
             return (yield from self._run_remembered(attempt) if remembered else self._run(attempt))
-        except _events.REFUSALS as refusal:
+        except _events.REFUSALS as refusal:  # logged as the request ends: a refused pre-payment may still be paid
             _events.refused(attempt.origin, attempt.key, refusal, attempt.trail.chosen)
             raise
 
