@@ -26,6 +26,7 @@ lint: $(VENV)/.installed
 # Every benchmark, each rewriting its section of BENCHMARKS.md (a few minutes; bench/README.md says more).
 bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_import --rounds 5
+	$(BIN)/python -m bench.bench_plugin --rounds 15
 	$(BIN)/python -m bench.bench_signing --messages 100 --rounds 9
 	$(BIN)/python -m bench.bench_transport --sequential 50 --concurrent 300 --rounds 5
 	$(BIN)/python -m bench.bench_streaming --rounds 5

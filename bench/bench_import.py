@@ -1,4 +1,4 @@
-"""Import time: what ``import x402pay`` costs a program, next to httpx (the floor) and the official x402 SDK.
+"""Import time: what importing x402pay costs before a program can pay, next to httpx and the official x402 SDK.
 
 Each import runs in a fresh interpreter (``python -X importtime``-free: the child times the import statement itself
 with ``perf_counter``, so interpreter start-up is not counted), in interleaved rounds. The section also lists which
@@ -18,7 +18,7 @@ from bench.harness import machine, median, paired_ratio, today, versions, write_
 #: What each contender imports: the statement a program needs before it can pay (or, for httpx, send).
 CONTENDERS = {
     "httpx (floor)": "import httpx",
-    "x402pay": "import x402pay",
+    "x402pay": "from x402pay import PaymentTransport, SpendPolicy, Wallet",
     "official x402 SDK (client + httpx)": (
         "import x402; from x402.http.clients.httpx import x402HttpxClient; "
         "from x402.mechanisms.evm.exact.register import register_exact_evm_client"

@@ -12,12 +12,6 @@ import logging
 import typing
 
 from x402pay._amounts import usdc
-from x402pay._payment import Payment, PaymentStatus, payment_of
-from x402pay._policy import SpendPolicy
-from x402pay._receipts import Receipt
-from x402pay._transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
-from x402pay._trust import TrustStore
-from x402pay._wallet import Wallet
 from x402pay.errors import (
     AlreadyPaid,
     BudgetExceeded,
@@ -50,10 +44,30 @@ from x402pay.errors import (
 )
 
 if typing.TYPE_CHECKING:
+    from x402pay._payment import Payment, PaymentStatus, payment_of
+    from x402pay._policy import SpendPolicy
+    from x402pay._receipts import Receipt
     from x402pay._requests import PaymentAdapter
+    from x402pay._transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
+    from x402pay._trust import TrustStore
+    from x402pay._wallet import Wallet
 
-#: Public names imported on first use, from the module that defines them (requests loads only for its users).
-_LAZY = {"PaymentAdapter": "x402pay._requests"}
+#: Public names imported on first use, from the module that defines them: `import x402pay` (and so loading the
+#: pytest plugin, `x402pay.testing.pytest_plugin`) costs next to nothing until a program pays; requests, httpx,
+#: pydantic and the signing code load then.
+_LAZY = {
+    "AsyncPaymentTransport": "x402pay._transport",
+    "Payment": "x402pay._payment",
+    "PaymentAdapter": "x402pay._requests",
+    "PaymentStatus": "x402pay._payment",
+    "PaymentTransport": "x402pay._transport",
+    "Receipt": "x402pay._receipts",
+    "SpendPolicy": "x402pay._policy",
+    "TransportOptions": "x402pay._transport",
+    "TrustStore": "x402pay._trust",
+    "Wallet": "x402pay._wallet",
+    "payment_of": "x402pay._payment",
+}
 
 __version__ = "0.1.0"
 
@@ -106,5 +120,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 def __getattr__(name: str) -> typing.Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # found by plain lookup from now on
+        return value
     raise AttributeError(f"module 'x402pay' has no attribute {name!r}")

@@ -9,6 +9,7 @@ from x402pay._books import PREPAY_SUFFIX
 from x402pay._payment import Payment
 from x402pay._prepay import Route
 from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.models import PaymentRequirements
 
 
 @dataclass(slots=True)
@@ -25,9 +26,10 @@ class Call:
 
 @dataclass(slots=True)
 class Trail:
-    """What one logical request sent, shared by every form of its `Attempt`: its last payment, and whether that
-    was a stored one re-sent."""
+    """What one logical request chose and sent, shared by every form of its `Attempt`: the last option the policy
+    chose, its last payment, and whether that was a stored one re-sent."""
 
+    chosen: PaymentRequirements | None = None
     sent: Payment | None = None
     resent: bool = False
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from x402pay import _events
 from x402pay._effects import Book, Program, Spawn, Verify
 from x402pay._flow import is_pending
 from x402pay._payment import Payment, PaymentStatus
@@ -86,10 +87,13 @@ Start = New | Replay | InFlight | PaidElsewhere
 
 @dataclass(slots=True)
 class Hold:
-    """A reservation made for a payment about to be signed (`entry_id` None without a ledger)."""
+    """A reservation made for a payment about to be signed (`entry_id` None without a ledger) of `amount` to
+    `origin`."""
 
     key: str
     entry_id: str | None
+    origin: str
+    amount: int
 
 
 def new_key() -> str:
@@ -115,9 +119,11 @@ def stored_payment(payment: Payment, header: tuple[str, str], sent: Mapping[str,
     }  # fmt: skip
 
 
-def restored(stored: Mapping[str, Any], entry_id: str, prepaid: bool) -> Replay:
-    """The stored payment (see `stored_payment`) to re-send."""
+def restored(stored: Mapping[str, Any], entry_id: str, key: str) -> Replay:
+    """The stored payment (see `stored_payment`) of ledger entry `entry_id`, booked under `key`, to re-send."""
     payment, header = restored_payment(stored, entry_id)
+    payment.idempotency_key = key.removesuffix(PREPAY_SUFFIX)
+    prepaid = key.endswith(PREPAY_SUFFIX)
     sent = stored.get("sentHeaders")
     headers = {str(name): str(value) for name, value in sent.items()} if isinstance(sent, dict) else {}
     return Replay(payment, header, prepaid, headers)
@@ -200,12 +206,12 @@ class Books:
                 "amount": requirement.amount, "pay_to": requirement.pay_to, "scheme": requirement.scheme, **repeat,
             })  # fmt: skip
             if not entry.payment:
-                return Hold(key, entry.id)
-            found = (entry.origin, restored(entry.payment, entry.id, entry.key.endswith(PREPAY_SUFFIX)))
+                return Hold(key, entry.id, origin, requirement.amount)
+            found = (entry.origin, restored(entry.payment, entry.id, entry.key))
         if found is None:
             found = self._hold_here(key)
         if found is None:
-            return Hold(key, None)
+            return Hold(key, None, origin, requirement.amount)
         started = _start(key, found[0], origin, found[1])
         if isinstance(started, PaidElsewhere):
             raise started.refusal(origin)
@@ -218,6 +224,7 @@ class Books:
         if hold.entry_id is not None:
             with contextlib.suppress(InvalidTransition):  # authorized after all: the money stays held
                 yield Book("release", (hold.entry_id, reason[:500]))
+                _events.released(hold.origin, hold.key, hold.entry_id, hold.amount, reason)
 
     def authorize(
         self, hold: Hold, payment: Payment, header: tuple[str, str], sent: Mapping[str, str]
@@ -230,6 +237,7 @@ class Books:
                 "valid_before": signed.valid_before, "method": signed.method, "amount": signed.amount,
             })  # fmt: skip
             payment.ledger_entry = hold.entry_id
+            _events.stored(payment)
         if not self._in_memory(hold.key):
             return
         with self._lock:
@@ -302,10 +310,12 @@ class Books:
             # A re-sent payment whose entry already settled: the refusal of the repeat changes nothing.
             with contextlib.suppress(InvalidTransition):
                 yield Book("mark_unknown", (payment.ledger_entry, detail[:500]))
+                _events.unsettled(payment, detail)
 
     def _settled(self, payment: Payment) -> Program[None]:
         receipt = payment.receipt
         assert receipt is not None  # noqa: S101 - only called once a receipt landed
+        _events.claimed(payment, receipt)
         if payment.ledger_entry is not None:  # a claim: the money stays held until the chain shows what moved
             yield Book("claim", (payment.ledger_entry,), {"amount": receipt.amount, "tx_hash": receipt.transaction})
         if self.on_receipt is not None:
@@ -317,6 +327,7 @@ class Books:
 
     def _verified(self, payment: Payment, verification: Any) -> Program[None]:
         payment.verification = verification
+        _events.verified(payment, verification)
         if is_fraud(verification):
             yield from self._mismatch(payment, f"{verification.check}: {verification.reason}")
             raise ReceiptMismatch(f"the chain contradicts the receipt from {payment.origin}: "
@@ -330,8 +341,7 @@ class Books:
     def _verify_later(self, payment: Payment) -> Program[None]:
         try:
             yield from self._verified(payment, (yield Verify(payment)))
-        except ReceiptMismatch:
-            logger.info("verification found fraud by %s", payment.origin)
+        except ReceiptMismatch:  # logged as it was found (`_events.verified`, `_events.untrusted`)
             if self.on_verified is not None:
                 self.on_verified(payment)
         except Exception:  # a background failure must not vanish silently, nor kill the worker
@@ -340,6 +350,7 @@ class Books:
     def _mismatch(self, payment: Payment, detail: str) -> Program[None]:
         payment.mismatch = payment.mismatch or detail
         self.trust.mark(payment.origin, detail)
+        _events.untrusted(payment, detail)
         if payment.ledger_entry is not None:
             yield Book("mark_mismatch", (payment.ledger_entry, detail[:500]))
 
@@ -356,5 +367,5 @@ def _start_from_entries(keys: Sequence[str], entries: Mapping[str, Any], origin:
             continue  # released: provably never settled, so a fresh signature is allowed
         if not entry.payment:
             return InFlight(entry)
-        return _start(key, entry.origin, origin, restored(entry.payment, entry.id, key.endswith(PREPAY_SUFFIX)))
+        return _start(key, entry.origin, origin, restored(entry.payment, entry.id, key))
     return New()

@@ -132,14 +132,11 @@ class Coverage(Protocol):
 def choose(
     challenge: Challenge, *, policy: SpendPolicy, origin: str, ceiling: int | None = None,
     uncovered: Coverage | None = None,
-) -> PaymentRequirements:  # fmt: skip
+) -> tuple[int, PaymentRequirements]:  # fmt: skip
     """The option `policy` accepts (within the announced `ceiling`) and a budget covers (`uncovered`, when the
-    books have budgets); raises why none is acceptable."""
+    books have budgets), with its index in the challenge; raises why none is acceptable."""
     budgets = None if uncovered is None else partial(_uncovered_option, uncovered, origin)
-    index, requirement = policy.choose(challenge.requirements, origin, challenge.malformed, ceiling, budgets)
-    logger.debug("chose option %d of %s: %s %s on %s", index, origin, requirement.amount, requirement.asset,
-                 requirement.network)  # fmt: skip
-    return requirement
+    return policy.choose(challenge.requirements, origin, challenge.malformed, ceiling, budgets)
 
 
 def _uncovered_option(uncovered: Coverage, origin: str, requirement: PaymentRequirements) -> str | None:
@@ -215,7 +212,7 @@ def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], bod
             payment.status = PaymentStatus.FAILED
             raise PaymentRejected(f"{payment.origin} refused the signed payment ({exc})") from exc
         payment.settlement_error = str(exc)
-        logger.info("unreadable settlement from %s: %s", payment.origin, exc)
+        logger.debug("unreadable settlement from %s: %s", payment.origin, exc)
         return
     payment.settlement = settlement
     if is_pending(settlement):  # broadcast, not yet confirmed: may still be charged, so neither settled nor failed

@@ -35,6 +35,8 @@ class Payment:
     when the server's claim could not be read, `mismatch` when it disagrees with what was signed or with the chain,
     `verification` (an `x402pay.verify.Verification`) once checked on chain, and `ledger_entry` with a ledger.
     `prepaid` is true for a payment sent with the first request (pre-payment), before any challenge came.
+    `idempotency_key` is the ``Idempotency-Key`` of the logical request it paid (the caller's, or one the transport
+    made up), as the payment records in the log name it.
     `booked` is the transport's own note of what it has already recorded.
     """
 
@@ -49,6 +51,7 @@ class Payment:
     verification: Any = None
     ledger_entry: str | None = None
     prepaid: bool = False
+    idempotency_key: str | None = None
     booked: set[str] = field(default_factory=set, repr=False)
 
     @property

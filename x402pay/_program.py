@@ -18,7 +18,8 @@ httpx2, sync or async, requests) performs each and sends the result back. For on
    402 is a refusal (for a pre-payment refused on new terms: one reactive payment, see `x402pay._prepay`); a
    receipt in the headers is recorded and, if asked, verified; a body that may carry one is tapped.
 
-Every answer the program does not hand to the caller is closed before it returns or raises.
+Every answer the program does not hand to the caller is closed before it returns or raises. Each decision that
+moves or holds money is logged at INFO where it is taken, here and in the books (`x402pay._events`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from x402pay import _flow
+from x402pay import _events, _flow
 from x402pay._allowance import GAS_SPONSORING, gas_sponsoring_extension
 from x402pay._attempt import Attempt, Call
 from x402pay._books import (
@@ -103,8 +104,16 @@ class PaymentProgram:
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
         attempt = self._attempt(call)
-        if attempt.fingerprint is None:
-            return (yield from self._run(attempt))
+        try:
+            remembered = attempt.fingerprint is not None
+            return (yield from self._run_remembered(attempt) if remembered else self._run(attempt))
+        except _events.REFUSALS as refusal:  # logged as the request ends: a refused pre-payment may still be paid
+            _events.refused(attempt.origin, attempt.key, refusal, attempt.trail.chosen)
+            raise
+
+    def _run_remembered(self, attempt: Attempt) -> Program[Delivery]:
+        """`_run`, for a request without a key: how it ended is remembered (see `_ended`)."""
+        assert attempt.fingerprint is not None  # noqa: S101 - only requests without a key are remembered
         self.repeats.started(attempt.fingerprint, attempt.key)
         try:
             delivery = yield from self._run(attempt)
@@ -210,8 +219,11 @@ class PaymentProgram:
 
     def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
         self.books.check_trust(attempt.origin)
-        return _flow.choose(challenge, policy=self.policy, origin=attempt.origin, ceiling=attempt.ceiling,
-                            uncovered=self.uncovered)  # fmt: skip
+        index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
+                                          ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
+        attempt.trail.chosen = requirement
+        _events.chose(attempt.origin, attempt.key, index, requirement)
+        return requirement
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
@@ -250,7 +262,7 @@ class PaymentProgram:
         """Send a stored payment again, with the headers it was first sent with, byte for byte."""
         again = attempt.resent(replay.headers)
         attempt.trail.resent = True
-        return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid))
+        return (yield from self._send_paid(again, replay.payment, replay.header, fallback=replay.prepaid, resent=True))
 
     def _sign(
         self, held: Hold, challenge: _flow.Challenge, requirement: PaymentRequirements, attempt: Attempt
@@ -264,6 +276,8 @@ class PaymentProgram:
             signing = partial(_flow.sign, challenge, requirement, wallet=self.wallet, policy=self.policy,
                               origin=attempt.origin, now=now, extensions=extensions)  # fmt: skip
             payment, header = yield Sign(signing)
+            payment.idempotency_key = attempt.key
+            _events.signed(payment)
             yield from self.books.authorize(held, payment, header, attempt.headers)
         except GeneratorExit:  # the driver is gone: nothing can be yielded any more
             self.books.let_go(held)
@@ -286,10 +300,12 @@ class PaymentProgram:
         return {GAS_SPONSORING: (yield Sign(sponsoring))}
 
     def _send_paid(
-        self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool
+        self, attempt: Attempt, payment: Payment, header: tuple[str, str], *, fallback: bool, resent: bool = False
     ) -> Program[Delivery | Refused]:
-        """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised."""
+        """Send the paid request and conclude; `fallback`: a refusal on new terms is returned, not raised; `resent`:
+        `payment` is a stored one, sent again."""
         attempt.trail.sent = payment
+        _events.sent(payment, resent=resent)
         try:
             answer = yield Send(attempt.headers, header)
         except GeneratorExit:

@@ -3,14 +3,15 @@
 Both are drivers of the one payment program (`x402pay._program`): they carry out its HTTP effects with the inner
 transport and hand the rest to the engine. The request body is buffered before the first send so the paid retry
 replays it byte for byte; responses other than the challenge are returned as the inner transport produced them,
-streaming intact.
+streaming intact. With httpx2 installed, each is an httpx2 transport as well as an httpx one (httpx2's clients
+type-check their transport), answering each library's requests with that library's responses.
 """
 
 from __future__ import annotations
 
 import threading
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import httpx
 
@@ -18,6 +19,17 @@ from x402pay import _httpx as io
 from x402pay._effects import Close, Delivery, Effect, ReadBody, Send, adrive, drive
 from x402pay._engine import Engine, TransportOptions
 from x402pay._streams import atap_response, tap_response
+
+if TYPE_CHECKING:
+    import httpx2
+    from httpx2 import AsyncBaseTransport as _AsyncBaseTransport2
+    from httpx2 import BaseTransport as _BaseTransport2
+else:
+    try:
+        from httpx2 import AsyncBaseTransport as _AsyncBaseTransport2
+        from httpx2 import BaseTransport as _BaseTransport2
+    except ImportError:  # httpx2 is optional: without it, the transports are httpx's alone
+        _BaseTransport2 = _AsyncBaseTransport2 = object
 
 __all__ = ["AsyncPaymentTransport", "PaymentTransport", "TransportOptions"]
 
@@ -53,7 +65,7 @@ class _Driver:
         return [self._inner] if self._inner is not None else list(self._defaults.values())
 
 
-class PaymentTransport(_Driver, httpx.BaseTransport):
+class PaymentTransport(_Driver, httpx.BaseTransport, _BaseTransport2):
     """A sync transport that pays x402 challenges within `policy`, signing with `wallet` (a `Wallet`, or any
     eth-account signer).
 
@@ -68,8 +80,12 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
         super().__init__(Engine(wallet=wallet, policy=policy, options=options, asynchronous=False), inner,
                          "HTTPTransport")  # fmt: skip
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request`; on an x402 challenge, pay once and return the paid response."""
+    @overload
+    def handle_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    def handle_request(self, request: Any) -> Any:
+        """Send `request` (httpx's or httpx2's); on an x402 challenge, pay once and return the paid response."""
         request.read()
         perform = partial(self._perform, self._inner_for(request), io.Outgoing(request))
         delivery: Delivery = drive(self._engine.program.run(io.call_of(request)), perform)
@@ -77,7 +93,7 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
         if delivery.tap is not None:
             record = self._engine.program.record
             tap_response(response, delivery.tap, lambda payment: drive(record(payment), self._engine.perform))
-        return response  # type: ignore[no-any-return]
+        return response
 
     def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):
@@ -95,7 +111,7 @@ class PaymentTransport(_Driver, httpx.BaseTransport):
         self._engine.close()
 
 
-class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
+class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport, _AsyncBaseTransport2):
     """The async twin of `PaymentTransport`, for ``httpx.AsyncClient`` and ``httpx2.AsyncClient``.
 
     Its `ledger` may be an `x402pay.ledger.AsyncLedger` (awaited) or a `Ledger` (called in a worker thread).
@@ -106,8 +122,12 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
         super().__init__(Engine(wallet=wallet, policy=policy, options=options, asynchronous=True), inner,
                          "AsyncHTTPTransport")  # fmt: skip
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request`; on an x402 challenge, pay once and return the paid response."""
+    @overload
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    async def handle_async_request(self, request: Any) -> Any:
+        """Send `request` (httpx's or httpx2's); on an x402 challenge, pay once and return the paid response."""
         await request.aread()
         perform = partial(self._perform, self._inner_for(request), io.Outgoing(request))
         delivery: Delivery = await adrive(self._engine.program.run(io.call_of(request)), perform)
@@ -115,7 +135,7 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport):
         if delivery.tap is not None:
             record = self._engine.program.record
             atap_response(response, delivery.tap, lambda payment: adrive(record(payment), self._engine.aperform))
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):

@@ -17,14 +17,25 @@ from hostile_support import (
     challenge,
     challenge_reply,
     challenge_then,
+    client,
     policy,
     requirement,
     settle_honestly,
     settled_header,
+    sse,
     unb64,
 )
 
-from x402pay import OriginUntrusted, PaymentTransport, ReceiptMismatch, Wallet, payment_of
+from x402pay import (
+    OriginUntrusted,
+    PaymentRejected,
+    PaymentTransport,
+    ReceiptMismatch,
+    SettlementFailed,
+    Wallet,
+    payment_of,
+)
+from x402pay.ledger import Ledger
 
 pytestmark = pytest.mark.chain
 
@@ -62,9 +73,11 @@ def test_no_key_password_or_signature_leaks_into_logs_reprs_or_errors(
 
     texts += [record.getMessage() for record in caplog.records]
     texts += [str(record.args) for record in caplog.records]
+    texts += [str(value) for record in caplog.records for value in vars(record).values()]  # the extra= fields too
     signatures = [unb64(header)["payload"]["signature"] for header in hostile.signatures]
     assert len(signatures) == 2
     assert any("x402pay" in record.name for record in caplog.records)  # DEBUG logging did say things
+    assert any(getattr(record, "x402pay_event", None) == "signed" for record in caplog.records)
     everything = "\n".join(texts).lower()
     assert key_hex.lower() not in everything
     assert PASSWORD.lower() not in everything
@@ -82,3 +95,52 @@ def test_the_repr_of_a_payment_shows_no_full_signature(hostile: Hostile) -> None
     (header,) = hostile.signatures
     signature = unb64(header)["payload"]["signature"]
     assert signature.removeprefix("0x") not in repr(payment)
+
+
+def echoes(call: Call) -> str:
+    """What a hostile server says back: the payment's signature, then its whole header."""
+    return f"bad signature {call.payload().payload['signature']} in {call.seen.payment}"
+
+
+def assert_no_record_holds_the_payment(hostile: Hostile, caplog: pytest.LogCaptureFixture, event: str) -> None:
+    (header,) = hostile.signatures
+    signature = unb64(header)["payload"]["signature"].removeprefix("0x").lower()
+    assert any(getattr(record, "x402pay_event", None) == event for record in caplog.records)
+    for record in caplog.records:
+        text = " ".join([record.getMessage(), *map(str, vars(record).values())]).lower()
+        assert signature not in text
+        assert header.lower() not in text
+
+
+def test_a_refusal_that_echoes_the_signature_gets_it_into_no_log_record(
+    hostile: Hostile, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def refusal(call: Call) -> Reply:
+        return challenge_reply(challenge(requirement(hostile.devnet), error=echoes(call)))
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), refusal)
+    with client(hostile.devnet) as http, pytest.raises(PaymentRejected):
+        http.get(hostile.url + "/report")
+    assert_no_record_holds_the_payment(hostile, caplog, "refused")
+
+
+def test_an_error_frame_that_echoes_the_signature_gets_it_into_no_log_record(
+    hostile: Hostile, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def failing(call: Call) -> Reply:  # the message alone: nothing of ours in front of it to push it past a cut
+        frame = sse("compose.error", {"error": {"code": "settle_failed", "message": echoes(call).split()[2]}})
+        return Reply(200, [("content-type", "text/event-stream")], [frame])
+
+    hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), failing)
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    with (
+        client(hostile.devnet, ledger=ledger) as http,
+        http.stream("GET", hostile.url + "/report") as response,
+        pytest.raises(SettlementFailed),
+    ):
+        response.read()
+    assert_no_record_holds_the_payment(hostile, caplog, "unsettled")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,66 @@ def test_receipts_are_verified_inline_and_booked(
     (entry,) = ledger.entries()
     assert (entry.state, entry.held, entry.settled_amount) == (EntryState.SETTLED, PRICE, PRICE)  # the chain's word
     assert (entry.claimed_amount, entry.tx_hash) == (PRICE, payment.transaction)
+
+
+def info_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name.startswith("x402pay") and record.levelno >= logging.INFO]
+
+
+def test_a_paid_request_logs_each_decision_once_at_info_with_its_fields(
+    x402pay_chain: Devnet, server: tuple[str, Liar], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = server
+    ledger = Ledger.sqlite(tmp_path / "spend.db")
+    wire = Recording()
+    caplog.set_level(logging.DEBUG, logger="x402pay")
+    with client(x402pay_chain, ledger, wire, verify="inline") as http:
+        response = http.get(url + "/report", headers={"Idempotency-Key": "report-of-the-day"})
+    payment = payment_of(response)
+    assert payment is not None
+    (entry,) = ledger.entries()
+    terms = {"origin": url, "key": "report-of-the-day", "amount": PRICE}
+    signed = terms | {"nonce": payment.signed.nonce}
+    stored = signed | {"entry": entry.id}
+    expected = [
+        (
+            "chose",
+            terms | {"option": 0, "scheme": "exact", "asset": x402pay_chain.usdc, "network": x402pay_chain.network},
+        ),
+        ("signed", signed | {"scheme": "exact", "asset": x402pay_chain.usdc, "network": x402pay_chain.network}),
+        ("stored", stored),
+        ("sent", stored | {"resent": False}),
+        ("claimed", stored | {"tx": payment.transaction}),
+        ("verified", stored | {"tx": payment.transaction, "verdict": "verified"}),
+    ]
+    records = info_records(caplog)
+    assert [record.x402pay_event for record in records] == [event for event, _ in expected]
+    for record, (event, fields) in zip(records, expected, strict=True):
+        assert (record.name, record.levelno) == ("x402pay.payments", logging.INFO)
+        assert {name: getattr(record, name) for name in fields} == fields, event
+        message = record.getMessage()
+        assert message.startswith(f"{event}: ")
+        assert "\n" not in message
+        assert "report-of-the-day" in message
+
+    header = wire.sent[-1].headers["payment-signature"]
+    signature = json.loads(base64.b64decode(header))["payload"]["signature"]
+    key = bytes(x402pay_chain.payers[2].key).hex()
+    for record in caplog.records:
+        text = " ".join([record.getMessage(), str(record.args), *map(str, vars(record).values())])
+        assert header not in text
+        assert signature.removeprefix("0x") not in text
+        assert key not in text
+
+
+def test_an_unpaid_request_logs_nothing_at_info(
+    x402pay_chain: Devnet, server: tuple[str, Liar], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = server
+    caplog.set_level(logging.DEBUG, logger="x402pay")
+    with client(x402pay_chain, Ledger.sqlite(tmp_path / "spend.db"), verify="inline") as http:
+        assert http.get(url + "/not-for-sale").status_code == 404
+    assert info_records(caplog) == []
 
 
 def test_a_lying_receipt_is_fraud_and_the_origin_is_not_paid_again(

@@ -106,7 +106,14 @@ class Peer:
             case Sign(work=work):
                 return work()
             case Verify():
-                return SimpleNamespace(verdict=self.verdict, check="amount", reason="chain moved 1", claim=None)
+                return SimpleNamespace(
+                    verdict=self.verdict,
+                    check="amount",
+                    reason="chain moved 1",
+                    claim=None,
+                    tx_hash=None,
+                    transferred=1,
+                )
         return None
 
 

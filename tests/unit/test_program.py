@@ -7,6 +7,8 @@ the integration tests run it on anvil through each of them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,8 @@ from x402pay import (
 from x402pay._attempt import Call
 from x402pay._effects import Book, Effect, Send, drive
 from x402pay.ledger import Budget
+
+PAID = ["chose", "signed", "stored", "sent"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,48 @@ def test_each_peer_gets_exactly_these_effects_in_order(case: str) -> None:
     assert peer.log == row.effects
 
 
+#: The INFO records (`x402pay._events`) each peer's request leaves, in order: one per decision that moves or holds
+#: money, none for a request that was not paid.
+EVENTS = {
+    "unpaid": [],
+    "honest": ["chose", "signed", "sent", "claimed"],
+    "honest, with a ledger": [*PAID, "claimed"],
+    "a caller's key is looked up once": [],
+    "not x402": [],
+    "malformed challenge": [],
+    "402 twice": [*PAID, "unsettled", "refused"],
+    "lying about the amount": [*PAID, "untrusted"],
+    "lying, caught on chain": [*PAID, "claimed", "verified", "untrusted"],
+    "dropping the connection": [*PAID, "unsettled"],
+    "the ledger fails on the receipt": [*PAID, "claimed"],
+    "the budget refuses": ["chose", "refused"],
+    "the allowance read fails": ["chose", "released"],
+    "the allowance is too low": ["chose", "released", "refused"],
+    "signing fails": ["chose", "released"],
+    "the process is told to stop while signing": ["chose", "released"],
+    "storing the payment fails": ["chose", "signed", "released"],
+}
+
+
+@pytest.mark.parametrize("case", ROWS, ids=list(ROWS))
+def test_each_peer_leaves_exactly_these_info_records(case: str, caplog: pytest.LogCaptureFixture) -> None:
+    row = ROWS[case]
+    options = dict(row.options)
+    headers = options.pop("headers", None)
+    caplog.set_level(logging.DEBUG, logger="x402pay")
+    with contextlib.suppress(BaseException):
+        run(row.peer(), headers, **options)
+    records = [record for record in caplog.records if record.levelno >= logging.INFO]
+    assert [getattr(record, "x402pay_event", None) for record in records] == EVENTS[case]
+    for record in records:
+        message = record.getMessage()
+        assert record.levelno == logging.INFO
+        assert message.startswith(f"{record.x402pay_event}: ")
+        assert "\n" not in message
+        assert record.origin == ORIGIN
+        assert record.key.startswith("x402pay-")
+
+
 def test_an_upto_ask_over_the_budget_is_asked_again_once_with_the_room_as_ceiling() -> None:
     room = 30_000
     refusal = BudgetExceeded(Budget(USDC, 100_000), 50_000, room)
@@ -187,13 +233,18 @@ def test_an_exact_price_over_the_budget_is_not_asked_again() -> None:
     assert peer.log == ["send", "close", "book reserve"]
 
 
-def test_a_replayed_key_is_re_sent_without_signing() -> None:
+def test_a_replayed_key_is_re_sent_without_signing(caplog: pytest.LogCaptureFixture) -> None:
     peer = Peer([challenge(), settled(), settled()])
     paying = program(peer)
     key = {"Idempotency-Key": "order-1"}
     first = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
     peer.log.clear()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="x402pay")
     again = drive(paying.run(Call("GET", ORIGIN, "/data", httpx.Headers(key))), peer)
     assert peer.log == ["send paid"]
+    assert [(record.x402pay_event, record.resent, record.key) for record in caplog.records] == [
+        ("sent", True, "order-1")
+    ]
     assert first.payment is not None
     assert again.payment is first.payment

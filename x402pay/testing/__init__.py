@@ -8,10 +8,28 @@ derive from `DevnetError`, an `x402pay.X402PayError`: `AnvilNotFound` (no anvil 
 did not come up).
 """
 
-from x402pay.testing._anvil import Anvil, find_anvil
-from x402pay.testing._artifacts import Artifact, load_artifact
-from x402pay.testing._devnet import ANVIL_MNEMONIC, Devnet, anvil_account, deploy_devnet
+import importlib
+import typing
+
 from x402pay.testing._errors import AnvilNotFound, AnvilStartError, DevnetError
+
+if typing.TYPE_CHECKING:
+    from x402pay.testing._anvil import Anvil, find_anvil
+    from x402pay.testing._artifacts import Artifact, load_artifact
+    from x402pay.testing._devnet import ANVIL_MNEMONIC, Devnet, anvil_account, deploy_devnet
+
+#: Public names imported on first use (web3 and eth-account load then): the pytest plugin lives in this package, and
+#: a pytest session that uses no chain fixture should not pay for them.
+_LAZY = {
+    "ANVIL_MNEMONIC": "x402pay.testing._devnet",
+    "Anvil": "x402pay.testing._anvil",
+    "Artifact": "x402pay.testing._artifacts",
+    "Devnet": "x402pay.testing._devnet",
+    "anvil_account": "x402pay.testing._devnet",
+    "deploy_devnet": "x402pay.testing._devnet",
+    "find_anvil": "x402pay.testing._anvil",
+    "load_artifact": "x402pay.testing._artifacts",
+}
 
 __all__ = [
     "ANVIL_MNEMONIC",
@@ -26,3 +44,11 @@ __all__ = [
     "find_anvil",
     "load_artifact",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # found by plain lookup from now on
+        return value
+    raise AttributeError(f"module 'x402pay.testing' has no attribute {name!r}")

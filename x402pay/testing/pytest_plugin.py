@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # the heavy imports wait until a chain fixture is used
     from x402pay.testing._devnet import Devnet
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``chain`` marker, so that projects running with ``--strict-markers`` can mark chain tests."""
+    config.addinivalue_line("markers", "chain: needs a local anvil chain (fails in CI when anvil is missing)")
+
+
 def _chain_required() -> bool:
     return bool(os.environ.get("CI")) or os.environ.get("X402PAY_REQUIRE_CHAIN") == "1"
 
