@@ -22,9 +22,8 @@ from x402pay.testing._errors import AnvilNotFound, AnvilStartError
 
 ANVIL_ENV_VAR = "X402PAY_ANVIL"
 INSTALL_HINT = (
-    "install it with `npm ci` in the x402pay checkout (package.json pins @foundry-rs/anvil), "
-    "`npm install @foundry-rs/anvil` in your project, or Foundry (https://getfoundry.sh); "
-    f"or point {ANVIL_ENV_VAR} at the binary"
+    "install it with `npm install @foundry-rs/anvil` in your project, or Foundry (https://getfoundry.sh), "
+    f"or point {ANVIL_ENV_VAR} at the binary (in a checkout of x402pay itself, `npm ci` installs the pinned one)"
 )
 _LISTENING = "Listening on "
 _PR_SET_PDEATHSIG = 1
