@@ -345,7 +345,7 @@ class Books:
             if self.on_verified is not None:
                 self.on_verified(payment)
         except Exception:  # a background failure must not vanish silently, nor kill the worker
-            logger.exception("background verification of a payment to %s failed", payment.origin)
+            logger.info("background verification of a payment to %s failed", payment.origin, exc_info=True)
 
     def _mismatch(self, payment: Payment, detail: str) -> Program[None]:
         payment.mismatch = payment.mismatch or detail

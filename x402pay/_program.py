@@ -137,7 +137,7 @@ class PaymentProgram:
             elif answered and attempt.trail.resent:
                 yield from self.books.answered(attempt.fingerprint)
         except Exception:  # the answer, or the error, matters more than this mark: it is only the books' hint
-            logger.warning("the ledger could not record how a request to %s ended", attempt.origin, exc_info=True)
+            logger.info("the ledger could not record how a request to %s ended", attempt.origin, exc_info=True)
 
     def _run(self, attempt: Attempt) -> Program[Delivery]:
         keys = attempt.keys if self.prepayments else attempt.keys[:1]

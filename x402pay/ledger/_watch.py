@@ -60,5 +60,5 @@ class Watcher:
                 if self._on_report is not None:
                     self._on_report(report)
             except Exception:  # a round that failed (RPC down, database locked) must not end the watch
-                logger.exception("a reconcile round failed; the next one runs in %s s", self._every)
+                logger.info("a reconcile round failed; the next one runs in %s s", self._every, exc_info=True)
             self._stopped.wait(self._every)

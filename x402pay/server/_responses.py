@@ -165,7 +165,7 @@ class SettlingSend:
             return
         amount = _override_amount(value)
         if amount is None:
-            logger.warning("ignoring a malformed Settlement-Overrides header from the app")
+            logger.info("ignoring a malformed Settlement-Overrides header from the app")
         else:
             self._paid.charged = amount  # not clamped: more than the maximum fails settlement, visibly
 
