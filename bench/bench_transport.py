@@ -141,13 +141,16 @@ async def check(clients: Clients, url: str) -> None:
 AsyncGet = Callable[[], Awaitable[httpx.Response]]
 
 
-async def _sequential(get: AsyncGet, count: int) -> int:
+async def run_sequential(get: AsyncGet, count: int) -> int:
+    """`count` requests with `get`, one after another."""
     for _ in range(count):
         (await get()).raise_for_status()
     return count
 
 
-async def _concurrent(get: AsyncGet, count: int, concurrency: int) -> int:
+async def run_concurrent(get: AsyncGet, count: int, concurrency: int) -> int:
+    """`count` requests with `get`, `concurrency` of them in flight at once."""
+
     async def worker(share: int) -> None:
         for _ in range(share):
             (await get()).raise_for_status()
@@ -200,7 +203,7 @@ def sequential_batches(
         PREPAY_SYNC: sync(clients.prepay_sync, "/paid"),
     }
     for name, get in async_gets(clients, url).items():
-        batches[name] = lambda get=get: loop.run_until_complete(_sequential(get, count))  # type: ignore[misc]
+        batches[name] = lambda get=get: loop.run_until_complete(run_sequential(get, count))  # type: ignore[misc]
     return batches
 
 
@@ -209,7 +212,7 @@ def concurrent_batches(
 ) -> dict[str, Callable[[], int]]:
     """`count` requests per batch, `concurrency` in flight at once."""
     return {
-        name: lambda get=get: loop.run_until_complete(_concurrent(get, count, concurrency))  # type: ignore[misc]
+        name: lambda get=get: loop.run_until_complete(run_concurrent(get, count, concurrency))  # type: ignore[misc]
         for name, get in async_gets(clients, url).items()
         if name != PRESIGNED
     }

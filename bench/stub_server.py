@@ -207,7 +207,11 @@ def main() -> None:
     sock.bind(("127.0.0.1", int(os.environ.get("STUB_PORT", "0"))))
     sock.listen(1024)  # connections queue up from now on, before uvicorn starts accepting
     print(f"port {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, backlog=1024)
+    # Clients drop idle connections first (httpx: after 5 s), so no request is sent on one the server has just
+    # closed: behind the latency proxy, the server's close would reach the client only a one-way delay later.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, backlog=1024, timeout_keep_alive=60
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
