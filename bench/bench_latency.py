@@ -1,0 +1,264 @@
+"""Paid calls over a network with latency: what each way of paying costs when a round trip takes 20 or 100 ms.
+
+The stub paywall of `bench.bench_transport` (`bench.stub_server`, a subprocess on loopback) sits behind
+`bench.latency_proxy`, which delays each direction by half the round trip, so every contender pays the same round
+trips a real network would charge. Contenders, with the clients of `bench.bench_transport` (async, one client each,
+kept for the whole run): plain httpx on the unpaid route (the floor), x402pay paying reactively (two round trips),
+x402pay with ``prepay=True`` (one round trip once the route is known), the official x402 SDK. Measured at each
+round trip, in interleaved rounds:
+
+- sequential: one request at a time, latency per request and its ratio to unpaid; besides, the first call to a route
+  with ``prepay=True`` (a fresh transport on a warm connection: it must pay reactively);
+- concurrent: `--concurrency` requests in flight on one event loop, requests per second and the ratio to unpaid;
+- streamed: a short SSE answer, time to its first byte (which holds the first event): unpaid, reactive, pre-paid.
+
+Prints the tables and writes the "latency" section of BENCHMARKS.md. Run from the repository root:
+``.venv/bin/python -m bench.bench_latency`` (``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from functools import partial
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from bench.bench_transport import (
+    FLOOR_ASYNC,
+    OFFICIAL,
+    PREPAY_ASYNC,
+    X402PAY_ASYNC,
+    Clients,
+    async_gets,
+    check,
+    make_clients,
+    run_concurrent,
+    run_sequential,
+)
+from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
+from bench.latency_proxy import LatencyProxy
+from bench.stub_server import running
+from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
+
+TARGET_PREPAID = 1.02  # issue 18: pre-paid latency (and time to first byte) within 1.02x of unpaid
+ROUND_TRIPS_MS = (20, 100)
+CONTENDERS = (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC, OFFICIAL)
+FIRST_CALL = "x402pay AsyncPaymentTransport(prepay=True), first call to the route"
+STREAM_PATH = "stream?size=9000&chunk=1024"  # ten ~1 KB frames, the first one whole in the first piece
+STREAMED = {FLOOR_ASYNC: "/" + STREAM_PATH, X402PAY_ASYNC: "/paid-" + STREAM_PATH, PREPAY_ASYNC: "/paid-" + STREAM_PATH}
+
+
+@dataclass
+class Timed:
+    """A contender that times its own requests (what the harness's batch rate cannot isolate): seconds per request,
+    the median of each batch."""
+
+    requests: Callable[[], list[float]]
+    medians: list[float] = field(default_factory=list)
+
+    def batch(self) -> int:
+        """One batch; notes its median."""
+        seconds = self.requests()
+        self.medians.append(median(seconds))
+        return len(seconds)
+
+
+@dataclass
+class AtRoundTrip:
+    """The figures at one round trip: rates per contender, and the self-timed seconds of the others."""
+
+    sequential: dict[str, list[float]]
+    concurrent: dict[str, list[float]]
+    first_call: list[float]
+    ttfb: dict[str, list[float]]
+
+
+async def first_call(account: LocalAccount, url: str) -> float:
+    """Seconds of the first paid call through a fresh pre-paying transport, its connection opened beforehand."""
+    transport = AsyncPaymentTransport(wallet=Wallet(account), policy=SpendPolicy(max_per_request=10_000), prepay=True)
+    async with httpx.AsyncClient(transport=transport) as client:
+        (await client.get(url + "/free")).raise_for_status()
+        start = time.perf_counter()
+        response = await client.get(url + "/paid")
+        elapsed = time.perf_counter() - start
+    payment = payment_of(response)
+    if response.status_code != 200 or payment is None or payment.prepaid:
+        raise SystemExit(f"first call: HTTP {response.status_code}, payment {payment}")
+    return elapsed
+
+
+async def first_byte(client: httpx.AsyncClient, url: str, prepaid: bool | None) -> float:
+    """Seconds to the first byte of a streamed answer, read to its end; `prepaid` is None for the unpaid route."""
+    start = time.perf_counter()
+    async with client.stream("GET", url) as response:
+        elapsed = 0.0
+        async for _ in response.aiter_bytes():
+            elapsed = elapsed or time.perf_counter() - start
+    payment = payment_of(response)
+    if response.status_code != 200 or (prepaid is not None and (payment is None or payment.prepaid is not prepaid)):
+        raise SystemExit(f"{url}: HTTP {response.status_code}, payment {payment}, expected prepaid {prepaid}")
+    if prepaid is not None and payment is not None and payment.receipt is None:
+        raise SystemExit(f"{url}: no in-band receipt found")
+    return elapsed
+
+
+def stream_contenders(clients: Clients, url: str, loop: asyncio.AbstractEventLoop, count: int) -> dict[str, Timed]:
+    """`count` streamed answers per batch: unpaid, reactive, pre-paid."""
+    by_name = {FLOOR_ASYNC: clients.free_async, X402PAY_ASYNC: clients.paid_async, PREPAY_ASYNC: clients.prepay_async}
+    prepaid = {FLOOR_ASYNC: None, X402PAY_ASYNC: False, PREPAY_ASYNC: True}
+
+    def timed(name: str) -> Timed:
+        async def requests() -> list[float]:
+            return [await first_byte(by_name[name], url + STREAMED[name], prepaid[name]) for _ in range(count)]
+
+        return Timed(lambda: loop.run_until_complete(requests()))
+
+    return {name: timed(name) for name in STREAMED}
+
+
+def _on(loop: asyncio.AbstractEventLoop, batch: Callable[[], Coroutine[object, object, int]]) -> Batch:
+    """`batch`, a coroutine function, as a harness batch run on `loop`."""
+    return lambda: loop.run_until_complete(batch())
+
+
+def measure(url: str, args: argparse.Namespace) -> AtRoundTrip:
+    """Every measurement against `url` (the proxy in front of the stub server), with clients of its own."""
+    loop = asyncio.new_event_loop()
+    account = Account.create()
+    clients = make_clients(account)
+    try:
+        loop.run_until_complete(check(clients, url))
+        loop.run_until_complete(first_byte(clients.prepay_async, url + STREAMED[PREPAY_ASYNC], prepaid=False))
+        gets = {name: get for name, get in async_gets(clients, url).items() if name in CONTENDERS}
+        first = Timed(lambda: [loop.run_until_complete(first_call(account, url)) for _ in range(args.first_calls)])
+        sequential = {name: _on(loop, partial(run_sequential, get, args.sequential)) for name, get in gets.items()}
+        sequential[FIRST_CALL] = first.batch
+        seq = interleaved_rates(sequential, args.rounds)
+        in_flight = partial(run_concurrent, count=args.concurrent, concurrency=args.concurrency)
+        conc = interleaved_rates({name: _on(loop, partial(in_flight, get)) for name, get in gets.items()}, args.rounds)
+        streams = stream_contenders(clients, url, loop, args.streams)
+        interleaved_rates({name: timed.batch for name, timed in streams.items()}, args.rounds)
+    finally:
+        loop.run_until_complete(clients.aclose())
+        loop.close()
+    del seq[FIRST_CALL]
+    return AtRoundTrip(seq, conc, first.medians[1:], {name: timed.medians[1:] for name, timed in streams.items()})
+
+
+def _verdict(ratio: float) -> str:
+    return f"{ratio:.3f}x, {'met' if ratio <= TARGET_PREPAID else 'NOT met'}"
+
+
+def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]]:
+    """The table rows at one round trip (requests, streams) and its goal verdicts."""
+    seq, conc, unpaid = result.sequential, result.concurrent, result.sequential[FLOOR_ASYNC]
+    unpaid_seconds = [1 / rate for rate in unpaid]
+    requests = [
+        f"| {rtt} | {name} | {1000 / median(seq[name]):.1f} | {paired_ratio(unpaid, seq[name]):.3f}x |"
+        f" {median(conc[name]):,.0f} | {paired_ratio(conc[name], conc[FLOOR_ASYNC]):.2f}x |"
+        for name in CONTENDERS
+    ]
+    requests.append(
+        f"| {rtt} | {FIRST_CALL} | {median(result.first_call) * 1000:.1f} |"
+        f" {paired_ratio(result.first_call, unpaid_seconds):.3f}x | - | - |"
+    )
+    ttfb, floor = result.ttfb, result.ttfb[FLOOR_ASYNC]
+    streams = [
+        f"| {rtt} | {name} | {median(ttfb[name]) * 1000:.1f} | {paired_ratio(ttfb[name], floor):.3f}x |"
+        for name in STREAMED
+    ]
+    verdicts = [
+        f"  - {rtt} ms round trip: pre-paid latency {_verdict(paired_ratio(unpaid, seq[PREPAY_ASYNC]))};"
+        f" pre-paid time to first byte of a stream {_verdict(paired_ratio(ttfb[PREPAY_ASYNC], floor))}."
+    ]
+    return requests, streams, verdicts
+
+
+def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
+    """The BENCHMARKS.md section."""
+    requests, streams, verdicts = [], [], []
+    for rtt, result in results.items():
+        more = rows(rtt, result)
+        requests += more[0]
+        streams += more[1]
+        verdicts += more[2]
+    command = (
+        f".venv/bin/python -m bench.bench_latency --sequential {args.sequential} --first-calls {args.first_calls}"
+        f" --concurrent {args.concurrent} --concurrency {args.concurrency} --streams {args.streams}"
+        f" --rounds {args.rounds}"
+    )
+    return "\n".join(
+        [
+            "## Latency: paid calls over a network with 20 and 100 ms round trips",
+            "",
+            f"Run `{today()}` with `{command}`.",
+            "",
+            f"- Machine: {machine()}",
+            f"- Versions: {versions('x402pay', 'x402', 'httpx', 'uvicorn', 'h11')}",
+            "- Network: `bench/latency_proxy.py` between the clients and `bench/stub_server.py` (the stub paywall of",
+            "  the transport section, uvicorn in a subprocess on 127.0.0.1): each direction of every connection is",
+            "  delayed by half the round trip, chunk by chunk in order. It runs in a thread of the client process",
+            "  (its work competes with the client's for the GIL, equally for every contender). Connection setup is",
+            "  not delayed; every client keeps its connections alive, so a request pays only its own round trips.",
+            "- Contenders (async, one client each for the whole run, as in the transport section): httpx on the",
+            "  unpaid route; x402pay paying reactively (request, 402, paid retry: two round trips); x402pay with",
+            "  `prepay=True` (pays on the first send: one round trip); the official x402 SDK (`x402HttpxClient`).",
+            "  First call to a route: a fresh `prepay=True` transport whose connection an unpaid request opened",
+            "  first; the call must pay reactively (it has no challenge to pay from yet).",
+            f"- Method: at each round trip, {args.rounds} interleaved rounds (order rotating, one warm-up round not",
+            f"  counted). Sequential: {args.sequential} requests one after another per batch ({args.first_calls}",
+            "  first calls), median ms per request; ratio to unpaid = median of the per-round latency ratios.",
+            f"  Concurrent: {args.concurrent} requests per batch, {args.concurrency} in flight on one event loop,",
+            f"  median requests/s and per-round ratios. Streamed: {args.streams} short SSE answers per batch (ten",
+            "  ~1 KB `data:` frames and the in-band receipt, `/stream` unpaid, `/paid-stream` paid), time to the",
+            "  first body chunk (it holds the first event), median per batch, then over rounds; ratio per round.",
+            f"- Goal (issue 18): pre-paid within {TARGET_PREPAID}x of unpaid, per request and to the first byte:",
+            *verdicts,
+            "",
+            "Requests (ratio > 1: slower than unpaid; requests/s ratio < 1: fewer than unpaid):",
+            "",
+            f"| round trip ms | contender | ms per request | latency vs unpaid | requests/s, {args.concurrency} in"
+            " flight | vs unpaid |",
+            "|---:|---|---:|---:|---:|---:|",
+            *requests,
+            "",
+            "Streamed answers, time to first byte:",
+            "",
+            "| round trip ms | contender | first byte ms | vs unpaid |",
+            "|---:|---|---:|---:|",
+            *streams,
+        ]
+    )
+
+
+def main() -> None:
+    """Start the stub server, and at each round trip a proxy; time everything; print, write BENCHMARKS.md."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequential", type=int, default=20, help="requests per sequential batch (default 20)")
+    parser.add_argument("--first-calls", type=int, default=5, help="first calls per batch (default 5)")
+    parser.add_argument("--concurrent", type=int, default=160, help="requests per concurrent batch (default 160)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    parser.add_argument("--streams", type=int, default=10, help="streamed answers per batch (default 10)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    results = {}
+    with running() as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for rtt in ROUND_TRIPS_MS:
+            with LatencyProxy((host, int(port)), delay=rtt / 2000) as proxy:
+                results[rtt] = measure(proxy.url, args)
+    section = report(results, args)
+    print(section)
+    if not args.no_write:
+        write_section("latency", section)
+
+
+if __name__ == "__main__":
+    main()
