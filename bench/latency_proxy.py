@@ -35,6 +35,7 @@ class LatencyProxy:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -75,8 +76,8 @@ class LatencyProxy:
         ready.set()
         await self._stopping.wait()
         server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for writer in self._writers:  # each forwarding direction then reads the end, passes it on and returns
+            writer.close()
         await asyncio.gather(*self._connections, return_exceptions=True)
         await server.wait_closed()
 
@@ -90,6 +91,7 @@ class LatencyProxy:
             client_writer.close()
             self._connections.discard(task)
             return
+        self._writers.update((client_writer, server_writer))
         try:
             await asyncio.gather(
                 self._forward(client_reader, server_writer), self._forward(server_reader, client_writer)
@@ -99,6 +101,7 @@ class LatencyProxy:
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()
+                self._writers.discard(writer)
             self._connections.discard(task)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
