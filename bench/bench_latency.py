@@ -35,15 +35,17 @@ from bench.bench_transport import (
     PREPAY_ASYNC,
     X402PAY_ASYNC,
     Clients,
+    Cost,
     async_gets,
     check,
     make_clients,
     run_concurrent,
     run_sequential,
+    with_cost,
 )
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.latency_proxy import LatencyProxy
-from bench.stub_server import running
+from bench.stub_server import StubServer, running
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 
 TARGET_PREPAID = 1.02  # issue 18: pre-paid latency (and time to first byte) within 1.02x of unpaid
@@ -74,6 +76,7 @@ class AtRoundTrip:
     """The figures at one round trip: rates per contender, and the self-timed seconds of the others."""
 
     sequential: dict[str, list[float]]
+    costs: dict[str, Cost]
     concurrent: dict[str, list[float]]
     first_call: list[float]
     ttfb: dict[str, list[float]]
@@ -127,8 +130,8 @@ def _on(loop: asyncio.AbstractEventLoop, batch: Callable[[], Coroutine[object, o
     return lambda: loop.run_until_complete(batch())
 
 
-def measure(url: str, args: argparse.Namespace) -> AtRoundTrip:
-    """Every measurement against `url` (the proxy in front of the stub server), with clients of its own."""
+def measure(url: str, server: StubServer, args: argparse.Namespace) -> AtRoundTrip:
+    """Every measurement against `url` (the proxy in front of `server`), with clients of its own."""
     loop = asyncio.new_event_loop()
     account = Account.create()
     clients = make_clients(account)
@@ -137,7 +140,11 @@ def measure(url: str, args: argparse.Namespace) -> AtRoundTrip:
         loop.run_until_complete(first_byte(clients.prepay_async, url + STREAMED[PREPAY_ASYNC], prepaid=False))
         gets = {name: get for name, get in async_gets(clients, url).items() if name in CONTENDERS}
         first = Timed(lambda: [loop.run_until_complete(first_call(account, url)) for _ in range(args.first_calls)])
-        sequential = {name: _on(loop, partial(run_sequential, get, args.sequential)) for name, get in gets.items()}
+        costs = {name: Cost() for name in gets}
+        sequential = {
+            name: with_cost(_on(loop, partial(run_sequential, get, args.sequential)), costs[name], server)
+            for name, get in gets.items()
+        }
         sequential[FIRST_CALL] = first.batch
         seq = interleaved_rates(sequential, args.rounds)
         in_flight = partial(run_concurrent, count=args.concurrent, concurrency=args.concurrency)
@@ -148,7 +155,9 @@ def measure(url: str, args: argparse.Namespace) -> AtRoundTrip:
         loop.run_until_complete(clients.aclose())
         loop.close()
     del seq[FIRST_CALL]
-    return AtRoundTrip(seq, conc, first.medians[1:], {name: timed.medians[1:] for name, timed in streams.items()})
+    return AtRoundTrip(
+        seq, costs, conc, first.medians[1:], {name: timed.medians[1:] for name, timed in streams.items()}
+    )
 
 
 def _verdict(ratio: float) -> str:
@@ -161,21 +170,25 @@ def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]
     unpaid_seconds = [1 / rate for rate in unpaid]
     requests = [
         f"| {rtt} | {name} | {1000 / median(seq[name]):.1f} | {paired_ratio(unpaid, seq[name]):.3f}x |"
+        f" {median(result.costs[name].client) * 1e6:,.0f} | {median(result.costs[name].server) * 1e6:,.0f} |"
         f" {median(conc[name]):,.0f} | {paired_ratio(conc[name], conc[FLOOR_ASYNC]):.2f}x |"
         for name in CONTENDERS
     ]
     requests.append(
         f"| {rtt} | {FIRST_CALL} | {median(result.first_call) * 1000:.1f} |"
-        f" {paired_ratio(result.first_call, unpaid_seconds):.3f}x | - | - |"
+        f" {paired_ratio(result.first_call, unpaid_seconds):.3f}x | - | - | - | - |"
     )
     ttfb, floor = result.ttfb, result.ttfb[FLOOR_ASYNC]
     streams = [
         f"| {rtt} | {name} | {median(ttfb[name]) * 1000:.1f} | {paired_ratio(ttfb[name], floor):.3f}x |"
         for name in STREAMED
     ]
+    extra_ms = median([(1 / mine - 1 / theirs) * 1000 for mine, theirs in zip(seq[PREPAY_ASYNC], unpaid, strict=True)])
+    extra_cpu = median(result.costs[PREPAY_ASYNC].client) - median(result.costs[FLOOR_ASYNC].client)
     verdicts = [
-        f"  - {rtt} ms round trip: pre-paid latency {_verdict(paired_ratio(unpaid, seq[PREPAY_ASYNC]))};"
-        f" pre-paid time to first byte of a stream {_verdict(paired_ratio(ttfb[PREPAY_ASYNC], floor))}."
+        f"  - {rtt} ms round trip: pre-paid latency {_verdict(paired_ratio(unpaid, seq[PREPAY_ASYNC]))}"
+        f" ({extra_ms:+.2f} ms per request; client CPU {extra_cpu * 1e6:+,.0f} µs per request); pre-paid time to"
+        f" first byte of a stream {_verdict(paired_ratio(ttfb[PREPAY_ASYNC], floor))}."
     ]
     return requests, streams, verdicts
 
@@ -213,19 +226,27 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  first; the call must pay reactively (it has no challenge to pay from yet).",
             f"- Method: at each round trip, {args.rounds} interleaved rounds (order rotating, one warm-up round not",
             f"  counted). Sequential: {args.sequential} requests one after another per batch ({args.first_calls}",
-            "  first calls), median ms per request; ratio to unpaid = median of the per-round latency ratios.",
+            "  first calls), median ms per request; ratio to unpaid = median of the per-round latency ratios;",
+            "  CPU µs per request of this process (the client, and the proxy's thread: the same for every",
+            "  contender) and of the server (`/proc`, 10 ms ticks), medians over the sequential batches.",
             f"  Concurrent: {args.concurrent} requests per batch, {args.concurrency} in flight on one event loop,",
             f"  median requests/s and per-round ratios. Streamed: {args.streams} short SSE answers per batch (ten",
             "  ~1 KB `data:` frames and the in-band receipt, `/stream` unpaid, `/paid-stream` paid), time to the",
             "  first body chunk (it holds the first event), median per batch, then over rounds; ratio per round.",
             f"- Goal (issue 18): pre-paid within {TARGET_PREPAID}x of unpaid, per request and to the first byte:",
             *verdicts,
+            "- Reading: a pre-paid request waits one round trip, as an unpaid one does; what it adds is the client's",
+            "  own work for each payment (choose, sign a fresh authorization, read the receipt), which a caller",
+            "  making one request at a time waits for in full: the extra ms per request is about the extra CPU, the",
+            "  same at both round trips, so its ratio to unpaid shrinks as the round trip grows. With 16 in flight",
+            "  at 20 ms the client process (the proxy's thread included) runs out of CPU before the network is the",
+            "  limit, so those requests/s measure CPU per request as much as round trips.",
             "",
             "Requests (ratio > 1: slower than unpaid; requests/s ratio < 1: fewer than unpaid):",
             "",
-            f"| round trip ms | contender | ms per request | latency vs unpaid | requests/s, {args.concurrency} in"
-            " flight | vs unpaid |",
-            "|---:|---|---:|---:|---:|---:|",
+            f"| round trip ms | contender | ms per request | latency vs unpaid | client CPU µs/req | server CPU"
+            f" µs/req | requests/s, {args.concurrency} in flight | vs unpaid |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
             *requests,
             "",
             "Streamed answers, time to first byte:",
@@ -253,7 +274,7 @@ def main() -> None:
         host, port = server.url.removeprefix("http://").split(":")
         for rtt in ROUND_TRIPS_MS:
             with LatencyProxy((host, int(port)), delay=rtt / 2000) as proxy:
-                results[rtt] = measure(proxy.url, args)
+                results[rtt] = measure(proxy.url, server, args)
     section = report(results, args)
     print(section)
     if not args.no_write:

@@ -160,7 +160,7 @@ async def run_concurrent(get: AsyncGet, count: int, concurrency: int) -> int:
     return count
 
 
-def _costed(batch: Callable[[], int], cost: Cost, server: StubServer) -> Callable[[], int]:
+def with_cost(batch: Callable[[], int], cost: Cost, server: StubServer) -> Callable[[], int]:
     """`batch`, also noting the client's and the server's CPU seconds per request."""
 
     def run() -> int:
@@ -372,7 +372,7 @@ def run(server: StubServer, args: argparse.Namespace) -> Results:
         costs: dict[str, Cost] = {}
 
         def costed(prefix: str, batches: dict[str, Callable[[], int]]) -> dict[str, Callable[[], int]]:
-            return {name: _costed(batch, costs.setdefault(f"{prefix} {name}", Cost()), server)
+            return {name: with_cost(batch, costs.setdefault(f"{prefix} {name}", Cost()), server)
                     for name, batch in batches.items()}  # fmt: skip
 
         seq = sequential_batches(clients, server.url, loop, args.sequential)
