@@ -28,7 +28,7 @@ from x402pay.cli.common import (
     CommandFailed,
     UsageError,
     one_line,
-    usdc_text,
+    refusal_text,
 )
 from x402pay.errors import BudgetExceeded, NoAcceptableRequirement, X402PayError
 
@@ -92,9 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return _fail(EXIT_USAGE, f"x402pay {args.command}: {exc}")
     except BudgetExceeded as exc:
-        left, limit, asked = usdc_text(exc.remaining), usdc_text(exc.budget.limit), usdc_text(exc.requested)
-        why = f"budget {exc.budget.describe()} has {left} of {limit} USDC left, {asked} asked"
-        return _fail(EXIT_REFUSED, f"x402pay: refused to pay: {why}")
+        return _fail(EXIT_REFUSED, f"x402pay: refused to pay: {refusal_text(exc)}")
     except NoAcceptableRequirement as exc:
         return _fail(EXIT_REFUSED, f"x402pay: refused to pay: {exc}")
     except (CommandFailed, X402PayError) as exc:

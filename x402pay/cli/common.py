@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Final
 
 from x402pay._amounts import USDC_DECIMALS
+from x402pay.errors import BudgetExceeded, SpendCapExceeded
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -76,6 +77,14 @@ def usdc_text(atomic: int | None, decimals: int = USDC_DECIMALS) -> str:
     if atomic >= UNLIMITED:
         return "unlimited"
     return f"{Decimal(atomic).scaleb(-decimals):.{decimals}f}"
+
+
+def refusal_text(refusal: SpendCapExceeded) -> str:
+    """A spend refusal for people: a budget's in USDC, any other as the library words it."""
+    if not isinstance(refusal, BudgetExceeded):
+        return str(refusal)
+    left, limit, asked = usdc_text(refusal.remaining), usdc_text(refusal.budget.limit), usdc_text(refusal.requested)
+    return f"budget {refusal.budget.describe()} has {left} of {limit} USDC left, {asked} asked"
 
 
 def origin_of(text: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from x402pay._amounts import usdc
 from x402pay._payment import Payment
-from x402pay.cli.common import EXIT_ERROR, EXIT_OK, usdc_text
+from x402pay.cli.common import EXIT_ERROR, EXIT_OK, refusal_text, usdc_text
 from x402pay.errors import SpendCapExceeded
 
 PER_REQUEST = usdc("0.05")
@@ -211,7 +211,7 @@ def _summary(screen: Screen, calls: list[Call], refusal: SpendCapExceeded | None
     screen.line(f"  paid calls        {len(payments)} ({verified} verified on chain)")
     screen.line(f"  charged in total  {usdc_text(charged)} USDC")
     screen.line(f"  budget left       {usdc_text(calls[-1].budget_left if calls else BUDGET)} USDC")
-    screen.line(f"  refused           {refusal}" if refusal else "  refused           never (unexpected)")
+    screen.line(f"  refused           {refusal_text(refusal)}" if refusal else "  refused           never (unexpected)")
     ok = refusal is not None and verified == len(payments) == len(calls) > 0
     screen.line("\ndemo finished: every payment verified, and the budget held." if ok else "\ndemo FAILED")
     return EXIT_OK if ok else EXIT_ERROR
