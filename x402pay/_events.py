@@ -19,9 +19,11 @@ transaction hash, a reason) is cut to a bounded length and kept on one line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, ParamSpec
 
 from x402pay.errors import (
     AlreadyPaid,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from x402pay._receipts import Receipt
 
 logger = logging.getLogger("x402pay.payments")
+_P = ParamSpec("_P")
 
 #: How much of an idempotency key a record carries: enough to tell requests apart.
 KEY_CHARS: Final = 24
@@ -59,8 +62,19 @@ def _cut(value: object, limit: int = _VALUE_CHARS) -> str | None:
 
 def _emit(event: str, template: str, facts: dict[str, Any]) -> None:
     """One record: `template` (``%(name)s`` of `facts`) as its message, `facts` as its attributes."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(f"{event}: {template} (key %(key)s)", facts, extra={"x402pay_event": event, **facts})
+    logger.info(f"{event}: {template} (key %(key)s)", facts, extra={"x402pay_event": event, **facts})
+
+
+def _when_logged(event: Callable[_P, None]) -> Callable[_P, None]:
+    """`event`, run only when its record would be written: every paid request passes here, and the facts (cut,
+    merged) cost more than the check."""
+
+    @functools.wraps(event)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            event(*args, **kwargs)
+
+    return guarded
 
 
 def _terms(requirement: PaymentRequirements) -> dict[str, Any]:
@@ -74,12 +88,14 @@ def _of(payment: Payment) -> dict[str, Any]:
             "entry": payment.ledger_entry, "amount": payment.signed_amount}  # fmt: skip
 
 
+@_when_logged
 def chose(origin: str, key: str, index: int, requirement: PaymentRequirements) -> None:
     """The policy picked option `index` of `origin`'s challenge."""
     facts = {"origin": origin, "key": _cut(key, KEY_CHARS), "option": index} | _terms(requirement)
     _emit("chose", "option %(option)d of %(origin)s, %(scheme)s %(amount)d of %(asset)s on %(network)s", facts)
 
 
+@_when_logged
 def signed(payment: Payment) -> None:
     """The wallet signed `payment` (for at most its signed amount)."""
     facts = _of(payment) | _terms(payment.requirement) | {"amount": payment.signed_amount,
@@ -88,11 +104,13 @@ def signed(payment: Payment) -> None:
           facts)  # fmt: skip
 
 
+@_when_logged
 def stored(payment: Payment) -> None:
     """The ledger stored the signed `payment` before it leaves the process."""
     _emit("stored", "ledger entry %(entry)s holds the payment for %(origin)s", _of(payment))
 
 
+@_when_logged
 def sent(payment: Payment, *, resent: bool) -> None:
     """The paid request goes out with `payment`: a new signature, or (`resent`) a stored one again."""
     facts = _of(payment) | {"resent": resent}
@@ -100,12 +118,14 @@ def sent(payment: Payment, *, resent: bool) -> None:
     _emit("sent", what + " to %(origin)s", facts)
 
 
+@_when_logged
 def claimed(payment: Payment, receipt: Receipt) -> None:
     """The server claims it settled `receipt.amount` (a claim until the chain shows it)."""
     facts = _of(payment) | {"amount": receipt.amount, "tx": _cut(receipt.transaction)}
     _emit("claimed", "%(origin)s says it settled %(amount)d in %(tx)s", facts)
 
 
+@_when_logged
 def verified(payment: Payment, verification: Any) -> None:
     """The chain's verdict on `payment`'s receipt (``verified``, ``pending``, ``mismatch``, ...)."""
     facts = _of(payment) | {
@@ -117,18 +137,21 @@ def verified(payment: Payment, verification: Any) -> None:
     _emit("verified", "%(verdict)s, the receipt of %(origin)s: %(amount)s moved in %(tx)s", facts)
 
 
+@_when_logged
 def unsettled(payment: Payment, detail: str) -> None:
     """The ledger keeps `payment`'s signed maximum held: refused, failed, pending, or no answer."""
     facts = _of(payment) | {"reason": _cut(detail, _REASON_CHARS)}
     _emit("unsettled", "%(amount)d stays held for %(origin)s: %(reason)s", facts)
 
 
+@_when_logged
 def untrusted(payment: Payment, detail: str) -> None:
     """`payment`'s origin is marked untrusted: nothing is paid to it until a person clears the mark."""
     facts = _of(payment) | {"reason": _cut(detail, _REASON_CHARS)}
     _emit("untrusted", "%(origin)s is not paid again until a person clears it: %(reason)s", facts)
 
 
+@_when_logged
 def refused(origin: str, key: str, error: Exception, requirement: PaymentRequirements | None) -> None:
     """The request to `origin` ends unpaid by a decision: `error` says whose and why."""
     terms = _terms(requirement) if requirement is not None else {}
@@ -137,6 +160,7 @@ def refused(origin: str, key: str, error: Exception, requirement: PaymentRequire
     _emit("refused", "%(reason)s for %(origin)s: %(detail)s", facts)
 
 
+@_when_logged
 def released(origin: str, key: str, entry: str, amount: int, reason: str) -> None:
     """The reservation of ledger `entry` is given back: its payment never left the process."""
     facts = {"origin": origin, "key": _cut(key, KEY_CHARS), "entry": entry, "amount": amount,
