@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from recording import Recording
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -91,18 +92,6 @@ def server(x402pay_devnet: Devnet) -> Iterator[tuple[str, Liar]]:
 def liar(server: tuple[str, Liar]) -> Iterator[Liar]:
     yield server[1]
     server[1].fake_tx = None
-
-
-class Recording(httpx.BaseTransport):
-    """The inner transport, keeping every request that went out on the wire (retries included)."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.sent: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(request)
-        return self.inner.handle_request(request)
 
 
 def client(devnet: Devnet, ledger: Ledger | None = None, wire: Recording | None = None, **options: Any) -> httpx.Client:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_typing import ChecksumAddress
+from recording import Recording
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,18 +76,6 @@ def usdc_servers(x402pay_devnet: Devnet, second_devnet: Devnet) -> Iterator[tupl
         serve_app(paid_app(second_devnet, second)) as second_url,
     ):
         yield first_url, second_url
-
-
-class Recording(httpx.BaseTransport):
-    """The inner transport, keeping every request that went out on the wire."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.sent: list[httpx.Request] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(request)
-        return self.inner.handle_request(request)
 
 
 def client(devnet: Devnet, ledger: Ledger, wire: Recording, policy: SpendPolicy | None = None) -> httpx.Client:
