@@ -1,4 +1,4 @@
-"""Amounts for people: decimal text to atomic units, never through floats."""
+"""Amounts for people: decimal text to atomic units and back, never through floats."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def usdc(amount: str | Decimal | int) -> int:
     if atomic != atomic.to_integral_value():
         raise ValueError(f"{amount} USDC is finer than one atomic unit (10^-{USDC_DECIMALS})")
     return int(atomic)
+
+
+def decimal_text(atomic: int, decimals: int = USDC_DECIMALS) -> str:
+    """Atomic units as decimal text with all `decimals` digits (``10000`` -> ``"0.010000"``), never through floats."""
+    return f"{Decimal(atomic).scaleb(-decimals):.{decimals}f}"

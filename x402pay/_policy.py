@@ -6,11 +6,11 @@ import logging
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Final
 
 from eth_utils.address import is_address
 
+from x402pay._amounts import decimal_text
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._protocol.networks import V1_NETWORK_CHAIN_IDS, caip2, known_asset
 from x402pay._schemes.signing import SIGNABLE_SCHEMES
@@ -204,5 +204,4 @@ def _over(requirement: PaymentRequirements, cap: int, named: str) -> str:
     token = known_asset(requirement.chain_id, requirement.asset)
     if token is None:
         return why
-    asked, most = (f"{Decimal(amount).scaleb(-token.decimals):f}" for amount in (requirement.amount, cap))
-    return f"{why} ({asked} > {most} USDC)"
+    return f"{why} ({decimal_text(requirement.amount, token.decimals)} > {decimal_text(cap, token.decimals)} USDC)"

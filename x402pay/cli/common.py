@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from decimal import Decimal
 from typing import Final
 
-from x402pay._amounts import USDC_DECIMALS
+from x402pay._amounts import USDC_DECIMALS, decimal_text
 from x402pay.errors import BudgetExceeded, SpendCapExceeded
 
 EXIT_OK: Final = 0
@@ -76,7 +75,7 @@ def usdc_text(atomic: int | None, decimals: int = USDC_DECIMALS) -> str:
         return "-"
     if atomic >= UNLIMITED:
         return "unlimited"
-    return f"{Decimal(atomic).scaleb(-decimals):.{decimals}f}"
+    return decimal_text(atomic, decimals)
 
 
 def refusal_text(refusal: SpendCapExceeded) -> str:

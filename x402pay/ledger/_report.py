@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
+from x402pay._amounts import decimal_text
 from x402pay._protocol.networks import KNOWN_ASSETS
 from x402pay.ledger._core import Ledger
 from x402pay.ledger._model import EACH_ORIGIN, AnyUsdc, Budget, BudgetAssets, BudgetStatus, Entry, ReconcileReport
@@ -120,7 +120,7 @@ def _money(amount: int, *assets: str) -> str:
     if len(decimals) != 1 or None in decimals:
         return str(amount)
     digits = decimals.pop() or 0
-    return f"{Decimal(amount).scaleb(-digits):.{digits}f} USDC"
+    return f"{decimal_text(amount, digits)} USDC"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
