@@ -254,7 +254,7 @@ class Books:
     def unanswered(self, payment: Payment, fingerprint: str, window: float) -> Program[None]:
         """With a ledger: `payment`, of a request without a key, got no answer its caller could use; a repeat of the
         request from any process re-sends it for `window` seconds."""
-        if self.ledger and payment.ledger_entry is not None and window > 0:
+        if self.ledger and payment.ledger_entry is not None:
             yield Book("unanswered", (fingerprint, payment.ledger_entry), {"window": window})
 
     def answered(self, fingerprint: str) -> Program[None]:

@@ -159,7 +159,7 @@ class PaymentProgram:
 
     def _attempt(self, call: Call) -> Attempt:
         given_key = call.headers.get(IDEMPOTENCY_KEY)
-        fingerprint = None if given_key else call.fingerprint
+        fingerprint = None if given_key or self.repeats.window <= 0 else call.fingerprint
         mark = retry_mark(call.headers)
         repeated = self.repeats.key_of(fingerprint, mark) if fingerprint else None
         key = given_key or repeated or new_key()

@@ -72,7 +72,7 @@ class Repeats:
 
     def key_of(self, print_: str, mark: int | None) -> str | None:
         """The key of the earlier logical request this one repeats (see the module's rules), or None."""
-        if self.window <= 0 or mark == 0:
+        if mark == 0:
             return None
         with self._lock:
             seen = self._seen.get(print_)
@@ -84,8 +84,6 @@ class Repeats:
 
     def started(self, print_: str, key: str) -> None:
         """A logical request with this fingerprint and key is under way."""
-        if self.window <= 0:
-            return
         with self._lock:
             seen = self._seen.get(print_)
             if seen is not None and seen.key == key:
