@@ -7,10 +7,10 @@ response = client.get(url)
 payment = x402pay.payment_of(response)
 """
 
-import importlib
 import logging
 import typing
 
+from x402pay import _lazy
 from x402pay._amounts import usdc
 from x402pay.errors import (
     AlreadyPaid,
@@ -118,9 +118,4 @@ __all__ = [
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> typing.Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # found by plain lookup from now on
-        return value
-    raise AttributeError(f"module 'x402pay' has no attribute {name!r}")
+__getattr__ = _lazy.lazy_names(__name__, _LAZY)

@@ -8,9 +8,9 @@ derive from `DevnetError`, an `x402pay.X402PayError`: `AnvilNotFound` (no anvil 
 did not come up).
 """
 
-import importlib
 import typing
 
+from x402pay import _lazy
 from x402pay.testing._errors import AnvilNotFound, AnvilStartError, DevnetError
 
 if typing.TYPE_CHECKING:
@@ -46,9 +46,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # found by plain lookup from now on
-        return value
-    raise AttributeError(f"module 'x402pay.testing' has no attribute {name!r}")
+__getattr__ = _lazy.lazy_names(__name__, _LAZY)
