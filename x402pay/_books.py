@@ -262,6 +262,23 @@ class Books:
         if self.ledger:
             yield Book("answered", (fingerprint,))
 
+    def routes(self, max_age: float) -> Program[list[Any]]:
+        """With a ledger: the routes it remembers for pre-payment (`x402pay.ledger.RememberedRoute`), else none."""
+        if not self.ledger:
+            return []
+        routes: list[Any] = yield Book("routes", (), {"max_age": max_age})
+        return routes
+
+    def remember_route(self, route: tuple[str, str, str], challenge: dict[str, Any], max_age: float) -> Program[None]:
+        """With a ledger: keep the challenge a route's server accepted, for every process of the ledger."""
+        if self.ledger:
+            yield Book("remember_route", (*route, challenge), {"max_age": max_age})
+
+    def forget_routes(self, origin: str, max_age: float) -> Program[None]:
+        """With a ledger: forget the routes of an origin that refused a pre-payment."""
+        if self.ledger:
+            yield Book("forget_routes", (origin,), {"max_age": max_age})
+
     def lost(self, payment: Payment, detail: str) -> Program[None]:
         """The signed payment went out and no answer came: it may still settle."""
         yield from self._unknown(payment, detail)

@@ -23,7 +23,7 @@ from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowan
 from x402pay._books import Books, Callback
 from x402pay._effects import Book, Effect, Pause, ReadChain, Sign, Spawn, Verify, adrive, drive
 from x402pay._policy import SpendPolicy
-from x402pay._prepay import Prepayments
+from x402pay._prepay import Prepayments, SharedPrepayments
 from x402pay._program import PaymentProgram
 from x402pay._repeats import Repeats
 from x402pay._rpc import async_web3_for, chain_unavailable, web3_for
@@ -170,7 +170,7 @@ class Engine:
         trust = opts.trust if opts.trust is not None else TrustStore()
         books = Books(ledger=opts.ledger is not None, trust=trust, verify=opts.verify, on_receipt=opts.on_receipt,
                       on_verified=opts.on_verified)  # fmt: skip
-        prepayments = Prepayments(opts.prepay_ttl) if opts.prepay else None
+        prepayments = SharedPrepayments(Prepayments(opts.prepay_ttl), books, opts.clock) if opts.prepay else None
         self.program = PaymentProgram(
             wallet=self.wallet, policy=policy, books=books, prepayments=prepayments,
             repeats=Repeats(opts.retry_window, time.monotonic), clock=opts.clock,

@@ -111,6 +111,12 @@ def decode_challenge(headers: Mapping[str, str], body: bytes | None) -> Challeng
     return _split_options(required)
 
 
+def challenge_from_wire(data: Any) -> Challenge:
+    """A challenge kept as its decoded ``PAYMENT-REQUIRED`` object (`PaymentRequired.to_wire`); ChallengeError if
+    it is not one."""
+    return _split_options(parse_model(data, PaymentRequired, what="a remembered challenge", error=ChallengeError))
+
+
 def _split_options(required: PaymentRequired) -> Challenge:
     parsed: dict[int, PaymentRequirements] = {}
     malformed: dict[int, str] = {}

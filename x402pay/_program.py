@@ -49,7 +49,7 @@ from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, 
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
-from x402pay._prepay import Prepayments, Route, asks_for_signed
+from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
 from x402pay._protocol.codec import MAX_BODY_BYTES
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
@@ -86,7 +86,7 @@ class PaymentProgram:
     """Builds the program of each request for one transport's wallet, policy, books and options."""
 
     def __init__(
-        self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: Prepayments | None,
+        self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: SharedPrepayments | None,
         repeats: Repeats, clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool,
         reads_chain: bool, uncovered: _flow.Coverage | None = None,
     ) -> None:  # fmt: skip
@@ -176,7 +176,7 @@ class PaymentProgram:
         return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip)
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
-        prepayable = self._prepayable(attempt, start)
+        prepayable = yield from self._prepayable(attempt, start)
         if prepayable is not None:
             try:
                 return (yield from self._pay(attempt, start, *prepayable, prepaid=True))
@@ -239,7 +239,7 @@ class PaymentProgram:
         payment.prepaid = prepaid
         outcome = yield from self._send_paid(attempt, payment, header, fallback=prepaid)
         if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
-            self.prepayments.remember(attempt.route, challenge)
+            yield from self.prepayments.accepted(attempt.route, challenge)
         return outcome
 
     def _reserve(
@@ -334,6 +334,8 @@ class PaymentProgram:
             yield from self.books.record(payment)
             if not fallback:
                 raise
+            if self.prepayments is not None:
+                yield from self.prepayments.refused(payment.origin)
             return Refused(self._after_refusal(rejected, payment, answer.headers, body))
         except (ReceiptMismatch, SettlementPending):
             yield from self.books.record(payment)
@@ -346,8 +348,6 @@ class PaymentProgram:
     ) -> _flow.Challenge:
         """A pre-payment was answered with a 402: the new challenge to pay reactively, or `rejected` re-raised
         when there is none or it asks for exactly what was signed."""
-        if self.prepayments is not None:
-            self.prepayments.refused(payment.origin)
         try:
             challenge = _flow.decode_challenge(headers, body)
         except ChallengeError as exc:
@@ -356,11 +356,13 @@ class PaymentProgram:
             raise rejected
         return challenge
 
-    def _prepayable(self, attempt: Attempt, start: Start) -> tuple[_flow.Challenge, PaymentRequirements] | None:
+    def _prepayable(
+        self, attempt: Attempt, start: Start
+    ) -> Program[tuple[_flow.Challenge, PaymentRequirements] | None]:
         """The remembered challenge of the request's route and the option the policy takes from it now, if any."""
         if self.prepayments is None or isinstance(start, Replay | InFlight):
             return None
-        challenge = self.prepayments.challenge_for(attempt.route)
+        challenge = yield from self.prepayments.challenge_for(attempt.route)
         if challenge is None:
             return None
         if isinstance(start, PaidElsewhere):  # the route is paid for: it would ask to be paid again

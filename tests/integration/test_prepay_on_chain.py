@@ -207,3 +207,47 @@ def test_the_budget_still_bounds_a_pre_payment(server: Server, tmp_path: Any) ->
 
     assert server.balance(payer) == before
     assert server.switch.seen == [("/report", False)]  # not pre-paid: the budget's room is below the price
+
+
+def test_a_restarted_transport_pre_pays_what_the_ledger_remembers(server: Server, tmp_path: Any) -> None:
+    payee = server.devnet.payee.address
+    before = server.balance(payee)
+    path = tmp_path / "ledger.db"
+    with Ledger.sqlite(path) as ledger, httpx.Client(transport=transport(server.devnet, ledger=ledger)) as client:
+        learned = client.get(server.url + "/report")
+    server.switch.seen.clear()
+
+    async def restarted() -> list[Any]:  # another process, later: a new transport, a new connection to the ledger
+        ledger = Ledger.sqlite(path)
+        try:
+            paying = transport(server.devnet, asynchronous=True, ledger=ledger)
+            async with httpx.AsyncClient(transport=paying) as client:
+                return [await client.get(server.url + "/report") for _ in range(2)]
+        finally:
+            ledger.close()
+
+    responses = anyio.run(restarted)
+
+    assert payment_of(learned).prepaid is False  # type: ignore[union-attr]
+    assert [payment_of(response).prepaid for response in responses] == [True, True]  # type: ignore[union-attr]
+    assert server.switch.seen == [("/report", True), ("/report", True)]  # one round trip from the first call
+    assert server.balance(payee) == before + 3 * PRICE
+
+
+def test_a_refused_pre_payment_makes_every_process_forget_the_origin(server: Server, tmp_path: Any) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger.sqlite(path) as ledger, httpx.Client(transport=transport(server.devnet, ledger=ledger)) as client:
+        client.get(server.url + "/report")
+        client.get(server.url + "/other")
+    server.switch.current = "raised"
+    server.switch.seen.clear()
+
+    with Ledger.sqlite(path) as ledger, httpx.Client(transport=transport(server.devnet, ledger=ledger)) as client:
+        changed = client.get(server.url + "/report")  # pre-paid at the old price, refused, paid reactively
+        assert ledger.routes(max_age=300) == []
+    with Ledger.sqlite(path) as ledger, httpx.Client(transport=transport(server.devnet, ledger=ledger)) as client:
+        other = client.get(server.url + "/other")  # the third process does not pre-pay that origin
+
+    assert payment_of(changed).settled_amount == RAISED  # type: ignore[union-attr]
+    assert payment_of(other).prepaid is False  # type: ignore[union-attr]
+    assert server.switch.seen == [("/report", True), ("/report", True), ("/other", False), ("/other", True)]

@@ -12,7 +12,10 @@ from x402pay.ledger._backends import Database, PostgresDatabase, SQLiteDatabase
 from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, Program, Query, migrate
 
 NOW = 1_800_000_000
-INDEXES = {"x402pay_entries_live_key", "x402pay_entries_state", "x402pay_entries_key", "x402pay_entries_held"}
+INDEXES = {
+    "x402pay_entries_live_key", "x402pay_entries_state", "x402pay_entries_key", "x402pay_entries_held",
+    "x402pay_routes_seen",
+}  # fmt: skip
 
 
 def _database(backend: Backend) -> Database:
@@ -73,7 +76,7 @@ def _written_by_version_1(backend: Backend) -> None:
 def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_entries(backend: Backend) -> None:
     _written_by_version_1(backend)
     with backend.ledger((Budget(ASSET, 100),)) as ledger:
-        assert ledger._db.run(_version()) == SCHEMA_VERSION == 4
+        assert ledger._db.run(_version()) == SCHEMA_VERSION == 5
         assert ledger._db.run(_indexes(backend.name)) == INDEXES
         old = ledger.lookup("old-1")
         assert old is not None

@@ -257,3 +257,65 @@ def test_asks_for_signed_compares_the_whole_requirement() -> None:
     new = challenge(10_001)
     assert new is not None
     assert not asks_for_signed(new, signed)
+
+
+def test_the_books_keep_a_price_when_it_is_new_changed_or_getting_old() -> None:
+    clock = Clock()
+    routes = Prepayments(ttl=60, clock=clock)
+    route = ("GET", "https://paid.example", "/data")
+    assert routes.remember(route, challenge(10_000))  # new
+    assert not routes.remember(route, challenge(10_000))  # the same price, just kept
+    clock.now += 16
+    assert routes.remember(route, challenge(10_000))  # kept over a quarter of the ttl ago
+    assert routes.remember(route, challenge(12_000))  # changed
+    routes.refused("https://paid.example")
+    assert not routes.remember(route, challenge(13_000))  # from an origin that refused a pre-payment: never
+
+
+def test_routes_from_the_books_are_read_once_and_only_fresh_ones_are_used() -> None:
+    clock = Clock()
+    routes = Prepayments(ttl=60, clock=clock)
+    here, fresh, stale = (("GET", "https://paid.example", path) for path in ("/here", "/fresh", "/stale"))
+    routes.remember(here, challenge(1))
+    assert routes.first_to_load()
+    assert not routes.first_to_load()
+    routes.load(here, challenge(2), age=5)  # what this transport saw itself wins
+    routes.load(fresh, challenge(3), age=50)
+    routes.load(stale, challenge(4), age=61)
+    assert [found.requirements[0].amount for found in map(routes.challenge_for, (here, fresh))] == [1, 3]
+    assert routes.challenge_for(stale) is None
+    clock.now += 11
+    assert routes.challenge_for(fresh) is None  # its age counts from when the books saw it
+
+
+class FailingRoutes(Ledger):
+    """A ledger whose route memory is broken: pre-payment must go on from memory."""
+
+    def routes(self, *, max_age: float) -> Any:
+        raise OSError("disk gone")
+
+    def remember_route(self, *args: Any, **kwargs: Any) -> None:
+        raise OSError("disk gone")
+
+
+def test_a_ledger_that_cannot_remember_routes_does_not_stop_pre_payment() -> None:
+    peer = Peer()
+    ledger = FailingRoutes.sqlite(":memory:")
+    with client(peer, ledger=ledger) as http:
+        first, second = http.get(URL), http.get(URL)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert paid_flags(peer) == [False, True, True]
+
+
+def test_a_transport_with_a_ledger_pre_pays_what_another_one_learned() -> None:
+    peer = Peer()
+    ledger = Ledger.sqlite(":memory:")
+    with client(peer, ledger=ledger) as http:
+        http.get(URL)
+    with client(peer, ledger=ledger) as http:
+        second = http.get(URL)
+    assert payment_of(second).prepaid  # type: ignore[union-attr]
+    assert paid_flags(peer) == [False, True, True]
+    with client(peer, ledger=ledger, prepay_ttl=0.0) as http:  # a transport that never pre-pays ignores them
+        http.get(URL)
+    assert paid_flags(peer) == [False, True, True, False, True]

@@ -35,6 +35,7 @@ from x402pay.ledger._model import (
     ReconcileReport,
     Transfer,
 )
+from x402pay.ledger._routes import RememberedRoute
 from x402pay.ledger._watch import Watcher
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "NotBudgeted",
     "PaymentInFlight",
     "ReconcileReport",
+    "RememberedRoute",
     "SchemaError",
     "Transfer",
     "Watcher",

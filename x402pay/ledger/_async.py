@@ -23,6 +23,7 @@ from x402pay.ledger._core import (
 )
 from x402pay.ledger._holder import holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
+from x402pay.ledger._routes import RememberedRoute
 from x402pay.ledger._steps import Operations, Tally
 
 
@@ -131,6 +132,20 @@ class AsyncLedger:
     async def answered(self, fingerprint: str) -> None:
         """See `Ledger.answered`."""
         await self._db.run(self._steps.answered(fingerprint), write=True)
+
+    async def remember_route(
+        self, method: str, origin: str, path: str, challenge: Mapping[str, Any], *, max_age: float
+    ) -> None:
+        """See `Ledger.remember_route`."""
+        await self._db.run(self._steps.remember_route(method, origin, path, challenge, max_age), write=True)
+
+    async def routes(self, *, max_age: float) -> list[RememberedRoute]:
+        """See `Ledger.routes`."""
+        return await self._db.run(self._steps.routes(max_age))
+
+    async def forget_routes(self, origin: str, *, max_age: float) -> None:
+        """See `Ledger.forget_routes`."""
+        await self._db.run(self._steps.forget_routes(origin, max_age), write=True)
 
     async def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """Fraud: hold the signed maximum and mark the origin untrusted; see `Ledger.mark_mismatch`."""

@@ -30,6 +30,7 @@ from x402pay.ledger._backends import (
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
 from x402pay.ledger._holder import current_holder, holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
+from x402pay.ledger._routes import RememberedRoute
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
 from x402pay.ledger._watch import Watcher
@@ -181,6 +182,21 @@ class Ledger:
     def answered(self, fingerprint: str) -> None:
         """A repeat of the request `fingerprint` got its answer: later requests like it are new ones."""
         self._db.run(self._steps.answered(fingerprint), write=True)
+
+    def remember_route(
+        self, method: str, origin: str, path: str, challenge: Mapping[str, Any], *, max_age: float
+    ) -> None:
+        """Keep `challenge` (a decoded ``PAYMENT-REQUIRED`` object) as the price its server accepted for the route,
+        for pre-payment by any process of this ledger; routes not seen for `max_age` seconds are dropped."""
+        self._db.run(self._steps.remember_route(method, origin, path, challenge, max_age), write=True)
+
+    def routes(self, *, max_age: float) -> list[RememberedRoute]:
+        """The routes remembered within the last `max_age` seconds, most recent first (at most 1024)."""
+        return self._db.run(self._steps.routes(max_age))
+
+    def forget_routes(self, origin: str, *, max_age: float) -> None:
+        """Forget the routes of `origin` (it refused a pre-payment), and every route older than `max_age` seconds."""
+        self._db.run(self._steps.forget_routes(origin, max_age), write=True)
 
     def mark_mismatch(self, entry_id: str, detail: str) -> Entry:
         """The receipt disagrees with the chain or with what was signed: hold the signed maximum, say why, and mark

@@ -42,6 +42,7 @@ Program = Generator["Query", Rows, T]
 ENTRIES: Final = "x402pay_entries"
 UNTRUSTED: Final = "x402pay_untrusted"
 REPEATS: Final = "x402pay_repeats"
+ROUTES: Final = "x402pay_routes"
 COLUMNS: Final = ", ".join(ENTRY_FIELDS)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -83,6 +84,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         # Requests without a key that ended unanswered: a repeat from any process re-sends their payment.
         f"CREATE TABLE {REPEATS} (fingerprint TEXT PRIMARY KEY, entry_id TEXT NOT NULL, until BIGINT NOT NULL)",
+    ),
+    (
+        # The challenges servers accepted, per route, so that a restarted transport pre-pays at once.
+        f"CREATE TABLE {ROUTES} (method TEXT NOT NULL, origin TEXT NOT NULL, path TEXT NOT NULL, "
+        "challenge TEXT NOT NULL, seen_at BIGINT NOT NULL, PRIMARY KEY (method, origin, path))",
+        f"CREATE INDEX x402pay_routes_seen ON {ROUTES} (seen_at)",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x402pay.errors import InvalidTransition
-from x402pay.ledger import _repeats, _sql
+from x402pay.ledger import _repeats, _routes, _sql
 from x402pay.ledger._chain import Resolution
 from x402pay.ledger._model import (
     EACH_ORIGIN,
@@ -60,6 +60,20 @@ class Operations:
     def answered(self, fingerprint: str) -> Program[None]:
         """Clear the mark of `fingerprint` (and of every closed window)."""
         return _repeats.note_answered(fingerprint, self.now())
+
+    def remember_route(
+        self, method: str, origin: str, path: str, challenge: Mapping[str, Any], max_age: float
+    ) -> Program[None]:
+        """Keep the challenge a route's server accepted, dropping routes older than `max_age` seconds."""
+        return _routes.remember(method, origin, path, challenge, self.now(), _whole_seconds(max_age))
+
+    def routes(self, max_age: float) -> Program[list[_routes.RememberedRoute]]:
+        """The routes seen within `max_age` seconds."""
+        return _routes.recent(self.now() - _whole_seconds(max_age))
+
+    def forget_routes(self, origin: str, max_age: float) -> Program[None]:
+        """Forget `origin`'s routes (and any older than `max_age` seconds)."""
+        return _routes.forget_origin(origin, self.now(), _whole_seconds(max_age))
 
     def authorize(
         self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
@@ -237,6 +251,12 @@ class Tally:
             mismatched=tuple(self.mismatched),
             unresolved=tuple(self.unresolved),
         )
+
+
+def _whole_seconds(max_age: float) -> int:
+    if not 0 < max_age < 2**31:
+        raise ValueError(f"max_age must be a positive number of seconds, not {max_age!r}")
+    return math.ceil(max_age)
 
 
 def _contradiction(entry: Entry, transfer: Transfer) -> str | None:
