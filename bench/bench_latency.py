@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import httpx
 from eth_account import Account
@@ -44,14 +46,16 @@ from bench.bench_transport import (
     with_cost,
 )
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
-from bench.latency_proxy import LatencyProxy
+from bench.latency_proxy import proxied
 from bench.stub_server import StubServer, running
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
+from x402pay.ledger import Ledger
 
 TARGET_PREPAID = 1.02  # issue 18: pre-paid latency (and time to first byte) within 1.02x of unpaid
 ROUND_TRIPS_MS = (20, 100)
 CONTENDERS = (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC, OFFICIAL)
 FIRST_CALL = "x402pay AsyncPaymentTransport(prepay=True), first call to the route"
+RESTARTED = "x402pay AsyncPaymentTransport(prepay=True, ledger=SQLite), first call after a restart"
 STREAM_PATH = "stream?size=9000&chunk=1024"  # ten ~1 KB frames, the first one whole in the first piece
 STREAMED = {FLOOR_ASYNC: "/" + STREAM_PATH, X402PAY_ASYNC: "/paid-" + STREAM_PATH, PREPAY_ASYNC: "/paid-" + STREAM_PATH}
 
@@ -79,19 +83,27 @@ class AtRoundTrip:
     costs: dict[str, Cost]
     concurrent: dict[str, list[float]]
     first_call: list[float]
+    restarted: list[float]
     ttfb: dict[str, list[float]]
 
 
-async def first_call(account: LocalAccount, url: str) -> float:
-    """Seconds of the first paid call through a fresh pre-paying transport, its connection opened beforehand."""
-    transport = AsyncPaymentTransport(wallet=Wallet(account), policy=SpendPolicy(max_per_request=10_000), prepay=True)
-    async with httpx.AsyncClient(transport=transport) as client:
-        (await client.get(url + "/free")).raise_for_status()
-        start = time.perf_counter()
-        response = await client.get(url + "/paid")
-        elapsed = time.perf_counter() - start
+async def first_call(account: LocalAccount, url: str, ledger: Path | None = None, prepaid: bool = False) -> float:
+    """Seconds of the first paid call through a fresh pre-paying transport (with `ledger`, if given), its connection
+    opened beforehand; it must pre-pay if `prepaid`, else pay reactively."""
+    books = {"ledger": Ledger.sqlite(ledger)} if ledger is not None else {}
+    policy = SpendPolicy(max_per_request=10_000)
+    transport = AsyncPaymentTransport(wallet=Wallet(account), policy=policy, prepay=True, **books)
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            (await client.get(url + "/free")).raise_for_status()
+            start = time.perf_counter()
+            response = await client.get(url + "/paid")
+            elapsed = time.perf_counter() - start
+    finally:
+        for opened in books.values():
+            opened.close()
     payment = payment_of(response)
-    if response.status_code != 200 or payment is None or payment.prepaid:
+    if response.status_code != 200 or payment is None or payment.prepaid is not prepaid:
         raise SystemExit(f"first call: HTTP {response.status_code}, payment {payment}")
     return elapsed
 
@@ -130,22 +142,27 @@ def _on(loop: asyncio.AbstractEventLoop, batch: Callable[[], Coroutine[object, o
     return lambda: loop.run_until_complete(batch())
 
 
-def measure(url: str, server: StubServer, args: argparse.Namespace) -> AtRoundTrip:
-    """Every measurement against `url` (the proxy in front of `server`), with clients of its own."""
+def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path) -> AtRoundTrip:
+    """Every measurement against `url` (the proxy in front of `server`), with clients of its own; `ledger` is a
+    file for the restarted transports to share."""
     loop = asyncio.new_event_loop()
     account = Account.create()
     clients = make_clients(account)
     try:
         loop.run_until_complete(check(clients, url))
+        loop.run_until_complete(first_call(account, url, ledger))  # reactive: the ledger learns the route
         loop.run_until_complete(first_byte(clients.prepay_async, url + STREAMED[PREPAY_ASYNC], prepaid=False))
         gets = {name: get for name, get in async_gets(clients, url).items() if name in CONTENDERS}
         first = Timed(lambda: [loop.run_until_complete(first_call(account, url)) for _ in range(args.first_calls)])
+        restart = partial(first_call, account, url, ledger, prepaid=True)
+        restarted = Timed(lambda: [loop.run_until_complete(restart()) for _ in range(args.first_calls)])
         costs = {name: Cost() for name in gets}
         sequential = {
             name: with_cost(_on(loop, partial(run_sequential, get, args.sequential)), costs[name], server)
             for name, get in gets.items()
         }
         sequential[FIRST_CALL] = first.batch
+        sequential[RESTARTED] = restarted.batch
         seq = interleaved_rates(sequential, args.rounds)
         in_flight = partial(run_concurrent, count=args.concurrent, concurrency=args.concurrency)
         conc = interleaved_rates({name: _on(loop, partial(in_flight, get)) for name, get in gets.items()}, args.rounds)
@@ -154,10 +171,9 @@ def measure(url: str, server: StubServer, args: argparse.Namespace) -> AtRoundTr
     finally:
         loop.run_until_complete(clients.aclose())
         loop.close()
-    del seq[FIRST_CALL]
-    return AtRoundTrip(
-        seq, costs, conc, first.medians[1:], {name: timed.medians[1:] for name, timed in streams.items()}
-    )
+    del seq[FIRST_CALL], seq[RESTARTED]
+    ttfb = {name: timed.medians[1:] for name, timed in streams.items()}
+    return AtRoundTrip(seq, costs, conc, first.medians[1:], restarted.medians[1:], ttfb)
 
 
 def _verdict(ratio: float) -> str:
@@ -174,10 +190,11 @@ def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]
         f" {median(conc[name]):,.0f} | {paired_ratio(conc[name], conc[FLOOR_ASYNC]):.2f}x |"
         for name in CONTENDERS
     ]
-    requests.append(
-        f"| {rtt} | {FIRST_CALL} | {median(result.first_call) * 1000:.1f} |"
-        f" {paired_ratio(result.first_call, unpaid_seconds):.3f}x | - | - | - | - |"
-    )
+    requests += [
+        f"| {rtt} | {name} | {median(seconds) * 1000:.1f} | {paired_ratio(seconds, unpaid_seconds):.3f}x |"
+        " - | - | - | - |"
+        for name, seconds in ((FIRST_CALL, result.first_call), (RESTARTED, result.restarted))
+    ]
     ttfb, floor = result.ttfb, result.ttfb[FLOOR_ASYNC]
     streams = [
         f"| {rtt} | {name} | {median(ttfb[name]) * 1000:.1f} | {paired_ratio(ttfb[name], floor):.3f}x |"
@@ -216,19 +233,22 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             f"- Versions: {versions('x402pay', 'x402', 'httpx', 'uvicorn', 'h11')}",
             "- Network: `bench/latency_proxy.py` between the clients and `bench/stub_server.py` (the stub paywall of",
             "  the transport section, uvicorn in a subprocess on 127.0.0.1): each direction of every connection is",
-            "  delayed by half the round trip, chunk by chunk in order. It runs in a thread of the client process",
-            "  (its work competes with the client's for the GIL, equally for every contender). Connection setup is",
-            "  not delayed; every client keeps its connections alive, so a request pays only its own round trips.",
+            "  delayed by half the round trip, chunk by chunk in order. It runs in a process of its own, as a real",
+            "  network costs the client no CPU. Connection setup is not delayed; every client keeps its",
+            "  connections alive, so a request pays only its own round trips.",
             "- Contenders (async, one client each for the whole run, as in the transport section): httpx on the",
             "  unpaid route; x402pay paying reactively (request, 402, paid retry: two round trips); x402pay with",
             "  `prepay=True` (pays on the first send: one round trip); the official x402 SDK (`x402HttpxClient`).",
             "  First call to a route: a fresh `prepay=True` transport whose connection an unpaid request opened",
-            "  first; the call must pay reactively (it has no challenge to pay from yet).",
+            "  first; the call must pay reactively (it has no challenge to pay from yet). First call after a",
+            "  restart: the same, with a SQLite ledger (a file in a temporary directory, default durability) that",
+            "  an earlier transport taught the route: the call pre-pays (one round trip) and pays the ledger's",
+            "  commits besides.",
             f"- Method: at each round trip, {args.rounds} interleaved rounds (order rotating, one warm-up round not",
             f"  counted). Sequential: {args.sequential} requests one after another per batch ({args.first_calls}",
             "  first calls), median ms per request; ratio to unpaid = median of the per-round latency ratios;",
-            "  CPU µs per request of this process (the client, and the proxy's thread: the same for every",
-            "  contender) and of the server (`/proc`, 10 ms ticks), medians over the sequential batches.",
+            "  CPU µs per request of this process (the client) and of the server (`/proc`, 10 ms ticks),",
+            "  medians over the sequential batches.",
             f"  Concurrent: {args.concurrent} requests per batch, {args.concurrency} in flight on one event loop,",
             f"  median requests/s and per-round ratios. Streamed: {args.streams} short SSE answers per batch (ten",
             "  ~1 KB `data:` frames and the in-band receipt, `/stream` unpaid, `/paid-stream` paid), time to the",
@@ -239,9 +259,9 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  own work for each payment (choose, sign a fresh authorization, read the receipt), which a caller",
             "  making one request at a time waits for in full: the extra ms per request come mostly from that work",
             "  (the extra CPU beside them), about the same at both round trips, so the ratio to unpaid shrinks as the",
-            "  round trip grows. With 16 in flight at 20 ms the client process (the proxy's thread included) runs out",
-            "  of CPU before the network is the limit, so those requests/s measure CPU per request as much as round",
-            "  trips.",
+            "  round trip grows. With 16 in flight at 20 ms the client runs short of CPU before the network is the",
+            "  limit (the proxy and the server share the same 2 cores), so those requests/s measure CPU per request",
+            "  as much as round trips.",
             "",
             "Requests (ratio > 1: slower than unpaid; requests/s ratio < 1: fewer than unpaid):",
             "",
@@ -271,11 +291,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     results = {}
-    with running() as server:
+    with running() as server, tempfile.TemporaryDirectory() as scratch:
         host, port = server.url.removeprefix("http://").split(":")
         for rtt in ROUND_TRIPS_MS:
-            with LatencyProxy((host, int(port)), delay=rtt / 2000) as proxy:
-                results[rtt] = measure(proxy.url, server, args)
+            with proxied((host, int(port)), delay=rtt / 2000) as url:
+                results[rtt] = measure(url, server, args, Path(scratch) / f"ledger-{rtt}.db")
     section = report(results, args)
     print(section)
     if not args.no_write:

@@ -10,13 +10,24 @@ It runs in a thread with its own event loop, started and stopped as an object::
 
     with LatencyProxy(("127.0.0.1", 8000), delay=0.010) as proxy:
         httpx.get(proxy.url + "/free")
+
+or, as a real network would, outside the client's process (its work then costs the client neither CPU nor the
+GIL)::
+
+    with proxied(("127.0.0.1", 8000), delay=0.010) as url:
+        httpx.get(url + "/free")
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 _CHUNK = 65_536
@@ -131,3 +142,45 @@ class LatencyProxy:
                 await writer.drain()
         finally:
             reading.cancel()
+
+
+@contextlib.contextmanager
+def proxied(target: tuple[str, int], delay: float, timeout: float = 20.0) -> Iterator[str]:
+    """A `LatencyProxy` in a subprocess of its own, for the block: its URL; stopped by its PID at the end."""
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, an address and a number
+        [sys.executable, "-m", "bench.latency_proxy", f"{target[0]}:{target[1]}", str(delay)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        line = process.stdout.readline().strip()
+        if not line.startswith("port "):
+            raise SystemExit(f"the latency proxy did not start (said {line!r})")
+        yield f"http://127.0.0.1:{line.split()[1]}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def main() -> None:
+    """Forward to TARGET (host:port) with DELAY seconds each way, printing ``port N``, until stdin closes or a
+    signal ends the process."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("target")
+    parser.add_argument("delay", type=float)
+    args = parser.parse_args()
+    host, port = args.target.rsplit(":", 1)
+    with LatencyProxy((host, int(port)), delay=args.delay) as proxy:
+        print(f"port {proxy.port}", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

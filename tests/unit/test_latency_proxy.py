@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.latency_proxy import LatencyProxy
+from bench.latency_proxy import LatencyProxy, proxied
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -96,3 +96,17 @@ def test_a_closed_connection_is_passed_on(echo: tuple[tuple[str, int], list[floa
 def test_a_negative_delay_is_refused() -> None:
     with pytest.raises(ValueError, match="delay"):
         LatencyProxy(("127.0.0.1", 1), delay=-0.1)
+
+
+def test_the_proxy_in_a_process_of_its_own_delays_the_same_way(echo: tuple[tuple[str, int], list[float]]) -> None:
+    target, arrivals = echo
+    delay = 0.05
+    with proxied(target, delay=delay) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sent = time.monotonic()
+            sock.sendall(b"ping")
+            assert receive(sock, 4) == b"ping"
+            back = time.monotonic()
+    assert delay <= arrivals[0] - sent < delay + 1
+    assert delay <= back - arrivals[0] < delay + 1
