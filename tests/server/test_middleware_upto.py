@@ -145,6 +145,7 @@ def test_a_stream_carries_the_receipt_before_done(server: PaidServer) -> None:
     response = paid_post(server, "/stream", {"use": 4321}, upto_requirement(server, "/stream"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "private"
     assert "payment-response" not in response.headers
     frames = sse_frames(response.text)
     assert frames[:2] == ['data: {"n":1}', 'data: {"n":2}']
