@@ -115,8 +115,11 @@ def facilitator(x402pay_chain: Devnet) -> LocalFacilitator:
 
 
 @contextlib.contextmanager
-def paid_server(devnet: Devnet, facilitator: LocalFacilitator, **options: Any) -> Iterator[PaidServer]:
-    """The test app behind PaymentMiddleware (`options` go to the middleware), served on loopback."""
+def paid_server(
+    devnet: Devnet, facilitator: LocalFacilitator, *, port: int = 0, **options: Any
+) -> Iterator[PaidServer]:
+    """The test app behind PaymentMiddleware (`options` go to the middleware), served on loopback (on `port`, or
+    any free one)."""
     probe = Probe()
     app = PaymentMiddleware(
         make_app(probe),
@@ -126,7 +129,7 @@ def paid_server(devnet: Devnet, facilitator: LocalFacilitator, **options: Any) -
         routes=routes(devnet),
         **options,
     )
-    with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_app(app, port=port) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield PaidServer(url, devnet, probe, client)
         probe.gate.set()
 
