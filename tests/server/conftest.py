@@ -54,11 +54,15 @@ def make_app(probe: Probe) -> Starlette:
         body = await request.json()
 
         async def frames() -> AsyncIterator[str]:
+            if body.get("charge_first"):  # metered before the content: a cut stream still has its charge
+                paid_request(request.scope).charge(body["use"])
             yield 'data: {"n":1}\n\n'
             if body.get("wait"):
                 await anyio.to_thread.run_sync(probe.gate.wait, 20)
+            if body.get("charge_first"):
+                await anyio.sleep(0.5)  # a checkpoint, where a client that left is noticed
             yield 'data: {"n":2}\n\n'
-            if request.scope["state"]["x402pay"].scheme == "upto":
+            if request.scope["state"]["x402pay"].scheme == "upto" and not body.get("charge_first"):
                 paid_request(request.scope).charge(body["use"])
             yield "data: [DONE]\n\n"
 
