@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import PRICE, UPTO_MAX, PaidServer, paid_server
-from server_support import decode
+from server_support import decode, eip3009_payload, header
 from web3 import Web3
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -26,6 +26,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
 from x402pay import PaymentTransport, SettlementPending, SpendPolicy, Wallet, payment_of
+from x402pay.errors import FacilitatorError
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server import Broadcast, LocalFacilitator, SettlementStore
 from x402pay.testing import Devnet
@@ -247,6 +248,25 @@ async def test_the_official_client_is_told_settlement_pending_with_the_hash(
     assert slow_facilitator.settlements.settled_total(payer.address) == charge
 
 
+async def test_the_official_client_reads_a_pending_receipt_at_the_end_of_a_stream(
+    server: PaidServer, slow_facilitator: LocalFacilitator
+) -> None:
+    devnet, payer = server.devnet, server.devnet.payers[0]
+    before = balance(devnet, payer.address)
+    with automine_off(devnet):
+        async with httpx.AsyncClient(
+            transport=x402_httpx_transport(official_client(devnet)), base_url=server.url, timeout=30
+        ) as http:
+            response = await http.post("/stream", json={"use": 4321})
+        assert response.status_code == 200
+        (broadcast,) = slow_facilitator.settlements.pending()
+        assert f'"settlementStatus":"pending","userAddress":"{payer.address}","txHash":"{broadcast.tx_hash}"' in (
+            response.text
+        )
+        mine(devnet)
+    assert balance(devnet, payer.address) == before - 4321
+
+
 def test_a_broadcast_never_mined_before_its_deadline_is_failed_by_reconcile(
     x402pay_chain: Devnet, store_path: Path
 ) -> None:
@@ -266,3 +286,24 @@ def test_a_broadcast_never_mined_before_its_deadline_is_failed_by_reconcile(
     assert decided == {lost.key: "failed", alive.key: "pending"}
     assert [broadcast.key for broadcast in store.pending()] == [alive.key]
     store.close()
+
+
+class Unanswered(LocalFacilitator):
+    """Sends the settlement, then loses the answer (as a remote facilitator whose ``/settle`` times out)."""
+
+    async def settle(self, payload: Any, requirements: Any) -> Any:
+        await super().settle(payload, requirements)
+        raise FacilitatorError("POST /settle timed out")
+
+
+def test_a_settle_without_a_verdict_is_pending_never_not_charged(x402pay_chain: Devnet) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    before = balance(devnet, payer.address)
+    with paid_server(devnet, Unanswered(devnet.rpc_url, devnet.facilitator)) as server:
+        requirement = decode(server.client.get("/paid").headers["payment-required"])["accepts"][0]
+        payment = header(eip3009_payload(devnet, payer, requirement))
+        response = server.client.get("/paid", headers={"PAYMENT-SIGNATURE": payment})
+    assert response.status_code == 402
+    settlement = decode(response.headers["payment-response"])
+    assert (settlement["success"], settlement["errorReason"]) == (False, "settlement_pending")
+    assert balance(devnet, payer.address) == before - PRICE  # it was charged: "not charged" would have been a lie

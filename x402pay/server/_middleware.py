@@ -41,6 +41,7 @@ from x402pay.server._facilitator import Facilitator, SupportedResponse
 from x402pay.server._pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server._receipts import PaidRequest, attach
 from x402pay.server._responses import NO_STORE, SettlingSend
+from x402pay.server._settlements import SETTLEMENT_PENDING
 from x402pay.server._sponsoring import offer
 
 logger = logging.getLogger("x402pay.server")
@@ -165,10 +166,10 @@ class PaymentMiddleware:
             requirement = requirement.model_copy(update={"amount": paid.amount_due})
         try:
             settlement = await self._facilitator.settle(paid.payload, requirement)
-        except FacilitatorError as exc:
+        except FacilitatorError as exc:  # no verdict: it may have sent the transaction, so never "not charged"
             settlement = SettleResponse(
-                success=False, network=requirement.network, payer=paid.payer,
-                error_reason="unexpected_settle_error", error_message=str(exc),
+                success=False, network=requirement.network, payer=paid.payer, error_reason=SETTLEMENT_PENDING,
+                error_message=f"the facilitator gave no verdict, the payment may still settle: {exc}",
             )  # fmt: skip
         logger.debug("settled %s: success=%s tx=%s", paid.payer, settlement.success, settlement.transaction)
         if paid.payload.x402_version == 1:
