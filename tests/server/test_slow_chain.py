@@ -7,7 +7,6 @@ server's books (its `SettlementStore`) and the client's books (its ledger, after
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import PRICE, UPTO_MAX, PaidServer, paid_server
-from server_support import decode, eip3009_payload, header
+from server_support import automine_off, balance, decode, eip3009_payload, header, mine, unmined
 from web3 import Web3
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -34,33 +33,6 @@ from x402pay.testing import Devnet
 pytestmark = pytest.mark.chain
 
 WAIT = 1.0  # the facilitator's receipt wait: short, so that a test sees the pending answer quickly
-
-
-@contextlib.contextmanager
-def automine_off(devnet: Devnet) -> Iterator[None]:
-    """No block is mined until the test asks (`mine`); afterwards what is pending is mined and automine is back."""
-    devnet.web3().provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        mine(devnet)
-        devnet.web3().provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
-
-
-def mine(devnet: Devnet) -> None:
-    devnet.web3().provider.make_request("anvil_mine", [1])  # type: ignore[arg-type]
-
-
-def unmined(devnet: Devnet, facilitator: LocalFacilitator) -> int:
-    """How many of the facilitator's transactions wait in the mempool."""
-    web3 = devnet.web3()
-    return web3.eth.get_transaction_count(facilitator.address, "pending") - web3.eth.get_transaction_count(
-        facilitator.address, "latest"
-    )
-
-
-def balance(devnet: Devnet, address: str) -> int:
-    return int(devnet.contract("TestUSDC", devnet.usdc).functions.balanceOf(address).call())
 
 
 @pytest.fixture
