@@ -8,13 +8,15 @@ server's books (its `SettlementStore`) and the client's books (its ledger, after
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import PRICE, UPTO_MAX, PaidServer, paid_server
+from conftest import PRICE, UPTO_MAX, PaidServer, paid_server, routes
 from server_support import automine_off, balance, decode, eip3009_payload, header, mine, unmined
 from web3 import Web3
 from x402 import x402Client
@@ -25,6 +27,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
 from x402pay import PaymentTransport, SettlementPending, SpendPolicy, Wallet, payment_of
+from x402pay._protocol.models import PaymentPayload
 from x402pay.errors import FacilitatorError
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server import Broadcast, LocalFacilitator, SettlementStore
@@ -258,6 +261,26 @@ def test_a_broadcast_never_mined_before_its_deadline_is_failed_by_reconcile(
     assert decided == {lost.key: "failed", alive.key: "pending"}
     assert [broadcast.key for broadcast in store.pending()] == [alive.key]
     store.close()
+
+
+def test_two_settlements_of_one_payment_at_once_send_one_transaction(
+    x402pay_chain: Devnet, slow_facilitator: LocalFacilitator
+) -> None:
+    devnet = x402pay_chain
+    wanted = routes(devnet)["GET /paid"].requirement(
+        network=devnet.network, chain_id=devnet.chain_id, pay_to=devnet.payee.address, ceiling=None, facilitator=None
+    )
+    paid = PaymentPayload.model_validate(eip3009_payload(devnet, devnet.payers[0], wanted.to_wire()))
+    start = threading.Barrier(2)
+
+    def settle() -> str:
+        start.wait()
+        return slow_facilitator.settle_blocking(paid, wanted).transaction
+
+    with automine_off(devnet), ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: settle(), range(2)))
+        assert unmined(devnet, slow_facilitator) == 1
+        assert answers[0] == answers[1] == slow_facilitator.settlements.pending()[0].tx_hash
 
 
 class Unanswered(LocalFacilitator):

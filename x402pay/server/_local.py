@@ -321,7 +321,9 @@ class LocalFacilitator:
                 payment_key(auth, requirements), signed.hash.to_0x_hex(), requirements.network, auth.payer, charge,
                 auth.deadline,
             )  # fmt: skip
-            self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
+            standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
+            if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
+                return standing
             try:
                 self._web3.eth.send_raw_transaction(signed.raw_transaction)
             except Web3RPCError:  # the node answered, refusing it: it was never broadcast

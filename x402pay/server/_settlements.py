@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from eth_typing import HexStr
 from web3.exceptions import TimeExhausted, Web3Exception
 
 from x402pay._protocol.models import SettleResponse
@@ -42,9 +43,14 @@ CREATE TABLE IF NOT EXISTS settlements (
 )
 """
 _SELECT: Final = "SELECT key, tx_hash, network, payer, amount, valid_before, state, detail FROM settlements"
+# A payment has one row: a new broadcast takes the place of a failed one only, never of one pending or settled.
 _INSERT: Final = """
-INSERT OR REPLACE INTO settlements (key, tx_hash, network, payer, amount, valid_before, state, detail, sent_at)
+INSERT INTO settlements (key, tx_hash, network, payer, amount, valid_before, state, detail, sent_at)
 VALUES (?, ?, ?, ?, ?, ?, 'pending', '', ?)
+ON CONFLICT (key) DO UPDATE SET
+    tx_hash = excluded.tx_hash, network = excluded.network, payer = excluded.payer, amount = excluded.amount,
+    valid_before = excluded.valid_before, state = 'pending', detail = '', sent_at = excluded.sent_at, decided_at = NULL
+WHERE settlements.state = 'failed'
 """
 
 
@@ -92,13 +98,18 @@ class SettlementStore:
         rows = self._query(_SELECT + " WHERE key = ?", (key,))
         return _broadcast(rows[0]) if rows else None
 
-    def sending(self, broadcast: Broadcast) -> None:
-        """Record `broadcast` as pending, before it is sent (it replaces a failed row of the same payment)."""
-        self._query(
-            _INSERT,
-            (broadcast.key, broadcast.tx_hash, broadcast.network, broadcast.payer, str(broadcast.amount),
-             broadcast.valid_before, time.time()),
-        )  # fmt: skip
+    def sending(self, broadcast: Broadcast) -> Broadcast:
+        """Record `broadcast` as pending, before it is sent (in place of a failed row of the same payment only).
+
+        Returns the row that stands: `broadcast`, or the one another settlement of the same payment recorded
+        first (in another thread or process); that one is to be followed, and `broadcast` never sent.
+        """
+        row = (broadcast.key, broadcast.tx_hash, broadcast.network, broadcast.payer, str(broadcast.amount),
+               broadcast.valid_before, time.time())  # fmt: skip
+        with self._lock:
+            self._conn.execute(_INSERT, row)
+            standing = self._conn.execute(_SELECT + " WHERE key = ?", (broadcast.key,)).fetchone()
+        return _broadcast(standing)
 
     def decide(self, key: str, state: State, detail: str = "") -> None:
         """Record what the chain decided about the pending broadcast of `key`."""
@@ -150,9 +161,9 @@ def follow(web3: Web3, store: SettlementStore, broadcast: Broadcast, wait: float
     """
     try:
         if wait > 0:
-            receipt = web3.eth.wait_for_transaction_receipt(broadcast.tx_hash, timeout=wait)  # type: ignore[arg-type]
+            receipt = web3.eth.wait_for_transaction_receipt(HexStr(broadcast.tx_hash), timeout=wait)
         else:
-            receipt = web3.eth.get_transaction_receipt(broadcast.tx_hash)  # type: ignore[arg-type]
+            receipt = web3.eth.get_transaction_receipt(HexStr(broadcast.tx_hash))
     except _UNDECIDED:
         return broadcast
     state: State = "settled" if receipt["status"] == 1 else "failed"
