@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
 import anyio.to_thread
+from eth_account.datastructures import SignedTransaction
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
@@ -164,7 +166,7 @@ class LocalFacilitator:
             if followed.state == "pending" and chain_time > followed.valid_before:
                 # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
                 self.settlements.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
-                followed = Broadcast(**{**followed.__dict__, "state": "failed"})
+                followed = replace(followed, state="failed")
             decided.append(followed)
         return decided
 
@@ -309,14 +311,7 @@ class LocalFacilitator:
     ) -> Broadcast:
         """Sign the settlement, record it, broadcast it; the record stays pending unless the node refuses it."""
         with self._send_lock:  # one pending nonce at a time for this account
-            try:
-                tx = call.build_transaction(
-                    {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
-                )
-            except _REVERTS as exc:
-                raise Refusal(revert_code(exc, auth.codes), f"the settlement would revert: {exc}") from exc
-            # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
-            signed = self._account.sign_transaction(cast(Any, tx))
+            signed = self._signed(call, auth.codes)
             sent = Broadcast(
                 payment_key(auth, requirements), signed.hash.to_0x_hex(), requirements.network, auth.payer, charge,
                 auth.deadline,
@@ -324,14 +319,27 @@ class LocalFacilitator:
             standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
             if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
                 return standing
-            try:
-                self._web3.eth.send_raw_transaction(signed.raw_transaction)
-            except Web3RPCError:  # the node answered, refusing it: it was never broadcast
-                self.settlements.forget(sent.key)
-                raise
-            except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
-                logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
+            self._broadcast(signed.raw_transaction, sent)
         return sent
+
+    def _signed(self, call: ContractFunction, codes: Codes) -> SignedTransaction:
+        try:
+            tx = call.build_transaction(
+                {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
+            )
+        except _REVERTS as exc:
+            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
+        # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
+        return self._account.sign_transaction(cast(Any, tx))
+
+    def _broadcast(self, raw: bytes, sent: Broadcast) -> None:
+        try:
+            self._web3.eth.send_raw_transaction(raw)
+        except Web3RPCError:  # the node answered, refusing it: it was never broadcast
+            self.settlements.forget(sent.key)
+            raise
+        except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
+            logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
 
     def _contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
         return self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -169,7 +169,7 @@ def follow(web3: Web3, store: SettlementStore, broadcast: Broadcast, wait: float
     state: State = "settled" if receipt["status"] == 1 else "failed"
     detail = f"mined in block {receipt['blockNumber']}" + ("" if state == "settled" else ", reverted")
     store.decide(broadcast.key, state, detail)
-    return Broadcast(**{**broadcast.__dict__, "state": state, "detail": detail})
+    return replace(broadcast, state=state, detail=detail)
 
 
 def answer(broadcast: Broadcast) -> SettleResponse:
