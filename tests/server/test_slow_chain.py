@@ -31,6 +31,7 @@ from x402pay._protocol.models import PaymentPayload
 from x402pay.errors import FacilitatorError
 from x402pay.ledger import EntryState, Ledger, Web3Chain
 from x402pay.server import Broadcast, LocalFacilitator, SettlementStore
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -302,3 +303,40 @@ def test_a_settle_without_a_verdict_is_pending_never_not_charged(x402pay_chain: 
     settlement = decode(response.headers["payment-response"])
     assert (settlement["success"], settlement["errorReason"]) == (False, "settlement_pending")
     assert balance(devnet, payer.address) == before - PRICE  # it was charged: "not charged" would have been a lie
+
+
+def answer_lost_rpc(upstream: str) -> Any:
+    """A JSON-RPC relay in front of anvil that forwards everything but loses the answer to a broadcast (a 502 after
+    the node took it), as a proxy or a network that fails at the wrong moment would."""
+
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        async with httpx.AsyncClient() as http:
+            answered = await http.post(upstream, content=body, headers={"content-type": "application/json"})
+        lost = b'"eth_sendRawTransaction"' in body
+        status, content = (502, b"bad gateway") if lost else (200, answered.content)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return relay
+
+
+def test_a_broadcast_whose_answer_is_lost_is_followed_never_failed(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    before = balance(devnet, payer.address)
+    with serve_app(answer_lost_rpc(devnet.rpc_url)) as rpc_url:
+        facilitator = LocalFacilitator(rpc_url, devnet.facilitator, receipt_timeout=WAIT)
+        with paid_server(devnet, facilitator) as server:
+            requirement = decode(server.client.get("/paid").headers["payment-required"])["accepts"][0]
+            payment = header(eip3009_payload(devnet, payer, requirement))
+            response = server.client.get("/paid", headers={"PAYMENT-SIGNATURE": payment})
+    assert response.status_code == 200, response.text  # the node took it and mined it: the answer says so
+    settlement = decode(response.headers["payment-response"])
+    assert settlement["success"] is True
+    assert devnet.web3().eth.get_transaction_receipt(settlement["transaction"])["status"] == 1
+    assert balance(devnet, payer.address) == before - PRICE
