@@ -186,12 +186,9 @@ class SettlingSend:
         await self._send({"type": "http.response.body", "body": body})
 
     async def _settle_once(self) -> SettleResponse:
-        if self.settlement is None:
-            self.settlement = await self._settle_shielded()
+        if self.settlement is None:  # shielded: a client that leaves must not cut a settlement half-way
+            self.settlement = await _shielded(self._settle, self._paid)
         return self.settlement
-
-    async def _settle_shielded(self) -> SettleResponse:
-        return await shielded(self._settle, self._paid)  # a client that leaves must not cut a settlement half-way
 
     def _apply_overrides(self, value: str | None) -> None:
         if value is None or self._paid.scheme != "upto" or self._paid.charged is not None:
@@ -207,7 +204,7 @@ class SettlingSend:
         return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
 
 
-async def shielded(settle: Settle, paid: PaidRequest) -> SettleResponse:
+async def _shielded(settle: Settle, paid: PaidRequest) -> SettleResponse:
     """`settle(paid)`, protected from the cancellation of the task that awaits it."""
     result: list[SettleResponse] = []
     with anyio.CancelScope(shield=True):
