@@ -189,6 +189,9 @@ def describe(devnet: Devnet) -> str:
         ("x402 exact proxy", devnet.exact_proxy),
         ("x402 upto proxy", devnet.upto_proxy),
         ("Multicall3", devnet.multicall3),
+        ("batch settlement", devnet.batch_settlement),
+        ("ERC-3009 collector", devnet.erc3009_collector),
+        ("Permit2 collector", devnet.permit2_collector),
     ]
     accounts = [
         ("deployer/minter", devnet.deployer),
