@@ -157,7 +157,7 @@ def test_a_deposit_needs_a_collector_that_delivers(channels: Channels, payer: Lo
     reverts_with("InvalidCollector()", channels.deposit_call(config, AMOUNT, ZERO, data), channels.sender)
     # Code that returns at once: the call succeeds but no tokens arrive.
     idle = Web3.to_checksum_address("0x" + secrets.token_hex(20))
-    channels.devnet.web3().provider.make_request("anvil_setCode", [idle, "0x00"])  # type: ignore[arg-type]
+    channels.devnet.web3().provider.make_request("anvil_setCode", [idle, "0x00"])
     reverts_with("DepositCollectionFailed()", channels.deposit_call(config, AMOUNT, idle, data), channels.sender)
 
 

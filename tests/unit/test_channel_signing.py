@@ -249,11 +249,11 @@ GOOD = {
 )
 def test_a_bad_config_is_refused_by_name(field: str, value: object, message: str) -> None:
     with pytest.raises(SigningError, match=re.escape(message)):
-        channel.ChannelConfig(**{**GOOD, field: value})  # type: ignore[arg-type]
+        channel.ChannelConfig(**{**GOOD, field: value})
 
 
 def test_addresses_are_stored_checksummed() -> None:
-    config = channel.ChannelConfig(**{**GOOD, "token": TOKEN.lower()})  # type: ignore[arg-type]
+    config = channel.ChannelConfig(**{**GOOD, "token": TOKEN.lower()})
     assert config.token == TOKEN
 
 
