@@ -320,14 +320,12 @@ contract X402BatchSettlement is EIP712, Multicall, ReentrancyGuardTransient {
     /// @notice The EIP-712 digest the receiverAuthorizer signs for a claim batch: the array of `ClaimEntry` is
     ///         hashed as EIP-712 says, the keccak of its members' struct hashes laid end to end.
     function getClaimBatchDigest(VoucherClaim[] calldata voucherClaims) public view returns (bytes32) {
-        bytes memory entryHashes = new bytes(32 * voucherClaims.length);
+        bytes32[] memory entryHashes = new bytes32[](voucherClaims.length);
         for (uint256 i = 0; i < voucherClaims.length; ++i) {
-            bytes32 entryHash = _claimEntryHash(voucherClaims[i]);
-            assembly ("memory-safe") {
-                mstore(add(add(entryHashes, 32), mul(i, 32)), entryHash)
-            }
+            entryHashes[i] = _claimEntryHash(voucherClaims[i]);
         }
-        return _hashTypedDataV4(keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, keccak256(entryHashes))));
+        bytes32 claimsHash = keccak256(abi.encodePacked(entryHashes));
+        return _hashTypedDataV4(keccak256(abi.encode(CLAIM_BATCH_TYPEHASH, claimsHash)));
     }
 
     function _claimEntryHash(VoucherClaim calldata row) private view returns (bytes32) {
