@@ -193,3 +193,25 @@ class Channels:
 
     def _row_id(self, row: tuple[Any, ...]) -> bytes:
         return self.id_of(channel.ChannelConfig(*row[0][0]))
+
+
+#: What a contract wallet's ``isValidSignature`` answers: the EIP-1271 magic value, or a refusal.
+ACCEPTS, REFUSES = "1626ba7e", "ffffffff"
+
+
+def contract_wallet(devnet: Devnet, address: str, answer: str) -> str:
+    """Give `address` code whose ``isValidSignature`` (indeed every call) returns ``bytes4(answer)``.
+
+    Called again on the same address, it changes the answer. The wallet approves Permit2 once, while it has no
+    code yet (anvil impersonates it).
+    """
+    web3 = devnet.web3()
+    wallet = Web3.to_checksum_address(address)
+    if not web3.eth.get_code(wallet):
+        web3.provider.make_request("anvil_impersonateAccount", [wallet])
+        web3.provider.make_request("anvil_setBalance", [wallet, hex(10**18)])
+        usdc = devnet.contract("TestUSDC", devnet.usdc)
+        transact(usdc.functions.approve(devnet.permit2, 2**256 - 1), wallet)
+    # PUSH4 answer, PUSH1 224, SHL, PUSH1 0, MSTORE, PUSH1 32, PUSH1 0, RETURN: returns bytes4(answer).
+    web3.provider.make_request("anvil_setCode", [wallet, f"0x63{answer}60e01b60005260206000f3"])
+    return wallet
