@@ -181,3 +181,13 @@ def test_a_zero_receiver_authorizer_is_no_channel(channels: Channels, payer: Loc
     data = channels.eip3009_data(config, payer, AMOUNT)
     call = channels.settlement.functions.deposit(raw, AMOUNT, channels.devnet.erc3009_collector, data)
     reverts_with("InvalidChannel()", call, channels.sender)
+
+
+def test_a_balance_cannot_pass_the_uint128_ceiling(channels: Channels, payer: LocalAccount) -> None:
+    devnet, most = channels.devnet, 2**128 - 1
+    transact(channels.usdc.functions.mint(payer.address, most), devnet.deployer.address)
+    config = channels.config(payer)
+    channels.deposit(config, payer, most)
+    assert channels.state(config) == (most, 0)
+    data = channels.eip3009_data(config, payer, 1)
+    reverts_with("DepositOverflow()", channels.deposit_call(config, 1, devnet.erc3009_collector, data), channels.sender)
