@@ -34,6 +34,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_ledger --rounds 5
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 	$(BIN)/python -m bench.bench_hold_time --payments 20
+	$(BIN)/python -m bench.count_channel_gas --calls 1000
 
 contracts: node_modules/.installed
 	node contracts/build.mjs

@@ -54,12 +54,11 @@ def test_devnet_command_serves_a_working_chain_until_ctrl_c(tmp_path: Path) -> N
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = read_until_ready(process)
-        fields = {line.split()[0]: line for line in lines}
         rpc_url = next(line.split()[-1] for line in lines if line.startswith("RPC URL"))
         assert rpc_url == f"http://127.0.0.1:{port}"
         assert rpc(rpc_url, "eth_chainId") == "0x7a69"
         permit2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
-        assert permit2 in fields["Permit2"]
+        assert ["Permit2", permit2] in [line.split() for line in lines]
         assert len(str(rpc(rpc_url, "eth_getCode", permit2, "latest"))) > 100
         assert any("payer 1" in line and " key 0x" in line for line in lines)
         anvils = anvil_children(process.pid)

@@ -7,9 +7,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from x402pay._protocol.addresses import (
+    BATCH_SETTLEMENT_ADDRESS,
+    ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
     EXACT_PERMIT2_PROXY_ADDRESS,
     MULTICALL3_ADDRESS,
     PERMIT2_ADDRESS,
+    PERMIT2_DEPOSIT_COLLECTOR_ADDRESS,
     UPTO_PERMIT2_PROXY_ADDRESS,
 )
 from x402pay._protocol.networks import known_asset
@@ -26,6 +29,8 @@ def test_canonical_addresses_carry_the_shipped_runtime_code(x402pay_chain: Devne
         EXACT_PERMIT2_PROXY_ADDRESS: "X402ExactPermit2Proxy",
         UPTO_PERMIT2_PROXY_ADDRESS: "X402UptoPermit2Proxy",
         MULTICALL3_ADDRESS: "Multicall3",
+        ERC3009_DEPOSIT_COLLECTOR_ADDRESS: "ERC3009DepositCollector",
+        PERMIT2_DEPOSIT_COLLECTOR_ADDRESS: "Permit2DepositCollector",
     }
     for address, name in expected.items():
         assert Web3.to_hex(web3.eth.get_code(address)) == load_artifact(name)["deployedBytecode"], name
@@ -35,6 +40,20 @@ def test_canonical_addresses_carry_the_shipped_runtime_code(x402pay_chain: Devne
         UPTO_PERMIT2_PROXY_ADDRESS,
         MULTICALL3_ADDRESS,
     )
+    channels = (x402pay_chain.batch_settlement, x402pay_chain.erc3009_collector, x402pay_chain.permit2_collector)
+    assert channels == (BATCH_SETTLEMENT_ADDRESS, ERC3009_DEPOSIT_COLLECTOR_ADDRESS, PERMIT2_DEPOSIT_COLLECTOR_ADDRESS)
+
+
+def test_the_batch_settlement_copy_signs_under_its_canonical_address(x402pay_chain: Devnet) -> None:
+    # Its EIP-712 name and version live in immutables, so the copy is the deployed code, not the compiler's.
+    settlement = x402pay_chain.contract("X402BatchSettlement", BATCH_SETTLEMENT_ADDRESS)
+    _, name, version, chain_id, verifying_contract, _, _ = settlement.functions.eip712Domain().call()
+    assert (name, version, chain_id) == ("x402 Batch Settlement", "1", 31337)
+    assert verifying_contract == BATCH_SETTLEMENT_ADDRESS
+    for collector in (ERC3009_DEPOSIT_COLLECTOR_ADDRESS, PERMIT2_DEPOSIT_COLLECTOR_ADDRESS):
+        abi = load_artifact("ERC3009DepositCollector")["abi"]
+        bound = x402pay_chain.web3().eth.contract(address=collector, abi=abi)
+        assert bound.functions.x402BatchSettlement().call() == BATCH_SETTLEMENT_ADDRESS
 
 
 def test_accounts_and_funding(x402pay_chain: Devnet) -> None:

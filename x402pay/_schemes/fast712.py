@@ -215,6 +215,14 @@ def _domain_separator(name: str, version: object, chain_id: int, contract: str) 
 # -- public API -------------------------------------------------------------------------------------------------
 
 
+def domain_separator(name: str, version: str | None, chain_id: int, contract: str) -> bytes:
+    """``hashStruct(EIP712Domain)`` of a domain with `version` (or, when None, without one); cached.
+
+    `contract` must be a ``0x`` hex address (all one case, or a valid EIP-55 checksum): callers check it first.
+    """
+    return _domain_separator(name, _NO_VERSION if version is None else version, chain_id, contract)
+
+
 def typed_data_digest(typed_data: Any) -> bytes | None:
     """The EIP-712 digest eth-account signs for `typed_data`, or None if it is not one of x402's shapes.
 

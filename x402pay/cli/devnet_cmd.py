@@ -29,8 +29,9 @@ def register(commands: Any) -> None:
     devnet = commands.add_parser(
         "devnet",
         help="run a local chain with the x402 contracts deployed, until Ctrl-C",
-        description="Start anvil on 127.0.0.1, deploy TestUSDC, Permit2, the x402 proxies and Multicall3 "
-        "(at their canonical addresses), fund payer accounts, print everything, and run until Ctrl-C.",
+        description="Start anvil on 127.0.0.1, deploy TestUSDC, Permit2, the x402 proxies, Multicall3 and the "
+        "batch-settlement escrow with its deposit collectors (at their canonical addresses), fund payer accounts, "
+        "print everything, and run until Ctrl-C.",
     )
     devnet.add_argument("--payers", type=int, default=3, help="how many funded payer accounts (default 3, max 7)")
     devnet.add_argument("--port", type=_port, default=0, help="the RPC port on 127.0.0.1 (default: any free one)")
@@ -215,6 +216,9 @@ def describe(devnet: Devnet) -> str:
         ("x402 exact proxy", devnet.exact_proxy),
         ("x402 upto proxy", devnet.upto_proxy),
         ("Multicall3", devnet.multicall3),
+        ("batch settlement", devnet.batch_settlement),
+        ("ERC-3009 collector", devnet.erc3009_collector),
+        ("Permit2 collector", devnet.permit2_collector),
     ]
     accounts = [
         ("deployer/minter", devnet.deployer),

@@ -1,4 +1,5 @@
-"""Deploy the x402 contracts onto a local anvil chain: a USDC-like token, Permit2, the x402 proxies, Multicall3."""
+"""Deploy the x402 contracts onto a local anvil chain: a USDC-like token, Permit2, the x402 proxies, Multicall3, and
+the `batch-settlement` escrow with its two deposit collectors."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
 from x402pay._protocol.addresses import (
+    BATCH_SETTLEMENT_ADDRESS,
+    ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
     EXACT_PERMIT2_PROXY_ADDRESS,
     MULTICALL3_ADDRESS,
     PERMIT2_ADDRESS,
+    PERMIT2_DEPOSIT_COLLECTOR_ADDRESS,
     UPTO_PERMIT2_PROXY_ADDRESS,
 )
 from x402pay._rpc import web3_for
@@ -36,6 +40,9 @@ _CANONICAL: Final = {
     "X402ExactPermit2Proxy": EXACT_PERMIT2_PROXY_ADDRESS,
     "X402UptoPermit2Proxy": UPTO_PERMIT2_PROXY_ADDRESS,
     "Multicall3": MULTICALL3_ADDRESS,
+    "X402BatchSettlement": BATCH_SETTLEMENT_ADDRESS,
+    "ERC3009DepositCollector": ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+    "Permit2DepositCollector": PERMIT2_DEPOSIT_COLLECTOR_ADDRESS,
 }
 
 
@@ -50,9 +57,10 @@ def anvil_account(index: int) -> LocalAccount:
 class Devnet:
     """A local chain with the x402 contracts deployed and accounts funded.
 
-    `permit2`, `exact_proxy`, `upto_proxy` and `multicall3` are the canonical addresses, so code written for a
-    real chain runs unchanged. The accounts are anvil's public test keys: `deployer` (also the USDC minter),
-    `facilitator`, `payee` (holds no USDC), and `payers` (USDC minted, Permit2 approved when asked).
+    `permit2`, `exact_proxy`, `upto_proxy`, `multicall3`, `batch_settlement`, `erc3009_collector` and
+    `permit2_collector` are the canonical addresses, so code written for a real chain runs unchanged. The accounts
+    are anvil's public test keys: `deployer` (also the USDC minter), `facilitator`, `payee` (holds no USDC), and
+    `payers` (USDC minted, Permit2 approved when asked).
     """
 
     rpc_url: str
@@ -62,6 +70,9 @@ class Devnet:
     exact_proxy: ChecksumAddress
     upto_proxy: ChecksumAddress
     multicall3: ChecksumAddress
+    batch_settlement: ChecksumAddress
+    erc3009_collector: ChecksumAddress
+    permit2_collector: ChecksumAddress
     deployer: LocalAccount = field(repr=False)
     facilitator: LocalAccount = field(repr=False)
     payee: LocalAccount = field(repr=False)
@@ -146,6 +157,9 @@ def deploy_devnet(
         exact_proxy=EXACT_PERMIT2_PROXY_ADDRESS,
         upto_proxy=UPTO_PERMIT2_PROXY_ADDRESS,
         multicall3=MULTICALL3_ADDRESS,
+        batch_settlement=BATCH_SETTLEMENT_ADDRESS,
+        erc3009_collector=ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
+        permit2_collector=PERMIT2_DEPOSIT_COLLECTOR_ADDRESS,
         deployer=deployer,
         facilitator=accounts[1],
         payee=accounts[2],
