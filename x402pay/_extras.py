@@ -11,6 +11,7 @@ from x402pay.errors import MissingExtra
 _MODULES: Final = {
     "server": ("starlette", "uvicorn"),
     "demo": ("starlette", "uvicorn", "httpx2", "openai"),
+    "mcp": ("mcp", "starlette"),
 }
 
 
