@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from x402pay._effects import Answer
-from x402pay._protocol.codec import MAX_BODY_BYTES, decode_header, decode_json, encode_header
+from x402pay._protocol.codec import decode_header, decode_json, encode_header
 from x402pay._protocol.headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE
 from x402pay.errors import ChallengeError, MalformedPayment
 
@@ -142,14 +142,13 @@ def payment_header(value: object) -> str | None:
         return encode_header(value)
     if not isinstance(value, str):
         raise MalformedPayment(f"{PAYMENT_META} is a {type(value).__name__}, not an object or a string")
-    if value.lstrip().startswith("{"):
+    if value.lstrip().startswith(("{", "[")):
         data = decode_json(value.encode(), what=PAYMENT_META, error=MalformedPayment)
-        return encode_header(data) if isinstance(data, dict) else _not_an_object()
-    return value if len(value) <= MAX_BODY_BYTES else _not_an_object()
-
-
-def _not_an_object() -> str:
-    raise MalformedPayment(f"{PAYMENT_META} is neither a JSON object nor base64 JSON of reasonable size")
+    else:
+        data = decode_header(value, what=PAYMENT_META, error=MalformedPayment)
+    if not isinstance(data, dict):
+        raise MalformedPayment(f"{PAYMENT_META} holds a JSON {type(data).__name__}, not an object")
+    return encode_header(data)
 
 
 def text_of(data: Mapping[str, Any]) -> str:
