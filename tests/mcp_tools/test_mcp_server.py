@@ -51,6 +51,7 @@ async def test_an_unpaid_call_gets_the_binding_s_payment_required_result(x402pay
     assert result.is_error
     assert json.loads(result.content[0].text) == required
     assert required["x402Version"] == 2
+    assert required["error"] == 'a payment is required at params._meta["x402/payment"]'
     assert required["resource"] == {"url": "mcp://tool/get_weather", "description": "the weather"}
     [option] = required["accepts"]
     assert (option["scheme"], option["amount"], option["payTo"]) == ("exact", str(PRICE), x402pay_chain.payee.address)

@@ -43,6 +43,7 @@ from x402pay.server._receipts import PaidRequest, paid_request
 RunTool = Callable[[], Awaitable[dict[str, Any]]]
 
 _TOOL_NAME: Final = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_UNPAID: Final = f'a payment is required at params._meta["{PAYMENT_META}"]'
 _RUN: Final = "x402pay.mcp.run"
 _RESULT: Final = "x402pay.mcp.result"
 _PAID: contextvars.ContextVar[PaidRequest | None] = contextvars.ContextVar("x402pay_mcp_paid", default=None)
@@ -89,7 +90,8 @@ class ToolGate:
             result: dict[str, Any] = scope[_RESULT]  # the tool's own error: passed through, nothing charged
             return result
         if status == 402 and settlement is None:
-            return _payment_required(decoded(headers["payment-required"]) | _error_of(body))
+            reason = _error_of(body) if header is not None else {"error": _UNPAID}
+            return _payment_required(decoded(headers["payment-required"]) | reason)
         return await self._refusal(name, body, decoded(settlement) if settlement else None)
 
     async def _refusal(self, name: str, reason: Mapping[str, Any], settlement: Any = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -18,7 +19,8 @@ class PaidTools:
     """Charges for the tools in `tools` (name: `Price`, or several offered side by side): `PaymentMiddleware`'s
     arguments, with tool names for routes. Tools not named here are free.
 
-    On mcp 2.x, give the interceptor to the server: ``MCPServer("weather", extensions=[paid.extension()])``.
+    On mcp 2.x, give the interceptor to the server: ``MCPServer("weather", extensions=[paid.extension()])``; on
+    mcp 1.x, which has none, let it take over the ``tools/call`` handler: ``paid.install(FastMCP("weather"))``.
     See `x402pay.mcp._gate` for when the tool runs and when the payment settles.
     """
 
@@ -33,6 +35,28 @@ class PaidTools:
     def extension(self) -> Any:
         """The mcp 2.x ``Extension`` whose ``intercept_tool_call`` charges for the paid tools."""
         return _interceptor_class()(self.gate)
+
+    def install(self, server: Any) -> Any:
+        """mcp 1.x: wrap the ``tools/call`` handler of `server` (a ``FastMCP``, or its low-level ``Server``) so that
+        the paid tools are charged for; returns `server`. On mcp 2.x, use `extension` instead."""
+        types: Any = importlib.import_module("mcp.types")
+        lowlevel = getattr(server, "_mcp_server", server)
+        handlers = getattr(lowlevel, "request_handlers", None)
+        if not isinstance(handlers, dict) or types.CallToolRequest not in handlers:
+            raise TypeError(f"install needs mcp 1.x's FastMCP or Server with tools, not {type(server).__name__}")
+        original = handlers[types.CallToolRequest]
+
+        async def call_tool(request: Any) -> Any:
+            async def run() -> dict[str, Any]:
+                return wire_of((await original(request)).root)
+
+            meta = request.params.meta
+            given = meta.model_dump(by_alias=True) if meta is not None else None
+            answer = await self.gate.call(request.params.name, given, run)
+            return types.ServerResult(types.CallToolResult.model_validate(answer))
+
+        handlers[types.CallToolRequest] = call_tool
+        return server
 
 
 def _interceptor_class() -> type[Any]:
