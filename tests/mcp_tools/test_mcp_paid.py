@@ -1,5 +1,5 @@
-"""x402pay's MCP client paying x402pay's paid tools on anvil (mcp 2.x): in memory, over streamable HTTP and over
-stdio, through both ``mcp.Client`` and ``mcp.ClientSession``; balances checked on chain."""
+"""x402pay's MCP client paying x402pay's paid tools on anvil (mcp 2.x): in memory, over streamable HTTP, over SSE
+and over stdio, through both ``mcp.Client`` and ``mcp.ClientSession``; balances checked on chain."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from paid_tools_support import PER_WORD, PERMIT2_PRICE, PRICE, UPTO_MAX, Calls, make_server
 
@@ -33,7 +34,7 @@ from x402pay.testing import Devnet
 pytestmark = pytest.mark.chain
 
 SUPPORT = Path(__file__).with_name("paid_tools_support.py")
-KINDS = ["memory", "http", "stdio"]
+KINDS = ["memory", "http", "sse", "stdio"]
 
 
 @dataclass
@@ -64,7 +65,7 @@ def server_args(devnet: Devnet, calls: Calls) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def connect(kind: str, devnet: Devnet, tmp_path: Path) -> AsyncIterator[Connected]:
-    """A client connected to the paid weather server: in memory, over streamable HTTP, or over stdio."""
+    """A client connected to the paid weather server: in memory, over streamable HTTP or SSE, or over stdio."""
     if kind == "stdio":
         calls = Calls(file=tmp_path / "calls.txt")
         config = {"rpc_url": devnet.rpc_url, "network": devnet.network, "usdc": devnet.usdc,
@@ -81,6 +82,12 @@ async def connect(kind: str, devnet: Devnet, tmp_path: Path) -> AsyncIterator[Co
     if kind == "memory":
         async with Client(server) as client:
             yield Connected(client, "memory://weather", calls, devnet)
+        return
+    if kind == "sse":
+        with serve_app(server.sse_app(), lifespan=True) as url:
+            async with sse_client(url + "/sse") as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                yield Connected(session, url, calls, devnet)
         return
     with serve_app(server.streamable_http_app(), lifespan=True) as url:
         async with Client(url + "/mcp") as client:
