@@ -58,6 +58,8 @@ class PaymentSession:
         return self._engine.options
 
     def __getattr__(self, name: str) -> Any:
+        if name == "client":  # not set yet: __init__ failed
+            raise AttributeError(name)
         return getattr(self.client, name)
 
     def __repr__(self) -> str:

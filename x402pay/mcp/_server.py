@@ -77,7 +77,11 @@ def _interceptor_class() -> type[Any]:
 
         async def intercept_tool_call(self, params: Any, ctx: Any, call_next: Any) -> Any:
             async def run() -> dict[str, Any]:
-                return wire_of(await call_next(ctx))
+                result = await call_next(ctx)
+                if not isinstance(result, CallToolResult):  # e.g. an InputRequiredResult: not an answer to charge for
+                    raise TypeError(f"paid tool {params.name!r} answered with a {type(result).__name__}; "
+                                    "x402pay charges only for tools that answer with a CallToolResult")  # fmt: skip
+                return wire_of(result)
 
             answer = await self.gate.call(params.name, params.meta, run)
             return CallToolResult.model_validate(answer)
