@@ -1,5 +1,5 @@
 """x402pay's paid tools on anvil, as any MCP client sees them: the binding's shapes, the payment forms accepted,
-and a settlement that fails after the tool ran (its result is withheld)."""
+a settlement that fails after the tool ran (its result is withheld), and a remote facilitator."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from paid_tools_support import PRICE, Calls, make_server
 
-from x402pay import PaymentRejected, SpendPolicy, Wallet
+from x402pay import PaymentRejected, SpendPolicy, Wallet, payment_of
 from x402pay._flow import decode_challenge, sign
 from x402pay._protocol.codec import encode_header
 from x402pay._protocol.headers import PAYMENT_REQUIRED
-from x402pay.mcp import PAYMENT_META, RESPONSE_META, PaidTools, PaymentSession
-from x402pay.server import LocalFacilitator, Price
+from x402pay.mcp import PAYMENT_META, RESPONSE_META, PaidTools, PaymentSession, paid_call
+from x402pay.server import HTTPFacilitator, LocalFacilitator, Price, facilitator_app, serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -125,3 +125,33 @@ async def test_a_failed_settlement_withholds_the_result(x402pay_chain: Devnet) -
     assert result.structured_content[RESPONSE_META] == failed
     assert result.structured_content["accepts"][0]["amount"] == str(PRICE)
     assert balance(devnet, devnet.payee.address) == payee
+
+
+async def test_paid_tools_settle_through_a_remote_facilitator(x402pay_chain: Devnet) -> None:
+    """The HTTP facilitator (x402pay's facilitator app on loopback), as PaymentMiddleware uses it."""
+    devnet, ran = x402pay_chain, []
+    payee = balance(devnet, devnet.payee.address)
+    with serve_app(facilitator_app(LocalFacilitator(devnet.rpc_url, devnet.facilitator))) as url:
+        async with HTTPFacilitator(url) as remote:
+            paid = PaidTools(facilitator=remote, network=devnet.network, pay_to=devnet.payee.address,
+                             tools={"summarize": Price.upto(50_000, asset=devnet.usdc)})  # fmt: skip
+            server = MCPServer("remote", extensions=[paid.extension()])
+
+            @server.tool()
+            async def summarize(words: int) -> str:
+                ran.append("summarize")
+                payment = paid_call()
+                assert payment is not None
+                payment.charge(words)
+                return f"{words} words"
+
+            policy = SpendPolicy(max_per_request=50_000, networks=(devnet.network,))
+            async with Client(server) as client:
+                paying = PaymentSession(client, wallet=Wallet(devnet.payers[0]), policy=policy, origin="memory://r")
+                result = await paying.call_tool("summarize", {"words": 777})
+
+    payment = payment_of(result)
+    assert payment is not None
+    assert (payment.signed_amount, payment.settled_amount) == (50_000, 777)
+    assert balance(devnet, devnet.payee.address) == payee + 777
+    assert ran == ["summarize"]
