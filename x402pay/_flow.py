@@ -278,6 +278,8 @@ def apply_frame(payment: Payment, frame: VendorFrame) -> None:
     """Apply one receipt or error frame of a paid stream, as soon as it has arrived.
 
     An error frame raises `SettlementFailed`: the content may have arrived, but the payment did not settle.
+    A receipt that says ``settlementStatus: pending`` is no receipt yet: it becomes the payment's (pending)
+    `settlement`, and the books keep the signed maximum held until the chain decides.
     A stream that never brings a receipt leaves the payment unsettled, its whole signed amount still at stake.
     """
     if frame.event in ERROR_EVENTS:
@@ -286,9 +288,22 @@ def apply_frame(payment: Payment, frame: VendorFrame) -> None:
         payment.settlement_error = message
         raise SettlementFailed(f"{payment.origin} reports a failed settlement: {message}", code)
     try:
-        accept_receipt(payment, read_compose_receipt(frame.data, source="sse"))
+        receipt = read_compose_receipt(frame.data, source="sse")
     except SettlementError as exc:
         payment.settlement_error = str(exc)
+        return
+    if receipt.status == "pending":  # sent, not confirmed: the payment stays unsettled, its signed maximum held
+        payment.settlement = pending_settlement(receipt)
+        return
+    accept_receipt(payment, receipt)
+
+
+def pending_settlement(receipt: Receipt) -> SettleResponse:
+    """A receipt that says ``settlementStatus: pending``, as the x402 settlement answer that says so."""
+    return SettleResponse(
+        success=False, error_reason=SETTLEMENT_PENDING, transaction=receipt.transaction or "",
+        network=receipt.network or "", payer=receipt.payer, amount=receipt.amount,
+    )  # fmt: skip
 
 
 def conclude_body(payment: Payment, body: bytes) -> None:

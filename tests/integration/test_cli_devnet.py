@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -81,7 +82,7 @@ def test_devnet_command_rejects_too_many_payers() -> None:
 
 
 def test_serve_demo_serves_the_paid_api_on_its_own_devnet_until_ctrl_c(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "x402pay", "serve-demo", "--port", "0"]
+    command = [sys.executable, "-m", "x402pay", "serve-demo", "--port", "0", "--upto-max", "0.25"]
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}  # no running devnet recorded: it starts its own
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -97,6 +98,9 @@ def test_serve_demo_serves_the_paid_api_on_its_own_devnet_until_ctrl_c(tmp_path:
         challenge = httpx.get(url + "/v1/fortune")
         assert challenge.status_code == 402
         assert "payment-required" in challenge.headers
+        metered = httpx.post(url + "/v1/chat/completions", json={"messages": []})
+        assert json.loads(base64.b64decode(metered.headers["payment-required"]))["accepts"][0]["amount"] == "250000"
+        assert (tmp_path / "x402pay" / "demo-settlements.sqlite3").is_file()  # what it broadcasts outlives it
         anvils = anvil_children(process.pid)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0

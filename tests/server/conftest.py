@@ -54,11 +54,15 @@ def make_app(probe: Probe) -> Starlette:
         body = await request.json()
 
         async def frames() -> AsyncIterator[str]:
+            if body.get("charge_first"):  # metered before the content: a cut stream still has its charge
+                paid_request(request.scope).charge(body["use"])
             yield 'data: {"n":1}\n\n'
             if body.get("wait"):
                 await anyio.to_thread.run_sync(probe.gate.wait, 20)
+            if body.get("charge_first"):
+                await anyio.sleep(0.5)  # a checkpoint, where a client that left is noticed
             yield 'data: {"n":2}\n\n'
-            if request.scope["state"]["x402pay"].scheme == "upto":
+            if request.scope["state"]["x402pay"].scheme == "upto" and not body.get("charge_first"):
                 paid_request(request.scope).charge(body["use"])
             yield "data: [DONE]\n\n"
 
@@ -115,8 +119,11 @@ def facilitator(x402pay_chain: Devnet) -> LocalFacilitator:
 
 
 @contextlib.contextmanager
-def paid_server(devnet: Devnet, facilitator: LocalFacilitator, **options: Any) -> Iterator[PaidServer]:
-    """The test app behind PaymentMiddleware (`options` go to the middleware), served on loopback."""
+def paid_server(
+    devnet: Devnet, facilitator: LocalFacilitator, *, port: int = 0, **options: Any
+) -> Iterator[PaidServer]:
+    """The test app behind PaymentMiddleware (`options` go to the middleware), served on loopback (on `port`, or
+    any free one)."""
     probe = Probe()
     app = PaymentMiddleware(
         make_app(probe),
@@ -126,7 +133,7 @@ def paid_server(devnet: Devnet, facilitator: LocalFacilitator, **options: Any) -
         routes=routes(devnet),
         **options,
     )
-    with serve_app(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with serve_app(app, port=port) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield PaidServer(url, devnet, probe, client)
         probe.gate.set()
 

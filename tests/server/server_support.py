@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -18,6 +20,7 @@ from x402pay._schemes.eip712 import (
     permit_witness_transfer_from,
     transfer_with_authorization,
 )
+from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 
 
@@ -158,3 +161,33 @@ def decode(value: str) -> Any:
     """Decode a base64 (standard or url-safe, padded or not) JSON header."""
     text = value.replace("-", "+").replace("_", "/")
     return json.loads(base64.b64decode(text + "=" * (-len(text) % 4)))
+
+
+# -- a slow chain: anvil with automine off ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def automine_off(devnet: Devnet) -> Iterator[None]:
+    """No block is mined until the test asks (`mine`); afterwards what is pending is mined and automine is back."""
+    devnet.web3().provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        mine(devnet)
+        devnet.web3().provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+
+
+def mine(devnet: Devnet) -> None:
+    devnet.web3().provider.make_request("anvil_mine", [1])  # type: ignore[arg-type]
+
+
+def unmined(devnet: Devnet, facilitator: LocalFacilitator) -> int:
+    """How many of the facilitator's transactions wait in the mempool."""
+    web3 = devnet.web3()
+    return web3.eth.get_transaction_count(facilitator.address, "pending") - web3.eth.get_transaction_count(
+        facilitator.address, "latest"
+    )
+
+
+def balance(devnet: Devnet, address: str) -> int:
+    return int(devnet.contract("TestUSDC", devnet.usdc).functions.balanceOf(address).call())

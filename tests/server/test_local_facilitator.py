@@ -39,7 +39,7 @@ async def test_supported(facilitator: LocalFacilitator, x402pay_chain: Devnet) -
     assert supported.signers == {"eip155:*": [x402pay_chain.facilitator.address]}
 
 
-async def test_a_used_permit2_nonce_is_refused_by_the_chain_check(
+async def test_a_used_permit2_nonce_is_refused_by_the_chain_check_and_a_second_settle_sends_nothing(
     facilitator: LocalFacilitator, x402pay_chain: Devnet
 ) -> None:
     wanted = requirement(x402pay_chain, "GET /paid-permit2")
@@ -48,8 +48,9 @@ async def test_a_used_permit2_nonce_is_refused_by_the_chain_check(
     assert (settled.success, settled.amount) == (True, PRICE)
     again = await facilitator.verify(paid, wanted)
     assert (again.is_valid, again.invalid_reason) == (False, "permit2_invalid_nonce")
-    resettled = await facilitator.settle(paid, wanted)
-    assert (resettled.success, resettled.error_reason, resettled.transaction) == (False, "permit2_invalid_nonce", "")
+    resettled = await facilitator.settle(paid, wanted)  # the same answer again: nothing is sent twice
+    assert (resettled.success, resettled.transaction, resettled.amount) == (True, settled.transaction, PRICE)
+    assert [broadcast.tx_hash for broadcast in facilitator.settlements.pending()] == []
 
 
 async def test_upto_settles_up_to_the_signed_maximum(facilitator: LocalFacilitator, x402pay_chain: Devnet) -> None:

@@ -30,6 +30,7 @@ def pay(
 def test_an_unpaid_request_gets_a_v2_challenge_in_the_header_and_the_body(server: PaidServer) -> None:
     response = server.client.get("/paid")
     assert response.status_code == 402
+    assert response.headers["cache-control"] == "no-store"
     challenge = decode(response.headers["payment-required"])
     assert response.json() == challenge
     assert challenge["x402Version"] == 2
@@ -72,6 +73,7 @@ def test_a_paid_request_settles_exactly_the_price(server: PaidServer, version: i
     receipt = devnet.web3().eth.get_transaction_receipt(settlement["transaction"])
     assert receipt["status"] == 1
     assert response.headers["x-transaction-hash"] == settlement["transaction"]
+    assert response.headers["cache-control"] == "private"  # never to be served from a shared cache
     compose = decode(response.headers["x-receipt"])
     assert (compose["finalAmountWei"], compose["txHash"]) == (str(PRICE), settlement["transaction"])
     assert server.probe.calls == ["/paid"]
@@ -155,10 +157,22 @@ def test_permit2_without_allowance_is_refused(server: PaidServer) -> None:
     ids=["bad-base64", "bad-characters", "bad-json", "not-a-payload"],
 )
 @pytest.mark.parametrize("name", ["PAYMENT-SIGNATURE", "X-PAYMENT"])
-def test_a_malformed_payment_header_is_a_400(server: PaidServer, value: str, name: str) -> None:
+def test_a_malformed_payment_header_is_a_402_with_a_fresh_challenge(server: PaidServer, value: str, name: str) -> None:
     response = server.client.get("/paid", headers={name: value})
-    assert response.status_code == 400
+    assert response.status_code == 402  # as the official servers answer: their clients know only the 402
     assert response.json()["error"] == "invalid_payload"
+    challenge = decode(response.headers["payment-required"])
+    assert (challenge["error"], challenge["accepts"][0]["amount"]) == ("invalid_payload", str(PRICE))
+    assert response.headers["cache-control"] == "no-store"
+    assert server.probe.calls == []
+
+
+@pytest.mark.parametrize("name", ["PAYMENT-SIGNATURE", "X-PAYMENT"])
+def test_an_empty_payment_header_is_no_payment(server: PaidServer, name: str) -> None:
+    response = server.client.get("/paid", headers={name: ""})
+    assert response.status_code == 402
+    assert response.json()["error"] == "PAYMENT-SIGNATURE header is required"
+    assert response.headers["cache-control"] == "no-store"
     assert server.probe.calls == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -145,6 +146,7 @@ def test_a_stream_carries_the_receipt_before_done(server: PaidServer) -> None:
     response = paid_post(server, "/stream", {"use": 4321}, upto_requirement(server, "/stream"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "private"
     assert "payment-response" not in response.headers
     frames = sse_frames(response.text)
     assert frames[:2] == ['data: {"n":1}', 'data: {"n":2}']
@@ -230,3 +232,18 @@ def test_a_payment_presented_again_while_its_first_use_streams_is_refused(server
     assert "event: compose.receipt" in rest
     assert server.probe.calls == ["/stream"]
     assert server.balance(devnet.payee.address) == before + 7
+
+
+def test_a_stream_the_client_leaves_is_still_settled_for_what_the_app_reported(server: PaidServer) -> None:
+    devnet = server.devnet
+    before = server.balance(devnet.payee.address)
+    payment = header(permit2_payload(devnet, devnet.payers[0], upto_requirement(server, "/stream")))
+    body = {"use": 3210, "wait": True, "charge_first": True}
+    with server.client.stream("POST", "/stream", json=body, headers={"PAYMENT-SIGNATURE": payment}) as response:
+        assert next(response.iter_text()).startswith('data: {"n":1}')
+    # The client is gone before the end of the stream; the app is let go on, and stops at its next frame.
+    server.probe.gate.set()
+    deadline = time.monotonic() + 20
+    while server.balance(devnet.payee.address) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.balance(devnet.payee.address) == before + 3210

@@ -6,6 +6,7 @@ None of its code is copied; it is a dev dependency, driven through its public ht
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.mechanisms.evm.upto import UptoEvmClientScheme
 
 from x402pay.server import LocalFacilitator
+from x402pay.server._demo import DemoConfig, running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -71,3 +73,44 @@ async def test_the_official_client_pays_a_metered_upto_route(server: PaidServer)
     settlement = decode_payment_response_header(response.headers["payment-response"])
     assert (settlement.success, settlement.amount) == (True, "4242")
     assert server.balance(devnet.payee.address) == before + 4242
+
+
+DEMO_CALLS = [
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("POST", "/api/inference", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/responses", {"input": "hi"}),
+    ("POST", "/v1/responses", {"input": "hi", "stream": True}),
+    ("POST", "/v1/messages", {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+    ("POST", "/v1/messages", {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}], "stream": True}),
+    ("GET", "/v1/fortune", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"), DEMO_CALLS,
+    ids=["chat", "chat-stream", "inference", "responses", "responses-stream", "messages", "messages-stream", "fortune"],
+)  # fmt: skip
+async def test_the_official_client_with_a_cap_under_1_usdc_pays_every_demo_route(
+    x402pay_chain: Devnet, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    client = x402Client()
+    register_exact_evm_client(client, EthAccountSigner(payer), networks=devnet.network)
+    client.register(devnet.network, UptoEvmClientScheme(EthAccountSigner(payer)))
+    under_a_dollar = {"network": devnet.network, "asset": devnet.usdc, "max_amount_per_payment": "999999"}
+    client.set_spend_controls({"allowed_assets": [under_a_dollar]})
+    before = int(devnet.contract("TestUSDC", devnet.usdc).functions.balanceOf(payer.address).call())
+    # The demo's prices as they are; only the gas-free approval offer is withdrawn (see the `server` fixture).
+    with running_demo(devnet, config=DemoConfig(gas_sponsoring=False)) as url:
+        transport = x402_httpx_transport(client)
+        async with httpx.AsyncClient(transport=transport, base_url=url, timeout=30) as http:
+            response = await http.request(method, path, json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "private"
+    if response.headers["content-type"].startswith("text/event-stream"):
+        assert '"settlementStatus":"settled"' in response.text  # the in-band receipt
+    else:
+        assert decode_payment_response_header(response.headers["payment-response"]).success
+    paid = before - int(devnet.contract("TestUSDC", devnet.usdc).functions.balanceOf(payer.address).call())
+    assert 0 < paid <= DemoConfig().upto_max < 1_000_000

@@ -3,17 +3,25 @@ read the right way round, and a pre-payment slower than the goal must say so."""
 
 from __future__ import annotations
 
-from bench.bench_latency import FIRST_CALL, AtRoundTrip, rows
+from bench.bench_latency import FIRST_CALL, RESTARTED, AtRoundTrip, rows
 from bench.bench_transport import FLOOR_ASYNC, OFFICIAL, PREPAY_ASYNC, X402PAY_ASYNC, Cost
 
 
 def figures(prepaid_seconds: float) -> AtRoundTrip:
-    """Three rounds at a 100 ms round trip: unpaid 100 ms, reactive and the SDK 200 ms, first calls 200 ms."""
+    """Three rounds at a 100 ms round trip: unpaid 100 ms, reactive and the SDK 200 ms, first calls 200 ms (110 ms
+    after a restart with a ledger)."""
     seconds = {FLOOR_ASYNC: 0.1, X402PAY_ASYNC: 0.2, PREPAY_ASYNC: prepaid_seconds, OFFICIAL: 0.2}
     rates = {name: [1 / each] * 3 for name, each in seconds.items()}
     ttfb = {name: [seconds[name]] * 3 for name in (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC)}
     costs = {name: Cost(client=[0.001] * 3, server=[0.0001] * 3) for name in seconds}
-    return AtRoundTrip(sequential=rates, costs=costs, concurrent=rates, first_call=[0.2] * 3, ttfb=ttfb)
+    return AtRoundTrip(
+        sequential=rates,
+        costs=costs,
+        concurrent=rates,
+        first_call=[0.2] * 3,
+        restarted=[0.11] * 3,
+        ttfb=ttfb,
+    )
 
 
 def test_a_pre_payment_within_the_goal_is_met() -> None:
@@ -24,6 +32,7 @@ def test_a_pre_payment_within_the_goal_is_met() -> None:
     ]
     assert "| 100 | x402pay AsyncPaymentTransport, paid route | 200.0 | 2.000x | 1,000 | 100 | 5 | 0.50x |" in requests
     assert f"| 100 | {FIRST_CALL} | 200.0 | 2.000x | - | - | - | - |" in requests
+    assert f"| 100 | {RESTARTED} | 110.0 | 1.100x | - | - | - | - |" in requests
     assert "| 100 | x402pay AsyncPaymentTransport(prepay=True), paid route | 101.0 | 1.010x |" in streams
 
 

@@ -29,6 +29,7 @@ from x402pay._receipts import read_compose_receipt, receipt_from_body, receipt_f
 from x402pay._schemes import eip712
 from x402pay._schemes.upto import sign_upto
 from x402pay.errors import NoAcceptableRequirement, SettlementError
+from x402pay.ledger import Ledger
 
 WALLET = Wallet.from_key("0x" + "22" * 32)
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
@@ -189,6 +190,24 @@ def test_a_stream_without_a_receipt_stays_unsettled() -> None:
     assert payment is not None
     assert payment.status is PaymentStatus.UNSETTLED
     assert payment.settled_amount is None
+
+
+def test_a_pending_receipt_frame_is_a_pending_settlement_with_the_maximum_held() -> None:
+    pending_tx = "0x" + "ef" * 32
+    frame = receipt_frame(1234, txHash=pending_tx, settlementStatus="pending", network="eip155:8453")
+    peer = UptoPeer(lambda request: sse(b"data: 1\n\n", frame, b"data: [DONE]\n\n"))
+    seen: list[Any] = []
+    with Ledger.sqlite(":memory:") as ledger, client(peer, ledger=ledger, on_receipt=seen.append) as http:
+        with http.stream("POST", "https://m.example/v1/chat") as response:
+            assert b"".join(response.iter_bytes()) == b"data: 1\n\ndata: [DONE]\n\n"
+        (entry,) = ledger.entries()
+    payment = payment_of(response)
+    assert payment is not None
+    assert (payment.status, payment.receipt, seen) == (PaymentStatus.UNSETTLED, None, [])  # not a charge, yet
+    assert payment.settlement is not None
+    assert (payment.settlement.error_reason, payment.settlement.transaction) == ("settlement_pending", pending_tx)
+    assert (entry.state, entry.held) == ("unknown", 50_000)  # the signed maximum, until the chain decides
+    assert entry.detail == f"settlement pending in {pending_tx}"
 
 
 def test_an_error_frame_raises_after_the_content_arrived() -> None:

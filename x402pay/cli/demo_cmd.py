@@ -137,7 +137,7 @@ def _start_chain(screen: Screen, stack: ExitStack) -> Any:
 def _start_api(screen: Screen, stack: ExitStack, devnet: Any) -> str:
     from x402pay.server._demo import DemoConfig, Meter, running_demo
 
-    config = DemoConfig(upto_max=usdc("1"), exact_price=usdc("0.01"), meter=Meter(input_price=150, output_price=300))
+    config = DemoConfig(upto_max=usdc("0.1"), exact_price=usdc("0.01"), meter=Meter(input_price=150, output_price=300))
     with screen.waiting("starting the paid API (payment middleware + on-chain facilitator) on loopback"):
         url: str = stack.enter_context(running_demo(devnet, config=config))
     screen.line(f"   API at {url}/v1: chat and Responses priced by tokens (upto), /v1/fortune at 0.01 USDC (exact)")

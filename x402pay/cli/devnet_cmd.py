@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from x402pay.cli import devnet_state
 from x402pay.cli.common import EXIT_ERROR, EXIT_OK, CommandFailed, UsageError, parse_usdc, positive_int, usdc_text
-from x402pay.cli.config import setting
+from x402pay.cli.config import setting, state_dir
 
 if TYPE_CHECKING:
     from x402pay.testing import Anvil, Devnet
+
+#: The demo's metered maximum, in USDC: under the official clients' default per-payment cap (1 USDC).
+DEMO_UPTO_MAX = "0.1"
 
 
 def register(commands: Any) -> None:
@@ -44,6 +47,19 @@ def register(commands: Any) -> None:
     demo.add_argument("--pay-to", help="the address paid, with --rpc-url")
     demo.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=8402, help="the port to listen on (default 8402; 0: any free one)")
+    demo.add_argument(
+        "--upto-max", default=DEMO_UPTO_MAX,
+        help=f"the most a metered (upto) call may charge, in USDC (default {DEMO_UPTO_MAX}: below the official "
+        "clients' default cap of 1 USDC per payment)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--settle-wait", type=positive_int, default=30,
+        help="seconds a settlement waits to be mined before the answer says settlement_pending (default 30)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--settlements", help="the SQLite file of the settlements sent (default: demo-settlements.sqlite3 in the "
+        "state directory), so that a restart remembers those still pending",
+    )  # fmt: skip
     demo.set_defaults(run=run_serve_demo)
     fund = commands.add_parser(
         "fund", help="give an address test USDC and ETH on the running devnet",
@@ -120,7 +136,7 @@ def run_serve_demo(args: argparse.Namespace) -> int:
         key, asset, pay_to = args.facilitator_key or setting(args, "facilitator_key"), args.asset, args.pay_to
         if not (key and asset and pay_to):
             raise UsageError("with --rpc-url, give --facilitator-key (or X402PAY_FACILITATOR_KEY), --asset, --pay-to")
-        serve_demo(rpc_url=rpc_url, facilitator_key=key, asset=asset, pay_to=pay_to, host=args.host, port=args.port)
+        serve_demo(rpc_url=rpc_url, facilitator_key=key, asset=asset, pay_to=pay_to, **_demo_options(args))
         return EXIT_OK
     attached = devnet_state.running()
     if attached is not None:
@@ -131,7 +147,7 @@ def run_serve_demo(args: argparse.Namespace) -> int:
         print(f"demo API on {where}; Ctrl-C stops it", flush=True)
         serve_demo(
             rpc_url=devnet.rpc_url, facilitator_key="0x" + devnet.facilitator.key.hex(), asset=devnet.usdc,
-            pay_to=devnet.payee.address, host=args.host, port=args.port,
+            pay_to=devnet.payee.address, **_demo_options(args),
         )  # fmt: skip
     return EXIT_OK
 
@@ -145,9 +161,19 @@ def _serve_on(devnet: devnet_state.RunningDevnet, args: argparse.Namespace) -> i
     facilitator, payee = anvil_account(1), anvil_account(2)  # as the devnet deployed them
     serve_demo(
         rpc_url=devnet.rpc_url, facilitator_key="0x" + facilitator.key.hex(), asset=devnet.usdc,
-        pay_to=payee.address, host=args.host, port=args.port,
+        pay_to=payee.address, **_demo_options(args),
     )  # fmt: skip
     return EXIT_OK
+
+
+def _demo_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo server's options from the command line: where it listens, its upto maximum, its settlements."""
+    from x402pay.server._demo import DemoConfig
+
+    config = DemoConfig(upto_max=parse_usdc(args.upto_max, "--upto-max"))
+    settlements = args.settlements or state_dir() / "demo-settlements.sqlite3"
+    return {"host": args.host, "port": args.port, "config": config, "settlements": settlements,
+            "receipt_timeout": float(args.settle_wait)}  # fmt: skip
 
 
 def run_fund(args: argparse.Namespace) -> int:

@@ -30,9 +30,11 @@ from x402pay.server._pricing import MAX_AMOUNT_HEADER, Price
 from x402pay.server._receipts import LineItem, PaidRequest, paid_request
 from x402pay.server._remote import HTTPFacilitator, facilitator_app
 from x402pay.server._serving import serve_app
+from x402pay.server._settlements import Broadcast, SettlementStore
 
 __all__ = [
     "MAX_AMOUNT_HEADER",
+    "Broadcast",
     "Facilitator",
     "FacilitatorError",
     "HTTPFacilitator",
@@ -43,6 +45,7 @@ __all__ = [
     "PaymentMiddleware",
     "Price",
     "ServerStartError",
+    "SettlementStore",
     "SupportedKind",
     "SupportedResponse",
     "VerifyResponse",

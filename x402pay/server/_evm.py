@@ -205,6 +205,13 @@ def check_signer(auth: Authorization, requirements: PaymentRequirements) -> None
         raise Refusal(auth.codes.signature, f"signed by {signer}, not by the payer {auth.payer}")
 
 
+def payment_key(auth: Authorization, requirements: PaymentRequirements) -> str:
+    """What identifies one payment on chain: chain, token, transfer method, payer and nonce (one settlement each)."""
+    method: TransferMethod = "eip3009" if isinstance(auth, Eip3009Authorization) else "permit2"
+    nonce = "0x" + auth.nonce.hex() if isinstance(auth.nonce, bytes) else str(auth.nonce)
+    return f"{requirements.chain_id}:{requirements.asset.lower()}:{method}:{auth.payer.lower()}:{nonce}"
+
+
 def same_address(left: str, right: str) -> bool:
     """Addresses compare case-insensitively (checksum spelling varies between sources)."""
     return left.lower() == right.lower()

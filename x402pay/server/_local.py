@@ -8,17 +8,21 @@ extension): it is checked, and the settlement goes through the proxy's ``settleW
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from dataclasses import replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any, cast
 
 import anyio.to_thread
+from eth_account.datastructures import SignedTransaction
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
@@ -37,12 +41,16 @@ from x402pay.server._evm import (
     check_signer,
     check_terms,
     payload_method,
+    payment_key,
     read_authorization,
     required_method,
     same_address,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
+from x402pay.server._settlements import Broadcast, SettlementStore, answer, follow
 from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
+
+logger = logging.getLogger("x402pay.server")
 
 _REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
@@ -58,12 +66,31 @@ class LocalFacilitator:
     facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
     short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
     simulation of the settlement call. Blocking web3 calls run in a worker thread.
+
+    Settling waits up to `receipt_timeout` seconds for the transaction's receipt. A transaction sent and not
+    mined by then is answered ``settlement_pending`` with its hash in ``transaction``, never as a failure: it
+    may still charge the payer. Every broadcast is recorded in `settlements` (a `SettlementStore`, or the path
+    of its SQLite file; in memory by default, which a restart forgets) before it is sent, and a payment
+    presented again while its transaction is pending is never broadcast again: verify accepts it and settle
+    follows the stored transaction. `reconcile` decides the pending ones from the chain.
     """
 
-    def __init__(self, web3: Web3 | str, account: BaseAccount, *, receipt_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        web3: Web3 | str,
+        account: BaseAccount,
+        *,
+        receipt_timeout: float = 30.0,
+        settlements: SettlementStore | str | Path | None = None,
+    ) -> None:
+        if not receipt_timeout > 0:
+            raise ValueError(f"receipt_timeout is a positive number of seconds, not {receipt_timeout!r}")
         self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
         self._account = account
         self._receipt_timeout = receipt_timeout
+        if not isinstance(settlements, SettlementStore):
+            settlements = SettlementStore(":memory:" if settlements is None else settlements)
+        self.settlements = settlements
         self._send_lock = threading.Lock()
 
     @property
@@ -97,6 +124,8 @@ class LocalFacilitator:
         try:
             auth = self._read(payload, requirements)
             payer = auth.payer
+            if self._in_flight(auth, requirements):  # settle follows its transaction instead of sending one
+                return VerifyResponse(is_valid=True, payer=payer)
             permit = self._check(auth, requirements, payload.extensions)
             self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
         except Refusal as refusal:
@@ -111,18 +140,35 @@ class LocalFacilitator:
         try:
             auth = self._read(payload, requirements)
             payer = auth.payer
+            known = self.settlements.find(payment_key(auth, requirements))
+            if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
+                return answer(follow(self._web3, self.settlements, known, self._receipt_timeout))
             charge = self._charge(auth, requirements)
             permit = self._check(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
             if charge == 0:
                 return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
-            tx_hash = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth.codes)
+            sent = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth, requirements, charge)
         except Refusal as refusal:
             return _failed(requirements, refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
             return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
-        return SettleResponse(
-            success=True, transaction=tx_hash, network=requirements.network, payer=payer, amount=charge
-        )
+        return answer(follow(self._web3, self.settlements, sent, self._receipt_timeout))
+
+    def reconcile(self) -> list[Broadcast]:
+        """Decide the pending broadcasts from the chain: mined (settled or reverted), or expired unmined (failed).
+
+        Returns them as they now stand; those still pending are the ones that may yet be mined.
+        """
+        chain_time = int(self._web3.eth.get_block("latest")["timestamp"])
+        decided = []
+        for broadcast in self.settlements.pending():
+            followed = follow(self._web3, self.settlements, broadcast, 0)
+            if followed.state == "pending" and chain_time > followed.valid_before:
+                # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
+                self.settlements.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
+                followed = replace(followed, state="failed")
+            decided.append(followed)
+        return decided
 
     def supported_blocking(self) -> SupportedResponse:
         """`supported`, in the calling thread."""
@@ -250,21 +296,50 @@ class LocalFacilitator:
         except _REVERTS as exc:
             raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
 
-    def _send(self, call: ContractFunction, codes: Codes) -> str:
+    def _in_flight(self, auth: Authorization, requirements: PaymentRequirements) -> bool:
+        """Whether this payment's settlement was sent and is still unmined (terms checked again, chain state not)."""
+        known = self.settlements.find(payment_key(auth, requirements))
+        if known is None or known.state != "pending":
+            return False
+        if follow(self._web3, self.settlements, known, 0).state != "pending":
+            return False  # decided meanwhile: the chain's state (a used nonce) answers from now on
+        check_terms(auth, requirements, now=self._now())
+        return True
+
+    def _send(
+        self, call: ContractFunction, auth: Authorization, requirements: PaymentRequirements, charge: int
+    ) -> Broadcast:
+        """Sign the settlement, record it, broadcast it; the record stays pending unless the node refuses it."""
         with self._send_lock:  # one pending nonce at a time for this account
-            try:
-                tx = call.build_transaction(
-                    {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
-                )
-            except _REVERTS as exc:
-                raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
-            # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
-            signed = self._account.sign_transaction(cast(Any, tx))
-            tx_hash = self._web3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = self._web3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
-        if receipt["status"] != 1:
-            raise Refusal("transaction_failed", f"settlement transaction {tx_hash.to_0x_hex()} reverted")
-        return tx_hash.to_0x_hex()
+            signed = self._signed(call, auth.codes)
+            sent = Broadcast(
+                payment_key(auth, requirements), signed.hash.to_0x_hex(), requirements.network, auth.payer, charge,
+                auth.deadline,
+            )  # fmt: skip
+            standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
+            if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
+                return standing
+            self._broadcast(signed.raw_transaction, sent)
+        return sent
+
+    def _signed(self, call: ContractFunction, codes: Codes) -> SignedTransaction:
+        try:
+            tx = call.build_transaction(
+                {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
+            )
+        except _REVERTS as exc:
+            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
+        # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
+        return self._account.sign_transaction(cast(Any, tx))
+
+    def _broadcast(self, raw: bytes, sent: Broadcast) -> None:
+        try:
+            self._web3.eth.send_raw_transaction(raw)
+        except Web3RPCError:  # the node answered, refusing it: it was never broadcast
+            self.settlements.forget(sent.key)
+            raise
+        except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
+            logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
 
     def _contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
         return self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)

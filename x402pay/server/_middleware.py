@@ -4,14 +4,19 @@ Theory of operation, per request to a priced route:
 
 1. Build the ``accepts`` list from the route's prices (an upto maximum is lowered to the client's
    ``x-x402-max-amount-wei`` when that is smaller); a route paid by Permit2 also offers the
-   ``eip2612GasSponsoring`` extension when the facilitator supports it. No payment header: 402 with
-   ``PAYMENT-REQUIRED`` and the same JSON as the body. A payment header that does not decode (base64, JSON,
-   shape): 400.
+   ``eip2612GasSponsoring`` extension when the facilitator supports it. No payment header (or an empty one):
+   402 with ``PAYMENT-REQUIRED`` and the same JSON as the body. A payment header that does not decode (base64,
+   JSON, shape) is answered as the official servers do, with a fresh challenge whose ``error`` is
+   ``invalid_payload`` (a 402, not the transport spec's 400: the official clients know only the 402). Every 402
+   says ``Cache-Control: no-store``.
 2. Pick the advertised requirement the payment is for (scheme, network, transfer method, asset) and verify the
    payment against *that* requirement, never against the client's copy. A payment already in use or spent on this
    server is refused before the facilitator is asked. Refusals: 402 with the reason code in ``error``.
 3. Run the app with a `PaidRequest` in ``scope["state"]["x402pay"]``; settle after its response
-   (see `x402pay.server._responses`). Nothing reaches the app unpaid.
+   (see `x402pay.server._responses`). Nothing reaches the app unpaid. A settlement the facilitator sent but
+   could not confirm in time is answered ``settlement_pending`` with the transaction hash, never as a failure,
+   and the payment may be presented again: the facilitator follows its transaction instead of sending another.
+   A stream the client left before its end is settled all the same, for what the app reported.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from x402pay.server._evm import payload_method, required_method, same_address
 from x402pay.server._facilitator import Facilitator, SupportedResponse
 from x402pay.server._pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server._receipts import PaidRequest, attach
-from x402pay.server._responses import SettlingSend
+from x402pay.server._responses import NO_STORE, SettlingSend
+from x402pay.server._settlements import SETTLEMENT_PENDING
 from x402pay.server._sponsoring import offer
 
 logger = logging.getLogger("x402pay.server")
@@ -109,7 +115,7 @@ class PaymentMiddleware:
             payload = _read_payment(headers)
         except MalformedPayment as exc:
             logger.debug("malformed payment header: %s", exc)
-            await _send_json(send, 400, {"x402Version": 2, "error": "invalid_payload", "errorMessage": str(exc)})
+            await _send_challenge(send, challenge, "invalid_payload", str(exc))
             return
         if payload is None:
             await _send_challenge(send, challenge, f"{wire.PAYMENT_SIGNATURE} header is required")
@@ -150,6 +156,7 @@ class PaymentMiddleware:
         try:
             await self.app(scope, receive, responder)
         finally:
+            await responder.settle_cut()
             if not responder.keeps_claim:
                 self._claims.release(claim)
 
@@ -159,10 +166,10 @@ class PaymentMiddleware:
             requirement = requirement.model_copy(update={"amount": paid.amount_due})
         try:
             settlement = await self._facilitator.settle(paid.payload, requirement)
-        except FacilitatorError as exc:
+        except FacilitatorError as exc:  # no verdict: it may have sent the transaction, so never "not charged"
             settlement = SettleResponse(
-                success=False, network=requirement.network, payer=paid.payer,
-                error_reason="unexpected_settle_error", error_message=str(exc),
+                success=False, network=requirement.network, payer=paid.payer, error_reason=SETTLEMENT_PENDING,
+                error_message=f"the facilitator gave no verdict, the payment may still settle: {exc}",
             )  # fmt: skip
         logger.debug("settled %s: success=%s tx=%s", paid.payer, settlement.success, settlement.transaction)
         if paid.payload.x402_version == 1:
@@ -249,7 +256,7 @@ def _claim_key(payload: PaymentPayload) -> tuple[_Key, float]:
 def _read_payment(headers: Headers) -> PaymentPayload | None:
     for name in _PAYMENT_HEADERS:
         value = headers.get(name)
-        if value is not None:
+        if value is not None and value.strip():
             data = decode_header(value, what=name, error=MalformedPayment)
             return parse_model(data, PaymentPayload, what=name, error=MalformedPayment)
     return None
@@ -278,7 +285,7 @@ def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> Paym
 async def _send_challenge(send: Send, challenge: PaymentRequired, error: str, message: str | None = None) -> None:
     refusal = challenge.model_copy(update={"error": error})
     body = refusal.to_wire() | ({"errorMessage": message} if message else {})
-    await _send_json(send, 402, body, {wire.PAYMENT_REQUIRED: encode_header(refusal)})
+    await _send_json(send, 402, body, {wire.PAYMENT_REQUIRED: encode_header(refusal), "cache-control": NO_STORE})
 
 
 async def _send_json(send: Send, status: int, data: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:

@@ -95,13 +95,17 @@ def attach(scope: MutableMapping[str, Any], paid: PaidRequest) -> None:
 def make_compose_receipt(
     paid: PaidRequest, settlement: SettleResponse, *, settled_at_ms: int | None = None
 ) -> dict[str, Any]:
-    """The receipt Compose Market streams as ``compose.receipt`` (camelCase, decimal strings, ms timestamps)."""
+    """The receipt Compose Market streams as ``compose.receipt`` (camelCase, decimal strings, ms timestamps).
+
+    ``settlementStatus`` is ``settled``, or ``pending`` for a settlement sent and not yet confirmed (with its
+    ``txHash``): a pending receipt is not a charge yet, but the payer may still be charged ``finalAmountWei``.
+    """
     amount = settlement.amount if settlement.amount is not None else paid.amount_due
     receipt: dict[str, Any] = {
         "finalAmountWei": str(amount),
         "network": settlement.network,
         "settledAt": settled_at_ms if settled_at_ms is not None else int(time.time() * 1000),
-        "settlementStatus": "settled",
+        "settlementStatus": "settled" if settlement.success else "pending",
         "userAddress": paid.payer,
     }
     if settlement.transaction:

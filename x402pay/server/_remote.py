@@ -28,10 +28,12 @@ class HTTPFacilitator:
 
     Refusals come back as values; a facilitator that cannot be reached or answers something that is not a
     verdict raises `FacilitatorError`. Pass `client` to share an ``httpx.AsyncClient`` (auth headers, proxies);
-    otherwise one is made and closed by `aclose` (or ``async with``).
+    otherwise one is made and closed by `aclose` (or ``async with``). Its `timeout` (60 s) outlasts a facilitator's
+    own wait for a settlement's receipt (`LocalFacilitator`'s is 30 s), so that its ``settlement_pending`` answer,
+    which names the transaction, arrives; a ``/settle`` that times out is answered pending without it.
     """
 
-    def __init__(self, url: str, *, client: httpx.AsyncClient | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, client: httpx.AsyncClient | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._owns_client = client is None

@@ -5,6 +5,15 @@
 - An SSE response (``text/event-stream``) streams as it is produced; the ``data: [DONE]`` frame (and anything
   after it) is held back, the payment settles, and ``event: compose.receipt`` (or ``compose.error``) goes first.
 - An error response (status >= 400) passes through and nothing is charged.
+- A settlement sent but not confirmed within the facilitator's wait (``settlement_pending``): a plain response
+  becomes a 402 whose ``PAYMENT-RESPONSE`` carries the hash in ``transaction`` (the official facilitators'
+  form: the payer may still be charged); a stream, whose content went out, ends with a ``compose.receipt`` that
+  says ``settlementStatus: pending``. A settlement, once begun, runs to its end even if the client leaves.
+- A stream the app stops before its end (the client left, or the app failed) is still settled, deliberately
+  (`SettlingSend.settle_cut`): what an upto app reported (nothing reported: 0, no transaction), an exact price
+  in full, since its content had begun.
+
+Paid answers say ``Cache-Control: private``; the 402s, ``no-store`` (as the official servers do).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
+import anyio
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
@@ -21,12 +31,15 @@ from x402pay._protocol.codec import encode_header
 from x402pay._protocol.headers import PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
 from x402pay._protocol.models import SettleResponse
 from x402pay.server._receipts import PaidRequest, make_compose_receipt, settlement_error, sse_event, x_receipt_header
+from x402pay.server._settlements import SETTLEMENT_PENDING
 
 logger = logging.getLogger("x402pay.server")
 
 #: Response header by which an app that does not use `PaidRequest.charge` reports an upto amount (stripped).
 OVERRIDES_HEADER: Final = "settlement-overrides"
 _FRAME_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\r\r")
+#: ``Cache-Control`` of every 402: a challenge or a refusal is for one request, never to be reused.
+NO_STORE: Final = "no-store"
 
 Settle = Callable[[PaidRequest], Awaitable[SettleResponse]]
 
@@ -82,8 +95,22 @@ class SettlingSend:
 
     @property
     def keeps_claim(self) -> bool:
-        """Whether the payment is spent for this server: it settled, or content was streamed before settling."""
+        """Whether the payment is spent for this server: it settled, or content was streamed before settling.
+
+        A pending settlement is not: the payment may be presented again, to learn how its transaction ended.
+        """
+        if self.settlement is not None and self.settlement.error_reason == SETTLEMENT_PENDING:
+            return False
         return self._mode == "stream" or bool(self.settlement and self.settlement.success)
+
+    async def settle_cut(self) -> None:
+        """Settle a stream that stopped before its end, if one did (see the module docstring)."""
+        if self._mode != "stream" or self.settlement is not None:
+            return
+        if self._paid.scheme == "upto" and self._paid.charged is None:
+            self._paid.charged = 0
+        settlement = await self._settle_once()
+        logger.info("a paid stream stopped before its end; settled %s: %s", self._paid.amount_due, settlement.success)
 
     async def __call__(self, message: Message) -> None:
         """Take one ASGI message from the app."""
@@ -105,6 +132,7 @@ class SettlingSend:
         elif headers.get("content-type", "").startswith("text/event-stream"):
             self._mode = "stream"
             del headers["content-length"]
+            _private(headers)
         else:
             self._mode, self._start = "buffer", message
             return
@@ -130,6 +158,7 @@ class SettlingSend:
             return
         headers = MutableHeaders(raw=self._start["headers"])
         headers[self._response_header] = encode_header(settlement)
+        _private(headers)
         headers["x-receipt"] = x_receipt_header(make_compose_receipt(self._paid, settlement))
         if settlement.transaction:
             headers["x-transaction-hash"] = settlement.transaction
@@ -138,7 +167,7 @@ class SettlingSend:
 
     async def _finish_stream(self) -> None:
         settlement = await self._settle_once()
-        if settlement.success:
+        if settlement.success or settlement.error_reason == SETTLEMENT_PENDING:
             frame = sse_event("compose.receipt", make_compose_receipt(self._paid, settlement))
         else:
             frame = sse_event("compose.error", settlement_error(settlement))
@@ -151,13 +180,14 @@ class SettlingSend:
         headers = MutableHeaders()
         headers["content-type"] = "application/json"
         headers["content-length"] = str(len(body))
+        headers["cache-control"] = NO_STORE
         headers[self._response_header] = encode_header(settlement)
         await self._send({"type": "http.response.start", "status": 402, "headers": headers.raw})
         await self._send({"type": "http.response.body", "body": body})
 
     async def _settle_once(self) -> SettleResponse:
-        if self.settlement is None:
-            self.settlement = await self._settle(self._paid)
+        if self.settlement is None:  # shielded: a client that leaves must not cut a settlement half-way
+            self.settlement = await _shielded(self._settle, self._paid)
         return self.settlement
 
     def _apply_overrides(self, value: str | None) -> None:
@@ -172,6 +202,22 @@ class SettlingSend:
     @property
     def _response_header(self) -> str:
         return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
+
+
+async def _shielded(settle: Settle, paid: PaidRequest) -> SettleResponse:
+    """`settle(paid)`, protected from the cancellation of the task that awaits it."""
+    result: list[SettleResponse] = []
+    with anyio.CancelScope(shield=True):
+        result.append(await settle(paid))
+    return result[0]
+
+
+def _private(headers: MutableHeaders) -> None:
+    """Mark a paid answer ``private``: a shared cache must never hand it to someone who did not pay."""
+    existing = headers.get("cache-control")
+    directives = [part.strip().lower() for part in (existing or "").split(",")]
+    if "private" not in directives:
+        headers["cache-control"] = f"{existing}, private" if existing else "private"
 
 
 def _override_amount(value: str) -> int | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -43,10 +44,12 @@ FORTUNE = "A paid request is a promise kept on chain."
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Prices of the demo API, in atomic USDC units: the upto maximum, the exact price, the per-token meter;
-    and whether its Permit2 routes offer gas-free approval (``eip2612GasSponsoring``)."""
+    """Prices of the demo API, in atomic USDC units: the upto maximum (0.1 USDC: under the official clients'
+    default cap of 1 USDC per payment, which a maximum of exactly 1 USDC would meet only without a lower cap),
+    the exact price, the per-token meter; and whether its Permit2 routes offer gas-free approval
+    (``eip2612GasSponsoring``)."""
 
-    upto_max: int = 1_000_000
+    upto_max: int = 100_000
     exact_price: int = 10_000
     meter: Meter = field(default_factory=Meter)
     gas_sponsoring: bool = True
@@ -120,12 +123,20 @@ def serve_demo(
     host: str = "127.0.0.1",
     port: int = 8402,
     config: DemoConfig | None = None,
+    settlements: str | Path | None = None,
+    receipt_timeout: float = 30.0,
 ) -> None:
     """Run the paid demo API with uvicorn until interrupted (blocking); for ``x402pay serve-demo``.
 
-    `facilitator_key` is the hex private key of the account that settles (and pays gas) on `rpc_url`.
+    `facilitator_key` is the hex private key of the account that settles (and pays gas) on `rpc_url`;
+    `settlements` the SQLite file of the settlements it sends (its directory is made), `receipt_timeout` how long
+    a settlement waits to be mined before the answer says ``settlement_pending``.
     """
-    facilitator = LocalFacilitator(rpc_url, Account.from_key(facilitator_key))
+    if settlements is not None:
+        Path(settlements).parent.mkdir(parents=True, exist_ok=True)
+    facilitator = LocalFacilitator(
+        rpc_url, Account.from_key(facilitator_key), receipt_timeout=receipt_timeout, settlements=settlements
+    )
     app = demo_app(
         facilitator=facilitator, network=caip2(facilitator.chain_id), asset=asset, pay_to=pay_to, config=config
     )
