@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +14,11 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from paid_tools_support import PRICE, Calls, make_server
 
-from x402pay import PaymentRejected, SpendPolicy, Wallet, payment_of
+from x402pay import PaymentRejected, SettlementPending, SpendPolicy, Wallet, payment_of
 from x402pay._flow import decode_challenge, sign
 from x402pay._protocol.codec import encode_header
 from x402pay._protocol.headers import PAYMENT_REQUIRED
+from x402pay.ledger import Ledger
 from x402pay.mcp import PAYMENT_META, RESPONSE_META, PaidTools, PaymentSession, paid_call
 from x402pay.server import HTTPFacilitator, LocalFacilitator, Price, facilitator_app, serve_app
 from x402pay.testing import Devnet
@@ -155,3 +157,40 @@ async def test_paid_tools_settle_through_a_remote_facilitator(x402pay_chain: Dev
     assert (payment.signed_amount, payment.settled_amount) == (50_000, 777)
     assert balance(devnet, devnet.payee.address) == payee + 777
     assert ran == ["summarize"]
+
+
+async def test_on_a_slow_chain_a_pending_settlement_is_pending_for_the_caller(
+    x402pay_chain: Devnet, tmp_path: Path
+) -> None:
+    """Sent and not mined within the facilitator's wait: the caller is told pending (the maximum held), not refused."""
+    devnet, calls = x402pay_chain, Calls()
+    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, receipt_timeout=1.0)
+    paid = PaidTools(facilitator=facilitator, network=devnet.network, pay_to=devnet.payee.address,
+                     tools={"get_weather": Price.exact(PRICE, asset=devnet.usdc)})  # fmt: skip
+    server = MCPServer("slow", extensions=[paid.extension()])
+
+    @server.tool()
+    async def get_weather(city: str) -> str:
+        calls.ran("get_weather")
+        return f"sunny in {city}"
+
+    ledger = Ledger.sqlite(tmp_path / "books.db")
+    policy = SpendPolicy(max_per_request=PRICE, networks=(devnet.network,))
+    payee = balance(devnet, devnet.payee.address)
+    rpc = devnet.web3().provider
+    rpc.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        async with Client(server) as client:
+            paying = PaymentSession(client, wallet=Wallet(devnet.payers[0]), policy=policy, origin="memory://slow",
+                                    ledger=ledger)  # fmt: skip
+            with pytest.raises(SettlementPending) as pending:
+                await paying.call_tool("get_weather", {"city": "Paris"})
+    finally:
+        rpc.make_request("anvil_mine", [1])  # type: ignore[arg-type]
+        rpc.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+
+    assert pending.value.transaction is not None
+    (entry,) = ledger.entries()
+    assert entry.held == PRICE  # may still be charged: held at the signed maximum
+    assert calls.names == ["get_weather"]
+    assert balance(devnet, devnet.payee.address) == payee + PRICE  # mined now: the charge the caller was told of
