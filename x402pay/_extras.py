@@ -10,7 +10,8 @@ from x402pay.errors import MissingExtra
 #: The modules each extra installs, by the names they are imported under.
 _MODULES: Final = {
     "server": ("starlette", "uvicorn"),
-    "demo": ("starlette", "uvicorn", "httpx2", "openai"),
+    "demo": ("starlette", "uvicorn", "httpx2", "openai", "mcp"),
+    "mcp": ("mcp", "starlette"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -16,6 +17,9 @@ from x402pay._schemes.exact import SignedPayment
 PAYMENT_EXTENSION: Final = "x402pay._payment"
 #: Attribute holding the Payment on a response without ``extensions`` (requests).
 PAYMENT_ATTRIBUTE: Final = "x402pay_payment"
+#: The Payments of results that have no room for one (MCP tool results, pydantic models), by the result's id while
+#: it lives.
+_ATTACHED: dict[int, Payment] = {}
 
 
 class PaymentStatus(StrEnum):
@@ -85,11 +89,22 @@ class Payment:
         return self.receipt.transaction if self.receipt is not None else None
 
 
+def attach_payment(result: Any, payment: Payment) -> None:
+    """Let `payment_of(result)` find `payment` for as long as `result` lives (it must accept weak references)."""
+    key = id(result)
+    _ATTACHED[key] = payment
+    weakref.finalize(result, _ATTACHED.pop, key, None)
+
+
 def payment_of(response: Any) -> Payment | None:
-    """The `Payment` made for `response` (an httpx, httpx2 or requests Response), or None if it was not paid for.
+    """The `Payment` made for `response` (an httpx, httpx2 or requests Response, or an MCP tool result from
+    `x402pay.mcp.PaymentSession`), or None if it was not paid for.
 
     A response reached through redirects reports the payment made along the way (``response.history``).
     """
+    attached = _ATTACHED.get(id(response))
+    if attached is not None:
+        return attached
     for hop in (response, *reversed(getattr(response, "history", []))):
         payment = (getattr(hop, "extensions", None) or {}).get(PAYMENT_EXTENSION) or getattr(
             hop, PAYMENT_ATTRIBUTE, None

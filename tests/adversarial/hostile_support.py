@@ -303,8 +303,12 @@ def async_client(
 
 
 def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> Any:
-    """GET `url` (read) through a paying client of the given flavour (``sync``, ``async``: httpx; ``requests``);
-    errors propagate."""
+    """GET `url` (read) through a paying client of the given flavour (``sync``, ``async``: httpx; ``requests``;
+    ``mcp``: the tool named by the path, through `hostile_mcp`); errors propagate."""
+    if flavour == "mcp":
+        from hostile_mcp import mcp_fetch
+
+        return mcp_fetch(devnet, url, **options)
     headers = options.pop("headers", None)
     if flavour == "async":
 
@@ -322,8 +326,10 @@ def fetch(flavour: str, devnet: Devnet, url: str, **options: Any) -> Any:
         return http.get(url, headers=headers)
 
 
-#: Every driver of the payment program that `fetch` can run.
-FLAVOURS = ["sync", "async", "requests"]
+#: The HTTP drivers of the payment program that `fetch` can run.
+HTTP_FLAVOURS = ["sync", "async", "requests"]
+#: Every driver `fetch` can run: the HTTP ones, and the MCP client (tool calls to the hostile server over MCP).
+FLAVOURS = [*HTTP_FLAVOURS, "mcp"]
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hostile_support import (
     FLAVOURS,
+    HTTP_FLAVOURS,
     PRICE,
     STRANGER,
     Balances,
@@ -126,7 +127,7 @@ def redirects_after_payment(hostile: Hostile, target: str, status: int = 307) ->
     hostile.script = challenge_then(challenge_reply(challenge(requirement(hostile.devnet))), paid)
 
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", HTTP_FLAVOURS)  # MCP has no redirects
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_after_payment_to_another_origin_does_not_carry_the_payment(
     hostile: Hostile, elsewhere: Hostile, flavour: str, status: int
@@ -142,7 +143,7 @@ def test_a_redirect_after_payment_to_another_origin_does_not_carry_the_payment(
     assert elsewhere.signatures == []
 
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", HTTP_FLAVOURS)
 def test_with_a_ledger_a_redirect_to_another_origin_does_not_carry_the_payment(
     hostile: Hostile, elsewhere: Hostile, flavour: str, tmp_path: Path
 ) -> None:

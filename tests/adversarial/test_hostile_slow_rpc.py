@@ -19,7 +19,7 @@ import aiohttp
 import anyio
 import pytest
 from hostile_support import (
-    FLAVOURS,
+    HTTP_FLAVOURS,
     Hostile,
     SlowRpc,
     assert_pending_and_booked,
@@ -121,7 +121,7 @@ def test_averify_claims_against_a_late_rpc_is_pending_within_the_clients_timeout
 # -- the transport: inline and background verification -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("flavour", HTTP_FLAVOURS)
 def test_a_stalled_rpc_during_inline_verification_leaves_the_verdict_pending_and_the_answer_arrives(
     hostile: Hostile, stalled: tuple[str, SlowRpc], tmp_path: Path, flavour: str
 ) -> None:

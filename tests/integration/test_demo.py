@@ -23,6 +23,7 @@ def test_the_demo_runs_to_completion_and_leaves_nothing_running() -> None:
     assert all("verified" in row for row in rows)
     assert any("upto" in row and "chat.completions stream" in row for row in rows)
     assert any("exact" in row for row in rows)
+    assert any("mcp tool fortune" in row and "exact" in row for row in rows)  # the agent's paid tool call
     refused = r"refused           budget .* has 0\.\d{6} of 0\.100000 USDC left, 0\.\d{6} asked"
     assert re.search(refused, out)  # at its reservation, in USDC
     assert "demo finished: every payment verified, and the budget held." in out

@@ -71,6 +71,8 @@ def test_readme_example_runs(
         signed, settled = map(int, amounts.split())
         assert (text, signed) == ("Echo: hello", 100_000)
         assert 0 < settled < signed  # metered: the demo charged for the tokens, not the maximum
+    if "x402pay.mcp" in EXAMPLES[index]:
+        assert printed.splitlines() == ["sunny in Paris 10000", "Four words 4000"]
     if "prepay=True" in EXAMPLES[index]:
         assert printed.splitlines()[0] == "[False, True, True]"
 

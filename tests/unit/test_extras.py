@@ -51,15 +51,24 @@ def test_the_demo_without_anvil_says_so_before_starting_anything(tmp_path: os.Pa
     assert result.stdout == ""
 
 
-def test_importing_the_paid_side_without_its_extra_is_an_import_error_naming_it() -> None:
-    probe = """
+@pytest.mark.parametrize(
+    ("missing", "package", "message"),
+    [
+        ("starlette", "server", "x402pay.server needs starlette: pip install 'x402pay[server]'"),
+        ("mcp", "mcp", "x402pay.mcp needs mcp: pip install 'x402pay[mcp]'"),
+    ],
+)
+def test_importing_a_package_without_its_extra_is_an_import_error_naming_it(
+    missing: str, package: str, message: str
+) -> None:
+    probe = f"""
 import sys
-sys.modules["starlette"] = None
+sys.modules["{missing}"] = None
 try:
-    import x402pay.server
+    import x402pay.{package}
 except ImportError as exc:
     from x402pay import MissingExtra
     print(type(exc).__name__, isinstance(exc, MissingExtra), exc)
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
-    assert result.stdout == "MissingExtra True x402pay.server needs starlette: pip install 'x402pay[server]'\n"
+    assert result.stdout == f"MissingExtra True {message}\n"

@@ -8,11 +8,12 @@ import pytest
 
 import x402pay
 import x402pay.ledger
+import x402pay.mcp
 import x402pay.server
 import x402pay.testing
 import x402pay.verify
 
-PUBLIC = [x402pay, x402pay.ledger, x402pay.server, x402pay.testing, x402pay.verify]
+PUBLIC = [x402pay, x402pay.ledger, x402pay.mcp, x402pay.server, x402pay.testing, x402pay.verify]
 
 
 def public_names(module: types.ModuleType) -> set[str]:
@@ -51,7 +52,7 @@ def test_every_public_object_has_a_docstring(module: types.ModuleType) -> None:
 
 
 #: Besides the subpackages: the error tree, the command (`x402pay.cli`) and the pytest plugin (an entry point).
-PUBLIC_MODULES = {"errors", "ledger", "server", "testing", "verify", "cli", "pytest_plugin"}
+PUBLIC_MODULES = {"errors", "ledger", "mcp", "server", "testing", "verify", "cli", "pytest_plugin"}
 
 
 @pytest.mark.parametrize("module", PUBLIC, ids=lambda m: m.__name__)

@@ -2,7 +2,8 @@
 
 Everything is real: anvil with the x402 contracts, the paid API behind the payment middleware and a local
 facilitator that settles on chain, and the bot's OpenAI SDK on an httpx2 client with the x402pay transport,
-a spend ledger and inline verification of every receipt.
+a spend ledger and inline verification of every receipt. As an agent, the bot also calls a paid MCP tool (over
+streamable HTTP) with the same wallet, policy and ledger: one budget for both.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from x402pay.errors import SpendCapExceeded
 
 PER_REQUEST = usdc("0.05")
 BUDGET = usdc("0.10")
+TOOL_PRICE = usdc("0.01")
 MESSAGES: Any = [{"role": "user", "content": "what does a paid echo cost"}]
 
 
@@ -33,7 +35,8 @@ def register(commands: Any) -> None:
         help="watch a bot with a budget pay a metered API on a local chain, until its budget refuses",
         description="Starts anvil with the x402 contracts, the paid demo API and a bot (the OpenAI SDK on an "
         "httpx2 client with the x402pay transport, a ledger with a budget and inline verification), makes paid "
-        "calls (chat, streamed chat, Responses, an exact-priced call), then keeps calling until the budget refuses.",
+        "calls (chat, streamed chat, Responses, an exact-priced call, a paid MCP tool call on the same budget), "
+        "then keeps calling until the budget refuses.",
     )
     demo.set_defaults(run=run_demo)
 
@@ -112,7 +115,8 @@ def run_demo(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         devnet = _start_chain(screen, stack)
         url = _start_api(screen, stack, devnet)
-        bot = _Bot(devnet, url, stack)
+        tools = _start_tools(screen, stack, devnet)
+        bot = _Bot(devnet, url, stack, tools)
         screen.line(
             f"\nbot {bot.address}: {usdc_text(PER_REQUEST)} USDC per request, budget {usdc_text(BUDGET)} USDC\n"
         )
@@ -140,10 +144,20 @@ def _start_api(screen: Screen, stack: ExitStack, devnet: Any) -> str:
     return url
 
 
-class _Bot:
-    """The paying bot: the OpenAI SDK on httpx2, with the x402pay transport, a ledger and inline verification."""
+def _start_tools(screen: Screen, stack: ExitStack, devnet: Any) -> str:
+    from x402pay.server._demo.tools import running_tools
 
-    def __init__(self, devnet: Any, url: str, stack: ExitStack) -> None:
+    with screen.waiting("starting a paid MCP tool (PaidTools, the same facilitator) over streamable HTTP"):
+        url: str = stack.enter_context(running_tools(devnet, price=TOOL_PRICE))
+    screen.line(f"   MCP tools at {url}: fortune at {usdc_text(TOOL_PRICE)} USDC (exact)")
+    return url
+
+
+class _Bot:
+    """The paying bot: the OpenAI SDK on httpx2, with the x402pay transport, a ledger and inline verification;
+    and, as an agent, an MCP client paying tool calls with the same wallet, policy and ledger."""
+
+    def __init__(self, devnet: Any, url: str, stack: ExitStack, tools: str) -> None:
         import httpx2
         import openai
 
@@ -156,10 +170,11 @@ class _Bot:
         self.address = wallet.address
         self.ledger = stack.enter_context(Ledger.sqlite(":memory:", budgets=[Budget(devnet.usdc, BUDGET)]))
         self.asset, self.network, self.url = devnet.usdc, devnet.network, url
-        transport: Any = PaymentTransport(  # an httpx transport, which httpx2 clients take as they are
-            wallet=wallet, policy=SpendPolicy(max_per_request=PER_REQUEST), ledger=self.ledger,
-            rpc_url=devnet.rpc_url, verify="inline", on_receipt=self._landed,
-        )  # fmt: skip
+        self.paying: dict[str, Any] = dict(wallet=wallet, policy=SpendPolicy(max_per_request=PER_REQUEST),
+                                           ledger=self.ledger, rpc_url=devnet.rpc_url, verify="inline",
+                                           on_receipt=self._landed)  # fmt: skip
+        self.tools = tools
+        transport: Any = PaymentTransport(**self.paying)  # an httpx transport, which httpx2 clients take as they are
         self.http = stack.enter_context(httpx2.Client(transport=transport, timeout=60))
         self.openai = openai.OpenAI(base_url=url + "/v1", api_key="paid-by-x402", http_client=self.http, max_retries=0)
         self._last: Payment | None = None
@@ -174,6 +189,7 @@ class _Bot:
             ("chat.completions stream", self._stream),
             ("responses", self._responses),
             ("fortune (exact)", self._fortune),
+            ("mcp tool fortune", self._tool),
         ]
         calls: list[Call] = []
         while True:
@@ -201,6 +217,24 @@ class _Bot:
 
     def _fortune(self) -> object:
         return self.http.get(self.url + "/v1/fortune").json()
+
+    def _tool(self) -> object:
+        import anyio
+
+        return anyio.run(self._acall_tool)
+
+    async def _acall_tool(self) -> object:
+        from mcp import Client
+
+        from x402pay.mcp import PaymentSession
+
+        async with Client(self.tools) as client:  # what is raised inside would leave it in an ExceptionGroup
+            try:
+                async with PaymentSession(client, origin=self.tools.rsplit("/", 1)[0], **self.paying) as paying:
+                    return (await paying.call_tool("fortune")).content[0].text
+            except SpendCapExceeded as exc:
+                refusal = exc
+        raise refusal
 
 
 def _summary(screen: Screen, calls: list[Call], refusal: SpendCapExceeded | None) -> int:

@@ -32,8 +32,11 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0) -> Iterator[str]:
-    """Serve `app` on `host`:`port` (0: a free port) until the block exits; yield its base URL.
+def serve_app(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0, lifespan: bool = False
+) -> Iterator[str]:
+    """Serve `app` on `host`:`port` (0: a free port) until the block exits; yield its base URL. `lifespan`: run
+    the app's startup and shutdown (an MCP server's streamable HTTP app starts its session manager there).
 
     The socket is bound before the thread starts, so the port is known without a race; the server is stopped
     with ``should_exit`` and its thread joined, so nothing outlives the block.
@@ -42,7 +45,7 @@ def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, timeout: 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on" if lifespan else "off", timeout_graceful_shutdown=5)
     server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="x402pay-uvicorn", daemon=True)
     thread.start()
