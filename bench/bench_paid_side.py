@@ -1,0 +1,423 @@
+"""The paid side: x402pay's PaymentMiddleware + LocalFacilitator against the official SDK's middleware + facilitator.
+
+A fresh anvil (automine: a block per transaction) gets the devnet; three servers run the same tiny app
+(`bench.paid_side_server`, one subprocess each): unpaid (the floor), behind x402pay, behind the official SDK. Both
+paid sides verify every payment against the chain before the app runs and settle it for real after. The client is
+the same for every server: x402pay's own signer, fed each server's own challenge, pre-signs a fresh payment per
+request before anything is timed, so only the server differs. Four measurements, each in interleaved rounds
+(`bench.harness`), each request checked (200, and for a paid one a successful settlement):
+
+- exact (EIP-3009), one request at a time: latency, and how it splits into before the app (verification) and after
+  it (settlement), from the app's own timestamp;
+- exact with `--in-flight` requests at once: paid requests/s settled;
+- upto (Permit2), a streamed SSE answer (`paid_side_server.FRAMES` frames, a few ms apart, metered by a
+  ``Settlement-Overrides`` header), one at a time: time to first byte and to the end of the stream;
+- the CPU each request costs the server process and anvil (``/proc``).
+
+Writes the "paid-side" section of BENCHMARKS.md. Run from the repository root:
+``.venv/bin/python -m bench.bench_paid_side`` (``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench import paid_side_server as app
+from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
+from x402pay import SpendPolicy, Wallet
+from x402pay._flow import decode_challenge, sign
+from x402pay._protocol.codec import decode_header
+from x402pay.errors import ChallengeError
+from x402pay.testing import Anvil, Devnet, deploy_devnet
+
+UNPAID, X402PAY, OFFICIAL = "unpaid", "x402pay", "official"
+NAMES = {
+    UNPAID: "the app alone (unpaid floor)",
+    X402PAY: "x402pay PaymentMiddleware + LocalFacilitator",
+    OFFICIAL: "official x402 PaymentMiddlewareASGI + x402Facilitator",
+}
+TARGET_TTFB_MS = 1.0  # a streamed upto answer's first byte, paid, at most this much later than unpaid
+Batch = Callable[[], int]
+
+
+@dataclass
+class Server:
+    """A running paid-side server subprocess: its stack, base URL, and CPU clock."""
+
+    stack: str
+    url: str
+    process: subprocess.Popen[str]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server process has used (Linux ``/proc``)."""
+        return cpu_seconds(self.process.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (Linux ``/proc``; 0.0 elsewhere)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # USER_HZ is 100 on Linux
+
+
+@contextlib.contextmanager
+def running(stack: str, devnet: Devnet, timeout: float = 30.0) -> Iterator[Server]:
+    """Start `stack`'s server on a free loopback port; stop it (by its PID) when the block exits."""
+    command = [sys.executable, "-m", "bench.paid_side_server", stack, devnet.rpc_url, devnet.usdc]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=root)  # noqa: S603 - our own module
+    try:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        line = process.stdout.readline().strip()
+        if not line.startswith("port "):
+            raise SystemExit(f"the {stack} server did not start (said {line!r})")
+        yield Server(stack, f"http://127.0.0.1:{line.split()[1]}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+# -- the client: pre-signed payments, each server's own challenge ---------------------------------------------
+
+
+def presign(server: Server, method: str, path: str, wallet: Wallet, now: int, count: int) -> list[dict[str, str]]:
+    """`count` fresh payments for `server`'s challenge at `path`, each as the headers of one request."""
+    if server.stack == UNPAID:
+        return [{} for _ in range(count)]
+    answer = httpx.request(method, server.url + path, timeout=30)
+    challenge = decode_challenge(answer.headers, answer.content)
+    if answer.status_code != 402 or challenge is None:
+        raise SystemExit(f"{server.stack} {path}: expected a 402 challenge, got HTTP {answer.status_code}")
+    requirement = challenge.requirements[0]
+    policy = SpendPolicy(max_per_request=requirement.amount, max_lifetime=app.TIMEOUT)
+    headers = []
+    for _ in range(count):
+        _, (name, value) = sign(challenge, requirement, wallet=wallet, policy=policy, origin=server.url, now=now)
+        headers.append({name: value})
+    return headers
+
+
+def settled(response: httpx.Response, stack: str) -> None:
+    """Stop the run unless `response` is a 200 that (on a paid side) settled."""
+    if response.status_code != 200:
+        raise SystemExit(f"{stack}: HTTP {response.status_code} {response.text[:300]}")
+    if stack != UNPAID:
+        settlement = decode_header(response.headers["payment-response"], what="PAYMENT-RESPONSE", error=ChallengeError)
+        if not settlement.get("success") or not settlement.get("transaction"):
+            raise SystemExit(f"{stack}: the settlement failed: {settlement}")
+
+
+def stream_settled(body: bytes, headers: httpx.Headers, stack: str) -> None:
+    """Stop the run unless a streamed answer arrived whole and (on a paid side) settled at the metered amount."""
+    if not body.endswith(b"data: [DONE]\n\n"):
+        raise SystemExit(f"{stack}: the stream did not end with [DONE]: {body[-300:]!r}")
+    if stack == X402PAY and b'"finalAmountWei":"%d"' % app.UPTO_CHARGE not in body:
+        raise SystemExit(f"{stack}: no in-band receipt for {app.UPTO_CHARGE}: {body[-400:]!r}")
+    if stack == OFFICIAL:
+        settlement = decode_header(headers["payment-response"], what="PAYMENT-RESPONSE", error=ChallengeError)
+        if not settlement.get("success") or settlement.get("amount") != str(app.UPTO_CHARGE):
+            raise SystemExit(f"{stack}: the settlement failed: {settlement}")
+
+
+# -- the measurements ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Per-request timings (ms) of one contender, one list per batch (the first batch is the warm-up)."""
+
+    before: list[list[float]] = field(default_factory=list)  # request sent -> app entered
+    after: list[list[float]] = field(default_factory=list)  # app entered -> answer received
+    ttfb: list[list[float]] = field(default_factory=list)  # request sent -> first body byte
+    total: list[list[float]] = field(default_factory=list)  # request sent -> end of the stream
+    server_cpu: list[float] = field(default_factory=list)  # s per request, per batch
+    anvil_cpu: list[float] = field(default_factory=list)
+
+    def timed(self, kind: str) -> list[float]:
+        """Every sample of `kind` but the warm-up batch's."""
+        return [value for batch in getattr(self, kind)[1:] for value in batch]
+
+
+def exact_sequential(
+    server: Server, client: httpx.Client, pool: list[dict[str, str]], count: int, samples: Samples
+) -> Batch:
+    """`count` paid GET /exact one at a time, each with its own payment; notes before/after the app."""
+
+    def batch() -> int:
+        before, after = [], []
+        for _ in range(count):
+            sent = time.perf_counter()
+            response = client.get("/exact", headers=pool.pop())
+            received = time.perf_counter()
+            settled(response, server.stack)
+            entered = float(response.headers["x-app-at"])
+            before.append((entered - sent) * 1000)
+            after.append((received - entered) * 1000)
+        samples.before.append(before)
+        samples.after.append(after)
+        return count
+
+    return batch
+
+
+def exact_concurrent(
+    server: Server, client: httpx.AsyncClient, pool: list[dict[str, str]], count: int, in_flight: int,
+    loop: asyncio.AbstractEventLoop,
+) -> Batch:  # fmt: skip
+    """`count` paid GET /exact with `in_flight` at once."""
+
+    async def one() -> None:
+        settled(await client.get("/exact", headers=pool.pop()), server.stack)
+
+    async def worker(share: int) -> None:
+        for _ in range(share):
+            await one()
+
+    async def all_of_them() -> None:
+        shares = [count // in_flight + (index < count % in_flight) for index in range(in_flight)]
+        await asyncio.gather(*(worker(share) for share in shares))
+
+    def batch() -> int:
+        loop.run_until_complete(all_of_them())
+        return count
+
+    return batch
+
+
+def upto_streams(
+    server: Server, client: httpx.Client, pool: list[dict[str, str]], count: int, samples: Samples
+) -> Batch:
+    """`count` paid streamed answers (POST /stream) one at a time: time to first byte and to the end."""
+
+    def batch() -> int:
+        ttfb, total = [], []
+        for _ in range(count):
+            sent = time.perf_counter()
+            with client.stream("POST", "/stream", headers=pool.pop()) as response:
+                chunks = response.iter_raw()
+                first = next(chunks)
+                ttfb.append((time.perf_counter() - sent) * 1000)
+                body = first + b"".join(chunks)
+            total.append((time.perf_counter() - sent) * 1000)
+            stream_settled(body, response.headers, server.stack)
+        samples.ttfb.append(ttfb)
+        samples.total.append(total)
+        return count
+
+    return batch
+
+
+def with_cpu(batch: Batch, server: Server, anvil_pid: int, samples: Samples) -> Batch:
+    """`batch`, also noting the server's and anvil's CPU seconds per request."""
+
+    def run() -> int:
+        server_start, anvil_start = server.cpu_seconds(), cpu_seconds(anvil_pid)
+        count = batch()
+        samples.server_cpu.append((server.cpu_seconds() - server_start) / count)
+        samples.anvil_cpu.append((cpu_seconds(anvil_pid) - anvil_start) / count)
+        return count
+
+    return run
+
+
+@dataclass
+class Results:
+    """Everything the section reports: rates per measurement and contender, samples, the arguments."""
+
+    rates: dict[str, dict[str, list[float]]]
+    samples: dict[str, dict[str, Samples]]
+    args: argparse.Namespace
+
+
+def measure(servers: dict[str, Server], devnet: Devnet, anvil_pid: int, args: argparse.Namespace) -> Results:
+    """Pre-sign every payment, then run the three measurements in interleaved rounds."""
+    wallets = {UNPAID: Wallet(devnet.payers[0]), X402PAY: Wallet(devnet.payers[0]), OFFICIAL: Wallet(devnet.payers[1])}
+    batches = args.rounds + 1
+    now = devnet.chain_time()
+    exact_pools = {s: presign(server, "GET", "/exact", wallets[s], now, batches * (args.sequential + args.concurrent))
+                   for s, server in servers.items()}  # fmt: skip
+    stream_pools = {s: presign(server, "POST", "/stream", wallets[s], now, batches * args.streams)
+                    for s, server in servers.items()}  # fmt: skip
+    samples = {kind: {stack: Samples() for stack in servers} for kind in ("sequential", "concurrent", "streams")}
+    loop = asyncio.new_event_loop()
+    sync = {stack: httpx.Client(base_url=server.url, timeout=60) for stack, server in servers.items()}
+    limits = httpx.Limits(max_connections=args.in_flight)
+    concurrent = {
+        stack: httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) for stack, server in servers.items()
+    }
+    makers: dict[str, Callable[[Server, Samples], Batch]] = {
+        "sequential": lambda server, seen: exact_sequential(
+            server, sync[server.stack], exact_pools[server.stack], args.sequential, seen
+        ),
+        "concurrent": lambda server, _: exact_concurrent(
+            server, concurrent[server.stack], exact_pools[server.stack], args.concurrent, args.in_flight, loop
+        ),
+        "streams": lambda server, seen: upto_streams(
+            server, sync[server.stack], stream_pools[server.stack], args.streams, seen
+        ),
+    }
+    try:
+        rates = {}
+        for kind, make in makers.items():
+            batches = {
+                stack: with_cpu(make(server, samples[kind][stack]), server, anvil_pid, samples[kind][stack])
+                for stack, server in servers.items()
+            }
+            rates[kind] = interleaved_rates(batches, args.rounds)
+    finally:
+        for client in sync.values():
+            client.close()
+        for async_client in concurrent.values():
+            loop.run_until_complete(async_client.aclose())
+        loop.close()
+    return Results(rates, samples, args)
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def _us(values: list[float]) -> str:
+    return f"{median(values) * 1e6:,.0f}"
+
+
+def exact_rows(results: Results) -> list[str]:
+    """The table of the exact measurements."""
+    seq, conc = results.rates["sequential"], results.rates["concurrent"]
+    rows = []
+    for stack, name in NAMES.items():
+        timing = results.samples["sequential"][stack]
+        cpu = results.samples["concurrent"][stack]
+        rows.append(
+            f"| {name} | {1000 / median(seq[stack]):.2f} | {median(timing.timed('before')):.2f} |"
+            f" {median(timing.timed('after')):.2f} | {median(seq[stack]):,.1f} | {median(conc[stack]):,.1f} |"
+            f" {paired_ratio(conc[stack], conc[OFFICIAL]):.2f}x | {_us(cpu.server_cpu)} | {_us(cpu.anvil_cpu)} |"
+        )
+    return rows
+
+
+def stream_rows(results: Results) -> list[str]:
+    """The table of the streamed upto measurement."""
+    rows = []
+    for stack, name in NAMES.items():
+        timing = results.samples["streams"][stack]
+        ttfb, total = median(timing.timed("ttfb")), median(timing.timed("total"))
+        rows.append(
+            f"| {name} | {ttfb:.2f} | {ttfb - median(results.samples['streams'][UNPAID].timed('ttfb')):+.2f} |"
+            f" {total:.2f} | {median(results.rates['streams'][stack]):,.1f} | {_us(timing.server_cpu)} |"
+        )
+    return rows
+
+
+def report(results: Results) -> str:
+    """The BENCHMARKS.md section."""
+    args, seq, conc = results.args, results.rates["sequential"], results.rates["concurrent"]
+    stream = results.samples["streams"]
+    seq_ratio, conc_ratio = paired_ratio(seq[X402PAY], seq[OFFICIAL]), paired_ratio(conc[X402PAY], conc[OFFICIAL])
+    stream_ratio = paired_ratio(results.rates["streams"][X402PAY], results.rates["streams"][OFFICIAL])
+    ttfb_added = median(stream[X402PAY].timed("ttfb")) - median(stream[UNPAID].timed("ttfb"))
+    settle_ms = median(stream[X402PAY].timed("total")) - median(stream[UNPAID].timed("total")) - ttfb_added
+    exact_timing = {stack: results.samples["sequential"][stack] for stack in NAMES}
+    verify_added = {s: median(exact_timing[s].timed("before")) - median(exact_timing[UNPAID].timed("before"))
+                    for s in (X402PAY, OFFICIAL)}  # fmt: skip
+    settle_added = {s: median(exact_timing[s].timed("after")) - median(exact_timing[UNPAID].timed("after"))
+                    for s in (X402PAY, OFFICIAL)}  # fmt: skip
+    command = (
+        f".venv/bin/python -m bench.bench_paid_side --sequential {args.sequential} --concurrent {args.concurrent}"
+        f" --in-flight {args.in_flight} --streams {args.streams} --rounds {args.rounds}"
+    )
+    throughput_met = min(seq_ratio, conc_ratio, stream_ratio) >= 1.0
+    return "\n".join([
+        "## Paid side: PaymentMiddleware + LocalFacilitator against the official SDK's server, settling on anvil",
+        "",
+        f"Run `{today()}` with `{command}`.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Versions: {versions('x402pay', 'x402', 'starlette', 'fastapi', 'uvicorn', 'web3', 'httpx')}, anvil "
+        "(automine: a block per transaction).",
+        "- Servers: `bench/paid_side_server.py`, one subprocess each on 127.0.0.1, the same Starlette app: unpaid; "
+        "behind x402pay's `PaymentMiddleware` + `LocalFacilitator`; behind the official SDK's "
+        "`PaymentMiddlewareASGI` + `x402ResourceServer` + in-process `x402Facilitator` (`ExactEvmScheme`, "
+        "`UptoEvmScheme`, `FacilitatorWeb3Signer`), as its docstrings wire them. Both paid sides verify on chain "
+        "before the app and settle for real after it, each from its own account, on one anvil.",
+        "- Client: the same for every server: x402pay's signer pre-signs a fresh payment per request from each "
+        "server's own challenge before anything is timed (exact: EIP-3009; upto: Permit2, a maximum of "
+        f"{app.UPTO_MAX}, the app meters {app.UPTO_CHARGE}). Every answer is checked: 200, and a successful "
+        "settlement with a transaction (upto: at the metered amount; x402pay's receipt in-band, the official one in "
+        "`PAYMENT-RESPONSE`).",
+        f"- Method: {args.rounds} interleaved rounds (order rotating, one warm-up round not counted). Exact, "
+        f"sequential: {args.sequential} requests per batch; before the app = request sent to the handler's "
+        "timestamp, after = handler to the answer received (CLOCK_MONOTONIC in both processes). Exact, concurrent: "
+        f"{args.concurrent} requests per batch, {args.in_flight} in flight (httpx.AsyncClient). Upto streamed: "
+        f"{args.streams} per batch, one at a time; the app sends {app.FRAMES} SSE frames "
+        f"{app.FRAME_GAP * 1000:.0f} ms apart, then `[DONE]`. CPU µs per request of the server process and of anvil "
+        "from `/proc` (10 ms ticks), medians over the concurrent batches.",
+        "",
+        f"- Goal, at least the official stack's throughput: {_verdict(throughput_met)}. x402pay / official paid "
+        f"requests/s settled: exact one at a time {seq_ratio:.2f}x, exact {args.in_flight} in flight "
+        f"{conc_ratio:.2f}x, upto streamed {stream_ratio:.2f}x.",
+        f"- Goal, time to first byte of a streamed upto answer within {TARGET_TTFB_MS:.0f} ms of the unpaid app: "
+        f"{_verdict(ttfb_added <= TARGET_TTFB_MS)}, {ttfb_added:+.2f} ms. The first byte does not wait for "
+        f"settlement: it goes out after verification, and the settlement ({settle_ms:.1f} ms) is paid at the end "
+        "of the stream, before the in-band receipt and `[DONE]`. The official middleware buffers the whole answer "
+        "and settles before sending any of it.",
+        f"- Latency added on the exact route, x402pay / official: before the app (verification) "
+        f"{verify_added[X402PAY]:.2f} / {verify_added[OFFICIAL]:.2f} ms; after it (settlement) "
+        f"{settle_added[X402PAY]:.2f} / {settle_added[OFFICIAL]:.2f} ms.",
+        "",
+        "Exact (EIP-3009):",
+        "",
+        "| server | ms per request | before the app, ms | after the app, ms | requests/s, one at a time |"
+        f" requests/s, {args.in_flight} in flight | vs official | server CPU µs/req | anvil CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *exact_rows(results),
+        "",
+        "Upto (Permit2), a streamed SSE answer, one at a time:",
+        "",
+        "| server | time to first byte, ms | vs unpaid, ms | time to the end, ms | answers/s | server CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|",
+        *stream_rows(results),
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start anvil, the devnet and the three servers; measure; print and write the section."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=40, help="exact requests per batch, one at a time")
+    parser.add_argument("--concurrent", type=int, default=160, help="exact requests per batch, --in-flight at once")
+    parser.add_argument("--in-flight", type=int, default=8, help="requests in flight in the concurrent batches")
+    parser.add_argument("--streams", type=int, default=20, help="streamed upto answers per batch")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (one more warms up)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    with Anvil() as anvil, contextlib.ExitStack() as stack:
+        devnet = deploy_devnet(anvil.rpc_url)
+        servers = {name: stack.enter_context(running(name, devnet)) for name in NAMES}
+        results = measure(servers, devnet, anvil.pid, args)
+    markdown = report(results)
+    print(markdown)
+    if not args.no_write:
+        write_section("paid-side", markdown)
+
+
+if __name__ == "__main__":
+    main()
