@@ -1,15 +1,18 @@
-"""Helpers for the server tests: sign x402 payments the way a client does, straight from eth-account."""
+"""Helpers for the server tests: sign x402 payments the way a client does, straight from eth-account; watch RPC."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import http.server
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 from eth_account.signers.local import LocalAccount
 
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
@@ -191,3 +194,43 @@ def unmined(devnet: Devnet, facilitator: LocalFacilitator) -> int:
 
 def balance(devnet: Devnet, address: str) -> int:
     return int(devnet.contract("TestUSDC", devnet.usdc).functions.balanceOf(address).call())
+
+
+class RecordingRpc:
+    """A loopback JSON-RPC relay to `upstream` that notes the method of every request it forwards, in order.
+
+    Between a facilitator and anvil, it shows what the facilitator asks the chain (a cache inside web3 answers
+    some requests without any reaching the relay, which is the point of looking from outside).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.methods: list[str] = []
+        relay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+                body = self.rfile.read(int(self.headers["content-length"]))
+                sent = json.loads(body)
+                relay.methods.extend(entry["method"] for entry in (sent if isinstance(sent, list) else [sent]))
+                answer = httpx.post(upstream, content=body, headers={"content-type": "application/json"})
+                self.send_response(answer.status_code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+                """Quiet: the test reads `methods`."""
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingRpc:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 from conftest import PRICE, UPTO_MAX, routes
-from server_support import eip3009_payload, permit2_payload
+from server_support import RecordingRpc, eip3009_payload, permit2_payload
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
+from x402pay.errors import FacilitatorError
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
 
@@ -100,3 +101,52 @@ async def test_a_malformed_scheme_payload_is_invalid_payload(
     mangle(body)
     verdict = await facilitator.verify(payload(body), wanted)
     assert (verdict.is_valid, verdict.invalid_reason) == (False, "invalid_payload")
+
+
+def signed(devnet: Devnet, wanted: PaymentRequirements) -> PaymentPayload:
+    """A fresh payment for `wanted` from the first payer, EIP-3009 or Permit2 as the requirement says."""
+    sign = permit2_payload if wanted.extra_str("assetTransferMethod") == "permit2" else eip3009_payload
+    return payload(sign(devnet, devnet.payers[0], wanted.to_wire()))
+
+
+@pytest.mark.parametrize("route", ["GET /paid", "GET /paid-permit2", "POST /metered"])
+async def test_a_valid_payment_is_verified_with_one_block_read_and_one_simulation(
+    x402pay_chain: Devnet, route: str
+) -> None:
+    wanted = requirement(x402pay_chain, route)
+    with RecordingRpc(x402pay_chain.rpc_url) as rpc:
+        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator)
+        assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid  # learns chain id, token
+        rpc.methods.clear()
+        verdict = await facilitator.verify(signed(x402pay_chain, wanted), wanted)
+    assert verdict.is_valid
+    assert rpc.methods == ["eth_getBlockByNumber", "eth_call"]
+
+
+async def test_a_valid_payment_settles_without_reading_each_state(x402pay_chain: Devnet) -> None:
+    wanted = requirement(x402pay_chain, "GET /paid")
+    with RecordingRpc(x402pay_chain.rpc_url) as rpc:
+        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator)
+        assert (await facilitator.settle(signed(x402pay_chain, wanted), wanted)).success
+        rpc.methods.clear()
+        settled = await facilitator.settle(signed(x402pay_chain, wanted), wanted)
+    assert settled.success
+    assert rpc.methods.count("eth_call") == 1  # the simulation; no nonce, balance or allowance reads
+    assert not {"eth_chainId", "eth_getCode"} & set(rpc.methods)
+    assert rpc.methods.count("eth_sendRawTransaction") == 1
+
+
+async def test_a_payment_for_an_asset_without_code_is_never_valid(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet
+) -> None:
+    """A call to an address without code succeeds and does nothing: such a simulation proves nothing."""
+    wanted = requirement(x402pay_chain, "GET /paid", asset="0x" + "22" * 20)
+    with pytest.raises(FacilitatorError, match="verifying on chain"):
+        await facilitator.verify(signed(x402pay_chain, wanted), wanted)
+
+
+async def test_a_short_balance_still_names_its_check(facilitator: LocalFacilitator, x402pay_chain: Devnet) -> None:
+    """The failed simulation sends the payment through the state reads, which say which check failed."""
+    wanted = requirement(x402pay_chain, "GET /paid", amount=10**15)
+    verdict = await facilitator.verify(signed(x402pay_chain, wanted), wanted)
+    assert (verdict.is_valid, verdict.invalid_reason) == (False, "insufficient_funds")
