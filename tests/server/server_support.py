@@ -208,7 +208,7 @@ class RecordingRpc:
         relay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 sent = json.loads(body)
                 relay.methods.extend(entry["method"] for entry in (sent if isinstance(sent, list) else [sent]))
@@ -219,7 +219,7 @@ class RecordingRpc:
                 self.end_headers()
                 self.wfile.write(answer.content)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+            def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the test reads `methods`."""
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
