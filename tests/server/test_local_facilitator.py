@@ -131,7 +131,7 @@ async def test_a_valid_payment_settles_without_reading_each_state(x402pay_chain:
         rpc.methods.clear()
         settled = await facilitator.settle(signed(x402pay_chain, wanted), wanted)
     assert settled.success
-    assert rpc.methods.count("eth_call") == 1  # the simulation; no nonce, balance or allowance reads
+    assert "eth_call" not in rpc.methods  # its gas estimate is the simulation; no nonce, balance or allowance reads
     assert not {"eth_chainId", "eth_getCode"} & set(rpc.methods)
     assert rpc.methods.count("eth_sendRawTransaction") == 1
 
@@ -150,3 +150,14 @@ async def test_a_short_balance_still_names_its_check(facilitator: LocalFacilitat
     wanted = requirement(x402pay_chain, "GET /paid", amount=10**15)
     verdict = await facilitator.verify(signed(x402pay_chain, wanted), wanted)
     assert (verdict.is_valid, verdict.invalid_reason) == (False, "insufficient_funds")
+
+
+async def test_settling_a_spent_eip3009_payment_again_names_the_used_nonce(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet
+) -> None:
+    """Settling simulates only through its gas estimate: the revert still names the check that failed."""
+    wanted = requirement(x402pay_chain, "GET /paid")
+    paid = signed(x402pay_chain, wanted)
+    assert (await facilitator.settle(paid, wanted)).success
+    again = await facilitator.settle(paid, wanted)
+    assert (again.success, again.error_reason, again.transaction) == (False, "invalid_exact_evm_nonce_already_used", "")

@@ -211,14 +211,20 @@ class LocalFacilitator:
             raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
 
     def _passes_at_once(
-        self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
+        self,
+        auth: Authorization,
+        requirements: PaymentRequirements,
+        extensions: dict[str, Any] | None,
+        *,
+        simulate: bool = True,
     ) -> bool:
         """Whether the payment passes its terms, the off-chain signature check and one simulated settlement.
 
         The simulation runs every on-chain check (nonce, allowance, balance, signature), so a payment that passes
         needs no other read (2 requests instead of 6). False sends it through `_check`, which reads each state and
         says which check failed: a short allowance with a permit to use, a payer that is a contract, a revert.
-        An asset without code is never simulated: a call to it succeeds without doing anything.
+        An asset without code is never simulated: a call to it succeeds without doing anything. Settling passes
+        `simulate=False`: the settlement's gas estimate is the simulation, and its revert names the failed check.
         """
         if read_permit(extensions) is not None or not self._holds_code(requirements.asset):
             return False
@@ -226,7 +232,8 @@ class LocalFacilitator:
         self._check_witness(auth)
         try:
             check_signer(auth, requirements)
-            self._settle_call(auth, requirements.asset, requirements.amount, None).call({"from": self.address})
+            if simulate:
+                self._settle_call(auth, requirements.asset, requirements.amount, None).call({"from": self.address})
         except (Refusal, *_REVERTS):
             return False
         return True
@@ -234,12 +241,10 @@ class LocalFacilitator:
     def _checked(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
     ) -> Eip2612Permit | None:
-        """`_check`, unless the payment passes at once (then there is no permit to settle with)."""
-        return (
-            None
-            if self._passes_at_once(auth, requirements, extensions)
-            else self._check(auth, requirements, extensions)
-        )
+        """For settling: `_check`, unless the payment passes at once (then there is no permit to settle with)."""
+        if self._passes_at_once(auth, requirements, extensions, simulate=False):
+            return None
+        return self._check(auth, requirements, extensions)
 
     def _check(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
