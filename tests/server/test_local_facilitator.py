@@ -161,3 +161,18 @@ async def test_settling_a_spent_eip3009_payment_again_names_the_used_nonce(
     assert (await facilitator.settle(paid, wanted)).success
     again = await facilitator.settle(paid, wanted)
     assert (again.success, again.error_reason, again.transaction) == (False, "invalid_exact_evm_nonce_already_used", "")
+
+
+@pytest.mark.parametrize(
+    ("route", "reason"),
+    [("GET /paid", "invalid_exact_evm_payload_signature"), ("GET /paid-permit2", "invalid_permit2_signature")],
+)
+async def test_a_payment_signed_by_someone_else_is_refused(
+    facilitator: LocalFacilitator, x402pay_chain: Devnet, route: str, reason: str
+) -> None:
+    wanted = requirement(x402pay_chain, route)
+    sign = permit2_payload if route.endswith("permit2") else eip3009_payload
+    forged = payload(sign(x402pay_chain, x402pay_chain.payers[0], wanted.to_wire(), signer=x402pay_chain.payers[1]))
+    verdict = await facilitator.verify(forged, wanted)
+    assert (verdict.is_valid, verdict.invalid_reason) == (False, reason)
+    assert "signed by " + x402pay_chain.payers[1].address in (verdict.invalid_message or "")

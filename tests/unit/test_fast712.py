@@ -134,9 +134,25 @@ def test_digest_and_signature_are_eth_accounts(shape: st.SearchStrategy[dict[str
     digest = fast712.typed_data_digest(typed_data)
     assert digest == expected.message_hash
     assert fast712.sign_digest(PrivateKey(key), digest) == expected.signature
+    assert fast712.recover_signer(digest, expected.signature) == account.address.lower()
     signature = Wallet(account).sign_typed_data(typed_data)
     assert signature == expected.signature
     assert recover(typed_data, signature) == account.address
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda signature: signature[:64] + bytes((signature[64] - 27,)),  # v as 0 / 1: eth-account decides
+        lambda signature: signature[:64],
+        lambda signature: signature + b"\x00",
+        lambda signature: bytes(64) + signature[64:],  # r = s = 0: no key made it
+    ],
+    ids=["v-0-or-1", "short", "long", "zero-r-s"],
+)
+def test_recover_signer_answers_none_for_other_forms(mangle: Any) -> None:
+    signed = ACCOUNT.sign_typed_data(full_message=valid_transfer())
+    assert fast712.recover_signer(signed.message_hash, mangle(signed.signature)) is None
 
 
 # -- anything else falls back to eth-account --------------------------------------------------------------------

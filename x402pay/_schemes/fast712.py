@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from coincurve import PrivateKey
+from coincurve import PrivateKey, PublicKey
 from Crypto.Hash.keccak import Keccak_Hash
 from eth_utils.address import is_checksum_address
 
@@ -255,3 +255,16 @@ def sign_digest(key: PrivateKey, digest: bytes) -> bytes:
     """The 65-byte ``r || s || v`` signature of a 32-byte `digest`, byte-identical to eth-account's."""
     signature = key.sign_recoverable(digest, hasher=None)
     return signature[:64] + bytes((_ETH_V_OFFSET + signature[64],))
+
+
+def recover_signer(digest: bytes, signature: bytes) -> str | None:
+    """The address whose key made `signature` (``r || s || v``, v 27 or 28) of a 32-byte `digest`, in lower
+    case; None when the signature has another form or recovers to no key (eth-account then has the last word)."""
+    if len(signature) != 65 or signature[64] not in (_ETH_V_OFFSET, _ETH_V_OFFSET + 1):
+        return None
+    recoverable = signature[:64] + bytes((signature[64] - _ETH_V_OFFSET,))
+    try:
+        public = PublicKey.from_signature_and_message(recoverable, digest, hasher=None)
+    except ValueError:
+        return None
+    return "0x" + keccak256(public.format(compressed=False)[1:])[-20:].hex()
