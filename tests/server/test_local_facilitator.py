@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 from conftest import PRICE, UPTO_MAX, routes
-from server_support import RecordingRpc, eip3009_payload, permit2_payload
+from server_support import RecordingRpc, automine_off, eip3009_payload, mine, permit2_payload
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
+from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
 from x402pay.server import LocalFacilitator
 from x402pay.testing import Devnet
@@ -159,7 +162,8 @@ async def test_settling_a_spent_eip3009_payment_again_names_the_used_nonce(
     wanted = requirement(x402pay_chain, "GET /paid")
     paid = signed(x402pay_chain, wanted)
     assert (await facilitator.settle(paid, wanted)).success
-    again = await facilitator.settle(paid, wanted)
+    elsewhere = LocalFacilitator(x402pay_chain.rpc_url, x402pay_chain.facilitator)  # a store that never sent it
+    again = await elsewhere.settle(paid, wanted)
     assert (again.success, again.error_reason, again.transaction) == (False, "invalid_exact_evm_nonce_already_used", "")
 
 
@@ -176,3 +180,42 @@ async def test_a_payment_signed_by_someone_else_is_refused(
     verdict = await facilitator.verify(forged, wanted)
     assert (verdict.is_valid, verdict.invalid_reason) == (False, reason)
     assert "signed by " + x402pay_chain.payers[1].address in (verdict.invalid_message or "")
+
+
+def mine_once_pending(devnet: Devnet, sender: str, after: float) -> None:
+    """Mine a block `after` seconds after a transaction from `sender` is pending (automine being off)."""
+    web3 = web3_for(devnet.rpc_url)
+    mined = web3.eth.get_transaction_count(sender)
+    deadline = time.monotonic() + 20
+    while web3.eth.get_transaction_count(sender, "pending") == mined and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(after)
+    mine(devnet)
+
+
+async def test_a_receipt_that_comes_late_is_asked_for_again_and_again(x402pay_chain: Devnet) -> None:
+    """The first asks come milliseconds apart (web3's wait sleeps 100 ms between them)."""
+    wanted = requirement(x402pay_chain, "GET /paid")
+    paid = signed(x402pay_chain, wanted)
+    miner = threading.Thread(target=mine_once_pending, args=(x402pay_chain, x402pay_chain.facilitator.address, 0.2))
+    with RecordingRpc(x402pay_chain.rpc_url) as rpc, automine_off(x402pay_chain):
+        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator)
+        miner.start()
+        try:
+            settled = await facilitator.settle(paid, wanted)
+        finally:
+            miner.join()
+    assert settled.success, settled
+    assert x402pay_chain.web3().eth.get_transaction_receipt(settled.transaction)["status"] == 1
+    assert rpc.methods.count("eth_getTransactionReceipt") >= 5
+
+
+async def test_a_settlement_never_mined_is_pending_after_receipt_timeout(x402pay_chain: Devnet) -> None:
+    wanted = requirement(x402pay_chain, "GET /paid")
+    facilitator = LocalFacilitator(x402pay_chain.rpc_url, x402pay_chain.facilitator, receipt_timeout=0.5)
+    with automine_off(x402pay_chain):
+        started = time.monotonic()
+        settled = await facilitator.settle(signed(x402pay_chain, wanted), wanted)
+        waited = time.monotonic() - started
+    assert (settled.success, settled.error_reason) == (False, "settlement_pending")
+    assert 0.5 <= waited < 5
