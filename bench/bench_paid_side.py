@@ -442,8 +442,9 @@ def report(results: Results) -> str:
         "left is the two round trips, the middleware and a worker-thread hop. Settling adds the block again, the "
         "nonce, a gas estimate (which is the simulation), the priority fee, the transaction and its receipt; the "
         "official facilitator does not simulate at settlement and sends with a fixed gas limit at the legacy gas "
-        "price. web3 polls for a receipt every 100 ms when the first poll finds none, which is sometimes the case "
-        "on anvil, for both stacks.",
+        "price. Waiting for the receipt: anvil has often not mined yet when first asked (upto settlements mostly); "
+        "x402pay asks again 2 ms later, then twice as long each time, the official facilitator uses web3's wait, "
+        "which sleeps 100 ms between asks: the official upto answer's extra 100 ms and more.",
         "",
         "Exact (EIP-3009):",
         "",
