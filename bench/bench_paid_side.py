@@ -422,7 +422,9 @@ def report(results: Results) -> str:
         "",
         f"- Goal, at least the official stack's throughput: {_verdict(throughput_met)}. x402pay / official paid "
         f"requests/s settled: exact one at a time {seq_ratio:.2f}x, exact {args.in_flight} in flight "
-        f"{conc_ratio:.2f}x, upto streamed {stream_ratio:.2f}x.",
+        f"{conc_ratio:.2f}x, upto streamed {stream_ratio:.2f}x. In flight, the official in-process facilitator's "
+        "blocking web3 calls run on the event loop, so its requests wait for each other; x402pay's run in worker "
+        "threads.",
         f"- Goal, time to first byte of a streamed upto answer within {TARGET_TTFB_MS:.0f} ms of the unpaid app: "
         f"{_verdict(ttfb_added <= TARGET_TTFB_MS)}, {ttfb_added:+.2f} ms. The first byte does not wait for "
         f"settlement: it goes out after verification, and the settlement ({settle_ms:.1f} ms) is paid at the end "
