@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from x402pay.errors import LedgerError
-from x402pay.ledger._sql import Program, Query, Rows
+from x402pay.ledger._query import Program, Query, Rows
 
 if TYPE_CHECKING:
     import psycopg
