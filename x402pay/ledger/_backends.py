@@ -31,6 +31,8 @@ _ADVISORY_CLASS: Final = 0x402
 _ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 #: This transaction's commit waits for the flush the server is configured for (the session turned it off).
 _SERVER_FLUSH: Final = "SET LOCAL synchronous_commit TO DEFAULT"
+#: libpq's ``PGRES_TUPLES_OK``: the statement returned rows (possibly none).
+_TUPLES_OK: Final = 2
 
 
 class Durability(StrEnum):
@@ -289,7 +291,9 @@ class PostgresDatabase:
 
 
 def _rows(cursor: Any) -> Rows:
-    return cursor.fetchall() if cursor.description is not None else []
+    # The result's status, not `cursor.description`: that builds a column object per column of every result.
+    result = cursor.pgresult
+    return cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
 
 
 class AsyncPostgresDatabase:
@@ -331,7 +335,8 @@ class AsyncPostgresDatabase:
 
                     async def execute(query: Query) -> Rows:
                         cursor = await conn.execute(_pg_sql(query), query.params)
-                        return await cursor.fetchall() if cursor.description is not None else []
+                        result = cursor.pgresult
+                        return await cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
 
                     return await adrive(program, execute)
 

@@ -193,10 +193,12 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
 
     Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
     """
-    distrust = yield from trust_reason(new.origin)
+    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
+    rows = yield _reserve_checks(new, applying, now)
+    distrust, sums, live = rows[0][0], rows[0][1 : 1 + len(applying)], rows[0][1 + len(applying) :]
     if distrust is not None:
-        raise OriginUntrusted(untrusted_message(new.origin, distrust))
-    existing = yield from lookup(new.key)
+        raise OriginUntrusted(untrusted_message(new.origin, str(distrust)))
+    existing = Entry.from_row(live) if live[0] is not None else None
     if existing is not None and existing.state is not EntryState.RELEASED:
         if existing.state is EntryState.RESERVED:
             raise PaymentInFlight(existing)
@@ -204,20 +206,32 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     refusal = uncovered(tuple(budgets), new.asset, new.network, new.origin)
     if refusal is not None:
         raise NotBudgeted(f"{refusal}: refused before signing", {0: refusal})
-    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
-    sums = yield from _totals.held(applying, new.origin, now)
     for budget, already in zip(applying, sums, strict=True):
-        if already + new.amount > budget.limit:
-            raise BudgetExceeded(budget, new.amount, max(0, budget.limit - already))
-    rows = yield Query(
+        if int(already) + new.amount > budget.limit:
+            raise BudgetExceeded(budget, new.amount, max(0, budget.limit - int(already)))
+    entry = Entry(entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
+                  new.amount, new.amount, EntryState.RESERVED, now, now, holder=new.holder)  # fmt: skip
+    yield Query(
         f"INSERT INTO {ENTRIES} (id, key, origin, asset, network, scheme, pay_to, amount, held, state, created_at, "
-        f"updated_at, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
-        (entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
-         new.amount, new.amount, str(EntryState.RESERVED), now, now, new.holder),
+        "updated_at, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry.id, entry.key, entry.origin, entry.asset, entry.network, entry.scheme, entry.pay_to, entry.amount,
+         entry.held, str(entry.state), now, now, entry.holder),
     )  # fmt: skip
-    entry = Entry.from_row(rows[0])
     yield from _totals.adjust(entry, entry.held)
     return entry
+
+
+def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int) -> Query:
+    """What `reserve` decides on, in one statement (one round trip): the origin's trust mark, the money held against
+    each budget that applies, and the columns of the key's entry (see `lookup`; NULLs when it has none)."""
+    columns, params = _totals.sums(list(applying), new.origin, now)
+    checks = ", ".join([f"(SELECT reason FROM {UNTRUSTED} WHERE origin = ?)", *columns])
+    live = ", ".join(f"live.{column}" for column in ENTRY_FIELDS)
+    return Query(
+        f"SELECT checks.*, {live} FROM (SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
+        "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1",
+        (new.origin.lower(), *params, new.key),
+    )
 
 
 def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, Any]]) -> Program[Entry]:

@@ -78,14 +78,22 @@ def adjust(entry: Entry, delta: int) -> Program[None]:
     rows: list[Any] = []
     for origin in (entry.origin, ALL_ORIGINS):
         for span in (ALL_TIME, *SPANS):
-            bucket = entry.created_at - entry.created_at % span if span else 0
-            rows += [origin, entry.asset, entry.network, span, bucket, delta]
-    marks = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in range(len(rows) // 6))
-    yield Query(
-        f"INSERT INTO {TOTALS} ({_KEY}, held) VALUES {marks} ON CONFLICT ({_KEY}) "
-        f"DO UPDATE SET held = {TOTALS}.held + excluded.held",
-        tuple(rows),
+            rows += [origin, entry.asset, entry.network, entry.created_at - entry.created_at % span if span else 0]
+    yield Query(_ADJUST, (delta, *rows))
+
+
+def _adjust_sql() -> str:
+    # The delta is one parameter and the spans are written out: fewer than 50 parameters keep the statement in
+    # psycopg's caches (parsed once, then prepared). ``WHERE 1 = 1`` tells SQLite's parser where ON CONFLICT starts.
+    rows = ", ".join(f"(?, ?, ?, {span}, ?)" for span in (ALL_TIME, *SPANS) * 2)
+    return (
+        f"INSERT INTO {TOTALS} ({_KEY}, held) SELECT column1, column2, column3, column4, column5, ? "
+        f"FROM (VALUES {rows}) AS changed WHERE 1 = 1 "
+        f"ON CONFLICT ({_KEY}) DO UPDATE SET held = {TOTALS}.held + excluded.held"
     )
+
+
+_ADJUST: Final = _adjust_sql()
 
 
 def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None]]:
@@ -106,6 +114,15 @@ def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | No
 
 def held(budgets: Sequence[Budget], origin: str | None, now: int) -> Program[list[int]]:
     """The money held against each of `budgets` (for `origin` where a budget is per origin) at `now`: one query."""
+    if not budgets:
+        return []
+    columns, params = sums(budgets, origin, now)
+    rows = yield Query(f"SELECT {', '.join(columns)}", tuple(params))
+    return [int(value) for value in rows[0]]
+
+
+def sums(budgets: Sequence[Budget], origin: str | None, now: int) -> tuple[list[str], list[Any]]:
+    """One SQL expression per budget for the money held against it (see `held`), and their parameters."""
     columns: list[str] = []
     params: list[Any] = []
     for budget in budgets:
@@ -116,10 +133,7 @@ def held(budgets: Sequence[Budget], origin: str | None, now: int) -> Program[lis
             terms.append(f"COALESCE((SELECT SUM(held) FROM {TOTALS} WHERE origin = ? AND {where}), 0)")
             params += [(scoped or ALL_ORIGINS).lower(), *values]
         columns.append(f"CAST({' + '.join(terms)} AS BIGINT)")
-    if not columns:
-        return []
-    rows = yield Query(f"SELECT {', '.join(columns)}", tuple(params))
-    return [int(value) for value in rows[0]]
+    return columns, params
 
 
 def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
