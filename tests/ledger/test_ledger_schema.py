@@ -8,7 +8,8 @@ from pathlib import Path
 from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
 
 from x402pay.ledger import Budget, EntryState, Ledger
-from x402pay.ledger._backends import Database, PostgresDatabase, SQLiteDatabase
+from x402pay.ledger._backends import Database, SQLiteDatabase
+from x402pay.ledger._postgres import PostgresDatabase
 from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, Program, Query, migrate
 
 NOW = 1_800_000_000

@@ -13,7 +13,15 @@ Program = Generator["Query", Rows, T]
 
 @dataclass(frozen=True)
 class Query:
-    """One SQL statement with ``?`` placeholders and its parameters."""
+    """One SQL statement with ``?`` placeholders and its parameters.
+
+    `reads` is False for a statement whose rows (and row count) the program ignores: a driver may then send it
+    with whatever comes next, the commit included, instead of waiting for its answer. Its errors still roll the
+    transaction back. `last` says the program yields nothing after it: a driver may send the commit with it and
+    answer once the transaction is committed (a statement after it is an error).
+    """
 
     sql: str
     params: tuple[Any, ...] = ()
+    reads: bool = True
+    last: bool = False

@@ -209,16 +209,56 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     for budget, already in zip(applying, sums, strict=True):
         if int(already) + new.amount > budget.limit:
             raise BudgetExceeded(budget, new.amount, max(0, budget.limit - int(already)))
-    entry = Entry(entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
-                  new.amount, new.amount, EntryState.RESERVED, now, now, holder=new.holder)  # fmt: skip
-    yield Query(
-        f"INSERT INTO {ENTRIES} (id, key, origin, asset, network, scheme, pay_to, amount, held, state, created_at, "
-        "updated_at, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry.id, entry.key, entry.origin, entry.asset, entry.network, entry.scheme, entry.pay_to, entry.amount,
-         entry.held, str(entry.state), now, now, entry.holder),
-    )  # fmt: skip
+    entry = _reserved(new, entry_id, now)
+    yield Query(f"{_INSERT} VALUES ({_marks(_INSERTED)})", _values(entry), reads=False)
     yield from _totals.adjust(entry, entry.held)
     return entry
+
+
+_INSERTED: Final = ("id", "key", "origin", "asset", "network", "scheme", "pay_to", "amount", "held", "state",
+                    "created_at", "updated_at", "holder")  # fmt: skip
+_INSERT: Final = f"INSERT INTO {ENTRIES} ({', '.join(_INSERTED)})"
+
+
+def _reserved(new: NewEntry, entry_id: str, now: int) -> Entry:
+    return Entry(entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
+                 new.amount, new.amount, EntryState.RESERVED, now, now, holder=new.holder)  # fmt: skip
+
+
+def _values(entry: Entry) -> tuple[Any, ...]:
+    return tuple(_stored(getattr(entry, column)) for column in _INSERTED)
+
+
+def _marks(values: Collection[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int) -> Program[Entry | None]:
+    """`reserve` for a key without entries, an origin without a mark and budgets with room, in one statement whose
+    insert is conditional on all that, then the totals, then the commit: one round trip on PostgreSQL, which holds
+    the exclusive lock no longer than the server runs it. None when it did not reserve: `reserve` then says why
+    (or reserves, if room was freed meanwhile).
+
+    Run under the backend's exclusive lock, like `reserve`.
+    """
+    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
+    if uncovered(tuple(budgets), new.asset, new.network, new.origin) or new.amount > min(
+        (budget.limit for budget in applying), default=new.amount
+    ):
+        return None
+    entry = _reserved(new, entry_id, now)
+    conditions = [f"NOT EXISTS (SELECT 1 FROM {UNTRUSTED} WHERE origin = ?)",
+                  f"NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE key = ?)"]  # fmt: skip
+    params: list[Any] = [*_values(entry), entry.origin, entry.key]
+    for budget in applying:
+        total, values = _totals.budget_sum(budget, new.origin, now)
+        conditions.append(f"{total} <= ?")
+        params += [*values, budget.limit - new.amount]
+    sql = f"{_INSERT} SELECT {_marks(_INSERTED)} WHERE {' AND '.join(conditions)}"
+    yield Query(sql, tuple(params), reads=False)
+    yield from _totals.adjust(entry, entry.held, if_stored=True)
+    rows = yield Query(f"SELECT 1 FROM {ENTRIES} WHERE id = ?", (entry_id,), last=True)
+    return entry if rows else None
 
 
 def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int) -> Query:
@@ -336,6 +376,7 @@ def mark_untrusted(origin: str, reason: str, now: int) -> Program[None]:
     yield Query(
         f"INSERT INTO {UNTRUSTED} (origin, reason, marked_at) VALUES (?, ?, ?) ON CONFLICT (origin) DO NOTHING",
         (origin.lower(), reason[:500], now),
+        reads=False,
     )
 
 

@@ -44,6 +44,13 @@ class Operations:
         check_amount(new.amount)
         return self._reserve(new, fingerprint, self.now())
 
+    def reserve_at_once(self, new: NewEntry) -> Program[Entry | None]:
+        """Reserve `new` in one statement if nothing stands in the way, else None (see `_sql.reserve_at_once`)."""
+        if not new.key:
+            raise ValueError("a reservation needs a non-empty idempotency key")
+        check_amount(new.amount)
+        return _sql.reserve_at_once(new, uuid.uuid4().hex, self.budgets, self.now())
+
     def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
         if fingerprint is not None:
             earlier = yield from _repeats.earlier_entry(fingerprint, now)

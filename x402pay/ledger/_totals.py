@@ -71,29 +71,35 @@ def rebuild() -> Program[None]:
         yield Query(statement)
 
 
-def adjust(entry: Entry, delta: int) -> Program[None]:
-    """Add `delta` to the totals `entry` counts in: its write of `held` moved it by `delta` (same transaction)."""
+def adjust(entry: Entry, delta: int, *, if_stored: bool = False) -> Program[None]:
+    """Add `delta` to the totals `entry` counts in: its write of `held` moved it by `delta` (same transaction).
+    `if_stored`: only if the entry is in the table (its insert was conditional)."""
     if delta == 0:
         return
     rows: list[Any] = []
     for origin in (entry.origin, ALL_ORIGINS):
         for span in (ALL_TIME, *SPANS):
             rows += [origin, entry.asset, entry.network, entry.created_at - entry.created_at % span if span else 0]
-    yield Query(_ADJUST, (delta, *rows))
+    if if_stored:
+        yield Query(_ADJUST_STORED, (delta, *rows, entry.id), reads=False)
+    else:
+        yield Query(_ADJUST, (delta, *rows), reads=False)
 
 
-def _adjust_sql() -> str:
+def _adjust_sql(condition: str) -> str:
     # The delta is one parameter and the spans are written out: fewer than 50 parameters keep the statement in
-    # psycopg's caches (parsed once, then prepared). ``WHERE 1 = 1`` tells SQLite's parser where ON CONFLICT starts.
+    # psycopg's caches (parsed once, then prepared). The WHERE clause also tells SQLite's parser where ON CONFLICT
+    # starts.
     rows = ", ".join(f"(?, ?, ?, {span}, ?)" for span in (ALL_TIME, *SPANS) * 2)
     return (
         f"INSERT INTO {TOTALS} ({_KEY}, held) SELECT column1, column2, column3, column4, column5, ? "
-        f"FROM (VALUES {rows}) AS changed WHERE 1 = 1 "
+        f"FROM (VALUES {rows}) AS changed WHERE {condition} "
         f"ON CONFLICT ({_KEY}) DO UPDATE SET held = {TOTALS}.held + excluded.held"
     )
 
 
-_ADJUST: Final = _adjust_sql()
+_ADJUST: Final = _adjust_sql("1 = 1")
+_ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)")
 
 
 def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None]]:
@@ -126,14 +132,21 @@ def sums(budgets: Sequence[Budget], origin: str | None, now: int) -> tuple[list[
     columns: list[str] = []
     params: list[Any] = []
     for budget in budgets:
-        scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
-        terms = []
-        for span, first, end in window_ranges(budget.window, now):
-            where, values = _range_filter(budget.covered, span, first, end)
-            terms.append(f"COALESCE((SELECT SUM(held) FROM {TOTALS} WHERE origin = ? AND {where}), 0)")
-            params += [(scoped or ALL_ORIGINS).lower(), *values]
-        columns.append(f"CAST({' + '.join(terms)} AS BIGINT)")
+        column, values = budget_sum(budget, origin, now)
+        columns.append(column)
+        params += values
     return columns, params
+
+
+def budget_sum(budget: Budget, origin: str | None, now: int) -> tuple[str, list[Any]]:
+    """An SQL expression for the money held against `budget` (for `origin` if it is per origin) at `now`."""
+    scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
+    terms, params = [], []
+    for span, first, end in window_ranges(budget.window, now):
+        where, values = _range_filter(budget.covered, span, first, end)
+        terms.append(f"COALESCE((SELECT SUM(held) FROM {TOTALS} WHERE origin = ? AND {where}), 0)")
+        params += [(scoped or ALL_ORIGINS).lower(), *values]
+    return f"CAST({' + '.join(terms)} AS BIGINT)", params
 
 
 def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
