@@ -32,6 +32,8 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_streaming --rounds 5
 	$(BIN)/python -m bench.bench_latency --sequential 10 --first-calls 3 --concurrent 96 --streams 5 --rounds 3
 	$(BIN)/python -m bench.bench_ledger --rounds 5
+	$(BIN)/python -m bench.bench_fleet --cycles 250 --rounds 2
+	$(BIN)/python -m bench.bench_history --cycles 100 --rounds 3
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 	$(BIN)/python -m bench.bench_hold_time --payments 20
 
