@@ -279,6 +279,7 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, server: str) ->
             "  workers' own, and the whole machine's (the difference is the PostgreSQL server, plus other work).",
             f"- Goal: >= {TARGET_RATE:,} cycles/s for the fleet: {fleet_rate:,.0f}/s ({verdict}). Never over budget:"
             f" {'met' if every_run_within else 'NOT met'} (every run checked below).",
+            f"- Where the fleet's time goes: {_where(runs[FLEET])}",
             "",
             "| contender | cycles/s | vs one process | reserve p50 ms | reserve p99 ms | refused | worker CPU µs/cycle"
             " | machine CPU µs/cycle |",
@@ -294,6 +295,19 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, server: str) ->
             *proofs,
         ]
     )
+
+
+def _where(fleet: list[Run]) -> str:
+    """The fleet's CPU per cycle: its workers', the rest of the machine's, and how busy the machine was."""
+    done = sum(one_run.done for one_run in fleet)
+    workers = sum(worker.cpu for one_run in fleet for worker in one_run.workers) / done
+    busy = sum(one_run.busy for one_run in fleet) / done
+    seconds = sum(max(w.end for w in r.workers) - min(w.start for w in r.workers) for r in fleet)
+    share = sum(one_run.busy for one_run in fleet) / (seconds * (os.cpu_count() or 1))
+    return (f"the machine's cores were {share:.0%} busy; per completed cycle the workers (Python, psycopg) spent "
+            f"{workers * 1e6:,.0f} µs of CPU and the rest of the machine (the PostgreSQL server's backends, and any "
+            f"other work on the machine) {(busy - workers) * 1e6:,.0f} µs. At {TARGET_RATE:,} cycles/s the whole "
+            f"cycle must cost at most {(os.cpu_count() or 1) * 1e6 / TARGET_RATE:,.0f} µs of CPU.")  # fmt: skip
 
 
 def _row(name: str, contender: list[Run], ratio: float) -> str:
