@@ -45,7 +45,7 @@ POSTGRES_FILL = """INSERT INTO x402pay_entries (id, key, origin, asset, network,
 SELECT 'fill-' || i, 'fill-' || i, 'https://api' || (i %% 4) || '.example', %(asset)s, %(network)s, 'exact',
     %(pay_to)s, %(amount)s, CASE WHEN i %% 10 = 0 THEN 0 ELSE %(amount)s END,
     CASE WHEN i %% 10 = 0 THEN 'released' ELSE 'settled' END, %(now)s - 1 - i * %(spread)s / %(size)s,
-    %(now)s - 1 - i * %(spread)s / %(size)s FROM generate_series(0, %(size)s - 1) AS i"""
+    %(now)s - 1 - i * %(spread)s / %(size)s FROM generate_series(0::bigint, %(size)s - 1) AS i"""
 #: The budget check of schema 4, both budgets: sums over the window's entries (a covering index).
 SCHEMA_4_CHECK = (
     "SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM x402pay_entries WHERE asset IN (?)",
@@ -167,7 +167,7 @@ def report(rates: dict[str, list[float]], sizes: list[int], backends: list[str],
     rows, verdicts = [], []
     for backend in backends:
         empty = rates[_name(backend, "reserve", sizes[0])]
-        for size in sizes:
+        for size in [size for size in sizes if _name(backend, "reserve", size) in rates]:
             name = _name(backend, "reserve", size)
             ratio = paired_ratio(empty, rates[name])  # time per call, relative to the empty ledger
             old = rates.get(_name(backend, "schema 4 check", size))
