@@ -33,6 +33,8 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_latency --sequential 10 --first-calls 3 --concurrent 96 --streams 5 --rounds 3
 	$(BIN)/python -m bench.bench_mcp --calls 30 --rounds 5
 	$(BIN)/python -m bench.bench_ledger --rounds 5
+	$(BIN)/python -m bench.bench_fleet --cycles 250 --rounds 2
+	$(BIN)/python -m bench.bench_history --cycles 100 --rounds 3
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 	$(BIN)/python -m bench.bench_hold_time --payments 20
 	$(BIN)/python -m bench.count_channel_gas --calls 1000

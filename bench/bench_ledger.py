@@ -289,7 +289,7 @@ def report(contenders: dict[str, Contender], rates: dict[str, list[float]], prof
             "- One cycle: `reserve` (budget check + reservation, `BEGIN IMMEDIATE`), `authorize` (the stored payment,",
             "  about 1.5 KB of JSON) and `settle`, three transactions through the public `Ledger` API, each cycle on a",
             "  fresh idempotency key, one process, one thread. Budgets, where named: a total budget and a per-origin",
-            "  daily one (two SUM queries per reserve, over a covering index of every entry in the window).",
+            "  daily one (both checked in the reservation's one statement, from the running totals of schema 5).",
             "- Durability (`x402pay.ledger.Durability`, the `durability=` option of `Ledger.sqlite`/`postgres`):",
             "  `full` flushes every commit (3 fsyncs a cycle: SQLite `synchronous=FULL`, PostgreSQL",
             "  `synchronous_commit` as the server has it); `signed`, the default, flushes the commit that stores the",

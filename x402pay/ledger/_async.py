@@ -10,7 +10,7 @@ from typing import Any, Self
 
 from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
-from x402pay.ledger._backends import AsyncDatabase, AsyncPostgresDatabase, AsyncSQLiteDatabase, Durability
+from x402pay.ledger._backends import AsyncDatabase, AsyncSQLiteDatabase, Durability
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
 from x402pay.ledger._core import (
     DEFAULT_MARGIN,
@@ -23,6 +23,7 @@ from x402pay.ledger._core import (
 )
 from x402pay.ledger._holder import holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
+from x402pay.ledger._postgres import AsyncPostgresDatabase
 from x402pay.ledger._routes import RememberedRoute
 from x402pay.ledger._steps import Operations, Tally
 
@@ -89,6 +90,10 @@ class AsyncLedger:
     ) -> Entry:  # fmt: skip
         """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
         new = new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        if fingerprint is None:
+            reserved = await self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
+            if reserved is not None:
+                return reserved
         try:
             return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing

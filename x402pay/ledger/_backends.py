@@ -1,4 +1,4 @@
-"""Where the ledger's programs run: SQLite (embedded) and PostgreSQL (psycopg 3), sync and async.
+"""Where the ledger's programs run: SQLite (embedded) here, PostgreSQL (psycopg 3) in `_postgres`; sync and async.
 
 Each backend runs one program (see `x402pay.ledger._sql`) in one transaction. ``exclusive`` transactions (reserve,
 migrate) are serialized across every thread, process and machine that shares the database: SQLite through
@@ -16,21 +16,12 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from x402pay.errors import LedgerError
-from x402pay.ledger._sql import Program, Query, Rows
-
-if TYPE_CHECKING:
-    import psycopg
+from x402pay.ledger._query import Program, Query, Rows
 
 T = TypeVar("T")
-
-#: First half of the PostgreSQL advisory lock key (the second is the hash of the schema name).
-_ADVISORY_CLASS: Final = 0x402
-_ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-#: This transaction's commit waits for the flush the server is configured for (the session turned it off).
-_SERVER_FLUSH: Final = "SET LOCAL synchronous_commit TO DEFAULT"
 
 
 class Durability(StrEnum):
@@ -186,157 +177,3 @@ class AsyncSQLiteDatabase:
     async def close(self) -> None:
         """Close the connection."""
         self._sync.close()
-
-
-# -- PostgreSQL --------------------------------------------------------------------------------------------------
-
-
-def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise LedgerError("the PostgreSQL ledger needs psycopg 3: pip install 'x402pay[postgres]'") from exc
-    return psycopg
-
-
-@contextlib.contextmanager
-def _postgres_errors() -> Iterator[None]:
-    psycopg = _psycopg()
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise LedgerError(f"PostgreSQL ledger: {type(exc).__name__}: {exc}") from exc
-
-
-def _pg_sql(query: Query) -> str:
-    return query.sql.replace("?", "%s")
-
-
-class _PostgresSettings:
-    """What both PostgreSQL backends share: the connection string, the schema, and the statements around them."""
-
-    def __init__(self, conninfo: str, schema: str | None, connect_timeout: int, durability: Durability | str) -> None:
-        self.conninfo = conninfo
-        self.schema = schema
-        self.connect_timeout = connect_timeout
-        self.durability = Durability(durability)
-
-    @property
-    def lock_params(self) -> tuple[int, str]:
-        return _ADVISORY_CLASS, self.schema or "public"
-
-    def setup_statements(self) -> list[Any]:
-        """Statements for a fresh connection: create the schema (under the lock) and make it the search path; stop
-        waiting for commit flushes unless every commit must wait."""
-        statements: list[Any] = []
-        if self.durability is not Durability.FULL:
-            statements.append("SET synchronous_commit = off")
-        if self.schema is not None:
-            sql = _psycopg().sql
-            name = sql.Identifier(self.schema)
-            statements += [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name),
-                           sql.SQL("SET search_path TO {}").format(name)]  # fmt: skip
-        return statements
-
-    def waits_for_flush(self, durable: bool) -> bool:
-        """Whether a transaction must restore the server's own `synchronous_commit` (the session turned it off)."""
-        return durable and self.durability is Durability.SIGNED
-
-
-class PostgresDatabase:
-    """A PostgreSQL ledger database over one psycopg connection (reopened if it breaks), one thread at a time.
-
-    `schema`, when given, is created if missing and holds the ledger's tables; otherwise the connection's search
-    path decides. Many processes on many machines may share the database: reservations serialize on an advisory
-    lock.
-    """
-
-    def __init__(
-        self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10,
-        durability: Durability | str = Durability.SIGNED,
-    ) -> None:  # fmt: skip
-        self._settings = _PostgresSettings(conninfo, schema, connect_timeout, durability)
-        self._conn: psycopg.Connection[Any] | None = None
-        self._lock = threading.Lock()
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            settings = self._settings
-            conn = _psycopg().connect(settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout)
-            with conn.transaction():
-                conn.execute(_ADVISORY_LOCK, settings.lock_params)
-                for statement in settings.setup_statements():
-                    conn.execute(statement)
-            self._conn = conn
-        return self._conn
-
-    def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
-        """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
-        with self._lock, _postgres_errors():
-            conn = self._connection()
-            with conn.transaction():
-                if self._settings.waits_for_flush(durable):
-                    conn.execute(_SERVER_FLUSH)
-                if exclusive:
-                    conn.execute(_ADVISORY_LOCK, self._settings.lock_params)
-                return drive(program, lambda query: _rows(conn.execute(_pg_sql(query), query.params)))
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-
-
-def _rows(cursor: Any) -> Rows:
-    return cursor.fetchall() if cursor.description is not None else []
-
-
-class AsyncPostgresDatabase:
-    """The asyncio twin of `PostgresDatabase`, over one ``psycopg.AsyncConnection``, one task at a time."""
-
-    def __init__(
-        self, conninfo: str, *, schema: str | None = None, connect_timeout: int = 10,
-        durability: Durability | str = Durability.SIGNED,
-    ) -> None:  # fmt: skip
-        self._settings = _PostgresSettings(conninfo, schema, connect_timeout, durability)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            settings = self._settings
-            conn = await _psycopg().AsyncConnection.connect(
-                settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout
-            )
-            async with conn.transaction():
-                await conn.execute(_ADVISORY_LOCK, settings.lock_params)
-                for statement in settings.setup_statements():
-                    await conn.execute(statement)
-            self._conn = conn
-        return self._conn
-
-    async def run(
-        self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False
-    ) -> T:
-        """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
-        async with self._lock:
-            with _postgres_errors():
-                conn = await self._connection()
-                async with conn.transaction():
-                    if self._settings.waits_for_flush(durable):
-                        await conn.execute(_SERVER_FLUSH)
-                    if exclusive:
-                        await conn.execute(_ADVISORY_LOCK, self._settings.lock_params)
-
-                    async def execute(query: Query) -> Rows:
-                        cursor = await conn.execute(_pg_sql(query), query.params)
-                        return await cursor.fetchall() if cursor.description is not None else []
-
-                    return await adrive(program, execute)
-
-    async def close(self) -> None:
-        """Close the connection."""
-        async with self._lock:
-            if self._conn is not None:
-                await self._conn.close()

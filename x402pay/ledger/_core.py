@@ -21,15 +21,11 @@ from typing import Any, Final, Self
 
 from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
-from x402pay.ledger._backends import (
-    Database,
-    Durability,
-    PostgresDatabase,
-    SQLiteDatabase,
-)
+from x402pay.ledger._backends import Database, Durability, SQLiteDatabase
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
 from x402pay.ledger._holder import current_holder, holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
+from x402pay.ledger._postgres import PostgresDatabase
 from x402pay.ledger._routes import RememberedRoute
 from x402pay.ledger._sql import NewEntry
 from x402pay.ledger._steps import Operations, Tally
@@ -131,6 +127,10 @@ class Ledger:
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = new_entry(key, origin, asset, network, amount, scheme, pay_to)
+        if fingerprint is None:
+            reserved = self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
+            if reserved is not None:
+                return reserved
         try:
             return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing

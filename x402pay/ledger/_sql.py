@@ -10,11 +10,10 @@ them. Raising inside a program rolls its transaction back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Generator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-from x402pay._protocol.networks import chain_id_of, network_names
 from x402pay.errors import (
     BudgetExceeded,
     EntryNotFound,
@@ -24,8 +23,8 @@ from x402pay.errors import (
     PaymentInFlight,
     SchemaError,
 )
+from x402pay.ledger import _totals
 from x402pay.ledger._model import (
-    EACH_ORIGIN,
     ENTRY_FIELDS,
     MAX_STORED_AMOUNT,
     OPEN_STATES,
@@ -35,11 +34,12 @@ from x402pay.ledger._model import (
     uncovered,
 )
 
-T = TypeVar("T")
-Rows = list[tuple[Any, ...]]
-Program = Generator["Query", Rows, T]
+# The programs' vocabulary, re-exported: the backends and the tests take it from here.
+from x402pay.ledger._query import Program as Program
+from x402pay.ledger._query import Query as Query
+from x402pay.ledger._query import Rows as Rows
 
-ENTRIES: Final = "x402pay_entries"
+ENTRIES: Final = _totals.ENTRIES
 UNTRUSTED: Final = "x402pay_untrusted"
 REPEATS: Final = "x402pay_repeats"
 ROUTES: Final = "x402pay_routes"
@@ -85,6 +85,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Requests without a key that ended unanswered: a repeat from any process re-sends their payment.
         f"CREATE TABLE {REPEATS} (fingerprint TEXT PRIMARY KEY, entry_id TEXT NOT NULL, until BIGINT NOT NULL)",
     ),
+    # Running totals of `held` per origin, asset, network and time bucket: a budget check reads them, not the
+    # entries of its window (see `x402pay.ledger._totals`).
+    _totals.SCHEMA,
     (
         # The challenges servers accepted, per route, so that a restarted transport pre-pays at once.
         f"CREATE TABLE {ROUTES} (method TEXT NOT NULL, origin TEXT NOT NULL, path TEXT NOT NULL, "
@@ -93,14 +96,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class Query:
-    """One SQL statement with ``?`` placeholders and its parameters."""
-
-    sql: str
-    params: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,60 +191,6 @@ def _filters(states: Collection[EntryState] | None, since: int | None) -> tuple[
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
 
 
-def held(budget: Budget, origin: str | None, now: int) -> Program[int]:
-    """The money held against `budget` (for `origin` when the budget is per origin) at time `now`."""
-    where, params = _budget_filter(budget, origin, now)
-    rows = yield Query(f"SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM {ENTRIES} WHERE {where}", params)
-    return int(rows[0][0])
-
-
-def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
-    """(origin, held) for each origin holding money against `budget`, most held first."""
-    where, params = _budget_filter(budget, None, now)
-    rows = yield Query(
-        f"SELECT origin, CAST(SUM(held) AS BIGINT) AS total FROM {ENTRIES} WHERE {where} AND held > 0 "
-        "GROUP BY origin ORDER BY total DESC, origin",
-        params,
-    )
-    return [(str(origin), int(total)) for origin, total in rows]
-
-
-def _budget_filter(budget: Budget, origin: str | None, now: int) -> tuple[str, tuple[Any, ...]]:
-    clauses, params = _covered_filter(budget.covered)
-    scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
-    if scoped is not None:
-        clauses.append("origin = ?")
-        params.append(scoped.lower())
-    if budget.window is not None:
-        clauses.append("created_at > ?")
-        params.append(now - budget.window)
-    return " AND ".join(clauses), tuple(params)
-
-
-def _covered_filter(covered: Collection[tuple[str | None, str]]) -> tuple[list[str], list[Any]]:
-    """The entries of the (network, asset) pairs a budget covers: one clause, whatever their number, so that every
-    covered asset on every covered chain is summed in the same statement (a network under any of its names)."""
-    by_network: dict[str | None, list[str]] = {}
-    for network, asset in covered:
-        by_network.setdefault(network, []).append(asset)
-    alternatives: list[str] = []
-    params: list[Any] = []
-    for network, assets in by_network.items():
-        condition = f"asset IN ({_marks(assets)})"
-        if network is not None:
-            names = network_names(chain_id_of(network))
-            condition = f"({condition} AND network IN ({_marks(names)}))"
-            params += [*assets, *names]
-        else:
-            params += assets
-        alternatives.append(condition)
-    return [f"({' OR '.join(alternatives)})"], params
-
-
-def _marks(values: Collection[Any]) -> str:
-    return ", ".join("?" for _ in values)
-
-
 # -- writes ------------------------------------------------------------------------------------------------------
 
 
@@ -259,10 +200,12 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
 
     Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
     """
-    distrust = yield from trust_reason(new.origin)
+    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
+    rows = yield _reserve_checks(new, applying, now)
+    distrust, sums, live = rows[0][0], rows[0][1 : 1 + len(applying)], rows[0][1 + len(applying) :]
     if distrust is not None:
-        raise OriginUntrusted(untrusted_message(new.origin, distrust))
-    existing = yield from lookup(new.key)
+        raise OriginUntrusted(untrusted_message(new.origin, str(distrust)))
+    existing = Entry.from_row(live) if live[0] is not None else None
     if existing is not None and existing.state is not EntryState.RELEASED:
         if existing.state is EntryState.RESERVED:
             raise PaymentInFlight(existing)
@@ -270,18 +213,72 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     refusal = uncovered(tuple(budgets), new.asset, new.network, new.origin)
     if refusal is not None:
         raise NotBudgeted(f"{refusal}: refused before signing", {0: refusal})
-    for budget in budgets:
-        if budget.applies_to(new.asset, new.network, new.origin):
-            already = yield from held(budget, new.origin, now)
-            if already + new.amount > budget.limit:
-                raise BudgetExceeded(budget, new.amount, max(0, budget.limit - already))
-    rows = yield Query(
-        f"INSERT INTO {ENTRIES} (id, key, origin, asset, network, scheme, pay_to, amount, held, state, created_at, "
-        f"updated_at, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}",
-        (entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
-         new.amount, new.amount, str(EntryState.RESERVED), now, now, new.holder),
-    )  # fmt: skip
-    return Entry.from_row(rows[0])
+    for budget, already in zip(applying, sums, strict=True):
+        if int(already) + new.amount > budget.limit:
+            raise BudgetExceeded(budget, new.amount, max(0, budget.limit - int(already)))
+    entry = _reserved(new, entry_id, now)
+    yield Query(f"{_INSERT} VALUES ({_marks(_INSERTED)})", _values(entry), reads=False)
+    yield from _totals.adjust(entry, entry.held)
+    return entry
+
+
+_INSERTED: Final = ("id", "key", "origin", "asset", "network", "scheme", "pay_to", "amount", "held", "state",
+                    "created_at", "updated_at", "holder")  # fmt: skip
+_INSERT: Final = f"INSERT INTO {ENTRIES} ({', '.join(_INSERTED)})"
+
+
+def _reserved(new: NewEntry, entry_id: str, now: int) -> Entry:
+    return Entry(entry_id, new.key, new.origin.lower(), new.asset.lower(), new.network, new.scheme, new.pay_to,
+                 new.amount, new.amount, EntryState.RESERVED, now, now, holder=new.holder)  # fmt: skip
+
+
+def _values(entry: Entry) -> tuple[Any, ...]:
+    return tuple(_stored(getattr(entry, column)) for column in _INSERTED)
+
+
+def _marks(values: Collection[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int) -> Program[Entry | None]:
+    """`reserve` for a key without entries, an origin without a mark and budgets with room, in one statement whose
+    insert is conditional on all that, then the totals, then the commit: one round trip on PostgreSQL, which holds
+    the exclusive lock no longer than the server runs it. None when it did not reserve: `reserve` then says why
+    (or reserves, if room was freed meanwhile).
+
+    Run under the backend's exclusive lock, like `reserve`.
+    """
+    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
+    if uncovered(tuple(budgets), new.asset, new.network, new.origin) or new.amount > min(
+        (budget.limit for budget in applying), default=new.amount
+    ):
+        return None
+    entry = _reserved(new, entry_id, now)
+    conditions = [f"NOT EXISTS (SELECT 1 FROM {UNTRUSTED} WHERE origin = ?)",
+                  f"NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE key = ?)"]  # fmt: skip
+    params: list[Any] = [*_values(entry), entry.origin, entry.key]
+    for budget in applying:
+        total, values = _totals.budget_sum(budget, new.origin, now)
+        conditions.append(f"{total} <= ?")
+        params += [*values, budget.limit - new.amount]
+    sql = f"{_INSERT} SELECT {_marks(_INSERTED)} WHERE {' AND '.join(conditions)}"
+    yield Query(sql, tuple(params), reads=False)
+    yield from _totals.adjust(entry, entry.held, if_stored=True)
+    rows = yield Query(f"SELECT 1 FROM {ENTRIES} WHERE id = ?", (entry_id,), last=True)
+    return entry if rows else None
+
+
+def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int) -> Query:
+    """What `reserve` decides on, in one statement (one round trip): the origin's trust mark, the money held against
+    each budget that applies, and the columns of the key's entry (see `lookup`; NULLs when it has none)."""
+    columns, params = _totals.sums(list(applying), new.origin, now)
+    checks = ", ".join([f"(SELECT reason FROM {UNTRUSTED} WHERE origin = ?)", *columns])
+    live = ", ".join(f"live.{column}" for column in ENTRY_FIELDS)
+    return Query(
+        f"SELECT checks.*, {live} FROM (SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
+        "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1",
+        (new.origin.lower(), *params, new.key),
+    )
 
 
 def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, Any]]) -> Program[Entry]:
@@ -294,14 +291,17 @@ def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, 
     values = {column: value for column, value in changes(entry).items() if getattr(entry, column) != value}
     values["updated_at"] = now
     assignments = ", ".join(f"{column} = ?" for column in values)
+    # The held amount read is part of the condition: the totals move by exactly what this write changes.
     rows = yield Query(
-        f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state = ? RETURNING {COLUMNS}",
-        (*(_stored(value) for value in values.values()), entry_id, str(entry.state)),
+        f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state = ? AND held = ? RETURNING {COLUMNS}",
+        (*(_stored(value) for value in values.values()), entry_id, str(entry.state), entry.held),
     )
     if not rows:  # another transaction moved it between our read and our write
         current = yield from get(entry_id)
         raise InvalidTransition(f"entry {entry_id} became {current.state} while being updated", current)
-    return Entry.from_row(rows[0])
+    updated = Entry.from_row(rows[0])
+    yield from _totals.adjust(updated, updated.held - entry.held)
+    return updated
 
 
 def require(entry: Entry, allowed: Collection[EntryState], step: str, hint: str = "") -> None:
@@ -321,21 +321,34 @@ def _stored(value: Any) -> Any:
 def release_stale(before: int, now: int) -> Program[list[Entry]]:
     """Release reservations created before `before`: nothing was signed for them, so nothing can settle."""
     rows = yield Query(
-        f"UPDATE {ENTRIES} SET state = ?, held = 0, detail = ?, updated_at = ? WHERE state = ? AND created_at < ? "
-        f"RETURNING {COLUMNS}",
-        (str(EntryState.RELEASED), "stale reservation: never signed", now, str(EntryState.RESERVED), before),
+        f"SELECT id FROM {ENTRIES} WHERE state = ? AND created_at < ? ORDER BY created_at, id",
+        (str(EntryState.RESERVED), before),
     )
-    return [Entry.from_row(row) for row in rows]
+    released = []
+    for (entry_id,) in rows:
+        try:
+            entry = yield from transition(str(entry_id), now, _stale)
+        except InvalidTransition:  # signed or released meanwhile
+            continue
+        released.append(entry)
+    return released
+
+
+def _stale(entry: Entry) -> Mapping[str, Any]:
+    require(entry, {EntryState.RESERVED}, "release")
+    return {"state": EntryState.RELEASED, "held": 0, "detail": "stale reservation: never signed"}
 
 
 def take_over(entry: Entry, now: int) -> Program[bool]:
     """Release `entry`'s reservation because its holder died before signing; False if it moved meanwhile."""
     rows = yield Query(
         f"UPDATE {ENTRIES} SET state = ?, held = 0, detail = ?, updated_at = ? WHERE id = ? AND state = ? "
-        "AND holder = ? RETURNING id",
+        f"AND holder = ? AND held = ? RETURNING {COLUMNS}",
         (str(EntryState.RELEASED), f"taken over: its holder {entry.holder} is gone, nothing was signed", now,
-         entry.id, str(EntryState.RESERVED), entry.holder),
+         entry.id, str(EntryState.RESERVED), entry.holder, entry.held),
     )  # fmt: skip
+    if rows:
+        yield from _totals.adjust(Entry.from_row(rows[0]), -entry.held)
     return bool(rows)
 
 
@@ -370,6 +383,7 @@ def mark_untrusted(origin: str, reason: str, now: int) -> Program[None]:
     yield Query(
         f"INSERT INTO {UNTRUSTED} (origin, reason, marked_at) VALUES (?, ?, ?) ON CONFLICT (origin) DO NOTHING",
         (origin.lower(), reason[:500], now),
+        reads=False,
     )
 
 

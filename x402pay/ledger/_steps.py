@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x402pay.errors import InvalidTransition
-from x402pay.ledger import _repeats, _routes, _sql
+from x402pay.ledger import _repeats, _routes, _sql, _totals
 from x402pay.ledger._chain import Resolution
 from x402pay.ledger._model import (
     EACH_ORIGIN,
@@ -43,6 +43,13 @@ class Operations:
             raise ValueError("a reservation needs a non-empty idempotency key")
         check_amount(new.amount)
         return self._reserve(new, fingerprint, self.now())
+
+    def reserve_at_once(self, new: NewEntry) -> Program[Entry | None]:
+        """Reserve `new` in one statement if nothing stands in the way, else None (see `_sql.reserve_at_once`)."""
+        if not new.key:
+            raise ValueError("a reservation needs a non-empty idempotency key")
+        check_amount(new.amount)
+        return _sql.reserve_at_once(new, uuid.uuid4().hex, self.budgets, self.now())
 
     def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
         if fingerprint is not None:
@@ -201,25 +208,25 @@ class Operations:
 
     def remaining(self, asset: str, network: str, origin: str) -> Program[int | None]:
         """The least room left among the budgets a payment would fall under; None if none applies."""
-        now = self.now()
-        room: int | None = None
-        for budget in self.budgets:
-            if budget.applies_to(asset, network, origin):
-                held = yield from _sql.held(budget, origin, now)
-                room = min(room if room is not None else budget.limit, max(0, budget.limit - held))
-        return room
+        applying = [budget for budget in self.budgets if budget.applies_to(asset, network, origin)]
+        sums = yield from _totals.held(applying, origin, self.now())
+        rooms = [max(0, budget.limit - held) for budget, held in zip(applying, sums, strict=True)]
+        return min(rooms, default=None)
 
     def statuses(self, origin: str | None) -> Program[list[BudgetStatus]]:
         """Every budget's status; a per-origin budget reports `origin`, or each origin holding money against it."""
         now = self.now()
+        spread = [budget for budget in self.budgets if budget.origin == EACH_ORIGIN and origin is None]
+        single = [budget for budget in self.budgets if budget not in spread]
+        sums = dict(zip(single, (yield from _totals.held(single, origin, now)), strict=True))
         found: list[BudgetStatus] = []
         for budget in self.budgets:
-            if budget.origin == EACH_ORIGIN and origin is None:
-                by_origin = yield from _sql.held_by_origin(budget, now)
-                found += [BudgetStatus(budget, held, name) for name, held in by_origin] or [BudgetStatus(budget, 0)]
-            else:
-                held = yield from _sql.held(budget, origin, now)
-                found.append(BudgetStatus(budget, held, origin if budget.origin == EACH_ORIGIN else budget.origin))
+            if budget in sums:
+                named = origin if budget.origin == EACH_ORIGIN else budget.origin
+                found.append(BudgetStatus(budget, sums[budget], named))
+                continue
+            by_origin = yield from _totals.held_by_origin(budget, now)
+            found += [BudgetStatus(budget, held, name) for name, held in by_origin] or [BudgetStatus(budget, 0)]
         return found
 
 

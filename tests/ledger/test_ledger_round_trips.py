@@ -1,0 +1,65 @@
+"""What the drivers may do with a program's hints (`Query.reads`, `Query.last`) without bending a transaction."""
+
+from __future__ import annotations
+
+import pytest
+from ledger_support import ORIGIN, Backend, reserve
+
+from x402pay.errors import BudgetExceeded, LedgerError, OriginUntrusted, PaymentInFlight
+from x402pay.ledger import Budget, EntryState
+from x402pay.ledger._query import Program, Query
+
+_ASSET = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+
+
+def _count(key: str) -> Program[int]:
+    rows = yield Query("SELECT COUNT(*) FROM x402pay_entries WHERE key = ?", (key,))
+    return int(rows[0][0])
+
+
+def _untrusted_then_failing(origin: str) -> Program[None]:
+    yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES (?, 'x', 1)", (origin,), reads=False)
+    yield Query("INSERT INTO no_such_table VALUES (1)", reads=False)
+
+
+def _after_the_last() -> Program[None]:
+    yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES ('a', 'x', 1)", last=True)
+    yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES ('b', 'x', 1)")
+
+
+def test_an_unread_statement_that_fails_rolls_its_transaction_back(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        with pytest.raises(LedgerError):
+            ledger._db.run(_untrusted_then_failing("https://x.example"), write=True)
+        assert ledger.untrusted() == {}
+        reserve(ledger, "after", 10)  # the connection still works
+        assert ledger._db.run(_count("after")) == 1
+
+
+def test_a_statement_after_the_last_one_is_refused_on_postgres(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        if backend.name == "sqlite":  # SQLite commits after the program; the hint changes nothing there
+            ledger._db.run(_after_the_last(), write=True)
+            assert set(ledger.untrusted()) == {"a", "b"}
+            return
+        with pytest.raises(LedgerError, match="after the one it said was its last"):
+            ledger._db.run(_after_the_last(), write=True)
+        assert set(ledger.untrusted()) == {"a"}  # committed with the last statement; nothing ran after it
+
+
+def test_when_the_one_statement_reservation_cannot_reserve_the_full_one_says_why(backend: Backend) -> None:
+    budget = Budget(_ASSET, 100, name="small")
+    with backend.ledger((budget,)) as ledger:
+        first = reserve(ledger, "k", 60)
+        with pytest.raises(PaymentInFlight):
+            reserve(ledger, "k", 10)
+        with pytest.raises(BudgetExceeded) as refused:
+            reserve(ledger, "other", 50)
+        assert refused.value.remaining == 40
+        ledger.release(first.id, "refused")
+        again = reserve(ledger, "k", 50)  # a released key pays afresh
+        assert (again.state, again.id != first.id) == (EntryState.RESERVED, True)
+        ledger.mark_untrusted(ORIGIN, "lied")
+        with pytest.raises(OriginUntrusted):
+            reserve(ledger, "third", 1)
+        assert ledger._db.run(_count("other")) + ledger._db.run(_count("third")) == 0
