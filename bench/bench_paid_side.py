@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,7 +34,17 @@ from pathlib import Path
 import httpx
 
 from bench import paid_side_server as app
-from bench.harness import interleaved_rates, machine, median, paired_ratio, today, versions, write_section
+from bench.harness import (
+    cpu_seconds,
+    interleaved_rates,
+    machine,
+    median,
+    paired_ratio,
+    serving,
+    today,
+    versions,
+    write_section,
+)
 from x402pay import SpendPolicy, Wallet
 from x402pay._flow import decode_challenge, sign
 from x402pay._protocol.codec import decode_header
@@ -66,34 +75,11 @@ class Server:
         return cpu_seconds(self.process.pid)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (Linux ``/proc``; 0.0 elsewhere)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if not stat.exists():
-        return 0.0
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # USER_HZ is 100 on Linux
-
-
 @contextlib.contextmanager
 def running(stack: str, devnet: Devnet, timeout: float = 30.0) -> Iterator[Server]:
     """Start `stack`'s server on a free loopback port; stop it (by its PID) when the block exits."""
-    command = [sys.executable, "-m", "bench.paid_side_server", stack, devnet.rpc_url, devnet.usdc]
-    root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=root)  # noqa: S603 - our own module
-    try:
-        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
-        line = process.stdout.readline().strip()
-        if not line.startswith("port "):
-            raise SystemExit(f"the {stack} server did not start (said {line!r})")
-        yield Server(stack, f"http://127.0.0.1:{line.split()[1]}", process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+    with serving("bench.paid_side_server", stack, devnet.rpc_url, devnet.usdc, timeout=timeout) as (url, process):
+        yield Server(stack, url, process)
 
 
 # -- the client: pre-signed payments, each server's own challenge ---------------------------------------------

@@ -9,14 +9,17 @@ of pure CPU work may pass `CPU_CLOCK` (this process's CPU time), which other wor
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -101,3 +104,37 @@ def write_section(key: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     found = pattern.search(text)
     text = text[: found.start()] + block + text[found.end() :] if found else text.rstrip("\n") + "\n\n" + block
     path.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def serving(module: str, *args: str, timeout: float = 20.0) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``python -m module args`` from the repository root for the block, stopped by its PID at the end; it says
+    ``port N`` once it listens on 127.0.0.1. Yields its URL and its process. Its stdin is a pipe kept open: a server
+    may read it to learn that the benchmark went away."""
+    command = [sys.executable, "-m", module, *args]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    try:
+        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+        line = process.stdout.readline().strip()
+        if not line.startswith("port "):
+            raise SystemExit(f"{module} did not start (said {line!r})")
+        yield f"http://127.0.0.1:{line.split()[1]}", process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux ``/proc``; 0.0 elsewhere)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

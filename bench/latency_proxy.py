@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
+
+from bench.harness import serving
 
 _CHUNK = 65_536
 _EOF = b""
@@ -147,26 +147,8 @@ class LatencyProxy:
 @contextlib.contextmanager
 def proxied(target: tuple[str, int], delay: float, timeout: float = 20.0) -> Iterator[str]:
     """A `LatencyProxy` in a subprocess of its own, for the block: its URL; stopped by its PID at the end."""
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, an address and a number
-        [sys.executable, "-m", "bench.latency_proxy", f"{target[0]}:{target[1]}", str(delay)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
-        line = process.stdout.readline().strip()
-        if not line.startswith("port "):
-            raise SystemExit(f"the latency proxy did not start (said {line!r})")
-        yield f"http://127.0.0.1:{line.split()[1]}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+    with serving("bench.latency_proxy", f"{target[0]}:{target[1]}", str(delay), timeout=timeout) as (url, _):
+        yield url
 
 
 def main() -> None:

@@ -24,17 +24,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 import uvicorn
 from coincurve import PublicKey
 
+from bench.harness import cpu_seconds, serving
 from x402pay._schemes.eip712 import transfer_with_authorization
 from x402pay._schemes.fast712 import keccak256, typed_data_digest
 
@@ -169,35 +168,14 @@ class StubServer:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server process has used (Linux ``/proc``; 0.0 elsewhere)."""
-        stat = Path(f"/proc/{self.process.pid}/stat")
-        if not stat.exists():
-            return 0.0
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
 
 @contextlib.contextmanager
 def running(timeout: float = 20.0) -> Iterator[StubServer]:
     """Start the stub server in a subprocess on a free loopback port; stop it (by its PID) when the block exits."""
-    process = subprocess.Popen(  # our own interpreter and module
-        [sys.executable, "-m", "bench.stub_server"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        assert process.stdout is not None  # noqa: S101 - stdout=PIPE
-        line = process.stdout.readline().strip()
-        if not line.startswith("port "):
-            raise SystemExit(f"the stub server did not start (said {line!r})")
-        yield StubServer(f"http://127.0.0.1:{line.split()[1]}", process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+    with serving("bench.stub_server", timeout=timeout) as (url, process):
+        yield StubServer(url, process)
 
 
 def main() -> None:
