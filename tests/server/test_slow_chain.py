@@ -155,6 +155,11 @@ def test_a_stream_is_served_at_once_and_ends_with_a_pending_receipt(
         )
         (entry,) = ledger.entries()
         assert (entry.state, entry.held) == (EntryState.UNKNOWN, entry.amount)
+        # The stream went out: its payment, presented again while pending, is not served a second time.
+        name, value = entry.payment["header"] if entry.payment else ("", "")
+        again = httpx.post(server.url + path, json={"use": charge}, headers={name: value})
+        assert again.status_code == 402
+        assert len(slow_facilitator.settlements.pending()) == 1
         mine(devnet)
     assert balance(devnet, payer.address) == before - charge
     assert settle_books(devnet, slow_facilitator, ledger) == (charge, charge)

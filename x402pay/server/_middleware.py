@@ -15,7 +15,8 @@ Theory of operation, per request to a priced route:
 3. Run the app with a `PaidRequest` in ``scope["state"]["x402pay"]``; settle after its response
    (see `x402pay.server._responses`). Nothing reaches the app unpaid. A settlement the facilitator sent but
    could not confirm in time is answered ``settlement_pending`` with the transaction hash, never as a failure,
-   and the payment may be presented again: the facilitator follows its transaction instead of sending another.
+   and a plain answer's payment may be presented again: the facilitator follows its transaction instead of
+   sending another (a streamed answer went out already: its payment is spent here).
    A stream the client left before its end is settled all the same, for what the app reported.
 """
 

@@ -95,12 +95,11 @@ class SettlingSend:
 
     @property
     def keeps_claim(self) -> bool:
-        """Whether the payment is spent for this server: it settled, or content was streamed before settling.
-
-        A pending settlement is not: the payment may be presented again, to learn how its transaction ended.
+        """Whether the payment is spent for this server: content was streamed (settled, pending or not), or it
+        settled. A plain answer withheld for a pending settlement is not: the payment may be presented again, to
+        learn how its transaction ended and get what it paid for; a stream already went out, and is not served
+        twice for one payment.
         """
-        if self.settlement is not None and self.settlement.error_reason == SETTLEMENT_PENDING:
-            return False
         return self._mode == "stream" or bool(self.settlement and self.settlement.success)
 
     async def settle_cut(self) -> None:
