@@ -92,8 +92,8 @@ class Payment:
 def attach_payment(result: Any, payment: Payment) -> None:
     """Let `payment_of(result)` find `payment` for as long as `result` lives (it must accept weak references)."""
     key = id(result)
+    weakref.finalize(result, _ATTACHED.pop, key, None)  # first: a result without weak references leaves no entry
     _ATTACHED[key] = payment
-    weakref.finalize(result, _ATTACHED.pop, key, None)
 
 
 def payment_of(response: Any) -> Payment | None:
