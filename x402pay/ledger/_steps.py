@@ -39,17 +39,11 @@ class Operations:
 
     def reserve(self, new: NewEntry, fingerprint: str | None = None) -> Program[Entry]:
         """Reserve `new` against the budgets, unless it repeats an unanswered request (run it exclusive)."""
-        if not new.key:
-            raise ValueError("a reservation needs a non-empty idempotency key")
-        check_amount(new.amount)
-        return self._reserve(new, fingerprint, self.now())
+        return self._reserve(_checked(new), fingerprint, self.now())
 
     def reserve_at_once(self, new: NewEntry) -> Program[Entry | None]:
         """Reserve `new` in one statement if nothing stands in the way, else None (see `_sql.reserve_at_once`)."""
-        if not new.key:
-            raise ValueError("a reservation needs a non-empty idempotency key")
-        check_amount(new.amount)
-        return _sql.reserve_at_once(new, uuid.uuid4().hex, self.budgets, self.now())
+        return _sql.reserve_at_once(_checked(new), uuid.uuid4().hex, self.budgets, self.now())
 
     def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
         if fingerprint is not None:
@@ -258,6 +252,14 @@ class Tally:
             mismatched=tuple(self.mismatched),
             unresolved=tuple(self.unresolved),
         )
+
+
+def _checked(new: NewEntry) -> NewEntry:
+    """`new`, if it can be reserved: a key, and an amount the ledger can store."""
+    if not new.key:
+        raise ValueError("a reservation needs a non-empty idempotency key")
+    check_amount(new.amount)
+    return new
 
 
 def _whole_seconds(max_age: float) -> int:
