@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-from ledger_support import ORIGIN, Backend, reserve
+from typing import Any
 
-from x402pay.errors import BudgetExceeded, LedgerError, OriginUntrusted, PaymentInFlight
+import pytest
+from ledger_support import ORIGIN, Backend, authorize, reserve
+
+from x402pay.errors import BudgetExceeded, InvalidTransition, LedgerError, OriginUntrusted, PaymentInFlight
 from x402pay.ledger import Budget, EntryState
 from x402pay.ledger._query import Program, Query
 
@@ -63,3 +65,65 @@ def test_when_the_one_statement_reservation_cannot_reserve_the_full_one_says_why
         with pytest.raises(OriginUntrusted):
             reserve(ledger, "third", 1)
         assert ledger._db.run(_count("other")) + ledger._db.run(_count("third")) == 0
+
+
+class _Counting:
+    """A database that counts the statements of the programs it runs."""
+
+    def __init__(self, database: Any) -> None:
+        self.database = database
+        self.statements = 0
+
+    def run(self, program: Program[Any], **options: Any) -> Any:
+        return self.database.run(self._counted(program), **options)
+
+    def _counted(self, program: Program[Any]) -> Program[Any]:
+        rows = None
+        try:
+            query = next(program)
+            while True:
+                self.statements += 1
+                rows = yield query
+                query = program.send(rows)
+        except StopIteration as done:
+            return done.value
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def test_authorizing_and_settling_all_that_is_held_is_one_statement_each(backend: Backend) -> None:
+    budget = Budget(_ASSET, 1_000, name="total")
+    with backend.ledger((budget,)) as ledger:
+        entry = reserve(ledger, "k", 300)
+        counting = ledger._db = _Counting(ledger._db)
+        authorized = authorize(ledger, entry.id, amount=300)
+        assert (authorized.state, authorized.held, counting.statements) == (EntryState.AUTHORIZED, 300, 1)
+        settled = ledger.settle(entry.id, amount=300, tx_hash="0xabc")
+        assert (settled.state, settled.settled_amount, settled.held, counting.statements) == (
+            EntryState.SETTLED, 300, 300, 2,
+        )  # fmt: skip
+        assert [status.held for status in ledger.budget_status()] == [300]
+
+
+def test_a_step_the_one_statement_cannot_take_goes_the_full_way(backend: Backend) -> None:
+    budget = Budget(_ASSET, 1_000, name="total")
+    with backend.ledger((budget,)) as ledger:
+        lowered = reserve(ledger, "lowered", 300)
+        assert authorize(ledger, lowered.id, amount=200).held == 200  # signed less than reserved
+        assert ledger.settle(lowered.id, amount=150, tx_hash="0x1").held == 150  # the chain moved less (upto)
+        assert ledger.settle(lowered.id, amount=150, tx_hash="0x1").state is EntryState.SETTLED  # said again
+        with pytest.raises(InvalidTransition):
+            ledger.settle(lowered.id, amount=140, tx_hash="0x2")
+        with pytest.raises(InvalidTransition):
+            authorize(ledger, lowered.id, amount=150)  # no longer reserved
+        over = reserve(ledger, "over", 100)
+        with pytest.raises(InvalidTransition):
+            authorize(ledger, over.id, amount=101)
+        with pytest.raises(InvalidTransition):
+            ledger.settle(over.id, amount=100, tx_hash="0x3")  # never signed
+        assert authorize(ledger, over.id).held == 100
+        with pytest.raises(InvalidTransition):
+            ledger.settle(over.id, amount=101, tx_hash="0x4")
+        assert [status.held for status in ledger.budget_status()] == [250]
+        assert ledger.get(over.id).state is EntryState.AUTHORIZED

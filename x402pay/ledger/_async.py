@@ -108,10 +108,11 @@ class AsyncLedger:
         amount: int | None = None,
     ) -> Entry:  # fmt: skip
         """Store a reserved entry's signed payment before it is sent; see `Ledger.authorize`."""
-        steps = self._steps.authorize(
+        at_once, full = self._steps.authorizing(
             entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
         )
-        return await self._db.run(steps, write=True, durable=True)
+        authorized = await self._db.run(at_once, write=True, durable=True)
+        return authorized if authorized is not None else await self._db.run(full, write=True, durable=True)
 
     async def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """Record the server's claim beside the hold; see `Ledger.claim`."""
@@ -119,6 +120,9 @@ class AsyncLedger:
 
     async def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """The chain shows what the entry's authorization moved; see `Ledger.settle`."""
+        settled = await self._db.run(self._steps.settle_at_once(entry_id, amount, tx_hash), write=True)
+        if settled is not None:
+            return settled
         return await self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
 
     async def release(self, entry_id: str, reason: str) -> Entry:

@@ -150,10 +150,11 @@ class Ledger:
         ``"eip3009"`` or ``"permit2"``; `amount`, if given, is what was signed (at most what was reserved).
         Raises `InvalidTransition` if the entry is no longer reserved: then the payment must not be sent.
         """
-        steps = self._steps.authorize(
+        at_once, full = self._steps.authorizing(
             entry_id, payment=payment, payer=payer, nonce=nonce, valid_before=valid_before, method=method, amount=amount
         )
-        return self._db.run(steps, write=True, durable=True)
+        authorized = self._db.run(at_once, write=True, durable=True)
+        return authorized if authorized is not None else self._db.run(full, write=True, durable=True)
 
     def claim(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """Record the settlement the server reports (`amount` in `tx_hash`) as its claim; the entry keeps holding
@@ -162,6 +163,9 @@ class Ledger:
 
     def settle(self, entry_id: str, *, amount: int, tx_hash: str | None) -> Entry:
         """The chain shows the entry's authorization consumed, moving `amount` in `tx_hash`: hold that amount."""
+        settled = self._db.run(self._steps.settle_at_once(entry_id, amount, tx_hash), write=True)
+        if settled is not None:
+            return settled
         return self._db.run(self._steps.settle(entry_id, amount, tx_hash), write=True)
 
     def release(self, entry_id: str, reason: str) -> Entry:

@@ -304,6 +304,25 @@ def transition(entry_id: str, now: int, changes: Callable[[Entry], Mapping[str, 
     return updated
 
 
+def transition_at_once(
+    entry_id: str, now: int, allowed: Collection[EntryState], changes: Mapping[str, Any], unless: Mapping[str, Any]
+) -> Program[Entry | None]:
+    """`transition` in one statement, for the case that needs no read first: `entry_id` in one of the `allowed`
+    states with each column of `unless` equal to its value (its held amount among them, so that the totals do not
+    move), updated with `changes`; the commit goes out with it. None when it did not update: the full `transition`
+    then decides (and says why it refuses)."""
+    values = {**changes, "updated_at": now}
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    states = sorted(str(state) for state in allowed)
+    checks = "".join(f" AND {column} = ?" for column in unless)
+    rows = yield Query(
+        f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state IN ({_marks(states)}){checks} RETURNING {COLUMNS}",
+        (*(_stored(value) for value in values.values()), entry_id, *states, *unless.values()),
+        last=True,
+    )
+    return Entry.from_row(rows[0]) if rows else None
+
+
 def require(entry: Entry, allowed: Collection[EntryState], step: str, hint: str = "") -> None:
     """Raise InvalidTransition unless `entry` is in one of the `allowed` states."""
     if entry.state not in allowed:

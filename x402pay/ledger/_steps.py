@@ -94,6 +94,31 @@ class Operations:
 
         return _sql.transition(entry_id, self.now(), changes)
 
+    def authorize_at_once(
+        self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
+        amount: int | None,
+    ) -> Program[Entry | None]:  # fmt: skip
+        """`authorize` in one statement when the entry is reserved and signed for all it holds, else None."""
+        signed = {"state": EntryState.AUTHORIZED, "payment": dict(payment), "payer": payer, "nonce": nonce,
+                  "valid_before": valid_before, "method": method}  # fmt: skip
+        whole = {} if amount is None else {"amount": check_amount(amount), "held": amount}
+        return _sql.transition_at_once(entry_id, self.now(), {EntryState.RESERVED}, signed, whole)
+
+    def authorizing(
+        self, entry_id: str, *, payment: Mapping[str, Any], payer: str, nonce: str, valid_before: int, method: str,
+        amount: int | None,
+    ) -> tuple[Program[Entry | None], Program[Entry]]:  # fmt: skip
+        """`authorize_at_once`, and `authorize` to run when the first returns None."""
+        signed: dict[str, Any] = {"payment": payment, "payer": payer, "nonce": nonce, "valid_before": valid_before,
+                                  "method": method, "amount": amount}  # fmt: skip
+        return self.authorize_at_once(entry_id, **signed), self.authorize(entry_id, **signed)
+
+    def settle_at_once(self, entry_id: str, amount: int, tx_hash: str | None) -> Program[Entry | None]:
+        """`settle` in one statement when the entry is open and the chain moved all it holds, else None."""
+        check_amount(amount, "settled amount")
+        settled = {"state": EntryState.SETTLED, "settled_amount": amount, "tx_hash": tx_hash}
+        return _sql.transition_at_once(entry_id, self.now(), OPEN_STATES, settled, {"amount": amount, "held": amount})
+
     def claim(self, entry_id: str, amount: int, tx_hash: str | None) -> Program[Entry]:
         """Record the server's claim (`amount` in `tx_hash`) beside the hold, which stays at the signed maximum."""
         check_amount(amount, "claimed amount")
