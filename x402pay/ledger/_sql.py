@@ -262,9 +262,11 @@ def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], n
         conditions.append(f"{total} <= ?")
         params += [*values, budget.limit - new.amount]
     sql = f"{_INSERT} SELECT {_marks(_INSERTED)} WHERE {' AND '.join(conditions)}"
-    yield Query(sql, tuple(params), reads=False)
-    yield from _totals.adjust(entry, entry.held, if_stored=True)
-    rows = yield Query(f"SELECT 1 FROM {ENTRIES} WHERE id = ?", (entry_id,), last=True)
+    if entry.held == 0:  # no totals to add to: the insert says whether it stored the entry
+        rows = yield Query(f"{sql} RETURNING id", tuple(params), last=True)
+    else:
+        yield Query(sql, tuple(params), reads=False)
+        rows = yield _totals.add_if_stored(entry)
     return entry if rows else None
 
 

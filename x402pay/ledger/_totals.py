@@ -71,19 +71,24 @@ def rebuild() -> Program[None]:
         yield Query(statement)
 
 
-def adjust(entry: Entry, delta: int, *, if_stored: bool = False) -> Program[None]:
-    """Add `delta` to the totals `entry` counts in: its write of `held` moved it by `delta` (same transaction).
-    `if_stored`: only if the entry is in the table (its insert was conditional)."""
-    if delta == 0:
-        return
+def adjust(entry: Entry, delta: int) -> Program[None]:
+    """Add `delta` to the totals `entry` counts in: its write of `held` moved it by `delta` (same transaction)."""
+    if delta != 0:
+        yield Query(_ADJUST, (delta, *_keys(entry)), reads=False)
+
+
+def add_if_stored(entry: Entry) -> Query:
+    """The last statement of a conditional insert of `entry`: add its `held` (not 0) to its totals if it is in the
+    table. Its rows (one per total) say whether it is."""
+    return Query(_ADJUST_STORED, (entry.held, *_keys(entry), entry.id), last=True)
+
+
+def _keys(entry: Entry) -> list[Any]:
     rows: list[Any] = []
     for origin in (entry.origin, ALL_ORIGINS):
         for span in (ALL_TIME, *SPANS):
             rows += [origin, entry.asset, entry.network, entry.created_at - entry.created_at % span if span else 0]
-    if if_stored:
-        yield Query(_ADJUST_STORED, (delta, *rows, entry.id), reads=False)
-    else:
-        yield Query(_ADJUST, (delta, *rows), reads=False)
+    return rows
 
 
 def _adjust_sql(condition: str) -> str:
@@ -99,7 +104,7 @@ def _adjust_sql(condition: str) -> str:
 
 
 _ADJUST: Final = _adjust_sql("1 = 1")
-_ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)")
+_ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)") + " RETURNING span"
 
 
 def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None]]:
