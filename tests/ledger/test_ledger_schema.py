@@ -9,14 +9,24 @@ from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
 
 from x402pay.ledger import Budget, EntryState, Ledger
 from x402pay.ledger._backends import Database, SQLiteDatabase
+from x402pay.ledger._model import MAXIMUM_STATES
 from x402pay.ledger._postgres import PostgresDatabase
-from x402pay.ledger._sql import MIGRATIONS, SCHEMA_VERSION, Program, Query, migrate
+from x402pay.ledger._sql import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    UNFINISHED,
+    Program,
+    Query,
+    find,
+    get,
+    lookup,
+    migrate,
+    open_entries,
+    release_stale,
+)
 
 NOW = 1_800_000_000
-INDEXES = {
-    "x402pay_entries_live_key", "x402pay_entries_state", "x402pay_entries_key", "x402pay_entries_held",
-    "x402pay_routes_seen",
-}  # fmt: skip
+INDEXES = {"x402pay_entries_live_key", "x402pay_entries_key", "x402pay_entries_unfinished", "x402pay_routes_seen"}
 
 
 def _database(backend: Backend) -> Database:
@@ -77,7 +87,7 @@ def _written_by_version_1(backend: Backend) -> None:
 def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_entries(backend: Backend) -> None:
     _written_by_version_1(backend)
     with backend.ledger((Budget(ASSET, 100),)) as ledger:
-        assert ledger._db.run(_version()) == SCHEMA_VERSION == 6
+        assert ledger._db.run(_version()) == SCHEMA_VERSION == 7
         assert ledger._db.run(_indexes(backend.name)) == INDEXES
         old = ledger.lookup("old-1")
         assert old is not None
@@ -85,6 +95,15 @@ def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_entries(backend: B
         assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 70
         ledger.release("id-1", "never signed")
         assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 80
+
+
+def test_a_migrated_ledger_still_finds_its_unfinished_entries_by_state(backend: Backend) -> None:
+    _written_by_version_1(backend)
+    with backend.ledger(clock=lambda: NOW + 3_600) as ledger:
+        ledger.authorize("id-0", payment={}, payer="0x1", nonce="1", valid_before=NOW + 4_000, method="eip3009")
+        released = ledger.release_stale()
+        assert sorted(entry.id for entry in released) == ["id-1", "id-2"]
+        assert [entry.id for entry in ledger._db.run(open_entries())] == ["id-0"]
 
 
 def test_reopening_a_migrated_ledger_changes_nothing(backend: Backend) -> None:
@@ -108,17 +127,45 @@ def test_opening_a_ledger_twice_migrates_it_once(backend: Backend) -> None:
         assert ledger.get(entry.id).state == "settled"
 
 
-def test_sqlite_finds_keys_and_sums_budgets_without_scanning_the_table(tmp_path: Path) -> None:
+def _first(program: Program[object]) -> Query:
+    query = next(program)
+    program.close()
+    return query
+
+
+#: The ledger's reads of entries by key, id or state (budgets read the totals), each with the index it must use.
+FOUND_BY_INDEX = (
+    (_first(lookup("k")), "x402pay_entries_key"),
+    (_first(find(["k", "l"])), "x402pay_entries_key"),
+    (_first(get("i")), "pkey"),
+    (_first(release_stale(1, 2)), "x402pay_entries_unfinished"),
+    (_first(open_entries()), "x402pay_entries_unfinished"),
+)
+
+
+def test_sqlite_finds_entries_without_scanning_the_table(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     Ledger.sqlite(path).close()
-    queries = [
-        "SELECT * FROM x402pay_entries WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1",
-        "SELECT SUM(held) FROM x402pay_entries WHERE asset = ? AND network = ? AND origin = ? AND created_at > ?",
-        "SELECT SUM(held) FROM x402pay_entries WHERE asset = ?",
-    ]
     with sqlite3.connect(path) as conn:
-        for query in queries:
-            rows = conn.execute(f"EXPLAIN QUERY PLAN {query}", (1,) * query.count("?"))
-            plan = " ".join(str(row[-1]) for row in rows)
-            assert "SCAN x402pay_entries" not in plan, (query, plan)
-            assert "USING" in plan, (query, plan)
+        for query, index in FOUND_BY_INDEX:
+            plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {query.sql}", query.params))
+            assert "SCAN x402pay_entries" not in plan, (query.sql, plan)
+            assert index.replace("pkey", "sqlite_autoindex") in plan, (query.sql, plan)
+
+
+def test_postgres_finds_entries_by_index(postgres: str, postgres_schema: str) -> None:
+    import psycopg
+
+    Ledger.postgres(postgres, schema=postgres_schema).close()
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{postgres_schema}"')
+        conn.execute("SET enable_seqscan = off")  # an empty table: only an index the query cannot use is scanned
+        for query, index in FOUND_BY_INDEX:
+            rows = conn.execute(f"EXPLAIN {query.sql.replace('?', '%s')}", query.params).fetchall()
+            plan = " ".join(str(row[0]) for row in rows)
+            assert "Seq Scan" not in plan, (query.sql, plan)
+            assert index in plan, (query.sql, plan)
+
+
+def test_the_partial_index_holds_every_entry_that_holds_its_signed_maximum() -> None:
+    assert f"state IN ({', '.join(repr(str(state)) for state in EntryState if state in MAXIMUM_STATES)})" == UNFINISHED
