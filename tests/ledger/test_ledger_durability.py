@@ -25,20 +25,24 @@ FLUSHES = {
 }
 
 
-def _flush_setting(backend: str) -> Program[bool]:
-    """Inside a write transaction: whether its commit will wait for the disk."""
+def _flush_setting(backend: str, last: bool) -> Program[bool]:
+    """Inside a write transaction: whether its commit will wait for the disk. `last`: the program says the statement
+    is its last (on PostgreSQL, a transaction of one round trip, without BEGIN)."""
     if backend == "sqlite":
-        rows = yield Query("PRAGMA synchronous")
+        rows = yield Query("PRAGMA synchronous", last=last)
         return int(rows[0][0]) >= 2  # FULL
-    rows = yield Query("SHOW synchronous_commit")
+    rows = yield Query("SHOW synchronous_commit", last=last)
     return str(rows[0][0]) != "off"
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["explicit", "one-round-trip"])
 @pytest.mark.parametrize("durability", list(Durability))
-def test_each_durability_flushes_the_commits_it_promises(backend: Backend, durability: Durability) -> None:
+def test_each_durability_flushes_the_commits_it_promises(backend: Backend, durability: Durability, last: bool) -> None:
     with backend.ledger(durability=durability) as ledger:
         database = ledger._db
-        flushed = tuple(database.run(_flush_setting(backend.name), write=True, durable=asks) for asks in (False, True))
+        flushed = tuple(
+            database.run(_flush_setting(backend.name, last), write=True, durable=asks) for asks in (False, True)
+        )
         assert flushed == FLUSHES[durability]
         assert flushed == (durability.flushes(False), durability.flushes(True))
 

@@ -24,6 +24,11 @@ def _untrusted_then_failing(origin: str) -> Program[None]:
     yield Query("INSERT INTO no_such_table VALUES (1)", reads=False)
 
 
+def _untrusted_then_failing_last(origin: str) -> Program[None]:
+    yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES (?, 'x', 1)", (origin,), reads=False)
+    yield Query("INSERT INTO no_such_table VALUES (1)", last=True)
+
+
 def _after_the_last() -> Program[None]:
     yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES ('a', 'x', 1)", last=True)
     yield Query("INSERT INTO x402pay_untrusted (origin, reason, marked_at) VALUES ('b', 'x', 1)")
@@ -35,6 +40,15 @@ def test_an_unread_statement_that_fails_rolls_its_transaction_back(backend: Back
             ledger._db.run(_untrusted_then_failing("https://x.example"), write=True)
         assert ledger.untrusted() == {}
         reserve(ledger, "after", 10)  # the connection still works
+        assert ledger._db.run(_count("after")) == 1
+
+
+def test_a_failing_last_statement_rolls_back_what_went_out_with_it(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        with pytest.raises(LedgerError):
+            ledger._db.run(_untrusted_then_failing_last("https://x.example"), write=True, exclusive=True)
+        assert ledger.untrusted() == {}
+        reserve(ledger, "after", 10)
         assert ledger._db.run(_count("after")) == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -27,8 +28,14 @@ T = TypeVar("T")
 #: First half of the PostgreSQL advisory lock key (the second is the hash of the schema name).
 _ADVISORY_CLASS: Final = 0x402
 _ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+#: A statement for the pipeline: SQL, parameters, and psycopg's `prepare` (False for the few-parameter ones around
+#: the program's, None to let psycopg prepare what repeats).
+Statement = tuple[str, tuple[Any, ...], bool | None]
 #: This transaction's commit waits for the flush the server is configured for (the session turned it off).
-_SERVER_FLUSH: Final = "SET LOCAL synchronous_commit TO DEFAULT"
+_SERVER_FLUSH: Final[Statement] = ("SET LOCAL synchronous_commit TO DEFAULT", (), False)
+#: The same in an implicit transaction, where SET LOCAL works but warns: the setting the connection started with.
+_IMPLICIT_SERVER_FLUSH: Final = "SELECT set_config('synchronous_commit', %s, true)"
+_SHOW_FLUSH: Final = "SHOW synchronous_commit"
 #: libpq's ``PGRES_TUPLES_OK``: the statement returned rows (possibly none).
 _TUPLES_OK: Final = 2
 
@@ -54,6 +61,16 @@ def _pg_sql(query: Query) -> str:
     return query.sql.replace("?", "%s")
 
 
+def _send(conn: psycopg.Connection[Any], statements: list[Statement]) -> list[Any]:
+    """Queue `statements` in the pipeline; their cursors."""
+    return [conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+
+
+async def _asend(conn: psycopg.AsyncConnection[Any], statements: list[Statement]) -> list[Any]:
+    """`_send` for an async connection."""
+    return [await conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+
+
 def _rows(cursor: Any) -> Rows:
     # The result's status, not `cursor.description`: that builds a column object per column of every result.
     result = cursor.pgresult
@@ -68,6 +85,8 @@ class _PostgresSettings:
         self.schema = schema
         self.connect_timeout = connect_timeout
         self.durability = Durability(durability)
+        #: The server's commit flush setting, as the connection found it before the session turned it off.
+        self.server_flush = "on"
 
     @property
     def lock_params(self) -> tuple[int, str]:
@@ -86,26 +105,71 @@ class _PostgresSettings:
                            sql.SQL("SET search_path TO {}").format(name)]  # fmt: skip
         return statements
 
-    def opening(self, exclusive: bool, durable: bool) -> list[tuple[str, tuple[Any, ...]]]:
-        """The statements that open a transaction: BEGIN, the server's own commit flush when the session turned it
-        off and the write is durable, the advisory lock when exclusive."""
-        statements: list[tuple[str, tuple[Any, ...]]] = [("BEGIN", ())]
+    def opening(self, exclusive: bool, durable: bool, implicit: bool) -> list[Statement]:
+        """The statements that open a transaction: BEGIN unless `implicit`, the server's own commit flush when the
+        session turned it off and the write is durable, the advisory lock when exclusive."""
+        statements: list[Statement] = [] if implicit else [("BEGIN", (), False)]
         if durable and self.durability is Durability.SIGNED:
-            statements.append((_SERVER_FLUSH, ()))
+            statements.append((_IMPLICIT_SERVER_FLUSH, (self.server_flush,), False) if implicit else _SERVER_FLUSH)
         if exclusive:
-            statements.append((_ADVISORY_LOCK, self.lock_params))
+            statements.append((_ADVISORY_LOCK, self.lock_params, False))
         return statements
 
 
-class _Ended:
-    """Whether the transaction's COMMIT has been sent with the program's last statement."""
+class _Transaction:
+    """Which statements go out, and when the driver waits, for one program's transaction (sans-IO, both drivers).
 
-    def __init__(self) -> None:
-        self.committed = False
+    Statements whose rows the program ignores wait in `pending` until one it reads (or the last) comes. When that one
+    is the program's last, everything goes out in one round trip without BEGIN and COMMIT: the server runs the
+    statements before a pipeline's sync as one implicit transaction, committed at the sync or rolled back whole on an
+    error. Otherwise BEGIN goes first, and COMMIT with the last statement or at the end.
+    """
 
-    def check(self) -> None:
-        if self.committed:
+    def __init__(self, settings: _PostgresSettings, exclusive: bool, durable: bool) -> None:
+        self._opening = functools.partial(settings.opening, exclusive, durable)
+        self._pending: list[Statement] = []
+        self._opened = False
+        self._explicit = False
+        self._committed = False
+
+    def plan(self, query: Query) -> tuple[list[Statement], int | None]:
+        """The statements to send for `query`, and the index of its own among them when the driver must sync and
+        answer its rows now (None: go on)."""
+        if self._committed:
             raise LedgerError("a ledger program ran a statement after the one it said was its last")
+        statement: Statement = (_pg_sql(query), query.params, None)
+        if not (query.reads or query.last):
+            if self._opened:
+                return [statement], None
+            self._pending.append(statement)
+            return [], None
+        statements = [*self._open(implicit=query.last), statement]
+        answer = len(statements) - 1
+        if query.last:
+            self._committed = True
+            statements += [("COMMIT", (), False)] if self._explicit else []
+        return statements, answer
+
+    def _open(self, implicit: bool) -> list[Statement]:
+        if self._opened:
+            return []
+        self._opened, self._explicit = True, not implicit
+        statements = self._opening(implicit) + self._pending
+        self._pending = []
+        return statements
+
+    def finish(self) -> list[Statement]:
+        """The statements that end a program that did not say which statement was its last (then sync)."""
+        if self._committed:
+            return []
+        self._committed = True
+        if not self._opened:
+            return self._open(implicit=True)
+        return [("COMMIT", (), False)] if self._explicit else []
+
+    def abort(self) -> list[Statement]:
+        """The statements that roll an explicit transaction back after an error (then sync); an implicit one was."""
+        return [("ROLLBACK", (), False)] if self._explicit and not self._committed else []
 
 
 class PostgresDatabase:
@@ -130,6 +194,7 @@ class PostgresDatabase:
             conn = _psycopg().connect(settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout)
             with conn.transaction():
                 conn.execute(_ADVISORY_LOCK, settings.lock_params)
+                settings.server_flush = str(conn.execute(_SHOW_FLUSH).fetchall()[0][0])
                 for statement in settings.setup_statements():
                     conn.execute(statement)
             self._conn = conn
@@ -139,35 +204,30 @@ class PostgresDatabase:
         """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
         with self._lock, _postgres_errors():
             conn = self._connection()
+            transaction = _Transaction(self._settings, exclusive, durable)
             with conn.pipeline() as pipeline:
-                for sql, params in self._settings.opening(exclusive, durable):
-                    conn.execute(sql, params, prepare=False)
                 try:
-                    return self._drive(conn, pipeline, program)
+                    return self._drive(conn, pipeline, transaction, program)
                 except BaseException:
                     with contextlib.suppress(_psycopg().Error):  # the commit may be done, or the link gone
-                        conn.execute("ROLLBACK", prepare=False)
-                        pipeline.sync()
+                        if _send(conn, transaction.abort()):
+                            pipeline.sync()
                     raise
 
     @staticmethod
-    def _drive(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline, program: Program[T]) -> T:
-        ended = _Ended()
-
+    def _drive(
+        conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline, transaction: _Transaction, program: Program[T]
+    ) -> T:
         def execute(query: Query) -> Rows:
-            ended.check()
-            cursor = conn.execute(_pg_sql(query), query.params)
-            if query.last:
-                conn.execute("COMMIT", prepare=False)
-                ended.committed = True
-            elif not query.reads:
+            statements, answer = transaction.plan(query)
+            cursors = _send(conn, statements)
+            if answer is None:
                 return []
             pipeline.sync()
-            return _rows(cursor)
+            return _rows(cursors[answer])
 
         result = drive(program, execute)
-        if not ended.committed:
-            conn.execute("COMMIT", prepare=False)
+        if _send(conn, transaction.finish()):
             pipeline.sync()
         return result
 
@@ -197,6 +257,7 @@ class AsyncPostgresDatabase:
             )
             async with conn.transaction():
                 await conn.execute(_ADVISORY_LOCK, settings.lock_params)
+                settings.server_flush = str((await (await conn.execute(_SHOW_FLUSH)).fetchall())[0][0])
                 for statement in settings.setup_statements():
                     await conn.execute(statement)
             self._conn = conn
@@ -209,36 +270,33 @@ class AsyncPostgresDatabase:
         async with self._lock:
             with _postgres_errors():
                 conn = await self._connection()
+                transaction = _Transaction(self._settings, exclusive, durable)
                 async with conn.pipeline() as pipeline:
-                    for sql, params in self._settings.opening(exclusive, durable):
-                        await conn.execute(sql, params, prepare=False)
                     try:
-                        return await self._drive(conn, pipeline, program)
+                        return await self._drive(conn, pipeline, transaction, program)
                     except BaseException:
                         with contextlib.suppress(_psycopg().Error):  # the commit may be done, or the link gone
-                            await conn.execute("ROLLBACK", prepare=False)
-                            await pipeline.sync()
+                            if await _asend(conn, transaction.abort()):
+                                await pipeline.sync()
                         raise
 
     @staticmethod
-    async def _drive(conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline, program: Program[T]) -> T:
-        ended = _Ended()
-
+    async def _drive(
+        conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline, transaction: _Transaction,
+        program: Program[T],
+    ) -> T:  # fmt: skip
         async def execute(query: Query) -> Rows:
-            ended.check()
-            cursor = await conn.execute(_pg_sql(query), query.params)
-            if query.last:
-                await conn.execute("COMMIT", prepare=False)
-                ended.committed = True
-            elif not query.reads:
+            statements, answer = transaction.plan(query)
+            cursors = await _asend(conn, statements)
+            if answer is None:
                 return []
             await pipeline.sync()
+            cursor = cursors[answer]
             result = cursor.pgresult
             return await cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
 
         result = await adrive(program, execute)
-        if not ended.committed:
-            await conn.execute("COMMIT", prepare=False)
+        if await _asend(conn, transaction.finish()):
             await pipeline.sync()
         return result
 
