@@ -61,20 +61,64 @@ def _pg_sql(query: Query) -> str:
     return query.sql.replace("?", "%s")
 
 
-def _send(conn: psycopg.Connection[Any], statements: list[Statement]) -> list[Any]:
-    """Queue `statements` in the pipeline; their cursors."""
-    return [conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+def _alone(statements: list[Statement], answer: int | None, piped: bool) -> bool:
+    """Whether `statements` are a whole transaction of one statement: nothing went out before it (BEGIN would have),
+    nothing goes with it. The connection is in autocommit mode, so it runs as its own, without a pipeline."""
+    return answer == 0 and len(statements) == 1 and not piped
 
 
-async def _asend(conn: psycopg.AsyncConnection[Any], statements: list[Statement]) -> list[Any]:
-    """`_send` for an async connection."""
-    return [await conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
-
-
-def _rows(cursor: Any) -> Rows:
+def _tuples(cursor: Any) -> bool:
     # The result's status, not `cursor.description`: that builds a column object per column of every result.
     result = cursor.pgresult
-    return cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
+    return result is not None and result.status == _TUPLES_OK
+
+
+class _Link:
+    """Sends a transaction's statements: a lone one as it is, others in a pipeline entered when first needed."""
+
+    def __init__(self, conn: psycopg.Connection[Any], stack: contextlib.ExitStack) -> None:
+        self._conn, self._stack = conn, stack
+        self._pipeline: psycopg.Pipeline | None = None
+
+    def answer(self, statements: list[Statement], answer: int | None) -> Rows:
+        """Send `statements`; when `answer` is an index, wait (sync) and return that statement's rows; -1: wait."""
+        if _alone(statements, answer, self._pipeline is not None):
+            sql, params, prepare = statements[0]
+            cursor = self._conn.execute(sql, params, prepare=prepare)
+            return cursor.fetchall() if _tuples(cursor) else []
+        if not statements:
+            return []
+        if self._pipeline is None:
+            self._pipeline = self._stack.enter_context(self._conn.pipeline())
+        cursors = [self._conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+        if answer is None:
+            return []
+        self._pipeline.sync()
+        return cursors[answer].fetchall() if answer >= 0 and _tuples(cursors[answer]) else []
+
+
+class _AsyncLink:
+    """`_Link` for an async connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], stack: contextlib.AsyncExitStack) -> None:
+        self._conn, self._stack = conn, stack
+        self._pipeline: psycopg.AsyncPipeline | None = None
+
+    async def answer(self, statements: list[Statement], answer: int | None) -> Rows:
+        """See `_Link.answer`."""
+        if _alone(statements, answer, self._pipeline is not None):
+            sql, params, prepare = statements[0]
+            cursor = await self._conn.execute(sql, params, prepare=prepare)
+            return await cursor.fetchall() if _tuples(cursor) else []
+        if not statements:
+            return []
+        if self._pipeline is None:
+            self._pipeline = await self._stack.enter_async_context(self._conn.pipeline())
+        cursors = [await self._conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+        if answer is None:
+            return []
+        await self._pipeline.sync()
+        return await cursors[answer].fetchall() if answer >= 0 and _tuples(cursors[answer]) else []
 
 
 class _PostgresSettings:
@@ -202,34 +246,17 @@ class PostgresDatabase:
 
     def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
         """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
-        with self._lock, _postgres_errors():
-            conn = self._connection()
+        with self._lock, _postgres_errors(), contextlib.ExitStack() as stack:
+            link = _Link(self._connection(), stack)
             transaction = _Transaction(self._settings, exclusive, durable)
-            with conn.pipeline() as pipeline:
-                try:
-                    return self._drive(conn, pipeline, transaction, program)
-                except BaseException:
-                    with contextlib.suppress(_psycopg().Error):  # the commit may be done, or the link gone
-                        if _send(conn, transaction.abort()):
-                            pipeline.sync()
-                    raise
-
-    @staticmethod
-    def _drive(
-        conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline, transaction: _Transaction, program: Program[T]
-    ) -> T:
-        def execute(query: Query) -> Rows:
-            statements, answer = transaction.plan(query)
-            cursors = _send(conn, statements)
-            if answer is None:
-                return []
-            pipeline.sync()
-            return _rows(cursors[answer])
-
-        result = drive(program, execute)
-        if _send(conn, transaction.finish()):
-            pipeline.sync()
-        return result
+            try:
+                result = drive(program, lambda query: link.answer(*transaction.plan(query)))
+                link.answer(transaction.finish(), -1)
+            except BaseException:
+                with contextlib.suppress(_psycopg().Error):  # the commit may be done, or the link gone
+                    link.answer(transaction.abort(), -1)
+                raise
+            return result
 
     def close(self) -> None:
         """Close the connection."""
@@ -269,36 +296,17 @@ class AsyncPostgresDatabase:
         """Run `program` in one READ COMMITTED transaction, after the advisory lock when `exclusive`."""
         async with self._lock:
             with _postgres_errors():
-                conn = await self._connection()
-                transaction = _Transaction(self._settings, exclusive, durable)
-                async with conn.pipeline() as pipeline:
+                async with contextlib.AsyncExitStack() as stack:
+                    link = _AsyncLink(await self._connection(), stack)
+                    transaction = _Transaction(self._settings, exclusive, durable)
                     try:
-                        return await self._drive(conn, pipeline, transaction, program)
+                        result = await adrive(program, lambda query: link.answer(*transaction.plan(query)))
+                        await link.answer(transaction.finish(), -1)
                     except BaseException:
                         with contextlib.suppress(_psycopg().Error):  # the commit may be done, or the link gone
-                            if await _asend(conn, transaction.abort()):
-                                await pipeline.sync()
+                            await link.answer(transaction.abort(), -1)
                         raise
-
-    @staticmethod
-    async def _drive(
-        conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline, transaction: _Transaction,
-        program: Program[T],
-    ) -> T:  # fmt: skip
-        async def execute(query: Query) -> Rows:
-            statements, answer = transaction.plan(query)
-            cursors = await _asend(conn, statements)
-            if answer is None:
-                return []
-            await pipeline.sync()
-            cursor = cursors[answer]
-            result = cursor.pgresult
-            return await cursor.fetchall() if result is not None and result.status == _TUPLES_OK else []
-
-        result = await adrive(program, execute)
-        if await _asend(conn, transaction.finish()):
-            await pipeline.sync()
-        return result
+                    return result
 
     async def close(self) -> None:
         """Close the connection."""
