@@ -9,6 +9,7 @@ them. Raising inside a program rolls its transaction back.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -325,15 +326,21 @@ def transition_at_once(
     move), updated with `changes`; the commit goes out with it. None when it did not update: the full `transition`
     then decides (and says why it refuses)."""
     values = {**changes, "updated_at": now}
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    states = sorted(str(state) for state in allowed)
-    checks = "".join(f" AND {column} = ?" for column in unless)
+    states = tuple(sorted(str(state) for state in allowed))
     rows = yield Query(
-        f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state IN ({_marks(states)}){checks} RETURNING {COLUMNS}",
+        _update_at_once(tuple(values), len(states), tuple(unless)),
         (*(_stored(value) for value in values.values()), entry_id, *states, *unless.values()),
         last=True,
     )
     return Entry.from_row(rows[0]) if rows else None
+
+
+@functools.lru_cache(maxsize=64)
+def _update_at_once(columns: tuple[str, ...], states: int, unless: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    checks = "".join(f" AND {column} = ?" for column in unless)
+    marks = ", ".join("?" * states)
+    return f"UPDATE {ENTRIES} SET {assignments} WHERE id = ? AND state IN ({marks}){checks} RETURNING {COLUMNS}"
 
 
 def require(entry: Entry, allowed: Collection[EntryState], step: str, hint: str = "") -> None:

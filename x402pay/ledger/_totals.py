@@ -14,6 +14,7 @@ minutes, 23 hours and then the days, whatever the number of entries. A budget's 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Collection, Sequence
 from typing import Any, Final
@@ -170,28 +171,36 @@ def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
 
 
 def _range_filter(
-    covered: Collection[tuple[str | None, str]], span: int, first: int, end: int | None
+    covered: tuple[tuple[str | None, str], ...], span: int, first: int, end: int | None
 ) -> tuple[str, list[Any]]:
     """The rows of one span and bucket range for the (network, asset) pairs a budget covers (a network under any
     of its names). The assets lead, so that each is a range of the primary key; the networks then filter."""
-    assets = sorted({asset for _, asset in covered})
+    where, assets, choices = _covered_filter(covered)
+    if end is None:
+        return where, [span, *assets, first, *choices]
+    return f"{where} AND bucket < ?", [span, *assets, first, *choices, end]
+
+
+@functools.lru_cache(maxsize=256)
+def _covered_filter(covered: tuple[tuple[str | None, str], ...]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """`_range_filter`'s condition without the range's end, its assets, and the parameters of its alternatives
+    (the same for every reservation of a budget: kept, not rebuilt)."""
+    assets = tuple(sorted({asset for _, asset in covered}))
     by_network: dict[str | None, list[str]] = {}
     for network, asset in covered:
         by_network.setdefault(network, []).append(asset)
     alternatives: list[str] = []
-    params: list[Any] = [span, *assets, first]
+    choices: list[str] = []
     for network, group in by_network.items():
         if network is None:
             alternatives.append(f"asset IN ({_marks(group)})")
-            params += group
+            choices += group
         else:
             names = network_names(chain_id_of(network))
             alternatives.append(f"(asset IN ({_marks(group)}) AND network IN ({_marks(names)}))")
-            params += [*group, *names]
-    bound = "" if end is None else " AND bucket < ?"
-    params += [] if end is None else [end]
-    where = f"span = ? AND asset IN ({_marks(assets)}) AND bucket >= ? AND ({' OR '.join(alternatives)}){bound}"
-    return where, params
+            choices += [*group, *names]
+    where = f"span = ? AND asset IN ({_marks(assets)}) AND bucket >= ? AND ({' OR '.join(alternatives)})"
+    return where, assets, tuple(choices)
 
 
 def _marks(values: Collection[Any]) -> str:
