@@ -87,8 +87,10 @@ class _Counting:
     def __init__(self, database: Any) -> None:
         self.database = database
         self.statements = 0
+        self.exclusive: list[bool] = []  # per transaction: whether it took the exclusive lock
 
     def run(self, program: Program[Any], **options: Any) -> Any:
+        self.exclusive.append(options.get("exclusive", False))
         return self.database.run(self._counted(program), **options)
 
     def _counted(self, program: Program[Any]) -> Program[Any]:
@@ -141,3 +143,15 @@ def test_a_step_the_one_statement_cannot_take_goes_the_full_way(backend: Backend
             ledger.settle(over.id, amount=101, tx_hash="0x4")
         assert [status.held for status in ledger.budget_status()] == [250]
         assert ledger.get(over.id).state is EntryState.AUTHORIZED
+
+
+def test_a_refusal_reads_once_after_the_one_statement_and_takes_no_lock(backend: Backend) -> None:
+    budget = Budget(_ASSET, 100, name="small")
+    with backend.ledger((budget,)) as ledger:
+        reserve(ledger, "k", 60)
+        counting = ledger._db = _Counting(ledger._db)
+        with pytest.raises(BudgetExceeded) as refused:
+            reserve(ledger, "other", 50)
+        assert (refused.value.remaining, counting.statements) == (40, 3)  # the insert, the totals, the checks
+        assert counting.exclusive == [True, False]  # the one-statement reservation, then a read without the lock
+        assert [status.held for status in ledger.budget_status()] == [60]

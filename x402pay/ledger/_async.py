@@ -95,6 +95,10 @@ class AsyncLedger:
             if reserved is not None:
                 return reserved
         try:
+            if fingerprint is None:  # the one statement did not reserve: a refusal needs no lock
+                known = await self._db.run(self._steps.refusal(new))
+                if known is not None:
+                    return known
             return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
             held = busy.entry

@@ -132,6 +132,10 @@ class Ledger:
             if reserved is not None:
                 return reserved
         try:
+            if fingerprint is None:  # the one statement did not reserve: a refusal needs no lock
+                known = self._db.run(self._steps.refusal(new))
+                if known is not None:
+                    return known
             return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)
         except PaymentInFlight as busy:  # its holder may have died between reserving and signing
             held = busy.entry

@@ -214,7 +214,28 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     """
     applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
     rows = yield _reserve_checks(new, applying, now)
-    distrust, sums, live = rows[0][0], rows[0][1 : 1 + len(applying)], rows[0][1 + len(applying) :]
+    existing = _decided(new, budgets, applying, rows[0])
+    if existing is not None:
+        return existing
+    entry = _reserved(new, entry_id, now)
+    yield Query(f"{_INSERT} VALUES ({_marks(_INSERTED)})", _values(entry), reads=False)
+    yield from _totals.adjust(entry, entry.held)
+    return entry
+
+
+def refusal(new: NewEntry, budgets: Collection[Budget], now: int) -> Program[Entry | None]:
+    """What `reserve` would say of `new` without reserving, read in one statement (no lock: a refusal needs none,
+    the sums of one snapshot are consistent): it raises the refusal, or returns the live entry of its key, else
+    None (then `reserve` decides under the lock)."""
+    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
+    rows = yield _reserve_checks(new, applying, now, last=True)
+    return _decided(new, budgets, applying, rows[0])
+
+
+def _decided(new: NewEntry, budgets: Collection[Budget], applying: list[Budget], row: tuple[Any, ...]) -> Entry | None:
+    """From a row of `_reserve_checks`: raise the refusal of `new`, return the live entry of its key (a retry), or
+    None: it may be reserved."""
+    distrust, sums, live = row[0], row[1 : 1 + len(applying)], row[1 + len(applying) :]
     if distrust is not None:
         raise OriginUntrusted(untrusted_message(new.origin, str(distrust)))
     existing = Entry.from_row(live) if live[0] is not None else None
@@ -222,16 +243,13 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
         if existing.state is EntryState.RESERVED:
             raise PaymentInFlight(existing)
         return existing
-    refusal = uncovered(tuple(budgets), new.asset, new.network, new.origin)
-    if refusal is not None:
-        raise NotBudgeted(f"{refusal}: refused before signing", {0: refusal})
+    why = uncovered(tuple(budgets), new.asset, new.network, new.origin)
+    if why is not None:
+        raise NotBudgeted(f"{why}: refused before signing", {0: why})
     for budget, already in zip(applying, sums, strict=True):
         if int(already) + new.amount > budget.limit:
             raise BudgetExceeded(budget, new.amount, max(0, budget.limit - int(already)))
-    entry = _reserved(new, entry_id, now)
-    yield Query(f"{_INSERT} VALUES ({_marks(_INSERTED)})", _values(entry), reads=False)
-    yield from _totals.adjust(entry, entry.held)
-    return entry
+    return None
 
 
 _INSERTED: Final = ("id", "key", "origin", "asset", "network", "scheme", "pay_to", "amount", "held", "state",
@@ -282,7 +300,7 @@ def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], n
     return entry if rows else None
 
 
-def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int) -> Query:
+def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int, *, last: bool = False) -> Query:
     """What `reserve` decides on, in one statement (one round trip): the origin's trust mark, the money held against
     each budget that applies, and the columns of the key's entry (see `lookup`; NULLs when it has none)."""
     columns, params = _totals.sums(list(applying), new.origin, now)
@@ -292,6 +310,7 @@ def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int) -> Qu
         f"SELECT checks.*, {live} FROM (SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
         "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1",
         (new.origin.lower(), *params, new.key),
+        last=last,
     )
 
 

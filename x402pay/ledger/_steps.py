@@ -45,6 +45,10 @@ class Operations:
         """Reserve `new` in one statement if nothing stands in the way, else None (see `_sql.reserve_at_once`)."""
         return _sql.reserve_at_once(_checked(new), uuid.uuid4().hex, self.budgets, self.now())
 
+    def refusal(self, new: NewEntry) -> Program[Entry | None]:
+        """Raise the refusal of `new`, or return the live entry of its key, without reserving (see `_sql.refusal`)."""
+        return _sql.refusal(_checked(new), self.budgets, self.now())
+
     def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
         if fingerprint is not None:
             earlier = yield from _repeats.earlier_entry(fingerprint, now)
