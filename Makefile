@@ -35,6 +35,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_ledger --rounds 5
 	$(BIN)/python -m bench.bench_fleet --cycles 250 --rounds 2
 	$(BIN)/python -m bench.bench_history --cycles 100 --rounds 3
+	$(BIN)/python -m bench.bench_cycle --cycles 300 --rounds 3
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 	$(BIN)/python -m bench.bench_hold_time --payments 20
 	$(BIN)/python -m bench.count_channel_gas --calls 1000
