@@ -1,10 +1,13 @@
 """The PostgreSQL backends (psycopg 3), sync and async: one program, one transaction, few round trips.
 
-A transaction is sent in pipeline mode: ``BEGIN``, the commit-flush setting and the advisory lock go out with the
-program's first statement, a statement whose rows the program ignores (`Query.reads` False) goes out with the next
-one, and the commit goes out with the program's last statement when it says it is the last (`Query.last`), so a
-reservation is one round trip and holds the advisory lock only while the server runs it. Every statement is still
-run by the server in order, in one READ COMMITTED transaction, and any error rolls it back.
+A transaction is sent in pipeline mode: the commit-flush setting and the advisory lock go out with the program's
+first statement, a statement whose rows the program ignores (`Query.reads` False) goes out with the next one, and
+the commit goes out with the program's last statement when it says it is the last (`Query.last`), so a
+reservation is one round trip and holds the advisory lock only while the server runs it. A program of one round
+trip needs no ``BEGIN`` nor ``COMMIT``: the server runs what comes before a pipeline's sync as one implicit
+transaction, committed at the sync; a lone statement goes out without a pipeline (autocommit). A longer program
+opens with ``BEGIN``. Every statement is still run by the server in order, in one READ COMMITTED transaction, and
+any error rolls it back.
 """
 
 from __future__ import annotations
