@@ -10,6 +10,7 @@ from ledger_support import ORIGIN, Backend, authorize, reserve
 from x402pay.errors import BudgetExceeded, InvalidTransition, LedgerError, OriginUntrusted, PaymentInFlight
 from x402pay.ledger import Budget, EntryState
 from x402pay.ledger._query import Program, Query
+from x402pay.ledger._steps import new_entry_id
 
 _ASSET = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 
@@ -155,3 +156,13 @@ def test_a_refusal_reads_once_after_the_one_statement_and_takes_no_lock(backend:
         assert (refused.value.remaining, counting.statements) == (40, 3)  # the insert, the totals, the checks
         assert counting.exclusive == [True, False]  # the one-statement reservation, then a read without the lock
         assert [status.held for status in ledger.budget_status()] == [60]
+
+
+def test_entry_ids_are_unique_and_newer_ones_sort_last(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        ids = [reserve(ledger, f"k{number}", 1).id for number in range(50)]
+    made = [new_entry_id() for _ in range(1_000)]
+    assert len(set(ids + made)) == 1_050
+    assert all(len(entry_id) == 32 and int(entry_id, 16) >= 0 for entry_id in ids + made)
+    times = [entry_id[:16] for entry_id in ids + made]  # the time part: never smaller than an earlier id's
+    assert times == sorted(times)
