@@ -5,8 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
 
+from x402pay.errors import LedgerError
 from x402pay.ledger import Budget, EntryState, Ledger
 from x402pay.ledger._backends import Database, SQLiteDatabase
 from x402pay.ledger._model import MAXIMUM_STATES
@@ -15,6 +17,7 @@ from x402pay.ledger._sql import (
     MIGRATIONS,
     SCHEMA_VERSION,
     UNFINISHED,
+    NewEntry,
     Program,
     Query,
     find,
@@ -23,10 +26,12 @@ from x402pay.ledger._sql import (
     migrate,
     open_entries,
     release_stale,
+    reserve,
+    reserve_at_once,
 )
 
 NOW = 1_800_000_000
-INDEXES = {"x402pay_entries_live_key", "x402pay_entries_key", "x402pay_entries_unfinished", "x402pay_routes_seen"}
+INDEXES = {"x402pay_entries_keys", "x402pay_entries_unfinished", "x402pay_routes_seen"}
 
 
 def _database(backend: Backend) -> Database:
@@ -127,6 +132,9 @@ def test_opening_a_ledger_twice_migrates_it_once(backend: Backend) -> None:
         assert ledger.get(entry.id).state == "settled"
 
 
+_NEW = NewEntry("k", ORIGIN, ASSET, NETWORK, "exact", PAY_TO, 10)
+
+
 def _first(program: Program[object]) -> Query:
     query = next(program)
     program.close()
@@ -135,11 +143,13 @@ def _first(program: Program[object]) -> Query:
 
 #: The ledger's reads of entries by key, id or state (budgets read the totals), each with the index it must use.
 FOUND_BY_INDEX = (
-    (_first(lookup("k")), "x402pay_entries_key"),
-    (_first(find(["k", "l"])), "x402pay_entries_key"),
+    (_first(lookup("k")), "x402pay_entries_keys"),
+    (_first(find(["k", "l"])), "x402pay_entries_keys"),
     (_first(get("i")), "pkey"),
     (_first(release_stale(1, 2)), "x402pay_entries_unfinished"),
     (_first(open_entries()), "x402pay_entries_unfinished"),
+    (_first(reserve(_NEW, "id", (Budget(ASSET, 100),), NOW)), "x402pay_entries_keys"),
+    (_first(reserve_at_once(_NEW, "id", (Budget(ASSET, 100),), NOW)), "x402pay_entries_keys"),
 )
 
 
@@ -169,3 +179,23 @@ def test_postgres_finds_entries_by_index(postgres: str, postgres_schema: str) ->
 
 def test_the_partial_index_holds_every_entry_that_holds_its_signed_maximum() -> None:
     assert f"state IN ({', '.join(repr(str(state)) for state in EntryState if state in MAXIMUM_STATES)})" == UNFINISHED
+
+
+def _second_live(key: str, state: str) -> Program[None]:
+    yield Query(
+        "INSERT INTO x402pay_entries (id, key, origin, asset, network, scheme, pay_to, amount, held, state, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'exact', ?, 1, 1, ?, ?, ?)",
+        (f"{key}-{state}", key, ORIGIN, ASSET.lower(), NETWORK, PAY_TO, state, NOW, NOW),
+    )
+
+
+def test_the_schema_keeps_one_live_entry_per_key_and_any_number_of_released_ones(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        first = ledger.reserve("k", origin=ORIGIN, asset=ASSET, network=NETWORK, amount=10, pay_to=PAY_TO)
+        with pytest.raises(LedgerError):
+            ledger._db.run(_second_live("k", "authorized"), write=True)
+        ledger.release(first.id, "refused")
+        ledger._db.run(_second_live("k", "released"), write=True)
+        again = ledger.reserve("k", origin=ORIGIN, asset=ASSET, network=NETWORK, amount=10, pay_to=PAY_TO)
+        assert (again.state, ledger.lookup("k")) == (EntryState.RESERVED, again)
+        assert len(ledger.entries()) == 3

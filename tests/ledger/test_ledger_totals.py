@@ -155,7 +155,10 @@ def test_a_schema_4_ledger_with_entries_migrates_to_the_same_budget_answers(back
 def _back_to_schema_4() -> Program[None]:
     yield Query(f"DROP TABLE {TOTALS}")
     yield Query(f"DROP TABLE {ROUTES}")  # schema 6's, which a schema-4 ledger does not have either
-    yield Query("DROP INDEX x402pay_entries_unfinished")  # schema 7's, and the two indexes it replaced
+    yield Query("DROP INDEX x402pay_entries_unfinished")  # schema 7's, and the indexes they replaced
+    yield Query("DROP INDEX x402pay_entries_keys")
+    yield Query("CREATE UNIQUE INDEX x402pay_entries_live_key ON x402pay_entries (key) WHERE state <> 'released'")
+    yield Query("CREATE INDEX x402pay_entries_key ON x402pay_entries (key)")
     yield Query("CREATE INDEX x402pay_entries_state ON x402pay_entries (state, created_at)")
     yield Query("CREATE INDEX x402pay_entries_held ON x402pay_entries (asset, created_at, network, origin, held)")
     yield Query("UPDATE x402pay_schema SET version = 4")

@@ -99,12 +99,18 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"CREATE INDEX x402pay_routes_seen ON {ROUTES} (seen_at)",
     ),
     (
-        # Every state change rewrites every index of the entry (none is HOT: `state` is indexed), so keep only those
-        # a query uses. Budgets read the totals, not this covering index; finding entries by state (reconcile,
-        # release_stale) needs only the unfinished ones, a few among the settled and released.
+        # Every state change writes to every index of the entry (no update is HOT: `state` is indexed), so keep
+        # only what the queries use. Budgets read the totals, not this covering index; finding entries by state
+        # (reconcile, release_stale) needs only the unfinished ones, a few among the settled and released.
         "DROP INDEX IF EXISTS x402pay_entries_held",
         "DROP INDEX IF EXISTS x402pay_entries_state",
         f"CREATE INDEX IF NOT EXISTS x402pay_entries_unfinished ON {ENTRIES} (state, created_at) WHERE {UNFINISHED}",
+        # One index on the key both finds every entry of a key and keeps one live entry per key: a live entry's
+        # second column is '', a released one's its own id.
+        f"CREATE UNIQUE INDEX IF NOT EXISTS x402pay_entries_keys ON {ENTRIES} "
+        "(key, (CASE WHEN state = 'released' THEN id ELSE '' END))",
+        "DROP INDEX IF EXISTS x402pay_entries_live_key",
+        "DROP INDEX IF EXISTS x402pay_entries_key",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
