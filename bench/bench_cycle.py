@@ -6,7 +6,9 @@ through the public `Ledger` API, default durability, budgets with room). Each st
 (all reservations, then all authorizations, then all settlements), and the CPU that the worker process and its
 PostgreSQL backend spent on them is read from /proc (user + system, so the backend's WAL flush counts too). The
 statements and round trips of one cycle are counted on the connection (psycopg's ``execute`` calls, and each
-pipeline sync or statement sent alone).
+pipeline sync or statement sent alone), and a third as many cycles run again under cProfile (process clock) to
+say which code the worker's CPU goes to: psycopg, x402pay, json, the benchmark itself, or the rest (the standard
+library, the interpreter).
 
 With ``--baseline PATH`` (a checkout of another version of x402pay, e.g. a git worktree of the previous commit),
 the same measurement runs there too, in interleaved rounds, each contender in a child process that imports its
@@ -66,6 +68,7 @@ def measure(conninfo: str, cycles: int) -> dict[str, Any]:
             _timed(figures, "authorize", backend, authorize, entries)
             _timed(figures, "settle", backend, settle, entries)
             figures["statements"], figures["round trips"] = _counted(connection, reserve, authorize, settle)
+            figures["profile"] = _profiled(lambda number: settle(authorize(reserve(100_000 + number))), cycles // 3)
         return figures
     finally:
         drop_schemas(conninfo, [schema])
@@ -79,6 +82,27 @@ def _timed(figures: dict[str, Any], step: str, backend: int, call: Callable[[Any
     figures[step] = ((time.process_time() - worker) * 1e6 / len(items),
                      (cpu_seconds(backend) - server) * 1e6 / len(items))  # fmt: skip
     return results
+
+
+#: Where a profiled function's own CPU time is counted, by the path of its file (the first that matches).
+PLACES = (("psycopg", "/psycopg/"), ("x402pay", "/x402pay/"), ("json", "/json/"), ("benchmark", "/bench/"))
+
+
+def _profiled(cycle: Callable[[int], Any], cycles: int) -> dict[str, float]:
+    """The share of the worker's CPU (cProfile's own time on the process clock) spent in each of `PLACES`."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    for number in range(cycles):
+        cycle(number)
+    profile.disable()
+    spent: dict[str, float] = {name: 0.0 for name, _ in PLACES} | {"other": 0.0}
+    for (path, _, _), (_, _, own, _, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        spent[next((name for name, part in PLACES if part in path), "other")] += own
+    total = sum(spent.values()) or 1.0
+    return {name: seconds / total for name, seconds in spent.items()}
 
 
 def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, int], dict[str, int]]:
@@ -138,6 +162,12 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
         worker, server = statistics.median(totals[0::2]), statistics.median(totals[1::2])
         counts = [sum(contender[0][kind].values()) for kind in ("statements", "round trips")]
         rows.append(f"| {name} | **cycle** | {counts[0]} | {counts[1]} | **{worker:,.0f}** | **{server:,.0f}** |")
+    shares = {tree: {name: statistics.median(run["profile"][name] for run in contender)
+                     for name in contender[0]["profile"]} for tree, contender in runs.items()}  # fmt: skip
+    profile = ("- Worker CPU by where the profiler counts it (cProfile on the process clock, a third as many cycles, "
+               "own time per function by its file): " + "; ".join(
+                   f"{tree}: " + ", ".join(f"{name} {share:.0%}" for name, share in places.items())
+                   for tree, places in shares.items()) + ".")  # fmt: skip
     ratios = ""
     if "baseline" in runs:
         ratio = {side: statistics.median(
@@ -161,6 +191,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
             "  its PostgreSQL backend (which flushes the WAL itself for the durable `authorize`); median over rounds.",
             "  Statements and round trips of one cycle counted on the connection.",
             *([ratios] if ratios else []),
+            profile,
             "",
             "| tree | step | statements | round trips | worker CPU µs | server CPU µs |",
             "|---|---|---:|---:|---:|---:|",
