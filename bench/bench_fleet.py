@@ -279,7 +279,8 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, server: str) ->
             "  workers' own, and the whole machine's (the difference is the PostgreSQL server, plus other work).",
             f"- Goal: >= {TARGET_RATE:,} cycles/s for the fleet: {fleet_rate:,.0f}/s ({verdict}). Never over budget:"
             f" {'met' if every_run_within else 'NOT met'} (every run checked below).",
-            f"- Where the fleet's time goes: {_where(runs[FLEET])}",
+            f"- Where the fleet's time goes: {_where(runs[FLEET])} One cycle's statements, round trips and CPU per"
+            ' step, in the worker and in the server: the "Ledger cycle" section.',
             "",
             "| contender | cycles/s | vs one process | reserve p50 ms | reserve p99 ms | refused | worker CPU µs/cycle"
             " | machine CPU µs/cycle |",
