@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
 from x402pay._books import Books, Callback
-from x402pay._effects import Ahead, Book, Effect, Pause, ReadChain, Sign, Spawn, Verify, adrive, drive
+from x402pay._effects import Ahead, Book, Effect, Pause, Program, ReadChain, Sign, Spawn, Verify, adrive, drive
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Prepayments, SharedPrepayments
 from x402pay._presign import Presigner
@@ -228,13 +228,16 @@ class Engine:
         if isinstance(effect, Verify):
             return await anyio.to_thread.run_sync(self._verifier().check, effect.payment)
         if isinstance(effect, Spawn | Ahead):
-            task = asyncio.get_running_loop().create_task(adrive(effect.program, self.aperform))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return None
+            return self.start_task(effect.program)
         if isinstance(effect, Pause):
             return await asyncio.sleep(effect.seconds)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
+
+    def start_task(self, program: Program[None]) -> None:
+        """Run `program` as a task of the running event loop (awaited by `aclose`)."""
+        task = asyncio.get_running_loop().create_task(adrive(program, self.aperform))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _watch(self, opts: TransportOptions) -> Any:
         """Reconcile the ledger every `reconcile_every` seconds (a sync `Ledger` only: the watch is a thread)."""

@@ -62,7 +62,8 @@ class Presigned:
         (see `MAX_AGE`)."""
         signed = self.payment.signed
         window = signed.valid_before - self.signed_at
-        return signed.requirement.raw == requirement.raw and 0 <= now - self.signed_at <= min(MAX_AGE, window / 4)
+        same = signed.requirement is requirement or signed.requirement.raw == requirement.raw
+        return same and 0 <= now - self.signed_at <= min(MAX_AGE, window / 4)
 
 
 class Presigner:
