@@ -6,8 +6,9 @@ Each contender's client has an inner transport (`Marked`, httpx's own) that note
 when its answer comes back; the request is timed around ``client.get`` as a caller sees it. Before = hand-over minus
 start (httpx's client, and for x402pay the payment program up to the send: choose, reserve, sign, store, encode);
 wire = answer minus hand-over (httpcore, the proxy's delays, the server, which checks the payment's signature);
-after = end minus answer (x402pay: the receipt read and booked). Contenders: unpaid, ``prepay=True``, and
-``prepay=True, presign=True``, each paying on its first send.
+after = end minus answer (x402pay: the receipt read and booked). Contenders: unpaid; httpx sending one fixed
+payment header signed beforehand (what any payment in one round trip costs on the wire and at the server, with no
+client work at all); ``prepay=True``; and ``prepay=True, presign=True``, each paying on its first send.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
-from bench.bench_transport import FLOOR_ASYNC, PREPAY_ASYNC, presigned_header
+from bench.bench_transport import FLOOR_ASYNC, PREPAY_ASYNC, PRESIGNED, presigned_header
 from bench.harness import Batch, median
 from bench.stub_server import payer_of
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 
 PRESIGN_ASYNC = "x402pay AsyncPaymentTransport(prepay=True, presign=True), paid route"
-SPLIT = (FLOOR_ASYNC, PREPAY_ASYNC, PRESIGN_ASYNC)
+SPLIT = (FLOOR_ASYNC, PRESIGNED, PREPAY_ASYNC, PRESIGN_ASYNC)
 
 
 class Marked(httpx.AsyncHTTPTransport):
@@ -72,7 +73,7 @@ class Splitting:
                 response = await client.get(url + self.paths[name])
                 response.raise_for_status()
             payment = payment_of(response)
-            if name != FLOOR_ASYNC and (payment is None or not payment.prepaid):
+            if name in (PREPAY_ASYNC, PRESIGN_ASYNC) and (payment is None or not payment.prepaid):
                 raise SystemExit(f"{name}: not pre-paid after warming up")
 
     def batches(self, url: str, loop: asyncio.AbstractEventLoop, count: int) -> dict[str, Batch]:
@@ -104,7 +105,8 @@ class Splitting:
 
 
 def splitting(account: LocalAccount) -> Splitting:
-    """The clients of the split: unpaid, pre-paying, pre-paying and pre-signing, each on its own `Marked`."""
+    """The clients of the split: unpaid, a fixed payment header, pre-paying, pre-paying and pre-signing, each on its
+    own `Marked`."""
     inners = {name: Marked() for name in SPLIT}
     policy = SpendPolicy(max_per_request=10_000)
 
@@ -114,10 +116,13 @@ def splitting(account: LocalAccount) -> Splitting:
 
     clients = {
         FLOOR_ASYNC: httpx.AsyncClient(transport=inners[FLOOR_ASYNC]),
+        PRESIGNED: httpx.AsyncClient(
+            transport=inners[PRESIGNED], headers={"PAYMENT-SIGNATURE": presigned_header(Wallet(account))}
+        ),
         PREPAY_ASYNC: paying(PREPAY_ASYNC, prepay=True),
         PRESIGN_ASYNC: paying(PRESIGN_ASYNC, prepay=True, presign=True),
     }
-    paths = {FLOOR_ASYNC: "/free", PREPAY_ASYNC: "/paid", PRESIGN_ASYNC: "/paid"}
+    paths = {FLOOR_ASYNC: "/free", PRESIGNED: "/paid", PREPAY_ASYNC: "/paid", PRESIGN_ASYNC: "/paid"}
     return Splitting(clients, inners, paths)
 
 
