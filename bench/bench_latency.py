@@ -48,7 +48,7 @@ from bench.bench_transport import (
 )
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.latency_proxy import proxied
-from bench.latency_split import PRESIGN_ASYNC, Split, server_check_seconds, split_rows, splitting
+from bench.latency_split import PRESIGN_ASYNC, Split, remaining, server_check_seconds, split_rows, splitting
 from bench.stub_server import StubServer, running
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.ledger import Ledger
@@ -249,13 +249,14 @@ def _verdicts(rtt: int, result: AtRoundTrip, name: str) -> str:
 
 def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
     """The BENCHMARKS.md section."""
-    requests, streams, verdicts, splits = [], [], [], []
+    requests, streams, verdicts, splits, left = [], [], [], [], []
     for rtt, result in results.items():
         more = rows(rtt, result)
         requests += more[0]
         streams += more[1]
         verdicts += more[2]
         splits += split_rows(rtt, result.split)
+        left.append(remaining(rtt, result.split, 1 / median(result.sequential[FLOOR_ASYNC]), TARGET_PREPAID))
     server_check = median([result.server_check for result in results.values()])
     command = (
         f".venv/bin/python -m bench.bench_latency --sequential {args.sequential} --first-calls {args.first_calls}"
@@ -302,12 +303,14 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  full, about the same at both round trips, so the ratio to unpaid shrinks as the round trip grows.",
             "  `presign=True` moves the reservation and the signature of the next payment into the wait for the",
             "  current answer; what stays on the request's path is the choice, storing and sending, the server's",
-            "  check and the receipt. It costs more client CPU per request (the task that signs ahead, and a",
-            "  payment signed ahead that is released unused when the transport closes), so with 16 in flight,",
-            "  where the client runs short of CPU before the network is the limit (the proxy and the server share",
-            "  the same 2 cores), its requests/s are lower than without it.",
+            "  check and the receipt. It costs a little more client CPU per request (the task that signs ahead;",
+            "  a payment signed ahead and released unused when the transport closes). With 16 in flight at 20 ms",
+            "  the client runs short of CPU before the network is the limit (the proxy and the server share the",
+            "  same 2 cores), so those requests/s measure CPU per request as much as round trips.",
             "- Where a pre-payment's extra time goes (table below; `bench/latency_split.py`): each request of the",
-            "  unpaid and the two pre-paying clients split into the client's work before its request reaches the",
+            "  unpaid client, of httpx sending one fixed payment header signed beforehand (the floor of any",
+            "  payment in one round trip: no client work), and of the two pre-paying clients, split into the",
+            "  client's work before its request reaches the",
             "  connection, the wait for the answer (network, proxy, server) and the client's work after the answer,",
             f"  {args.sequential} requests per batch, interleaved like the rest, median per batch then over rounds;",
             "  in brackets, the extra over unpaid. The wait's extra is the server's check of the payment (the stub",
@@ -316,6 +319,7 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  once, beforehand) pays it as well, with no client work at all. Work done after an idle wait",
             "  runs slower than the same work in a tight loop (caches and branch predictors cold): the client's",
             "  parts cost about twice at a 20 ms round trip what they cost on loopback.",
+            *left,
             "",
             "Where the time goes, µs per request (extra over unpaid in brackets):",
             "",

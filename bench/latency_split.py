@@ -145,3 +145,20 @@ def split_rows(rtt: int, splits: dict[str, Split]) -> list[str]:
         cells = " | ".join(f"{mine * 1e6:,.0f} ({(mine - theirs) * 1e6:+,.0f})" for mine, theirs in parts)
         rows.append(f"| {rtt} | {name} | {cells} |")
     return rows
+
+
+def remaining(rtt: int, splits: dict[str, Split], unpaid: float, target: float) -> str:
+    """Where `presign=True`'s extra time goes at `rtt` (`unpaid`: seconds per unpaid request), against what the
+    goal (`target` times unpaid) allows."""
+    floor, mine, fixed = splits[FLOOR_ASYNC], splits[PRESIGN_ASYNC], splits[PRESIGNED]
+
+    def extra(split: Split, part: str) -> float:
+        return (median(getattr(split, part)) - median(getattr(floor, part))) * 1e6
+
+    return (
+        f"  - {rtt} ms: the goal allows {(target - 1) * unpaid * 1e6:,.0f} µs over unpaid; with `presign=True` the"
+        f" client adds {extra(mine, 'before'):+,.0f} µs before the send and {extra(mine, 'after'):+,.0f} µs after"
+        f" the answer, the wait {extra(mine, 'wire'):+,.0f} µs (the fixed payment header alone:"
+        f" {extra(fixed, 'wire'):+,.0f} µs on the wait, {extra(fixed, 'before') + extra(fixed, 'after'):+,.0f} µs"
+        " in the client)."
+    )
