@@ -130,7 +130,8 @@ class Presigner:
             with self._lock:
                 self._signing.discard(route)
         if presigned is not None and not self._keep(presigned, challenge):
-            yield from self.release(presigned, "pre-signed, never sent: the route changed or the transport closed")
+            reason = "pre-signed, never sent: the route changed or the transport closed"
+            yield from self._release_all([presigned], reason)
 
     def dropped(self, origin: str) -> Program[None]:
         """`origin` refused a pre-payment: release what was signed ahead for it."""

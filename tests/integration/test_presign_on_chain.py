@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
+import httpx2
 import pytest
 from starlette.types import Receive, Scope, Send
 
@@ -302,4 +303,20 @@ def test_requests_in_flight_each_send_their_own_payment_once(
         assert [answer.status_code for answer in answers] == [200] * 12
         assert len(set(servers.nonces())) == len(servers.nonces()) == 13
         assert servers.received() == before + 13 * PRICE
+        assert not ledger.entries(states=[EntryState.RESERVED, EntryState.AUTHORIZED])
+
+
+def test_httpx2_clients_send_payments_signed_ahead_too(servers: Servers, tmp_path: Path) -> None:
+    spend = SpendPolicy(max_per_request=50_000, networks=("eip155:31337",))
+    with open_ledger(tmp_path) as ledger:
+        transport = PaymentTransport(wallet=Wallet(servers.devnet.payers[0]), policy=spend, prepay=True,
+                                     presign=True, ledger=ledger)  # fmt: skip
+        with httpx2.Client(transport=transport, timeout=60) as client:
+            client.get(servers.one + "/report")
+            client.get(servers.one + "/report")
+            (ahead,) = anyio.run(signed_ahead, ledger)
+            third = payment_of(client.get(servers.one + "/report"))
+        assert third is not None
+        assert third.idempotency_key + "#prepay" == ahead.key
+        assert len(set(servers.nonces())) == len(servers.nonces()) == 3
         assert not ledger.entries(states=[EntryState.RESERVED, EntryState.AUTHORIZED])
