@@ -25,12 +25,14 @@ from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
+from x402pay._jsonrpc import BatchSender, HttpJsonRpc, provider_batch, result_of
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import caip2, chain_id_of
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
+from x402pay.server import _calldata
 from x402pay.server._abi import REVERT_CODES, REVERT_REASONS
 from x402pay.server._evm import (
     Authorization,
@@ -47,7 +49,8 @@ from x402pay.server._evm import (
     same_address,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
-from x402pay.server._settlements import Broadcast, SettlementStore, answer, follow
+from x402pay.server._mirror import Mirrors
+from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, SettlementStore, answer, follow
 from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 logger = logging.getLogger("x402pay.server")
@@ -73,6 +76,12 @@ class LocalFacilitator:
     of its SQLite file; in memory by default, which a restart forgets) before it is sent, and a payment
     presented again while its transaction is pending is never broadcast again: verify accepts it and settle
     follows the stored transaction. `reconcile` decides the pending ones from the chain.
+
+    A payment that passes on chain leaves the payer's balance and Permit2 allowance behind, as read in the same
+    batch: for `verify_ttl` seconds (30 by default) the payer's next payments are checked against them locally
+    (terms, signature, funds less what this facilitator took since, nonces it settled), with no chain request,
+    and settled as usual (`x402pay.server._mirror` says what that risks, and for whom). ``verify_ttl=0`` asks the
+    chain for every payment.
     """
 
     def __init__(
@@ -82,10 +91,13 @@ class LocalFacilitator:
         *,
         receipt_timeout: float = 30.0,
         settlements: SettlementStore | str | Path | None = None,
+        verify_ttl: float = 30.0,
     ) -> None:
         if not receipt_timeout > 0:
             raise ValueError(f"receipt_timeout is a positive number of seconds, not {receipt_timeout!r}")
+        self._mirrors = Mirrors(verify_ttl)
         self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
+        self._rpc: BatchSender = provider_batch(web3) if isinstance(web3, Web3) else HttpJsonRpc(web3).batch
         self._account = account
         self._receipt_timeout = receipt_timeout
         if not isinstance(settlements, SettlementStore):
@@ -106,7 +118,10 @@ class LocalFacilitator:
         return int(self._web3.eth.chain_id)
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
-        """Check the payment against the requirement and the chain; nothing is sent."""
+        """Check the payment against the requirement and the chain (or a repeat payer's mirror); nothing is sent."""
+        known = self._verify_locally(payload, requirements)
+        if known is not None:
+            return known
         return await anyio.to_thread.run_sync(self.verify_blocking, payload, requirements)
 
     async def settle(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
@@ -135,27 +150,64 @@ class LocalFacilitator:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
+        self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
         return VerifyResponse(is_valid=True, payer=payer)
+
+    def _verify_locally(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse | None:
+        """A repeat payer's payment against its fresh mirror: valid; refused, as settled here before; or None, for
+        the chain to decide (a payer not mirrored, funds short, a check failing: the chain path says which)."""
+        if not self._mirrors or read_permit(payload.extensions) is not None:
+            return None  # no mirror yet (nor, then, a chain id known without asking)
+        try:
+            auth = self._read(payload, requirements)
+            payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+            known = self._mirrors.check(payer, key, auth.amount, permit2=isinstance(auth, Permit2Authorization))
+            if known == "settled":
+                return VerifyResponse.invalid(auth.codes.nonce_used, "this payment was settled already", auth.payer)
+            if known != "covered":
+                return None
+            check_terms(auth, requirements, now=self._mirrors.now())
+            self._check_witness(auth)
+            check_signer(auth, requirements)
+        except Refusal:
+            return None
+        self._mirrors.hold(payer, key, auth.amount, auth.deadline)
+        return VerifyResponse(is_valid=True, payer=auth.payer)
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
-        payer = None
         try:
             auth = self._read(payload, requirements)
-            payer = auth.payer
-            known = self.settlements.find(payment_key(auth, requirements))
+        except Refusal as refusal:
+            return _failed(requirements, refusal.reason, refusal.message, None)
+        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        try:
+            known = self.settlements.find(key)
             if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
-                return answer(follow(self._web3, self.settlements, known, self._receipt_timeout))
+                return self._noted(auth, requirements, follow(self._web3, self.settlements, known, self._receipt_timeout))
             charge = self._charge(auth, requirements)
             permit = self._checked(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
             if charge == 0:
-                return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
+                self._mirrors.release(payer, key)
+                return SettleResponse(success=True, network=requirements.network, payer=auth.payer, amount=0)
             sent = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth, requirements, charge)
+            self._mirrors.sent(payer, key, charge, auth.deadline)
         except Refusal as refusal:
-            return _failed(requirements, refusal.reason, refusal.message, payer)
+            self._mirrors.failed(payer, key)
+            return _failed(requirements, refusal.reason, refusal.message, auth.payer)
         except _RPC_FAILURES as exc:
-            return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
-        return answer(follow(self._web3, self.settlements, sent, self._receipt_timeout))
+            return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer)
+        return self._noted(auth, requirements, follow(self._web3, self.settlements, sent, self._receipt_timeout))
+
+    def _noted(self, auth: Authorization, requirements: PaymentRequirements, broadcast: Broadcast) -> SettleResponse:
+        """The answer for `broadcast`, its outcome noted in the payer's mirror (a failure drops the mirror)."""
+        settled = answer(broadcast)
+        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        if settled.success:
+            self._mirrors.settled(payer, key)
+        elif settled.error_reason != SETTLEMENT_PENDING:
+            self._mirrors.failed(payer, key)
+        return settled
 
     def reconcile(self) -> list[Broadcast]:
         """Decide the pending broadcasts from the chain: mined (settled or reverted), or expired unmined (failed).
@@ -228,15 +280,39 @@ class LocalFacilitator:
         """
         if read_permit(extensions) is not None or not self._holds_code(requirements.asset):
             return False
-        check_terms(auth, requirements, now=self._now())
-        self._check_witness(auth)
         try:
             check_signer(auth, requirements)
-            if simulate:
-                self._settle_call(auth, requirements.asset, requirements.amount, None).call({"from": self.address})
-        except (Refusal, *_REVERTS):
+        except Refusal:
             return False
+        if not simulate:
+            check_terms(auth, requirements, now=self._now())
+            self._check_witness(auth)
+            return True
+        began = time.monotonic()
+        block, simulation, *funds = self._rpc(self._reads(auth, requirements))
+        chain_time = int(result_of(block)["timestamp"], 16)
+        check_terms(auth, requirements, now=max(chain_time, int(time.time())))
+        self._check_witness(auth)
+        if "result" not in simulation:
+            return False
+        balance = _uint_result(funds[0])
+        allowance = _uint_result(funds[1]) if len(funds) > 1 else None
+        if balance is not None and (allowance is not None or len(funds) == 1):
+            payer = _payer(auth, requirements)
+            self._mirrors.read(payer, balance, allowance, began=began, chain_time=chain_time)
         return True
+
+    def _reads(self, auth: Authorization, requirements: PaymentRequirements) -> list[tuple[str, list[Any]]]:
+        """One batch: the latest block (the clock), the simulated settlement, the payer's balance (and allowance)."""
+        simulation = {"from": self.address, **_calldata.settlement(auth, requirements.asset, requirements.amount)}
+        reads = [
+            ("eth_getBlockByNumber", ["latest", False]),
+            ("eth_call", [simulation, "latest"]),
+            ("eth_call", [_calldata.balance_of(requirements.asset, auth.payer), "latest"]),
+        ]
+        if isinstance(auth, Permit2Authorization):
+            reads.append(("eth_call", [_calldata.permit2_allowance(requirements.asset, auth.payer), "latest"]))
+        return reads
 
     def _checked(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
@@ -309,7 +385,8 @@ class LocalFacilitator:
 
     def _now(self) -> int:
         # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
-        return max(int(self._web3.eth.get_block("latest")["timestamp"]), int(time.time()))
+        block = result_of(self._rpc([("eth_getBlockByNumber", ["latest", False])])[0])
+        return max(int(block["timestamp"], 16), int(time.time()))
 
     # -- settlement -------------------------------------------------------------------------------------------
 
@@ -409,6 +486,19 @@ def revert_code(exc: Exception, codes: Codes) -> str:
     if code is None:
         return codes.simulation
     return str(getattr(codes, code[1:])) if code.startswith("@") else code
+
+
+def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:
+    """How `Mirrors` names a payer of an asset."""
+    return requirements.asset.lower(), auth.payer.lower()
+
+
+def _uint_result(entry: dict[str, Any]) -> int | None:
+    """A uint256 ``eth_call`` result, or None if the call failed or answered something else."""
+    result = entry.get("result")
+    if not isinstance(result, str) or len(result) != 66 or not result.startswith("0x"):
+        return None
+    return int(result, 16)
 
 
 def _chain_of(network: Any) -> int | None:
