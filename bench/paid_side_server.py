@@ -9,8 +9,8 @@ The app (Starlette, the same for every stack):
   header, which both paid sides read.
 
 Stacks: ``unpaid`` (the app alone, the floor), ``x402pay`` (`PaymentMiddleware` + `LocalFacilitator`),
-``x402pay-chain`` (the same with ``verify_ttl=0``: every payment is checked on chain, as a payer's first is), ``official``
-(the official SDK's FastAPI/Starlette ``PaymentMiddlewareASGI`` + ``x402ResourceServer`` + its in-process
+``x402pay-chain`` (the same with ``verify_ttl=0``: every payment is checked on chain, as a payer's first is),
+``official`` (the official SDK's FastAPI/Starlette ``PaymentMiddlewareASGI`` + ``x402ResourceServer`` + its in-process
 ``x402Facilitator`` with ``FacilitatorWeb3Signer``, wired as its docstrings show). Both paid sides settle for real
 on the anvil at RPC_URL, each from its own funded account, and price ``/exact`` at `PRICE` (EIP-3009) and
 ``/stream`` at up to `UPTO_MAX` (Permit2), both with a `TIMEOUT` s maximum authorization lifetime.

@@ -113,7 +113,8 @@ def provider_batch(web3: Web3) -> BatchSender:
     """A `BatchSender` through `web3`'s own provider (for a ``Web3`` given ready-made: its headers, its auth)."""
 
     def send(calls: Sequence[Call]) -> list[dict[str, Any]]:
-        answer = web3.provider.make_batch_request([(method, params) for method, params in calls])  # type: ignore[misc]
+        provider: Any = web3.provider  # every web3 provider that can batch has it; the others raise
+        answer = provider.make_batch_request([(method, params) for method, params in calls])
         return _in_order(answer, len(calls))
 
     return send

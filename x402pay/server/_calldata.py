@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from eth_abi import encode
+from eth_abi.abi import encode
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 
+from x402pay._jsonrpc import Call
 from x402pay._protocol.abi import EXACT_PROXY_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay.server._evm import Authorization, Eip3009Authorization
+from x402pay._protocol.models import PaymentRequirements
+from x402pay.server._evm import Authorization, Eip3009Authorization, Permit2Authorization
 
 
 def _function(abi: list[dict[str, Any]], name: str, arity: int) -> tuple[bytes, list[str]]:
-    entry = next(
+    entry: Any = next(
         item for item in abi if item.get("type") == "function" and item["name"] == name and len(item["inputs"]) == arity
     )
     return function_abi_to_4byte_selector(entry), get_abi_input_types(entry)
@@ -57,3 +59,17 @@ def balance_of(asset: str, owner: str) -> dict[str, str]:
 def permit2_allowance(asset: str, owner: str) -> dict[str, str]:
     """``allowance(owner, Permit2)`` on `asset`."""
     return {"to": asset, "data": _data(_ALLOWANCE, owner, PERMIT2_ADDRESS)}
+
+
+def verification(auth: Authorization, requirements: PaymentRequirements, sender: str) -> list[Call]:
+    """One batch: the latest block (the clock), the settlement simulated from `sender`, the payer's balance (and
+    Permit2 allowance)."""
+    simulation = {"from": sender, **settlement(auth, requirements.asset, requirements.amount)}
+    reads: list[Call] = [
+        ("eth_getBlockByNumber", ["latest", False]),
+        ("eth_call", [simulation, "latest"]),
+        ("eth_call", [balance_of(requirements.asset, auth.payer), "latest"]),
+    ]
+    if isinstance(auth, Permit2Authorization):
+        reads.append(("eth_call", [permit2_allowance(requirements.asset, auth.payer), "latest"]))
+    return reads

@@ -22,22 +22,19 @@ from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception, Web3RPCError
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._jsonrpc import BatchSender, HttpJsonRpc, provider_batch, result_of
-from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
-from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import caip2, chain_id_of
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
 from x402pay.server import _calldata
-from x402pay.server._abi import REVERT_CODES, REVERT_REASONS
+from x402pay.server._chainstate import REVERTS, ChainState, revert_code
 from x402pay.server._evm import (
     Authorization,
     Codes,
-    Eip3009Authorization,
     Permit2Authorization,
     Refusal,
     check_signer,
@@ -51,16 +48,15 @@ from x402pay.server._evm import (
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server._mirror import Mirrors
 from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, SettlementStore, answer, follow
-from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
+from x402pay.server._sponsoring import Eip2612Permit, read_permit
 
 logger = logging.getLogger("x402pay.server")
 
-_REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
 _RPC_FAILURES = (Web3Exception, OSError, ValueError)
 
 
-class LocalFacilitator:
+class LocalFacilitator(ChainState):
     """A facilitator that checks payments against the chain and settles them with its own account.
 
     `web3` is a ``Web3`` or an RPC URL; `account` is any eth-account signer (``Account.from_key(...)``) holding
@@ -184,7 +180,8 @@ class LocalFacilitator:
         try:
             known = self.settlements.find(key)
             if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
-                return self._noted(auth, requirements, follow(self._web3, self.settlements, known, self._receipt_timeout))
+                followed = follow(self._web3, self.settlements, known, self._receipt_timeout)
+                return self._noted(auth, requirements, followed)
             charge = self._charge(auth, requirements)
             permit = self._checked(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
             if charge == 0:
@@ -289,7 +286,7 @@ class LocalFacilitator:
             self._check_witness(auth)
             return True
         began = time.monotonic()
-        block, simulation, *funds = self._rpc(self._reads(auth, requirements))
+        block, simulation, *funds = self._rpc(_calldata.verification(auth, requirements, self.address))
         chain_time = int(result_of(block)["timestamp"], 16)
         check_terms(auth, requirements, now=max(chain_time, int(time.time())))
         self._check_witness(auth)
@@ -301,18 +298,6 @@ class LocalFacilitator:
             payer = _payer(auth, requirements)
             self._mirrors.read(payer, balance, allowance, began=began, chain_time=chain_time)
         return True
-
-    def _reads(self, auth: Authorization, requirements: PaymentRequirements) -> list[tuple[str, list[Any]]]:
-        """One batch: the latest block (the clock), the simulated settlement, the payer's balance (and allowance)."""
-        simulation = {"from": self.address, **_calldata.settlement(auth, requirements.asset, requirements.amount)}
-        reads = [
-            ("eth_getBlockByNumber", ["latest", False]),
-            ("eth_call", [simulation, "latest"]),
-            ("eth_call", [_calldata.balance_of(requirements.asset, auth.payer), "latest"]),
-        ]
-        if isinstance(auth, Permit2Authorization):
-            reads.append(("eth_call", [_calldata.permit2_allowance(requirements.asset, auth.payer), "latest"]))
-        return reads
 
     def _checked(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
@@ -339,50 +324,6 @@ class LocalFacilitator:
         if upto_witness is not None and not same_address(upto_witness, self.address):
             raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
 
-    def _holds_code(self, asset: str) -> bool:
-        """Whether `asset` holds code (remembered once seen: code does not leave an address)."""
-        if asset not in self._tokens:
-            if not self._web3.eth.get_code(Web3.to_checksum_address(asset)):
-                return False
-            self._tokens.add(asset)
-        return True
-
-    def _check_state(
-        self, auth: Authorization, asset: str, extensions: dict[str, Any] | None, *, now: int, eoa: bool
-    ) -> Eip2612Permit | None:
-        token = self._contract(asset, TOKEN_ABI)
-        if self._nonce_used(auth, token):
-            raise Refusal(auth.codes.nonce_used, "this authorization's nonce was already used")
-        permit = None
-        if isinstance(auth, Permit2Authorization):
-            permit = self._approval(auth, token, extensions, now=now, eoa=eoa)
-        balance = token.functions.balanceOf(auth.payer).call()
-        if balance < auth.amount:
-            raise Refusal(auth.codes.balance, f"the payer holds {balance}, not {auth.amount}")
-        return permit
-
-    def _approval(
-        self, auth: Permit2Authorization, token: Contract, extensions: dict[str, Any] | None, *, now: int, eoa: bool
-    ) -> Eip2612Permit | None:
-        """None when Permit2 may already move the amount; otherwise the payment's EIP-2612 permit, checked."""
-        allowance = token.functions.allowance(auth.payer, PERMIT2_ADDRESS).call()
-        if allowance >= auth.amount:
-            return None
-        permit = read_permit(extensions)
-        if permit is None:
-            raise Refusal("permit2_allowance_required", f"the payer allows Permit2 {allowance}, not {auth.amount}")
-        check_permit(permit, auth, token.address, now=now)
-        if eoa:  # a contract owner's permit is checked by the token itself, in the simulation
-            domain = token.functions.DOMAIN_SEPARATOR().call()
-            check_permit_signer(permit, domain, token.functions.nonces(auth.payer).call())
-        return permit
-
-    def _nonce_used(self, auth: Authorization, token: Contract) -> bool:
-        if isinstance(auth, Eip3009Authorization):
-            return bool(token.functions.authorizationState(auth.payer, auth.nonce).call())
-        word = self._contract(PERMIT2_ADDRESS, PERMIT2_ABI).functions.nonceBitmap(auth.payer, auth.nonce >> 8).call()
-        return bool(word >> (auth.nonce & 0xFF) & 1)
-
     def _now(self) -> int:
         # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
         block = result_of(self._rpc([("eth_getBlockByNumber", ["latest", False])])[0])
@@ -398,30 +339,6 @@ class LocalFacilitator:
                 "invalid_upto_evm_payload_settlement_exceeds_amount", f"charging {charge}, signed for {auth.amount}"
             )
         return charge
-
-    def _settle_call(
-        self, auth: Authorization, asset: str, amount: int, permit: Eip2612Permit | None
-    ) -> ContractFunction:
-        """The settlement: EIP-3009 on the token, or a proxy's ``settle`` (``settleWithPermit`` with a permit)."""
-        if isinstance(auth, Eip3009Authorization):
-            return self._contract(asset, TOKEN_ABI).functions.transferWithAuthorization(
-                auth.payer, auth.to, auth.amount, auth.valid_after, auth.deadline, auth.nonce, auth.signature
-            )
-        witness = tuple(auth.witness.values())
-        args: tuple[Any, ...] = (auth.permit, auth.payer, witness, auth.signature)
-        proxy = self._contract(EXACT_PERMIT2_PROXY_ADDRESS, EXACT_PROXY_ABI)
-        if auth.facilitator is not None:  # upto: the amount to charge follows the permit
-            args = (auth.permit, amount, auth.payer, witness, auth.signature)
-            proxy = self._contract(UPTO_PERMIT2_PROXY_ADDRESS, UPTO_PROXY_ABI)
-        if permit is None:
-            return proxy.functions.settle(*args)
-        return proxy.functions.settleWithPermit(permit.contract_tuple, *args)
-
-    def _simulate(self, call: ContractFunction, codes: Codes) -> None:
-        try:
-            call.call({"from": self.address})
-        except _REVERTS as exc:
-            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
 
     def _in_flight(self, auth: Authorization, requirements: PaymentRequirements) -> bool:
         """Whether this payment's settlement was sent and is still unmined (terms checked again, chain state not)."""
@@ -454,7 +371,7 @@ class LocalFacilitator:
             tx = call.build_transaction(
                 {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
             )
-        except _REVERTS as exc:
+        except REVERTS as exc:
             raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
         # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
         return self._account.sign_transaction(cast(Any, tx))
@@ -467,25 +384,6 @@ class LocalFacilitator:
             raise
         except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
             logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
-
-    def _contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
-        key = (address, id(abi))  # the ABIs are module constants; web3 parses one per contract object
-        if key not in self._contracts:
-            self._contracts[key] = self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
-        return self._contracts[key]
-
-
-def revert_code(exc: Exception, codes: Codes) -> str:
-    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
-    data = getattr(exc, "data", None)
-    code = None
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        code = REVERT_CODES.get(bytes.fromhex(data[2:10]))
-    message = str(getattr(exc, "message", exc))
-    code = code or next((value for text, value in REVERT_REASONS.items() if text in message), None)
-    if code is None:
-        return codes.simulation
-    return str(getattr(codes, code[1:])) if code.startswith("@") else code
 
 
 def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:

@@ -89,7 +89,9 @@ class Mirrors:
                 return "unknown"
             return "covered"
 
-    def read(self, payer: tuple[str, str], balance: int, allowance: int | None, *, began: float, chain_time: int) -> None:
+    def read(
+        self, payer: tuple[str, str], balance: int, allowance: int | None, *, began: float, chain_time: int
+    ) -> None:
         """Record the balance (and allowance) read in a batch that began at monotonic `began`."""
         if self.ttl == 0:
             return
