@@ -52,10 +52,11 @@ from x402pay._rpc import web3_for
 from x402pay.errors import ChallengeError
 from x402pay.testing import Anvil, Devnet, deploy_devnet
 
-UNPAID, X402PAY, OFFICIAL = "unpaid", "x402pay", "official"
+UNPAID, X402PAY, X402PAY_CHAIN, OFFICIAL = "unpaid", "x402pay", "x402pay-chain", "official"
 NAMES = {
     UNPAID: "the app alone (unpaid floor)",
-    X402PAY: "x402pay PaymentMiddleware + LocalFacilitator",
+    X402PAY: "x402pay PaymentMiddleware + LocalFacilitator (repeat payer)",
+    X402PAY_CHAIN: "x402pay, `verify_ttl=0` (every payment read on chain, as a payer's first)",
     OFFICIAL: "official x402 PaymentMiddlewareASGI + x402Facilitator",
 }
 TARGET_TTFB_MS = 1.0  # a streamed upto answer's first byte, paid, at most this much later than unpaid
@@ -116,7 +117,7 @@ def stream_settled(body: bytes, headers: httpx.Headers, stack: str) -> None:
     """Stop the run unless a streamed answer arrived whole and (on a paid side) settled at the metered amount."""
     if not body.endswith(b"data: [DONE]\n\n"):
         raise SystemExit(f"{stack}: the stream did not end with [DONE]: {body[-300:]!r}")
-    if stack == X402PAY and b'"finalAmountWei":"%d"' % app.UPTO_CHARGE not in body:
+    if stack in (X402PAY, X402PAY_CHAIN) and b'"finalAmountWei":"%d"' % app.UPTO_CHARGE not in body:
         raise SystemExit(f"{stack}: no in-band receipt for {app.UPTO_CHARGE}: {body[-400:]!r}")
     if stack == OFFICIAL:
         settlement = decode_header(headers["payment-response"], what="PAYMENT-RESPONSE", error=ChallengeError)
@@ -270,7 +271,8 @@ class Results:
 
 def measure(servers: dict[str, Server], devnet: Devnet, chain: Chain, args: argparse.Namespace) -> Results:
     """Pre-sign every payment, then run the three measurements in interleaved rounds."""
-    wallets = {UNPAID: Wallet(devnet.payers[0]), X402PAY: Wallet(devnet.payers[0]), OFFICIAL: Wallet(devnet.payers[1])}
+    wallets = {UNPAID: Wallet(devnet.payers[0]), X402PAY: Wallet(devnet.payers[0]), OFFICIAL: Wallet(devnet.payers[1]),
+               X402PAY_CHAIN: Wallet(devnet.payers[2])}  # fmt: skip
     batches = args.rounds + 1
     now = devnet.chain_time()
     exact_pools = {s: presign(server, "GET", "/exact", wallets[s], now, batches * (args.sequential + args.concurrent))

@@ -6,6 +6,7 @@ Pure CPU. `read_authorization` turns a payload's ``payload`` object into an `Eip
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -240,8 +241,16 @@ def _uint(value: Any) -> int:
 
 def parse_address(value: Any) -> ChecksumAddress:
     """A checksummed address from a wire string; ValueError for anything else."""
-    if not isinstance(value, str) or not is_address(value):
+    if not isinstance(value, str) or len(value) != 42:
         raise ValueError(f"not an address: {str(value)[:80]!r}")
+    return _checksummed(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(value: str) -> ChecksumAddress:
+    # Payers, tokens, spenders and payees repeat from payment to payment; each checksum is a keccak.
+    if not is_address(value):
+        raise ValueError(f"not an address: {value!r}")
     return to_checksum_address(value)
 
 

@@ -49,6 +49,7 @@ logger = logging.getLogger("x402pay.server")
 
 _PAYMENT_HEADERS: Final = (wire.PAYMENT_SIGNATURE, wire.X_PAYMENT)
 _PURGE_ABOVE: Final = 1024
+_OFFERS_KEPT: Final = 256
 _REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "permit2": "permit2_invalid_nonce"}
 
 
@@ -91,6 +92,8 @@ class PaymentMiddleware:
         self._claims = _Claims()
         self._gas_sponsoring = gas_sponsoring
         self._supported: SupportedResponse | None = None
+        # A route's requirements, by (route, client ceiling, upto facilitator): built once, not per request.
+        self._offers: dict[tuple[str, int | None, str | None], list[PaymentRequirements]] = {}
         for route in self._routes:  # fail at startup, not on the first paying request
             for price in route.prices:
                 if price.pay_to is None and pay_to is None:
@@ -108,7 +111,7 @@ class PaymentMiddleware:
     async def _paid(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         try:
-            challenge = await self._challenge(route, scope, headers)
+            offered, challenge = await self._challenge(route, scope, headers)
         except FacilitatorError as exc:
             await _send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
             return
@@ -121,15 +124,15 @@ class PaymentMiddleware:
         if payload is None:
             await _send_challenge(send, challenge, f"{wire.PAYMENT_SIGNATURE} header is required")
             return
-        verified = await self._verified(payload, challenge, send)
+        verified = await self._verified(payload, offered, challenge, send)
         if verified is not None:
             await self._serve(*verified, scope, receive, send)
 
     async def _verified(
-        self, payload: PaymentPayload, challenge: PaymentRequired, send: Send
+        self, payload: PaymentPayload, offered: list[PaymentRequirements], challenge: PaymentRequired, send: Send
     ) -> tuple[PaidRequest, _Key] | None:
         """Verify `payload` against the advertised requirement; on refusal answer the client and return None."""
-        requirement = _select(payload, [PaymentRequirements.model_validate(entry) for entry in challenge.accepts])
+        requirement = _select(payload, offered)
         if requirement is None:
             await _send_challenge(send, challenge, "invalid_payment_requirements", "no offered requirement matches")
             return None
@@ -177,16 +180,29 @@ class PaymentMiddleware:
             settlement = settlement.model_copy(update={"network": paid.payload.network or settlement.network})
         return settlement
 
-    async def _challenge(self, route: Route, scope: Scope, headers: Headers) -> PaymentRequired:
+    async def _challenge(
+        self, route: Route, scope: Scope, headers: Headers
+    ) -> tuple[list[PaymentRequirements], PaymentRequired]:
+        """The route's requirements for this request, and the challenge that offers them."""
         ceiling = client_ceiling(headers.get(wire.MAX_AMOUNT))
         facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
-        accepts = [self._requirement(price, ceiling, facilitator).to_wire() for price in route.prices]
+        offered = self._offered(route, ceiling, facilitator)
         first = route.prices[0]
         resource = ResourceInfo(
             url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type
         )
         extensions = await self._extensions(route)
-        return PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
+        accepts = [requirement.to_wire() for requirement in offered]
+        return offered, PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
+
+    def _offered(self, route: Route, ceiling: int | None, facilitator: str | None) -> list[PaymentRequirements]:
+        key = (route.key, ceiling, facilitator)
+        offered = self._offers.get(key)
+        if offered is None:
+            if len(self._offers) >= _OFFERS_KEPT:  # clients choose their ceilings: keep a bounded few
+                self._offers.clear()
+            offered = self._offers[key] = [self._requirement(price, ceiling, facilitator) for price in route.prices]
+        return offered
 
     async def _extensions(self, route: Route) -> dict[str, Any] | None:
         """The offer of gas-free Permit2 approval, for a route paid by Permit2 through a facilitator that can."""

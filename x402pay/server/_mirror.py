@@ -40,7 +40,28 @@ class _Payer:
     allowance: int | None = None  # toward Permit2; None when not read
     read_at: float = 0.0  # monotonic, when the read began
     debits: dict[str, _Debit] = field(default_factory=dict)  # by payment key
+    taken: int = 0  # the debits' sum, kept with them (a repeat payer may have thousands within the TTL)
     spent: dict[str, int] = field(default_factory=dict)  # payments settled here, by key: their deadlines
+
+    def put(self, key: str, debit: _Debit) -> None:
+        self.drop(key)
+        self.debits[key] = debit
+        self.taken += debit.amount
+
+    def drop(self, key: str) -> None:
+        debit = self.debits.pop(key, None)
+        if debit is not None:
+            self.taken -= debit.amount
+
+    def trim(self, wall: float, began: float = 0.0) -> None:
+        """Forget debits that expired, and settlements mined before the read that began at `began`."""
+        self.debits = {
+            key: debit
+            for key, debit in self.debits.items()
+            if debit.deadline >= wall and not (debit.stage == "settled" and debit.settled_at < began)
+        }
+        self.taken = sum(debit.amount for debit in self.debits.values())
+        self.spent = {key: deadline for key, deadline in self.spent.items() if deadline >= wall}
 
 
 Verdict = Literal["covered", "settled", "pending", "unknown"]
@@ -82,7 +103,7 @@ class Mirrors:
                 return "pending"
             if known is None or known.balance is None or time.monotonic() - known.read_at > self.ttl:
                 return "unknown"
-            taken = sum(other.amount for name, other in known.debits.items() if name != key)
+            taken = known.taken - (debit.amount if debit is not None else 0)
             if known.balance - taken < amount:
                 return "unknown"
             if permit2 and (known.allowance is None or known.allowance - taken < amount):
@@ -99,13 +120,7 @@ class Mirrors:
             self._skew = chain_time - time.time()
             known = self._payers.setdefault(payer, _Payer())
             known.balance, known.allowance, known.read_at = balance, allowance, began
-            wall = time.time()
-            known.debits = {
-                key: debit
-                for key, debit in known.debits.items()
-                if debit.deadline >= wall and not (debit.stage == "settled" and debit.settled_at < began)
-            }
-            known.spent = {key: deadline for key, deadline in known.spent.items() if deadline >= wall}
+            known.trim(time.time(), began)
             self._purge()
 
     def hold(self, payer: tuple[str, str], key: str, amount: int, deadline: int) -> None:
@@ -115,14 +130,14 @@ class Mirrors:
         with self._lock:
             known = self._payers.setdefault(payer, _Payer())
             if key not in known.debits:
-                known.debits[key] = _Debit(amount, deadline, "held")
+                known.put(key, _Debit(amount, deadline, "held"))
 
     def sent(self, payer: tuple[str, str], key: str, charge: int, deadline: int) -> None:
         """A settlement was broadcast for `charge`."""
         if self.ttl == 0:
             return
         with self._lock:
-            self._payers.setdefault(payer, _Payer()).debits[key] = _Debit(charge, deadline, "sent")
+            self._payers.setdefault(payer, _Payer()).put(key, _Debit(charge, deadline, "sent"))
 
     def settled(self, payer: tuple[str, str], key: str) -> None:
         """The settlement of `key` was mined and succeeded."""
@@ -138,14 +153,14 @@ class Mirrors:
         with self._lock:
             known = self._payers.get(payer)
             if known is not None:
-                known.debits.pop(key, None)
+                known.drop(key)
 
     def failed(self, payer: tuple[str, str], key: str) -> None:
         """A settlement failed: the payer's funds were not what the mirror said; read the chain next time."""
         with self._lock:
             known = self._payers.get(payer)
             if known is not None:
-                known.debits.pop(key, None)
+                known.drop(key)
                 known.balance = known.allowance = None
 
     def _purge(self) -> None:
@@ -154,7 +169,6 @@ class Mirrors:
         wall, oldest = time.time(), time.monotonic() - self.ttl
         for name in list(self._payers):
             known = self._payers[name]
-            known.debits = {key: debit for key, debit in known.debits.items() if debit.deadline >= wall}
-            known.spent = {key: deadline for key, deadline in known.spent.items() if deadline >= wall}
+            known.trim(wall)
             if known.read_at < oldest and not known.debits and not known.spent:
                 del self._payers[name]
