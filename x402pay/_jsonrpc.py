@@ -7,12 +7,13 @@ verification, on the path of every paid request, reads through here; everything 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from x402pay._rpc import RPC_TIMEOUT
 
@@ -45,6 +46,10 @@ class HttpJsonRpc:
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = {"content-type": "application/json"}
+        if parts.username is not None:  # user:password@host, as requests (web3's transport) reads it
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._headers["authorization"] = "Basic " + base64.b64encode(secret).decode("ascii")
         self._timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -71,7 +76,7 @@ class HttpJsonRpc:
     def _post(self, body: bytes) -> Any:
         connection, reused = self._take()
         try:
-            data = _exchange(connection, self._target, body)
+            data = _exchange(connection, self._target, body, self._headers)
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
             if not reused:
@@ -95,8 +100,8 @@ class HttpJsonRpc:
         connection.close()
 
 
-def _exchange(connection: http.client.HTTPConnection, target: str, body: bytes) -> Any:
-    connection.request("POST", target, body=body, headers={"content-type": "application/json"})
+def _exchange(connection: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]) -> Any:
+    connection.request("POST", target, body=body, headers=headers)
     response = connection.getresponse()
     data = response.read()
     if response.will_close:
@@ -143,3 +148,12 @@ def result_of(entry: dict[str, Any]) -> Any:
         return entry["result"]
     error = entry["error"]
     raise RpcAnswerError(f"the RPC call failed: {error.get('code')} {str(error.get('message'))[:200]}")
+
+
+def block_timestamp(entry: dict[str, Any]) -> int:
+    """The ``timestamp`` of an ``eth_getBlockByNumber`` response object; `RpcAnswerError` if it has none."""
+    block = result_of(entry)
+    stamp = block.get("timestamp") if isinstance(block, dict) else None
+    if not isinstance(stamp, str) or not stamp.startswith("0x"):
+        raise RpcAnswerError("the RPC endpoint's block has no timestamp")
+    return int(stamp, 16)

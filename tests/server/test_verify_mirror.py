@@ -4,6 +4,7 @@ every request the facilitator makes the chain answer."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,3 +208,11 @@ def test_an_rpc_endpoint_that_does_not_answer_is_an_oserror_that_hides_the_url()
         rpc.batch([("eth_blockNumber", [])])
     assert "secret-api-key" not in str(raised.value)
     assert "secret-api-key" not in repr(rpc)
+
+
+def test_credentials_in_the_rpc_url_are_sent_as_basic_auth(rpc: RecordingRpc) -> None:
+    host = rpc.url.removeprefix("http://")
+    client = HttpJsonRpc(f"http://user:p%40ss@{host}")
+    assert "result" in client.batch([("eth_blockNumber", [])])[0]
+    assert rpc.authorizations == ["Basic " + base64.b64encode(b"user:p@ss").decode()]
+    assert "p%40ss" not in repr(client)

@@ -25,7 +25,7 @@ from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
-from x402pay._jsonrpc import BatchSender, HttpJsonRpc, provider_batch, result_of
+from x402pay._jsonrpc import BatchSender, HttpJsonRpc, block_timestamp, provider_batch
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import caip2, chain_id_of
 from x402pay._rpc import web3_for
@@ -287,7 +287,7 @@ class LocalFacilitator(ChainState):
             return True
         began = time.monotonic()
         block, simulation, *funds = self._rpc(_calldata.verification(auth, requirements, self.address))
-        chain_time = int(result_of(block)["timestamp"], 16)
+        chain_time = block_timestamp(block)
         check_terms(auth, requirements, now=max(chain_time, int(time.time())))
         self._check_witness(auth)
         if "result" not in simulation:
@@ -326,8 +326,8 @@ class LocalFacilitator(ChainState):
 
     def _now(self) -> int:
         # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
-        block = result_of(self._rpc([("eth_getBlockByNumber", ["latest", False])])[0])
-        return max(int(block["timestamp"], 16), int(time.time()))
+        block = self._rpc([("eth_getBlockByNumber", ["latest", False])])[0]
+        return max(block_timestamp(block), int(time.time()))
 
     # -- settlement -------------------------------------------------------------------------------------------
 
