@@ -196,12 +196,17 @@ def check_terms(auth: Authorization, requirements: PaymentRequirements, *, now: 
         raise Refusal(codes.not_yet_valid, f"valid only after {auth.valid_after}; it is {now}")
 
 
+def signed_by_payer(auth: Authorization, requirements: PaymentRequirements) -> bool:
+    """Whether x402pay's own digest and coincurve recover the payer (False: `check_signer` has the last word)."""
+    digest = typed_data_digest(auth.typed_data(requirements))  # a tenth of eth-account's time
+    return digest is not None and same_address(recover_signer(digest, auth.signature) or "", auth.payer)
+
+
 def check_signer(auth: Authorization, requirements: PaymentRequirements) -> None:
     """The signature recovers to the payer (EOA signatures; contract wallets are left to the simulation)."""
-    typed = auth.typed_data(requirements)
-    digest = typed_data_digest(typed)  # x402pay's own digest and coincurve: a tenth of eth-account's time
-    if digest is not None and same_address(recover_signer(digest, auth.signature) or "", auth.payer):
+    if signed_by_payer(auth, requirements):
         return
+    typed = auth.typed_data(requirements)
     try:
         signer = Account.recover_message(encode_typed_data(full_message=typed), signature=auth.signature)
     except Exception as exc:  # eth-keys raises several types for a malformed signature

@@ -44,6 +44,7 @@ from x402pay.server._evm import (
     read_authorization,
     required_method,
     same_address,
+    signed_by_payer,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server._mirror import Mirrors
@@ -164,8 +165,9 @@ class LocalFacilitator(ChainState):
                 return None
             check_terms(auth, requirements, now=self._mirrors.now())
             self._check_witness(auth)
-            check_signer(auth, requirements)
         except Refusal:
+            return None
+        if not signed_by_payer(auth, requirements):  # eth-account decides, in a worker thread
             return None
         self._mirrors.hold(payer, key, auth.amount, auth.deadline)
         return VerifyResponse(is_valid=True, payer=auth.payer)
