@@ -410,10 +410,12 @@ def report(results: Results) -> str:
         f"- Versions: {versions('x402pay', 'x402', 'starlette', 'fastapi', 'uvicorn', 'web3', 'httpx')}, anvil "
         "(automine: a block per transaction).",
         "- Servers: `bench/paid_side_server.py`, one subprocess each on 127.0.0.1, the same Starlette app: unpaid; "
-        "behind x402pay's `PaymentMiddleware` + `LocalFacilitator`; behind the official SDK's "
-        "`PaymentMiddlewareASGI` + `x402ResourceServer` + in-process `x402Facilitator` (`ExactEvmScheme`, "
-        "`UptoEvmScheme`, `FacilitatorWeb3Signer`), as its docstrings wire them. Both paid sides verify on chain "
-        "before the app and settle for real after it, each from its own account, on one anvil.",
+        "behind x402pay's `PaymentMiddleware` + `LocalFacilitator` (its payer is a repeat payer after its first "
+        "payment); the same with `verify_ttl=0` (every payment checked on chain, as a payer's first is); behind "
+        "the official SDK's `PaymentMiddlewareASGI` + `x402ResourceServer` + in-process `x402Facilitator` "
+        "(`ExactEvmScheme`, `UptoEvmScheme`, `FacilitatorWeb3Signer`), as its docstrings wire them. Every paid "
+        "side verifies before the app and settles for real after it, each from its own account and for its own "
+        "payer, on one anvil.",
         "- Client: the same for every server: x402pay's signer pre-signs a fresh payment per request from each "
         "server's own challenge before anything is timed (exact: EIP-3009; upto: Permit2, a maximum of "
         f"{app.UPTO_MAX}, the app meters {app.UPTO_CHARGE}). Every answer is checked: 200, and a successful "
