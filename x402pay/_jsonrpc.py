@@ -120,7 +120,10 @@ def provider_batch(web3: Web3) -> BatchSender:
     def send(calls: Sequence[Call]) -> list[dict[str, Any]]:
         provider: Any = web3.provider  # every web3 provider that can batch has it; the others raise
         answer = provider.make_batch_request([(method, params) for method, params in calls])
-        return _in_order(answer, len(calls))
+        # web3 numbers the calls itself and answers them sorted by its ids: in the calls' order.
+        if not isinstance(answer, list) or len(answer) != len(calls):
+            raise RpcAnswerError("the RPC endpoint did not answer every call of the batch")
+        return [_checked(dict(entry)) for entry in answer]
 
     return send
 

@@ -14,6 +14,7 @@ from server_support import RecordingRpc, eip3009_payload, permit2_payload
 
 from x402pay._jsonrpc import HttpJsonRpc, RpcAnswerError, result_of
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
+from x402pay._rpc import web3_for
 from x402pay.server import LocalFacilitator, _calldata
 from x402pay.server._evm import read_authorization
 from x402pay.testing import Devnet
@@ -216,3 +217,16 @@ def test_credentials_in_the_rpc_url_are_sent_as_basic_auth(rpc: RecordingRpc) ->
     assert "result" in client.batch([("eth_blockNumber", [])])[0]
     assert rpc.authorizations == ["Basic " + base64.b64encode(b"user:p@ss").decode()]
     assert "p%40ss" not in repr(client)
+
+
+async def test_a_ready_made_web3_batches_through_its_own_provider(x402pay_chain: Devnet, rpc: RecordingRpc) -> None:
+    """Its headers and auth are the provider's own: the batch goes through web3's provider, one request still."""
+    wanted = requirement(x402pay_chain, "GET /paid-permit2")
+    facilitator = LocalFacilitator(web3_for(rpc.url), x402pay_chain.facilitator, verify_ttl=0)
+    assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid
+    rpc.batches.clear()
+    assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid
+    assert rpc.batches == [["eth_getBlockByNumber", "eth_call", "eth_call", "eth_call"]]
+    short = requirement(x402pay_chain, "GET /paid-permit2").model_copy(update={"amount": 10**15})
+    refused = await facilitator.verify(signed(x402pay_chain, short), short)
+    assert (refused.is_valid, refused.invalid_reason) == (False, "permit2_insufficient_balance")
