@@ -272,7 +272,8 @@ class LocalFacilitator(ChainState):
         """Whether the payment passes its terms, the off-chain signature check and one simulated settlement.
 
         The simulation runs every on-chain check (nonce, allowance, balance, signature), so a payment that passes
-        needs no other read (2 requests instead of 6). False sends it through `_check`, which reads each state and
+        needs no other read: the latest block (the clock), the simulation and the payer's funds (for its mirror) go
+        in one JSON-RPC batch. False sends it through `_check`, which reads each state and
         says which check failed: a short allowance with a permit to use, a payer that is a contract, a revert.
         An asset without code is never simulated: a call to it succeeds without doing anything. Settling passes
         `simulate=False`: the settlement's gas estimate is the simulation, and its revert names the failed check.
