@@ -13,54 +13,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from x402pay._protocol.channel_wire import ChannelExtra, TransferMethod
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY, ChannelConfig
 from x402pay.errors import SigningError, SpendCapExceeded
 
 CHANNEL_SCHEME: Final = "batch-settlement"
-_METHODS: Final = ("eip3009", "permit2")
 
 
 @dataclass(frozen=True)
 class ChannelTerms:
-    """A channel option's terms, checked: who receives, who authorizes claims, the delay, how to deposit."""
+    """A channel option's terms, checked: who receives, the token, and the option's `extra`."""
 
     receiver: str
-    receiver_authorizer: str
     token: str
-    withdraw_delay: int
-    method: str
-    token_name: str | None
-    token_version: str | None
-    min_deposit: int | None
+    extra: ChannelExtra
+
+    @property
+    def method(self) -> TransferMethod:
+        """How deposits are authorized: ``eip3009`` (the default) or ``permit2``."""
+        return self.extra.asset_transfer_method or "eip3009"
 
     def config(self, payer: str) -> ChannelConfig:
         """The channel `payer` pays this receiver through (payerAuthorizer: the payer; salt: 32 zero bytes)."""
         return ChannelConfig(
             payer=payer, payer_authorizer=payer, receiver=self.receiver,
-            receiver_authorizer=self.receiver_authorizer, token=self.token, withdraw_delay=self.withdraw_delay,
+            receiver_authorizer=self.extra.receiver_authorizer, token=self.token,
+            withdraw_delay=self.extra.withdraw_delay,
         )  # fmt: skip
 
 
 def channel_terms(requirement: PaymentRequirements) -> ChannelTerms:
     """The terms of a ``batch-settlement`` option; SigningError naming what is wrong with it."""
-    extra = requirement.extra or {}
-    delay = extra.get("withdrawDelay")
-    if type(delay) is not int or not MIN_WITHDRAW_DELAY <= delay <= MAX_WITHDRAW_DELAY:
-        raise SigningError(f"withdrawDelay must be an int of seconds in [900, 2592000], not {str(delay)[:40]!r}")
-    method = requirement.extra_str("assetTransferMethod") or "eip3009"
-    if method not in _METHODS:
-        raise SigningError(f"assetTransferMethod {method[:40]!r} is not eip3009 or permit2")
-    name, version = requirement.extra_str("name"), requirement.extra_str("version")
-    if method == "eip3009" and (name is None or version is None):
+    extra = ChannelExtra.from_wire(requirement.extra or {}, SigningError)
+    if not MIN_WITHDRAW_DELAY <= extra.withdraw_delay <= MAX_WITHDRAW_DELAY:
+        raise SigningError(f"withdrawDelay {extra.withdraw_delay} is outside [900, 2592000] seconds")
+    terms = ChannelTerms(receiver=requirement.pay_to, token=requirement.asset, extra=extra)
+    if terms.method == "eip3009" and (extra.name is None or extra.version is None):
         raise SigningError("an eip3009 channel option must name the token's EIP-712 name and version")
-    hint = extra.get("minDeposit")
-    min_deposit = int(hint) if isinstance(hint, str) and hint.isascii() and hint.isdigit() and len(hint) < 40 else None
-    terms = ChannelTerms(
-        receiver=requirement.pay_to, receiver_authorizer=str(extra.get("receiverAuthorizer", "")),
-        token=requirement.asset, withdraw_delay=delay, method=method, token_name=name, token_version=version,
-        min_deposit=min_deposit,
-    )  # fmt: skip
     terms.config(terms.receiver)  # the addresses are checked by building a config
     return terms
 

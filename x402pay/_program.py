@@ -45,6 +45,8 @@ from x402pay._books import (
     is_our_key,
     new_key,
 )
+from x402pay._channel_flow import ChannelPayer
+from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
@@ -100,6 +102,7 @@ class PaymentProgram:
         self._announce = announce_ceiling
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
+        self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -232,6 +235,8 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
+        if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
+            return (yield from self.channels.pay(attempt, challenge, requirement))
         held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
             return (yield from self._resend(attempt, held))

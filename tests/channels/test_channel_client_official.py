@@ -1,0 +1,98 @@
+"""x402pay's PaymentTransport pays the official SDK's batch-settlement server and facilitator, on anvil.
+
+Deposits (EIP-3009 and Permit2) and many vouchers, charges below the maximum, then the SDK's own channel manager
+claims and sweeps: the receiver's balance rises by exactly what our channel book says was charged, and the chain's
+``channels(id)`` agrees with our book. Requests on one channel from many threads queue on its lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from channel_support import Channels
+from eth_account.signers.local import LocalAccount
+from official_stack import METERED, PRICE, OfficialStack, official_server
+
+import x402pay
+from x402pay.ledger import Ledger
+from x402pay.ledger._channels import ChannelRecord
+from x402pay.testing import Devnet
+
+pytestmark = pytest.mark.chain
+
+
+def transport(devnet: Devnet, payer: LocalAccount, ledger: Ledger, **policy: int) -> x402pay.PaymentTransport:
+    spend = x402pay.SpendPolicy(max_per_request=policy.pop("max_per_request", PRICE), assets={devnet.usdc},
+                                schemes=("batch-settlement",), **policy)  # fmt: skip
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    return x402pay.PaymentTransport(wallet=wallet, policy=spend, rpc_url=devnet.rpc_url, ledger=ledger)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with Ledger.sqlite(tmp_path / "ledger.db") as opened:
+        yield opened
+
+
+def only_channel(ledger: Ledger) -> ChannelRecord:
+    (record,) = ledger.channels.all()
+    return record
+
+
+@pytest.mark.parametrize("method", ["eip3009", "permit2"])
+def test_deposits_vouchers_and_a_charge_below_the_maximum_then_the_official_claim_and_sweep(
+    channels: Channels, payer: LocalAccount, ledger: Ledger, method: str
+) -> None:
+    devnet = channels.devnet
+    if method == "permit2":
+        x402pay.Wallet.from_key(bytes(payer.key)).approve_permit2(devnet.web3(), devnet.usdc)
+    payer_before, payee_before = channels.balance_of(payer.address), channels.balance_of(devnet.payee.address)
+    with official_server(devnet, method) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+        for path in ["/report"] * 9 + ["/metered"] * 4 + ["/report"] * 2:
+            response = client.get(stack.url + path)
+            assert response.status_code == 200, response.text
+            payment = x402pay.payment_of(response)
+            assert payment is not None
+            assert payment.settled_amount == (METERED if path == "/metered" else PRICE)
+        record = only_channel(ledger)
+        charged = 11 * PRICE + 4 * METERED
+        # minDeposit hint 10 x price = the default cap (10 x max_per_request): 15 requests took two deposits
+        assert (record.charged, record.deposited, record.chain_balance) == (charged, 20 * PRICE, 20 * PRICE)
+        assert record.signed_max == charged  # the last request was charged its whole voucher
+        assert channels.balance_of(payer.address) == payer_before - 20 * PRICE
+        channel_id = bytes.fromhex(record.channel_id[2:])
+        assert channels.settlement.functions.channels(channel_id).call() == [20 * PRICE, 0]
+        claim_and_sweep(stack)
+    assert channels.settlement.functions.channels(channel_id).call() == [20 * PRICE, charged]
+    assert channels.balance_of(devnet.payee.address) == payee_before + charged
+
+
+def claim_and_sweep(stack: OfficialStack) -> None:
+    manager = stack.manager()
+    claims = manager.claim()
+    assert claims, "the official manager found no voucher to claim"
+    manager.settle()
+
+
+def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_ceilings(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with official_server(devnet) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+        assert client.get(stack.url + "/report").status_code == 200  # the deposit, first
+
+        def fetch(_: int) -> int:
+            return client.get(stack.url + "/report").status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(fetch, range(8)))
+        assert statuses == [200] * 8  # none was refused as busy: they queued on our side
+        record = only_channel(ledger)
+        assert record.charged == record.signed_max == 9 * PRICE
+        claim_and_sweep(stack)
+        channel_id = bytes.fromhex(record.channel_id[2:])
+        assert channels.settlement.functions.channels(channel_id).call() == [10 * PRICE, 9 * PRICE]

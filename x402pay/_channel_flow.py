@@ -1,0 +1,363 @@
+"""The ``batch-settlement`` part of the payment program: one request paid through a channel, without I/O.
+
+Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
+
+1. derives the channel (`x402pay._channel_terms`) and takes its lease in the channel book, waiting while another
+   request (of any thread, process or machine sharing the ledger) holds it: requests on one channel queue, so no
+   two vouchers are ever signed from the same cumulative charge;
+2. on a channel it has no record of, reads ``channels(id)`` from the chain (with an ``rpc_url``): what was claimed
+   is charged, what is deposited is the balance;
+3. signs the voucher for ``charged + amount`` and, when that is above the balance, a deposit sized under the
+   policy's ``max_deposit``. A deposit is money leaving the wallet: it is reserved against the budgets like any
+   payment, and stored before it leaves. The voucher's ceiling is written to the channel book before it leaves;
+4. sends the request once. A corrective 402 (the server's record differs) is believed only as far as it is proven
+   (`x402pay._channel_checks.recover`) and answered once more; any other 402 is a refusal. A paid answer's report
+   is checked (`problem_with`), and a deposit is checked on chain. A server that lies is marked untrusted, charged
+   (in our books) the whole voucher it holds, and the escrow it has not claimed starts to come back
+   (``initiateWithdraw``, with an ``rpc_url``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Final
+
+from x402pay import _flow
+from x402pay._attempt import Attempt
+from x402pay._books import Books, Hold, Replay
+from x402pay._channel_chain import OnChain
+from x402pay._channel_checks import Expected, problem_with, recover
+from x402pay._channel_sign import DepositTerms, SignedChannelPayment, sign_request
+from x402pay._channel_terms import CHANNEL_SCHEME, ChannelTerms, channel_terms, deposit_size
+from x402pay._effects import Answer, ChannelChain, ChannelOp, Close, Delivery, Pause, Program, Send, Sign
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._policy import SpendPolicy
+from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
+from x402pay._protocol.channel_wire import ChannelExtra, ResponseExtra
+from x402pay._protocol.codec import decode_header
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._receipts import Receipt
+from x402pay._schemes.channel import ChannelConfig, channel_id
+from x402pay._schemes.exact import SignedPayment
+from x402pay._wallet import Wallet
+from x402pay.errors import PaymentInFlight, PaymentRejected, ReceiptMismatch, SettlementError
+from x402pay.ledger._channels import ChannelRecord
+
+logger = logging.getLogger(__name__)
+
+#: How long one request may hold a channel's lease (a holder that died frees it after this).
+LEASE_SECONDS: Final = 120
+#: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
+LEASE_PATIENCE: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The channel one request pays through: its terms, config, id, and the lease `holder`'s name."""
+
+    terms: ChannelTerms
+    config: ChannelConfig
+    id: bytes
+    chain_id: int
+    holder: str
+
+    @property
+    def key(self) -> str:
+        """The channel id as the channel book keys it."""
+        return "0x" + self.id.hex()
+
+
+class ChannelPayer:
+    """Pays ``batch-settlement`` options for one transport (see the module's theory of operation)."""
+
+    def __init__(self, *, wallet: Wallet, policy: SpendPolicy, books: Books, clock: Any, reads_chain: bool) -> None:
+        self.wallet = wallet
+        self.policy = policy
+        self.books = books
+        self._clock = clock
+        self._reads_chain = reads_chain
+
+    def pay(self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[Delivery]:
+        """Pay `requirement` through its channel, under the channel's lease."""
+        terms = channel_terms(requirement)
+        config = terms.config(self.wallet.address)
+        chain_id = requirement.chain_id
+        channel = Channel(terms, config, channel_id(config, chain_id), chain_id, "x402pay-" + secrets.token_hex(8))
+        record = yield from self._lease(channel, attempt.origin, requirement)
+        try:
+            delivery = yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=True)
+        except GeneratorExit:  # nothing can be yielded: the lease expires on its own
+            raise
+        except BaseException:
+            yield ChannelOp("release", (channel.key, channel.holder))
+            raise
+        yield ChannelOp("release", (channel.key, channel.holder))
+        return delivery
+
+    def _lease(self, channel: Channel, origin: str, requirement: PaymentRequirements) -> Program[ChannelRecord]:
+        new = ChannelRecord(channel.key, requirement.network, origin, channel.config.token,
+                            channel.config.receiver, channel.config.as_wire())  # fmt: skip
+        waited, step = 0.0, 0.005
+        while True:
+            record = yield ChannelOp("lease", (new, channel.holder, LEASE_SECONDS))
+            if record is not None:
+                return record  # type: ignore[no-any-return]
+            if waited >= LEASE_PATIENCE:
+                raise PaymentInFlight(None, f"channel {channel.key[:18]}... (its lease)")
+            step = min(step * 2, 0.25)
+            yield Pause(step)
+            waited += step
+
+    def _pay_leased(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        record: ChannelRecord, *, retry: bool,
+    ) -> Program[Delivery]:  # fmt: skip
+        if record.state != "open":
+            raise PaymentRejected(f"channel {channel.key[:18]}... is {record.state}: nothing more is signed on it")
+        if record.updated_at == 0 and self._reads_chain:  # never seen here: start from the chain
+            record = yield from self._adopt_chain(channel, record)
+        ceiling = record.charged + requirement.amount
+        if ceiling > record.chain_balance and self._reads_chain:  # a deposit whose answer was lost may have landed
+            record = yield from self._adopt_chain(channel, record, keep_charged=True)
+        due = self._deposit_due(requirement, channel, ceiling - record.chain_balance)
+        hold = None if due is None else (yield from self._hold_deposit(attempt, requirement, due))
+        try:
+            signing = partial(sign_request, self.wallet, channel.terms, channel.config, channel.id,
+                              channel.chain_id, ceiling, due)  # fmt: skip
+            signed: SignedChannelPayment = yield Sign(signing)
+            payment, header = _payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
+            deposit = _deposit_payment(payment, signed, requirement) if due is not None else None
+            yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
+            if hold is not None and deposit is not None:
+                yield from self.books.authorize(hold, deposit, header, attempt.headers)
+        except GeneratorExit:
+            if hold is not None:
+                self.books.let_go(hold)
+            raise
+        except BaseException as exc:
+            if hold is not None:
+                yield from self.books.release(hold, f"never sent: {type(exc).__name__}")
+            raise
+        answer = yield from self._send(attempt, header, deposit)
+        if answer.status == 402:
+            return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry))
+        try:
+            return (yield from self._conclude(attempt, requirement, channel, record, payment, deposit, answer))
+        except BaseException:
+            yield Close(answer)
+            raise
+
+    def _deposit_due(self, requirement: PaymentRequirements, channel: Channel, short: int) -> DepositTerms | None:
+        if short <= 0:
+            return None
+        hint = channel.terms.extra.min_deposit
+        amount = deposit_size(needed=short, amount=requirement.amount, hint=hint, cap=self.policy.deposit_cap)
+        lifetime = min(requirement.max_timeout_seconds, self.policy.max_lifetime)
+        return DepositTerms(amount, int(self._clock()) + lifetime)
+
+    def _hold_deposit(self, attempt: Attempt, requirement: PaymentRequirements, due: DepositTerms) -> Program[Hold]:
+        """Reserve the deposit against the budgets, as the payment it is (money leaving the wallet)."""
+        escrow = deposit_requirement(requirement, due.amount)
+        held = yield from self.books.reserve(attempt.key + "#deposit", attempt.origin, escrow)
+        if isinstance(held, Replay):
+            raise PaymentRejected("this request's deposit was signed before; its answer decides, not a new one")
+        return held
+
+    def _send(self, attempt: Attempt, header: tuple[str, str], deposit: Payment | None) -> Program[Answer]:
+        try:
+            answer: Answer = yield Send(attempt.headers, header)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            if deposit is not None:
+                yield from self.books.lost(deposit, f"no answer: {type(exc).__name__}")
+            raise
+        return answer
+
+    def _adopt_chain(self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False) -> Program[Any]:
+        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged)."""
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        changes: dict[str, Any] = {"chain_balance": chain.balance, "chain_claimed": chain.total_claimed}
+        if not keep_charged:
+            changes |= {"charged": max(record.charged, chain.total_claimed),
+                        "signed_max": max(record.signed_max, chain.total_claimed)}  # fmt: skip
+        if chain.withdrawing:
+            changes["state"] = "withdrawing"
+        return (yield ChannelOp("update", (channel.key, channel.holder), changes))
+
+    def _refused(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        record: ChannelRecord, answer: Answer, deposit: Payment | None, retry: bool,
+    ) -> Program[Delivery]:  # fmt: skip
+        """A 402 to a signed request: a corrective one is answered once more; anything else is a refusal."""
+        yield Close(answer)
+        if deposit is not None:
+            yield from self.books.lost(deposit, "the server answered the deposit with a 402")
+        corrective = _corrective(answer.headers, channel.id, requirement)
+        if not retry or corrective is None or not self._reads_chain:
+            reason = "a corrective 402 it could not prove" if corrective is not None else "no reason given"
+            raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
+                           corrective.channel_state, corrective.voucher_state, chain)  # fmt: skip
+        logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
+                    "proven by our own voucher" if believed.proven else "not proven, the chain believed",
+                    believed.charged)  # fmt: skip
+        changes = {"charged": believed.charged, "chain_balance": believed.balance, "chain_claimed":
+                   chain.total_claimed, "signed_max": max(record.signed_max, believed.signed_max)}  # fmt: skip
+        record = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        return (yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=False))
+
+    def _conclude(
+        self, attempt: Attempt, requirement: PaymentRequirements, channel: Channel, record: ChannelRecord,
+        payment: Payment, deposit: Payment | None, answer: Answer,
+    ) -> Program[Delivery]:  # fmt: skip
+        """Check the server's report (and a deposit on chain), then book what it charged."""
+        report = _report(answer.headers)
+        added = deposit.signed_amount if deposit is not None else 0
+        expected = Expected(channel.id, requirement.amount, record.charged, record.chain_balance + added)
+        extra = None if report is None else report.extra
+        problem = "no successful settlement response" if extra is None else problem_with(extra, expected)
+        if problem is None and deposit is not None and self._reads_chain:
+            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+            if chain.balance != expected.balance:
+                problem = (
+                    f"the chain shows a channel balance of {chain.balance} after the deposit, not {expected.balance}"
+                )
+        if problem is not None:
+            yield from self._caught(attempt.origin, channel, record, payment, deposit, problem)
+        charged = extra.charged_amount if extra is not None else None
+        assert charged is not None  # noqa: S101 - problem_with says so
+        changes: dict[str, Any] = {"charged": record.charged + charged, "chain_balance": expected.balance}
+        if deposit is not None:
+            changes["deposited"] = record.deposited + added
+            yield from self._deposit_landed(deposit, report)
+        yield ChannelOp("update", (channel.key, channel.holder), changes)
+        payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
+                                  payer=self.wallet.address, transaction=_transaction(report))  # fmt: skip
+        payment.status = PaymentStatus.SETTLED
+        return Delivery(answer, payment)
+
+    def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
+        """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""
+        deposit.receipt = Receipt(amount=deposit.signed_amount, source="PAYMENT-RESPONSE",
+                                  transaction=_transaction(report))  # fmt: skip
+        deposit.status = PaymentStatus.SETTLED
+        yield from self.books.escrowed(deposit, verified=self._reads_chain)
+
+    def _caught(
+        self, origin: str, channel: Channel, record: ChannelRecord, payment: Payment, deposit: Payment | None,
+        problem: str,
+    ) -> Program[None]:  # fmt: skip
+        """A lying server: book the whole voucher it holds as charged, stop paying it, start taking the escrow back."""
+        payment.mismatch = problem
+        payment.status = PaymentStatus.SETTLED
+        changes: dict[str, Any] = {"charged": max(record.signed_max, payment.signed.amount + record.charged)}
+        if deposit is not None:
+            yield from self.books.lost(deposit, f"the server lied: {problem}")
+        if self._reads_chain:
+            changes |= yield from self._withdraw(channel)
+        yield ChannelOp("update", (channel.key, channel.holder), changes)
+        yield from self.books.caught(payment, problem)
+        raise ReceiptMismatch(f"the channel server {origin} lied: {problem}", payment)
+
+    def _withdraw(self, channel: Channel) -> Program[dict[str, Any]]:
+        """Start the withdrawal of whatever the server has not claimed (the payer's own transaction)."""
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        if chain.available == 0 or chain.withdrawing:
+            return {"state": "withdrawing" if chain.withdrawing else "closed"}
+        try:
+            yield ChannelChain("initiate_withdraw", (channel.config, chain.available))
+        except Exception:  # the lie is raised either way; the CLI can start the withdrawal again
+            logger.warning("channel %s: the withdrawal could not be started", channel.key[:18], exc_info=True)
+            return {}
+        after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
+
+
+def deposit_requirement(requirement: PaymentRequirements, amount: int) -> PaymentRequirements:
+    """The deposit as the books hold it: `amount` of the token, paid into the settlement contract's escrow."""
+    return PaymentRequirements(
+        scheme=CHANNEL_SCHEME, network=requirement.network, amount=amount, asset=requirement.asset,
+        pay_to=BATCH_SETTLEMENT_ADDRESS, max_timeout_seconds=requirement.max_timeout_seconds,
+    )  # fmt: skip
+
+
+def _payment_of(
+    challenge: _flow.Challenge, requirement: PaymentRequirements, origin: str, signed: SignedChannelPayment,
+    payer: str,
+) -> tuple[Payment, tuple[str, str]]:  # fmt: skip
+    """The request's Payment (its signed amount: this request's maximum) and the header that carries it."""
+    record = SignedPayment(
+        requirement=requirement, payload=signed.as_wire(), payer=payer,  # type: ignore[arg-type]
+        amount=requirement.amount, nonce="0x" + signed.payload.voucher.channel_id.hex(), valid_after=0,
+        valid_before=signed.valid_before, method="voucher",
+    )  # fmt: skip
+    header = _flow.payment_header(challenge, record, {})
+    return Payment(origin=origin, x402_version=challenge.version, signed=record), header
+
+
+def _deposit_payment(payment: Payment, signed: SignedChannelPayment, requirement: PaymentRequirements) -> Payment:
+    """The deposit as its own Payment, for the books: its amount, its authorization's nonce and method."""
+    method = "permit2" if signed.deposit_nonce is not None and not signed.deposit_nonce.startswith("0x") else "eip3009"
+    record = replace(
+        payment.signed, requirement=deposit_requirement(requirement, signed.deposit), amount=signed.deposit,
+        nonce=str(signed.deposit_nonce), method=method,
+    )  # fmt: skip
+    return Payment(origin=payment.origin, x402_version=payment.x402_version, signed=record)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a paid answer's ``PAYMENT-RESPONSE`` says: the channel's `extra`, and a deposit's `transaction`."""
+
+    extra: ResponseExtra
+    transaction: str | None
+
+
+def _report(headers: Mapping[str, str]) -> Report | None:
+    """The successful settlement report of a channel payment, or None (absent, failed or unreadable).
+
+    Read here, not as a `SettleResponse`: a voucher's report carries ``amount: ""``, which is no amount."""
+    for name in _flow.SETTLEMENT_HEADERS:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            data = decode_header(value, what=name, error=SettlementError)
+            if not isinstance(data, dict) or data.get("success") is not True:
+                return None
+            transaction = data.get("transaction")
+            extra = ResponseExtra.from_wire(data.get("extra") or {})
+        except SettlementError:
+            return None
+        return Report(extra, transaction[:256] if isinstance(transaction, str) and transaction else None)
+    return None
+
+
+def _transaction(report: Report | None) -> str | None:
+    return None if report is None else report.transaction
+
+
+def _corrective(headers: Mapping[str, str], channel: bytes, requirement: PaymentRequirements) -> ChannelExtra | None:
+    """The channel option of a corrective 402 for `channel` (one that carries its state), or None."""
+    try:
+        challenge = _flow.decode_challenge(headers, None)
+    except Exception:  # a malformed 402 is a plain refusal
+        return None
+    if challenge is None:
+        return None
+    for option in challenge.requirements.values():
+        if option.scheme != CHANNEL_SCHEME or option.pay_to.lower() != requirement.pay_to.lower():
+            continue
+        try:
+            extra = ChannelExtra.from_wire(option.extra or {})
+        except Exception:  # noqa: S112 - an option we cannot read proves nothing
+            continue
+        if extra.channel_state is not None and extra.channel_state.channel_id == channel:
+            return extra
+    return None
