@@ -96,3 +96,23 @@ def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_cei
         claim_and_sweep(stack)
         channel_id = bytes.fromhex(record.channel_id[2:])
         assert channels.settlement.functions.channels(channel_id).call() == [10 * PRICE, 9 * PRICE]
+
+
+def test_after_our_store_is_wiped_the_servers_corrective_402_is_believed_because_it_proves_our_voucher(
+    channels: Channels, payer: LocalAccount, ledger: Ledger, tmp_path: Path
+) -> None:
+    devnet = channels.devnet
+    with official_server(devnet) as stack:
+        with httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+            for _ in range(3):
+                assert client.get(stack.url + "/report").status_code == 200
+        channel_id = only_channel(ledger).channel_id
+        with Ledger.sqlite(tmp_path / "fresh.db") as fresh:  # a new machine: nothing but the chain and the key
+            with httpx.Client(transport=transport(devnet, payer, fresh)) as client:
+                response = client.get(stack.url + "/report")
+                assert response.status_code == 200, response.text
+            record = only_channel(fresh)
+            assert record.channel_id == channel_id
+            # the chain said nothing was claimed; the server proved (with our own voucher) that 3 were charged
+            assert (record.charged, record.signed_max, record.chain_balance) == (4 * PRICE, 4 * PRICE, 10 * PRICE)
+            assert record.deposited == 0  # no second deposit: the escrow on chain covered it
