@@ -15,9 +15,12 @@ import httpx
 import pytest
 from channel_support import Channels
 from eth_account.signers.local import LocalAccount
-from official_stack import METERED, PRICE, OfficialStack, official_server
+from official_stack import DELAY, METERED, PRICE, OfficialStack, official_server
+from web3 import Web3
+from web3.exceptions import ContractCustomError
 
 import x402pay
+from x402pay._channel_admin import finalize, withdraw
 from x402pay.ledger import Ledger
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.testing import Devnet
@@ -116,3 +119,34 @@ def test_after_our_store_is_wiped_the_servers_corrective_402_is_believed_because
             # the chain said nothing was claimed; the server proved (with our own voucher) that 3 were charged
             assert (record.charged, record.signed_max, record.chain_balance) == (4 * PRICE, 4 * PRICE, 10 * PRICE)
             assert record.deposited == 0  # no second deposit: the escrow on chain covered it
+
+
+def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothing_left(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    with official_server(devnet) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+        for _ in range(3):
+            assert client.get(stack.url + "/report").status_code == 200
+        channel_id = only_channel(ledger).channel_id
+        identity = bytes.fromhex(channel_id[2:])
+        payer_before = channels.balance_of(payer.address)
+        tx_hash, record = withdraw(ledger.channels, devnet.web3(), wallet, channel_id)
+        assert tx_hash is not None
+        assert record.state == "withdrawing"
+        assert record.withdraw_after is not None
+        with pytest.raises(x402pay.errors.PaymentRejected, match="withdrawing"):
+            client.get(stack.url + "/report")  # nothing more is signed on a channel being withdrawn
+        with pytest.raises(ContractCustomError):  # too early
+            finalize(ledger.channels, devnet.web3(), wallet, channel_id)
+        devnet.increase_time(DELAY + 1)
+        _, record = finalize(ledger.channels, devnet.web3(), wallet, channel_id)
+        assert record.state == "closed"
+        assert channels.settlement.functions.channels(identity).call() == [0, 0]
+        assert channels.balance_of(payer.address) == payer_before + 10 * PRICE  # all of it: the server never claimed
+        assert (record.withdrawn, record.escrow, record.chain_balance) == (10 * PRICE, 0, 0)
+        claim_exceeds_balance = Web3.keccak(text="ClaimExceedsBalance()")[:4].to_0x_hex()
+        with pytest.raises(RuntimeError, match=claim_exceeds_balance):  # the official manager's late claim
+            stack.manager().claim()
+        assert channels.settlement.functions.channels(identity).call() == [0, 0]
