@@ -207,7 +207,8 @@ class ChannelPayer:
         logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
                     "proven by our own voucher" if believed.proven else "not proven, the chain believed",
                     believed.charged)  # fmt: skip
-        changes = {"charged": believed.charged, "chain_balance": believed.balance, "chain_claimed":
+        charged = believed.charged if believed.proven else max(record.charged, believed.charged)
+        changes = {"charged": charged, "chain_balance": believed.balance, "chain_claimed":
                    chain.total_claimed, "signed_max": max(record.signed_max, believed.signed_max)}  # fmt: skip
         record = yield ChannelOp("update", (channel.key, channel.holder), changes)
         return (yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=False))
@@ -222,25 +223,41 @@ class ChannelPayer:
         expected = Expected(channel.id, requirement.amount, record.charged, record.chain_balance + added)
         extra = None if report is None else report.extra
         problem = "no successful settlement response" if extra is None else problem_with(extra, expected)
-        if problem is None and deposit is not None and self._reads_chain:
-            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
-            if chain.balance != expected.balance:
-                problem = (
-                    f"the chain shows a channel balance of {chain.balance} after the deposit, not {expected.balance}"
-                )
+        if deposit is not None:
+            record, deposit_problem = yield from self._deposited(channel, record, deposit, report, problem is None)
+            problem = problem or deposit_problem
         if problem is not None:
-            yield from self._caught(attempt.origin, channel, record, payment, deposit, problem)
+            yield from self._caught(attempt.origin, channel, record, payment, problem)
         charged = extra.charged_amount if extra is not None else None
         assert charged is not None  # noqa: S101 - problem_with says so
-        changes: dict[str, Any] = {"charged": record.charged + charged, "chain_balance": expected.balance}
-        if deposit is not None:
-            changes["deposited"] = record.deposited + added
-            yield from self._deposit_landed(deposit, report)
-        yield ChannelOp("update", (channel.key, channel.holder), changes)
+        yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
                                   payer=self.wallet.address, transaction=_transaction(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
         return Delivery(answer, payment)
+
+    def _deposited(
+        self, channel: Channel, record: ChannelRecord, deposit: Payment, report: Report | None, believed: bool
+    ) -> Program[tuple[ChannelRecord, str | None]]:
+        """Whether the deposit landed: the chain says (with an ``rpc_url``), else the server's report if believed.
+        A deposit that landed is escrow in the books and in the channel's record, whatever else the server said."""
+        expected = record.chain_balance + deposit.signed_amount
+        if self._reads_chain:
+            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+            balance = chain.balance
+        else:
+            balance = expected if believed else record.chain_balance
+        if balance < expected:
+            yield from self.books.lost(deposit, f"the deposit is not on chain (balance {balance}, not {expected})")
+            missing = f"the deposit is not on chain: the channel's balance is {balance}, not {expected}"
+            return (yield ChannelOp("update", (channel.key, channel.holder), {"chain_balance": balance})), missing
+        yield from self._deposit_landed(deposit, report)
+        changes = {"chain_balance": balance, "deposited": record.deposited + deposit.signed_amount}
+        updated = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        problem = (
+            None if balance == expected else f"after the deposit the channel's balance is {balance}, not {expected}"
+        )
+        return updated, problem
 
     def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
         """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""
@@ -250,15 +267,12 @@ class ChannelPayer:
         yield from self.books.escrowed(deposit, verified=self._reads_chain)
 
     def _caught(
-        self, origin: str, channel: Channel, record: ChannelRecord, payment: Payment, deposit: Payment | None,
-        problem: str,
-    ) -> Program[None]:  # fmt: skip
+        self, origin: str, channel: Channel, record: ChannelRecord, payment: Payment, problem: str
+    ) -> Program[None]:
         """A lying server: book the whole voucher it holds as charged, stop paying it, start taking the escrow back."""
         payment.mismatch = problem
         payment.status = PaymentStatus.SETTLED
         changes: dict[str, Any] = {"charged": max(record.signed_max, payment.signed.amount + record.charged)}
-        if deposit is not None:
-            yield from self.books.lost(deposit, f"the server lied: {problem}")
         if self._reads_chain:
             changes |= yield from self._withdraw(channel)
         yield ChannelOp("update", (channel.key, channel.holder), changes)
