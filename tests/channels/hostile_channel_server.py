@@ -116,9 +116,10 @@ class Hostile:
     def _deposit(self, payload: DepositPayload) -> str:
         authorization = payload.deposit.authorization
         assert isinstance(authorization, Erc3009Deposit)
-        data = channel_deposit.erc3009_collector_data(valid_after=authorization.valid_after,
-                                                      valid_before=authorization.valid_before,
-                                                      salt=authorization.salt, signature=authorization.signature)  # fmt: skip
+        data = channel_deposit.erc3009_collector_data(
+            valid_after=authorization.valid_after, valid_before=authorization.valid_before, salt=authorization.salt,
+            signature=authorization.signature,
+        )  # fmt: skip
         devnet, amount = self.channels.devnet, payload.deposit.amount
         call = self.channels.settlement.functions.deposit(payload.config.as_abi(), amount, devnet.erc3009_collector,
                                                           data)  # fmt: skip

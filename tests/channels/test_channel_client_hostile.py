@@ -107,8 +107,8 @@ def test_a_deposit_hint_far_above_the_cap_deposits_the_cap(
     channels: Channels, payer: LocalAccount, ledger: Ledger
 ) -> None:
     devnet = channels.devnet
-    with hostile_server(channels, min_deposit=10**15) as hostile, client_for(devnet, payer, ledger,
-                                                                             max_deposit=3 * PRICE) as client:  # fmt: skip
+    capped = client_for(devnet, payer, ledger, max_deposit=3 * PRICE)
+    with hostile_server(channels, min_deposit=10**15) as hostile, capped as client:
         for _ in range(4):
             assert client.get(hostile.url + "/report").status_code == 200
         record = the_channel(ledger)
