@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -31,20 +31,26 @@ from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
 from x402pay._channel_checks import Expected, problem_with, recover
-from x402pay._channel_sign import DepositTerms, SignedChannelPayment, sign_request
+from x402pay._channel_messages import (
+    Report,
+    corrective,
+    deposit_payment,
+    deposit_requirement,
+    payment_of,
+    refund_amount,
+    report_of,
+    transaction_of,
+)
+from x402pay._channel_sign import DepositTerms, SignedChannelPayment, sign_refund, sign_request
 from x402pay._channel_terms import CHANNEL_SCHEME, ChannelTerms, channel_terms, deposit_size
 from x402pay._effects import Answer, ChannelChain, ChannelOp, Close, Delivery, Pause, Program, Send, Sign
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
-from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
-from x402pay._protocol.channel_wire import ChannelExtra, ResponseExtra
-from x402pay._protocol.codec import decode_header
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._receipts import Receipt
 from x402pay._schemes.channel import ChannelConfig, channel_id
-from x402pay._schemes.exact import SignedPayment
 from x402pay._wallet import Wallet
-from x402pay.errors import PaymentInFlight, PaymentRejected, ReceiptMismatch, SettlementError
+from x402pay.errors import NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
 from x402pay.ledger._channels import ChannelRecord
 
 logger = logging.getLogger(__name__)
@@ -83,13 +89,35 @@ class ChannelPayer:
 
     def pay(self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[Delivery]:
         """Pay `requirement` through its channel, under the channel's lease."""
+        channel = self._channel(requirement)
+        body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True)
+        return (yield from self._leased(channel, attempt.origin, requirement, body))
+
+    def refund(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements
+    ) -> Program[Delivery]:
+        """Ask for the channel's unspent escrow back (all of it, or the amount in `attempt.refund`)."""
+        if requirement.scheme != CHANNEL_SCHEME:
+            raise NoAcceptableRequirement(f"{attempt.origin} offers no channel to refund (only {requirement.scheme})")
+        amount = refund_amount(str(attempt.refund))
+        channel = self._channel(requirement)
+        body = partial(self._refund_leased, attempt, challenge, requirement, channel, amount)
+        return (yield from self._leased(channel, attempt.origin, requirement, body))
+
+    def _channel(self, requirement: PaymentRequirements) -> Channel:
         terms = channel_terms(requirement)
         config = terms.config(self.wallet.address)
         chain_id = requirement.chain_id
-        channel = Channel(terms, config, channel_id(config, chain_id), chain_id, "x402pay-" + secrets.token_hex(8))
-        record = yield from self._lease(channel, attempt.origin, requirement)
+        return Channel(terms, config, channel_id(config, chain_id), chain_id, "x402pay-" + secrets.token_hex(8))
+
+    def _leased(
+        self, channel: Channel, origin: str, requirement: PaymentRequirements,
+        body: Callable[[ChannelRecord], Program[Delivery]],
+    ) -> Program[Delivery]:  # fmt: skip
+        """Run `body` with the channel's record, holding its lease; the lease is given back however it ends."""
+        record = yield from self._lease(channel, origin, requirement)
         try:
-            delivery = yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=True)
+            delivery = yield from body(record)
         except GeneratorExit:  # nothing can be yielded: the lease expires on its own
             raise
         except BaseException:
@@ -97,6 +125,34 @@ class ChannelPayer:
             raise
         yield ChannelOp("release", (channel.key, channel.holder))
         return delivery
+
+    def _refund_leased(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        amount: int | None, record: ChannelRecord,
+    ) -> Program[Delivery]:  # fmt: skip
+        if record.updated_at == 0 and self._reads_chain:
+            record = yield from self._adopt_chain(channel, record)
+        signing = partial(
+            sign_refund, self.wallet, channel.config, channel.id, channel.chain_id, record.charged, amount
+        )
+        signed: SignedChannelPayment = yield Sign(signing)
+        payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address, amount=0)
+        answer = yield from self._send(attempt, header, None)
+        if answer.status == 402:
+            yield Close(answer)
+            raise PaymentRejected(f"{attempt.origin} refused to refund the channel")
+        report = report_of(answer.headers)
+        changes: dict[str, Any] = {}
+        if self._reads_chain:
+            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+            changes = {"refunded": record.refunded + max(record.chain_balance - chain.balance, 0),
+                       "chain_balance": chain.balance, "chain_claimed": chain.total_claimed,
+                       "charged": max(record.charged, chain.total_claimed)}  # fmt: skip
+        yield ChannelOp("update", (channel.key, channel.holder), changes)
+        payment.receipt = Receipt(amount=0, source="PAYMENT-RESPONSE", network=requirement.network,
+                                  payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
+        payment.status = PaymentStatus.SETTLED
+        return Delivery(answer, payment)
 
     def _lease(self, channel: Channel, origin: str, requirement: PaymentRequirements) -> Program[ChannelRecord]:
         new = ChannelRecord(channel.key, requirement.network, origin, channel.config.token,
@@ -129,8 +185,8 @@ class ChannelPayer:
             signing = partial(sign_request, self.wallet, channel.terms, channel.config, channel.id,
                               channel.chain_id, ceiling, due)  # fmt: skip
             signed: SignedChannelPayment = yield Sign(signing)
-            payment, header = _payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
-            deposit = _deposit_payment(payment, signed, requirement) if due is not None else None
+            payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
+            deposit = deposit_payment(payment, signed, requirement) if due is not None else None
             yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
             if hold is not None and deposit is not None:
                 yield from self.books.authorize(hold, deposit, header, attempt.headers)
@@ -169,7 +225,7 @@ class ChannelPayer:
 
     def _send(self, attempt: Attempt, header: tuple[str, str], deposit: Payment | None) -> Program[Answer]:
         try:
-            answer: Answer = yield Send(attempt.headers, header)
+            answer: Answer = yield Send(attempt.headers, header, strip=attempt.strip)
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -197,13 +253,13 @@ class ChannelPayer:
         yield Close(answer)
         if deposit is not None:
             yield from self.books.lost(deposit, "the server answered the deposit with a 402")
-        corrective = _corrective(answer.headers, channel.id, requirement)
-        if not retry or corrective is None or not self._reads_chain:
-            reason = "a corrective 402 it could not prove" if corrective is not None else "no reason given"
+        state = corrective(answer.headers, channel.id, requirement)
+        if not retry or state is None or not self._reads_chain:
+            reason = "a corrective 402 it could not prove" if state is not None else "no reason given"
             raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
-                           corrective.channel_state, corrective.voucher_state, chain)  # fmt: skip
+                           state.channel_state, state.voucher_state, chain)  # fmt: skip
         logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
                     "proven by our own voucher" if believed.proven else "not proven, the chain believed",
                     believed.charged)  # fmt: skip
@@ -218,7 +274,7 @@ class ChannelPayer:
         payment: Payment, deposit: Payment | None, answer: Answer,
     ) -> Program[Delivery]:  # fmt: skip
         """Check the server's report (and a deposit on chain), then book what it charged."""
-        report = _report(answer.headers)
+        report = report_of(answer.headers)
         added = deposit.signed_amount if deposit is not None else 0
         expected = Expected(channel.id, requirement.amount, record.charged, record.chain_balance + added)
         extra = None if report is None else report.extra
@@ -232,7 +288,7 @@ class ChannelPayer:
         assert charged is not None  # noqa: S101 - problem_with says so
         yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
-                                  payer=self.wallet.address, transaction=_transaction(report))  # fmt: skip
+                                  payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
         return Delivery(answer, payment)
 
@@ -262,7 +318,7 @@ class ChannelPayer:
     def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
         """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""
         deposit.receipt = Receipt(amount=deposit.signed_amount, source="PAYMENT-RESPONSE",
-                                  transaction=_transaction(report))  # fmt: skip
+                                  transaction=transaction_of(report))  # fmt: skip
         deposit.status = PaymentStatus.SETTLED
         yield from self.books.escrowed(deposit, verified=self._reads_chain)
 
@@ -291,87 +347,3 @@ class ChannelPayer:
             return {}
         after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
-
-
-def deposit_requirement(requirement: PaymentRequirements, amount: int) -> PaymentRequirements:
-    """The deposit as the books hold it: `amount` of the token, paid into the settlement contract's escrow."""
-    return PaymentRequirements(
-        scheme=CHANNEL_SCHEME, network=requirement.network, amount=amount, asset=requirement.asset,
-        pay_to=BATCH_SETTLEMENT_ADDRESS, max_timeout_seconds=requirement.max_timeout_seconds,
-    )  # fmt: skip
-
-
-def _payment_of(
-    challenge: _flow.Challenge, requirement: PaymentRequirements, origin: str, signed: SignedChannelPayment,
-    payer: str,
-) -> tuple[Payment, tuple[str, str]]:  # fmt: skip
-    """The request's Payment (its signed amount: this request's maximum) and the header that carries it."""
-    record = SignedPayment(
-        requirement=requirement, payload=signed.as_wire(), payer=payer,  # type: ignore[arg-type]
-        amount=requirement.amount, nonce="0x" + signed.payload.voucher.channel_id.hex(), valid_after=0,
-        valid_before=signed.valid_before, method="voucher",
-    )  # fmt: skip
-    header = _flow.payment_header(challenge, record, {})
-    return Payment(origin=origin, x402_version=challenge.version, signed=record), header
-
-
-def _deposit_payment(payment: Payment, signed: SignedChannelPayment, requirement: PaymentRequirements) -> Payment:
-    """The deposit as its own Payment, for the books: its amount, its authorization's nonce and method."""
-    method = "permit2" if signed.deposit_nonce is not None and not signed.deposit_nonce.startswith("0x") else "eip3009"
-    record = replace(
-        payment.signed, requirement=deposit_requirement(requirement, signed.deposit), amount=signed.deposit,
-        nonce=str(signed.deposit_nonce), method=method,
-    )  # fmt: skip
-    return Payment(origin=payment.origin, x402_version=payment.x402_version, signed=record)
-
-
-@dataclass(frozen=True)
-class Report:
-    """What a paid answer's ``PAYMENT-RESPONSE`` says: the channel's `extra`, and a deposit's `transaction`."""
-
-    extra: ResponseExtra
-    transaction: str | None
-
-
-def _report(headers: Mapping[str, str]) -> Report | None:
-    """The successful settlement report of a channel payment, or None (absent, failed or unreadable).
-
-    Read here, not as a `SettleResponse`: a voucher's report carries ``amount: ""``, which is no amount."""
-    for name in _flow.SETTLEMENT_HEADERS:
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            data = decode_header(value, what=name, error=SettlementError)
-            if not isinstance(data, dict) or data.get("success") is not True:
-                return None
-            transaction = data.get("transaction")
-            extra = ResponseExtra.from_wire(data.get("extra") or {})
-        except SettlementError:
-            return None
-        return Report(extra, transaction[:256] if isinstance(transaction, str) and transaction else None)
-    return None
-
-
-def _transaction(report: Report | None) -> str | None:
-    return None if report is None else report.transaction
-
-
-def _corrective(headers: Mapping[str, str], channel: bytes, requirement: PaymentRequirements) -> ChannelExtra | None:
-    """The channel option of a corrective 402 for `channel` (one that carries its state), or None."""
-    try:
-        challenge = _flow.decode_challenge(headers, None)
-    except Exception:  # a malformed 402 is a plain refusal
-        return None
-    if challenge is None:
-        return None
-    for option in challenge.requirements.values():
-        if option.scheme != CHANNEL_SCHEME or option.pay_to.lower() != requirement.pay_to.lower():
-            continue
-        try:
-            extra = ChannelExtra.from_wire(option.extra or {})
-        except Exception:  # noqa: S112 - an option we cannot read proves nothing
-            continue
-        if extra.channel_state is not None and extra.channel_state.channel_id == channel:
-            return extra
-    return None

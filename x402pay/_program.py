@@ -53,7 +53,7 @@ from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
 from x402pay._protocol.codec import MAX_BODY_BYTES
-from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._repeats import Repeats, retry_mark, unanswered
 from x402pay._streams import ReceiptTap
@@ -176,7 +176,10 @@ class PaymentProgram:
         route = (call.method, call.origin.lower(), call.path)
         repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
         fresh = not (given_key or repeated)
-        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip)
+        refund = call.headers.get(CHANNEL_REFUND)
+        strip += (CHANNEL_REFUND,) if refund is not None else ()
+        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
+                       refund=refund)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = yield from self._prepayable(attempt, start)
@@ -235,6 +238,8 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
+        if attempt.refund is not None:
+            return (yield from self.channels.refund(attempt, challenge, requirement))
         if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
             return (yield from self.channels.pay(attempt, challenge, requirement))
         held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
