@@ -150,3 +150,30 @@ def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothi
         with pytest.raises(RuntimeError, match=claim_exceeds_balance):  # the official manager's late claim
             stack.manager().claim()
         assert channels.settlement.functions.channels(identity).call() == [0, 0]
+
+
+def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with official_server(devnet) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+        for _ in range(3):
+            assert client.get(stack.url + "/report").status_code == 200
+        payer_before = channels.balance_of(payer.address)
+        partial = client.get(stack.url + "/report", headers={x402pay.CHANNEL_REFUND: str(2 * PRICE)})
+        assert partial.status_code == 200, partial.text
+        record = only_channel(ledger)
+        identity = bytes.fromhex(record.channel_id[2:])
+        # the server claims what it charged and refunds what was asked
+        assert channels.settlement.functions.channels(identity).call() == [8 * PRICE, 3 * PRICE]
+        assert channels.balance_of(payer.address) == payer_before + 2 * PRICE
+        assert (record.refunded, record.chain_balance, record.charged, record.escrow) == (
+            2 * PRICE, 8 * PRICE, 3 * PRICE, 8 * PRICE,
+        )  # fmt: skip
+        assert client.get(stack.url + "/report").status_code == 200  # still open: one more paid request
+        full = client.get(stack.url + "/report", headers={x402pay.CHANNEL_REFUND: "all"})
+        assert full.status_code == 200, full.text
+        record = only_channel(ledger)
+        assert channels.settlement.functions.channels(identity).call() == [4 * PRICE, 4 * PRICE]
+        assert channels.balance_of(payer.address) == payer_before + 6 * PRICE
+        assert (record.refunded, record.charged, record.chain_balance) == (6 * PRICE, 4 * PRICE, 4 * PRICE)
