@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from eth_utils.crypto import keccak
+
 from x402pay._protocol.abi import Fragment, _function, _param, _tuple
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
 from x402pay._schemes.channel import ChannelConfig
@@ -61,10 +63,25 @@ def read_channel(web3: Any, channel_id: bytes, withdraw_delay: int = 0) -> OnCha
     return OnChain(int(balance), int(claimed), int(pending), after)
 
 
+#: The contract's refusals a payer's own transactions meet, by selector.
+PAYER_ERRORS: Final = {
+    keccak(text=f"{name}()")[:4].hex(): name
+    for name in ("WithdrawDelayNotElapsed", "WithdrawalNotPending", "WithdrawalAlreadyPending", "NothingToWithdraw",
+                 "WithdrawAmountExceedsAvailable", "NotAuthorizedToFinalizeWithdraw", "InvalidChannel")
+}  # fmt: skip
+
+
 def _send(web3: Any, wallet: Wallet, call: Any, what: str) -> str:
-    transaction = call.build_transaction(
-        {"from": wallet.address, "nonce": web3.eth.get_transaction_count(wallet.address, "pending")}
-    )
+    from web3.exceptions import ContractCustomError
+
+    try:
+        transaction = call.build_transaction(
+            {"from": wallet.address, "nonce": web3.eth.get_transaction_count(wallet.address, "pending")}
+        )
+    except ContractCustomError as exc:  # the estimate reverted: name the contract's reason
+        selector = str(exc.data)[2:10] if isinstance(exc.data, str) else ""
+        reason = PAYER_ERRORS.get(selector, f"error 0x{selector or 'unknown'}")
+        raise SigningError(f"{what} would revert: {reason}; nothing was sent") from exc
     tx_hash = web3.eth.send_raw_transaction(wallet.sign_transaction(transaction))
     receipt = web3.eth.wait_for_transaction_receipt(tx_hash)
     if receipt["status"] != 1:

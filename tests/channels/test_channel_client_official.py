@@ -17,7 +17,6 @@ from channel_support import Channels
 from eth_account.signers.local import LocalAccount
 from official_stack import DELAY, METERED, PRICE, OfficialStack, official_server
 from web3 import Web3
-from web3.exceptions import ContractCustomError
 
 import x402pay
 from x402pay._channel_admin import finalize, withdraw
@@ -138,7 +137,7 @@ def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothi
         assert record.withdraw_after is not None
         with pytest.raises(x402pay.errors.PaymentRejected, match="withdrawing"):
             client.get(stack.url + "/report")  # nothing more is signed on a channel being withdrawn
-        with pytest.raises(ContractCustomError):  # too early
+        with pytest.raises(x402pay.SigningError, match="WithdrawDelayNotElapsed"):  # too early
             finalize(ledger.channels, devnet.web3(), wallet, channel_id)
         devnet.increase_time(DELAY + 1)
         _, record = finalize(ledger.channels, devnet.web3(), wallet, channel_id)
