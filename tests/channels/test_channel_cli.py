@@ -38,6 +38,17 @@ def test_list_withdraw_and_finalize_a_channel_from_the_command_line(
     assert (row["escrow"], row["spent"], row["committed"], row["state"]) == (10 * PRICE, 2 * PRICE, 0, "open")
     assert main(["channel", "list", "--ledger", str(path)]) == 0
     assert row["channel"][:18] in capsys.readouterr().out
+    assert main(["ledger", "--ledger", str(path), "--json"]) == 0
+    books = json.loads(capsys.readouterr().out)
+    (deposit,) = books["entries"]  # the deposit is the one payment: the money that left the wallet
+    assert (deposit["scheme"], deposit["amount"], deposit["held"]) == ("batch-settlement", 10 * PRICE, 10 * PRICE)
+    (held,) = books["channels"]
+    assert (held["escrow"], held["spent"], held["committed"]) == (10 * PRICE, 2 * PRICE, 0)
+    assert main(["ledger", "--ledger", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "escrow" in table
+    assert "unspent" in table
+    assert "8000" in table
     chain = ["--ledger", str(path), "--rpc-url", devnet.rpc_url]
     assert main(["channel", "withdraw", row["channel"], *chain]) == 0
     assert "initiateWithdraw in 0x" in capsys.readouterr().out

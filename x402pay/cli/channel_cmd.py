@@ -40,12 +40,10 @@ def register(commands: Any) -> None:
 
 
 def _row(record: Any) -> dict[str, Any]:
-    return {
-        "channel": record.channel_id, "origin": record.origin, "state": record.state, "escrow": record.escrow,
-        "spent": record.charged, "committed": record.committed, "balance": record.chain_balance,
-        "claimed": record.chain_claimed, "token": record.token, "network": record.network,
-        "withdraw_after": record.withdraw_after,
-    }  # fmt: skip
+    from x402pay.ledger._report import channel_json
+
+    return channel_json(record) | {"balance": record.chain_balance, "claimed": record.chain_claimed,
+                                   "withdraw_after": record.withdraw_after}  # fmt: skip
 
 
 def render(records: list[Any], *, as_json: bool) -> str:
