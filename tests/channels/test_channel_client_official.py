@@ -176,3 +176,25 @@ def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
         assert channels.settlement.functions.channels(identity).call() == [4 * PRICE, 4 * PRICE]
         assert channels.balance_of(payer.address) == payer_before + 6 * PRICE
         assert (record.refunded, record.charged, record.chain_balance) == (6 * PRICE, 4 * PRICE, 4 * PRICE)
+
+
+async def test_an_async_transport_without_ledger_or_rpc_pays_through_a_channel_kept_in_memory(
+    channels: Channels, payer: LocalAccount
+) -> None:
+    devnet = channels.devnet
+    policy = x402pay.SpendPolicy(max_per_request=PRICE, assets={devnet.usdc}, schemes=("batch-settlement",))
+    transport = x402pay.AsyncPaymentTransport(wallet=x402pay.Wallet.from_key(bytes(payer.key)), policy=policy)
+    payee_before = channels.balance_of(devnet.payee.address)
+    with official_server(devnet) as stack:
+        async with httpx.AsyncClient(transport=transport) as client:
+            for path in ["/report", "/metered", "/report"]:
+                response = await client.get(stack.url + path)
+                assert response.status_code == 200, response.text
+        (record,) = transport._engine.channels.all()
+        assert (record.deposited, record.charged, record.signed_max) == (
+            10 * PRICE,
+            2 * PRICE + METERED,
+            2 * PRICE + METERED,
+        )
+        claim_and_sweep(stack)
+    assert channels.balance_of(devnet.payee.address) == payee_before + 2 * PRICE + METERED
