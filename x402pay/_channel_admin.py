@@ -82,6 +82,8 @@ def finalize(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> t
             raise SigningError(f"channel {channel_id[:18]}... has no withdrawal to finalize (start one first)")
         record = sync(book, holder, record, before)
         tx_hash = finalize_withdraw(web3, wallet, config)
-        return tx_hash, sync(book, holder, record, read_channel(web3, identity, config.withdraw_delay))
+        after = sync(book, holder, record, read_channel(web3, identity, config.withdraw_delay))
+        book.return_escrow(after, after.withdrawn - record.withdrawn)  # the budgets stop holding what came back
+        return tx_hash, after
     finally:
         book.release(channel_id, holder)

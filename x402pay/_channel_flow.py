@@ -142,13 +142,15 @@ class ChannelPayer:
             yield Close(answer)
             raise PaymentRejected(f"{attempt.origin} refused to refund the channel")
         report = report_of(answer.headers)
-        changes: dict[str, Any] = {}
-        if self._reads_chain:
+        if self._reads_chain:  # the chain says what came back; the budgets stop holding it
             chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
-            changes = {"refunded": record.refunded + max(record.chain_balance - chain.balance, 0),
-                       "chain_balance": chain.balance, "chain_claimed": chain.total_claimed,
-                       "charged": max(record.charged, chain.total_claimed)}  # fmt: skip
-        yield ChannelOp("update", (channel.key, channel.holder), changes)
+            back = max(record.chain_balance - chain.balance, 0)
+            changes = {
+                "refunded": record.refunded + back, "chain_balance": chain.balance,
+                "chain_claimed": chain.total_claimed, "charged": max(record.charged, chain.total_claimed),
+            }  # fmt: skip
+            record = yield ChannelOp("update", (channel.key, channel.holder), changes)
+            yield ChannelOp("return_escrow", (record, back))
         payment.receipt = Receipt(amount=0, source="PAYMENT-RESPONSE", network=requirement.network,
                                   payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED

@@ -101,6 +101,7 @@ def test_a_claim_inside_the_delay_is_what_the_payer_loses_and_the_book_says_so(
         assert channels.balance_of(payer.address) == payer_before - 2 * PRICE
         assert on_chain(channels, record) == [2 * PRICE, 2 * PRICE]
         assert (record.charged, record.chain_claimed, record.withdrawn) == (2 * PRICE, 2 * PRICE, 8 * PRICE)
+    assert [entry.held for entry in ledger.entries()] == [2 * PRICE]  # the budgets hold what the liar took
 
 
 def test_a_deposit_hint_far_above_the_cap_deposits_the_cap(

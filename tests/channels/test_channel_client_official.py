@@ -145,6 +145,7 @@ def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothi
         assert channels.settlement.functions.channels(identity).call() == [0, 0]
         assert channels.balance_of(payer.address) == payer_before + 10 * PRICE  # all of it: the server never claimed
         assert (record.withdrawn, record.escrow, record.chain_balance) == (10 * PRICE, 0, 0)
+        assert [entry.held for entry in ledger.entries()] == [0]  # all of the deposit came back
         claim_exceeds_balance = Web3.keccak(text="ClaimExceedsBalance()")[:4].to_0x_hex()
         with pytest.raises(RuntimeError, match=claim_exceeds_balance):  # the official manager's late claim
             stack.manager().claim()
@@ -169,6 +170,7 @@ def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
         assert (record.refunded, record.chain_balance, record.charged, record.escrow) == (
             2 * PRICE, 8 * PRICE, 3 * PRICE, 8 * PRICE,
         )  # fmt: skip
+        assert [entry.held for entry in ledger.entries()] == [8 * PRICE]
         assert client.get(stack.url + "/report").status_code == 200  # still open: one more paid request
         full = client.get(stack.url + "/report", headers={x402pay.CHANNEL_REFUND: "all"})
         assert full.status_code == 200, full.text
@@ -176,6 +178,8 @@ def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
         assert channels.settlement.functions.channels(identity).call() == [4 * PRICE, 4 * PRICE]
         assert channels.balance_of(payer.address) == payer_before + 6 * PRICE
         assert (record.refunded, record.charged, record.chain_balance) == (6 * PRICE, 4 * PRICE, 4 * PRICE)
+        (deposit,) = ledger.entries()
+        assert (deposit.amount, deposit.held) == (10 * PRICE, 4 * PRICE)  # the budgets hold what was spent, no more
 
 
 async def test_an_async_transport_without_ledger_or_rpc_pays_through_a_channel_kept_in_memory(

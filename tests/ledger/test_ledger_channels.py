@@ -7,9 +7,10 @@ import multiprocessing
 import threading
 
 import pytest
-from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend
+from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend, authorize, reserve
 
-from x402pay.ledger import Ledger
+from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
+from x402pay.ledger import Budget, Ledger
 from x402pay.ledger._channels import ChannelBook, ChannelRecord
 
 CHANNEL = "0x" + "ab" * 32
@@ -121,3 +122,22 @@ def test_processes_sharing_the_ledger_sign_every_ceiling_once(backend: Backend) 
         process.join(timeout=30)
         assert process.exitcode == 0
     assert sorted(ceilings) == [STEP * n for n in range(1, 31)]
+
+
+def test_escrow_that_came_back_is_no_longer_held_by_the_budgets(backend: Backend) -> None:
+    budget = Budget(ASSET, 100_000)
+    with backend.ledger((budget,)) as ledger:
+        for number, amount in enumerate((10_000, 5_000)):  # two settled deposits into the channel contract
+            entry = reserve(ledger, f"deposit-{number}", amount, scheme="batch-settlement",
+                            pay_to=BATCH_SETTLEMENT_ADDRESS)  # fmt: skip
+            authorize(ledger, entry.id, nonce=f"0x{number:064x}")
+            ledger.settle(entry.id, amount=amount, tx_hash=f"0x{number:064x}")
+        reserve(ledger, "an exact payment", 700)  # not escrow: untouched
+        assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 100_000 - 15_700
+        channel = ChannelRecord(CHANNEL, NETWORK, ORIGIN, ASSET.lower(), PAY_TO, {})
+        assert ledger.channels.return_escrow(channel, 12_000) == 12_000  # the oldest first, then the next
+        assert sorted(entry.held for entry in ledger.entries()) == [0, 700, 3_000]
+        assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 100_000 - 3_700
+        assert ledger.channels.return_escrow(channel, 10_000) == 3_000  # no more than was held
+        other = ChannelRecord(CHANNEL, NETWORK, "https://elsewhere", ASSET, PAY_TO, {})
+        assert ledger.channels.return_escrow(other, 1) == 0

@@ -14,8 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any, Final
 
+from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
+from x402pay.errors import InvalidTransition
+from x402pay.ledger._model import Entry, EntryState
 from x402pay.ledger._query import Program, Query
 
 CHANNELS: Final = "x402pay_channels"
@@ -148,6 +152,36 @@ def release(channel_id: str, holder: str) -> Program[None]:
     )
 
 
+def return_escrow(record: ChannelRecord, amount: int, now: int) -> Program[int]:
+    """Escrow `amount` came back from `record`'s channel (a refund, a withdrawal): the budgets stop holding it.
+
+    A deposit is booked as a payment of its amount to the settlement contract, settled once the chain shows it; the
+    held amounts of the settled deposits of this origin, token and network are lowered by `amount`, oldest first
+    (the budgets count by origin, token and network, so which deposit gives it back does not matter). Returns
+    what was given back (less than `amount` when the deposits were booked elsewhere)."""
+    from x402pay.ledger import _sql  # it imports this module for the schema
+
+    rows = yield Query(
+        f"SELECT id FROM {_sql.ENTRIES} WHERE scheme = ? AND lower(pay_to) = ? AND origin = ? AND lower(asset) = ? "
+        "AND network = ? AND state = 'settled' AND held > 0 ORDER BY created_at, id",
+        ("batch-settlement", BATCH_SETTLEMENT_ADDRESS.lower(), record.origin, record.token.lower(), record.network),
+    )
+    left = amount
+    for (entry_id,) in rows:
+        if left <= 0:
+            break
+        before = yield from _sql.get(str(entry_id))
+        after = yield from _sql.transition(str(entry_id), now, partial(_lower, left))
+        left -= before.held - after.held
+    return amount - max(left, 0)
+
+
+def _lower(by: int, entry: Entry) -> Mapping[str, Any]:
+    if entry.state is not EntryState.SETTLED:
+        raise InvalidTransition(f"cannot return escrow from entry {entry.id}: it is {entry.state}", entry)
+    return {"held": max(entry.held - by, 0)}
+
+
 def forget(channel_id: str) -> Program[bool]:
     """Delete the record of `channel_id` (a store wiped by hand); whether there was one."""
     rows = yield Query(f"DELETE FROM {CHANNELS} WHERE channel_id = ? RETURNING channel_id", (channel_id,))
@@ -196,6 +230,10 @@ class ChannelBook:
     def release(self, channel_id: str, holder: str) -> None:
         """Give the lease back."""
         self._db.run(release(channel_id, holder), write=True)
+
+    def return_escrow(self, record: ChannelRecord, amount: int) -> int:
+        """Escrow `amount` came back from `record`'s channel: the budgets stop holding it (see `return_escrow`)."""
+        return self._db.run(return_escrow(record, amount, self.now()), write=True, durable=True)  # type: ignore[no-any-return]
 
     def forget(self, channel_id: str) -> bool:
         """Delete the record of `channel_id`; whether there was one."""
