@@ -345,7 +345,7 @@ class ChannelPayer:
         try:
             yield ChannelChain("initiate_withdraw", (channel.config, chain.available))
         except Exception:  # the lie is raised either way; the CLI can start the withdrawal again
-            logger.warning("channel %s: the withdrawal could not be started", channel.key[:18], exc_info=True)
+            logger.info("channel %s: the withdrawal could not be started", channel.key[:18], exc_info=True)
             return {}
         after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
