@@ -202,3 +202,31 @@ async def test_an_async_transport_without_ledger_or_rpc_pays_through_a_channel_k
         )
         claim_and_sweep(stack)
     assert channels.balance_of(devnet.payee.address) == payee_before + 2 * PRICE + METERED
+
+
+def test_a_cold_start_takes_what_the_chain_shows_claimed_as_charged_and_needs_no_corrective_402(
+    channels: Channels, payer: LocalAccount, ledger: Ledger, tmp_path: Path
+) -> None:
+    devnet = channels.devnet
+    statuses: list[int] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            statuses.append(response.status_code)
+            return response
+
+    with official_server(devnet) as stack:
+        with httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+            for _ in range(3):
+                assert client.get(stack.url + "/report").status_code == 200
+        claim_and_sweep(stack)  # the chain now shows 3 prices claimed
+        spend = x402pay.SpendPolicy(max_per_request=PRICE, assets={devnet.usdc}, schemes=("batch-settlement",))
+        with Ledger.sqlite(tmp_path / "fresh.db") as fresh:
+            counted = x402pay.PaymentTransport(wallet=x402pay.Wallet.from_key(bytes(payer.key)), policy=spend,
+                                               rpc_url=devnet.rpc_url, ledger=fresh, inner=Counting())  # fmt: skip
+            with httpx.Client(transport=counted) as client:
+                assert client.get(stack.url + "/report").status_code == 200
+            record = only_channel(fresh)
+    assert (record.charged, record.signed_max, record.chain_claimed) == (4 * PRICE, 4 * PRICE, 3 * PRICE)
+    assert statuses == [402, 200]  # the challenge, then the paid answer: no corrective 402
