@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from x402pay import _flow
+from x402pay import _events, _flow
 from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
@@ -188,6 +188,8 @@ class ChannelPayer:
                               channel.chain_id, ceiling, due)  # fmt: skip
             signed: SignedChannelPayment = yield Sign(signing)
             payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
+            payment.idempotency_key = attempt.key
+            _events.signed(payment)
             deposit = deposit_payment(payment, signed, requirement) if due is not None else None
             yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
             if hold is not None and deposit is not None:
@@ -200,6 +202,7 @@ class ChannelPayer:
             if hold is not None:
                 yield from self.books.release(hold, f"never sent: {type(exc).__name__}")
             raise
+        _events.sent(payment, resent=False)
         answer = yield from self._send(attempt, header, deposit)
         if answer.status == 402:
             return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry))
@@ -292,6 +295,7 @@ class ChannelPayer:
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
                                   payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
+        self._received(payment)
         return Delivery(answer, payment)
 
     def _deposited(
@@ -316,6 +320,13 @@ class ChannelPayer:
             None if balance == expected else f"after the deposit the channel's balance is {balance}, not {expected}"
         )
         return updated, problem
+
+    def _received(self, payment: Payment) -> None:
+        """The charge is booked: log it, and tell the caller's `on_receipt`."""
+        assert payment.receipt is not None  # noqa: S101 - set just before
+        _events.claimed(payment, payment.receipt)
+        if self.books.on_receipt is not None:
+            self.books.on_receipt(payment)
 
     def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
         """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,11 +28,10 @@ from x402pay.testing import Devnet
 pytestmark = pytest.mark.chain
 
 
-def transport(devnet: Devnet, payer: LocalAccount, ledger: Ledger, **policy: int) -> x402pay.PaymentTransport:
-    spend = x402pay.SpendPolicy(max_per_request=policy.pop("max_per_request", PRICE), assets={devnet.usdc},
-                                schemes=("batch-settlement",), **policy)  # fmt: skip
+def transport(devnet: Devnet, payer: LocalAccount, ledger: Ledger, **options: Any) -> x402pay.PaymentTransport:
+    spend = x402pay.SpendPolicy(max_per_request=PRICE, assets={devnet.usdc}, schemes=("batch-settlement",))
     wallet = x402pay.Wallet.from_key(bytes(payer.key))
-    return x402pay.PaymentTransport(wallet=wallet, policy=spend, rpc_url=devnet.rpc_url, ledger=ledger)
+    return x402pay.PaymentTransport(wallet=wallet, policy=spend, rpc_url=devnet.rpc_url, ledger=ledger, **options)
 
 
 @pytest.fixture
@@ -84,7 +84,9 @@ def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_cei
     channels: Channels, payer: LocalAccount, ledger: Ledger
 ) -> None:
     devnet = channels.devnet
-    with official_server(devnet) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+    receipts: list[int] = []
+    paying = transport(devnet, payer, ledger, on_receipt=lambda payment: receipts.append(payment.settled_amount))
+    with official_server(devnet) as stack, httpx.Client(transport=paying) as client:
         assert client.get(stack.url + "/report").status_code == 200  # the deposit, first
 
         def fetch(_: int) -> int:
@@ -95,6 +97,7 @@ def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_cei
         assert statuses == [200] * 8  # none was refused as busy: they queued on our side
         record = only_channel(ledger)
         assert record.charged == record.signed_max == 9 * PRICE
+        assert receipts == [PRICE] * 9  # on_receipt heard of every charge
         claim_and_sweep(stack)
         channel_id = bytes.fromhex(record.channel_id[2:])
         assert channels.settlement.functions.channels(channel_id).call() == [10 * PRICE, 9 * PRICE]
