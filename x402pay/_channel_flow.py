@@ -38,6 +38,7 @@ from x402pay._channel_messages import (
     deposit_requirement,
     payment_of,
     refund_amount,
+    refusal_reason,
     report_of,
     transaction_of,
 )
@@ -174,6 +175,8 @@ class ChannelPayer:
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
         record: ChannelRecord, *, retry: bool,
     ) -> Program[Delivery]:  # fmt: skip
+        if record.state == "closed" and self._reads_chain:  # emptied before: a deposit opens it again
+            record = yield from self._adopt_chain(channel, record, keep_charged=True, reopen=True)
         if record.state != "open":
             raise PaymentRejected(f"channel {channel.key[:18]}... is {record.state}: nothing more is signed on it")
         if record.updated_at == 0 and self._reads_chain:  # never seen here: start from the chain
@@ -182,7 +185,8 @@ class ChannelPayer:
         if ceiling > record.chain_balance and self._reads_chain:  # a deposit whose answer was lost may have landed
             record = yield from self._adopt_chain(channel, record, keep_charged=True)
         due = self._deposit_due(requirement, channel, ceiling - record.chain_balance)
-        hold = None if due is None else (yield from self._hold_deposit(attempt, requirement, due))
+        key = attempt.key + ("#deposit" if retry else "#deposit-again")  # a corrective 402 refused the first
+        hold = None if due is None else (yield from self._hold_deposit(key, attempt.origin, requirement, due))
         try:
             signing = partial(sign_request, self.wallet, channel.terms, channel.config, channel.id,
                               channel.chain_id, ceiling, due)  # fmt: skip
@@ -220,10 +224,12 @@ class ChannelPayer:
         lifetime = min(requirement.max_timeout_seconds, self.policy.max_lifetime)
         return DepositTerms(amount, int(self._clock()) + lifetime)
 
-    def _hold_deposit(self, attempt: Attempt, requirement: PaymentRequirements, due: DepositTerms) -> Program[Hold]:
+    def _hold_deposit(
+        self, key: str, origin: str, requirement: PaymentRequirements, due: DepositTerms
+    ) -> Program[Hold]:
         """Reserve the deposit against the budgets, as the payment it is (money leaving the wallet)."""
         escrow = deposit_requirement(requirement, due.amount)
-        held = yield from self.books.reserve(attempt.key + "#deposit", attempt.origin, escrow)
+        held = yield from self.books.reserve(key, origin, escrow)
         if isinstance(held, Replay):
             raise PaymentRejected("this request's deposit was signed before; its answer decides, not a new one")
         return held
@@ -239,8 +245,11 @@ class ChannelPayer:
             raise
         return answer
 
-    def _adopt_chain(self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False) -> Program[Any]:
-        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged)."""
+    def _adopt_chain(
+        self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False, reopen: bool = False
+    ) -> Program[Any]:
+        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged); `reopen`
+        a closed channel unless a withdrawal is pending."""
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         changes: dict[str, Any] = {"chain_balance": chain.balance, "chain_claimed": chain.total_claimed}
         if not keep_charged:
@@ -248,6 +257,8 @@ class ChannelPayer:
                         "signed_max": max(record.signed_max, chain.total_claimed)}  # fmt: skip
         if chain.withdrawing:
             changes["state"] = "withdrawing"
+        elif reopen:
+            changes |= {"state": "open", "withdraw_after": None}
         return (yield ChannelOp("update", (channel.key, channel.holder), changes))
 
     def _refused(
@@ -260,7 +271,7 @@ class ChannelPayer:
             yield from self.books.lost(deposit, "the server answered the deposit with a 402")
         state = corrective(answer.headers, channel.id, requirement)
         if not retry or state is None or not self._reads_chain:
-            reason = "a corrective 402 it could not prove" if state is not None else "no reason given"
+            reason = "a corrective 402 it could not prove" if state is not None else refusal_reason(answer.headers)
             raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,

@@ -153,6 +153,13 @@ def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothi
         with pytest.raises(RuntimeError, match=claim_exceeds_balance):  # the official manager's late claim
             stack.manager().claim()
         assert channels.settlement.functions.channels(identity).call() == [0, 0]
+        # A closed channel opens again with a new deposit (dated by the chain's clock, which the test moved on).
+        with httpx.Client(transport=transport(devnet, payer, ledger, clock=devnet.chain_time)) as later:
+            response = later.get(stack.url + "/report")
+        assert response.status_code == 200, response.text
+        record = only_channel(ledger)
+        assert (record.state, record.deposited, record.charged) == ("open", 20 * PRICE, 4 * PRICE)
+        assert channels.settlement.functions.channels(identity).call() == [10 * PRICE, 0]
 
 
 def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
