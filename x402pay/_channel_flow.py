@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 LEASE_SECONDS: Final = 120
 #: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
 LEASE_PATIENCE: Final = 60.0
+#: The longest pause between two tries for a busy lease: requests on one channel follow each other closely.
+LEASE_POLL: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ class ChannelPayer:
                 return record  # type: ignore[no-any-return]
             if waited >= LEASE_PATIENCE:
                 raise PaymentInFlight(None, f"channel {channel.key[:18]}... (its lease)")
-            step = min(step * 2, 0.25)
+            step = min(step * 2, LEASE_POLL)
             yield Pause(step)
             waited += step
 
