@@ -45,6 +45,8 @@ from x402pay._books import (
     is_our_key,
     new_key,
 )
+from x402pay._channel_flow import ChannelPayer
+from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._effects import Ahead, Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
@@ -52,7 +54,7 @@ from x402pay._policy import SpendPolicy
 from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
 from x402pay._presign import Presigned, Presigner
 from x402pay._protocol.codec import MAX_BODY_BYTES
-from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._repeats import Repeats, retry_mark, unanswered
 from x402pay._streams import ReceiptTap
@@ -102,6 +104,7 @@ class PaymentProgram:
         self._announce = announce_ceiling
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
+        self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -176,8 +179,10 @@ class PaymentProgram:
             headers = {}
             strip = (MAX_AMOUNT,) + ((IDEMPOTENCY_KEY,) if given_key and is_our_key(given_key) else ())
         repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
+        refund = call.headers.get(CHANNEL_REFUND)
+        strip += (CHANNEL_REFUND,) if refund is not None else ()
         return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
-                       presigned=presigned)  # fmt: skip
+                       presigned=presigned, refund=refund)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         try:
@@ -241,6 +246,10 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
+        if attempt.refund is not None:
+            return (yield from self.channels.refund(attempt, challenge, requirement))
+        if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
+            return (yield from self.channels.pay(attempt, challenge, requirement))
         if ready is not None and self.presigner is not None:  # signed ahead for exactly this: store it, send it
             payment, header = yield from self.presigner.authorize(ready, attempt.key, attempt.headers)
         else:
