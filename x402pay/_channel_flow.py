@@ -30,7 +30,7 @@ from x402pay import _events, _flow
 from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
-from x402pay._channel_checks import Expected, problem_with, recover
+from x402pay._channel_checks import Expected, Recovered, problem_with, recover
 from x402pay._channel_messages import (
     Report,
     corrective,
@@ -51,7 +51,7 @@ from x402pay._protocol.models import PaymentRequirements
 from x402pay._receipts import Receipt
 from x402pay._schemes.channel import ChannelConfig, channel_id
 from x402pay._wallet import Wallet
-from x402pay.errors import NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
 from x402pay.ledger._channels import ChannelRecord
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ class ChannelPayer:
             payment.idempotency_key = attempt.key
             _events.signed(payment)
             deposit = deposit_payment(payment, signed, requirement) if due is not None else None
-            yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
+            signed_now = {"signed_max": ceiling, "signed_key": attempt.key} if ceiling >= record.signed_max else {}
+            yield ChannelOp("update", (channel.key, channel.holder), signed_now)
             if hold is not None and deposit is not None:
                 yield from self.books.authorize(hold, deposit, header, attempt.headers)
         except GeneratorExit:
@@ -284,7 +285,14 @@ class ChannelPayer:
         charged = believed.charged if believed.proven else max(record.charged, believed.charged)
         changes = {"charged": charged, "chain_balance": believed.balance, "chain_claimed":
                    chain.total_claimed, "signed_max": max(record.signed_max, believed.signed_max)}  # fmt: skip
-        record = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        updated = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        if _served_before(attempt.key, record, believed):
+            raise AlreadyPaid(
+                f"this request (Idempotency-Key {attempt.key[:80]!r}) was served by {attempt.origin} and charged "
+                f"{believed.charged - record.charged} through channel {channel.key[:18]}... before its answer was "
+                "lost: it is not paid again"
+            )
+        record = updated
         return (yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=False))
 
     def _conclude(
@@ -373,3 +381,14 @@ class ChannelPayer:
             return {}
         after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
+
+
+def _served_before(key: str, record: ChannelRecord, believed: Recovered) -> bool:
+    """Whether a corrective 402 proves that the voucher this logical request signed before (our highest, signed
+    under `key`) was served and charged: a retry after a lost answer, which must not be paid again."""
+    return (
+        believed.proven
+        and record.signed_key == key
+        and believed.signed_max == record.signed_max
+        and believed.charged > record.charged
+    )

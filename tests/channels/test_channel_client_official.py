@@ -240,3 +240,41 @@ def test_a_cold_start_takes_what_the_chain_shows_claimed_as_charged_and_needs_no
             record = only_channel(fresh)
     assert (record.charged, record.signed_max, record.chain_claimed) == (4 * PRICE, 4 * PRICE, 3 * PRICE)
     assert statuses == [402, 200]  # the challenge, then the paid answer: no corrective 402
+
+
+class DropsTheAnswer(httpx.BaseTransport):
+    """Delivers the first paid request, lets the server serve and charge it, then loses the answer."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.dropped = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if "payment-signature" in request.headers and not self.dropped:
+            response.read()
+            self.dropped = True
+            raise httpx.ReadError("connection reset after the server answered")
+        return response
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["idempotency-key", "sdk-retry"])
+def test_a_retry_after_a_lost_answer_is_not_paid_again_when_the_server_proves_it_served_it(
+    channels: Channels, payer: LocalAccount, ledger: Ledger, keyed: bool
+) -> None:
+    devnet = channels.devnet
+    headers = {"Idempotency-Key": "lost-channel-1"} if keyed else {}
+    paying = transport(devnet, payer, ledger, inner=DropsTheAnswer())
+    with official_server(devnet) as stack, httpx.Client(transport=paying) as client:
+        with pytest.raises(httpx.ReadError):
+            client.get(stack.url + "/report", headers=headers)
+        with pytest.raises(x402pay.AlreadyPaid, match="before its answer was lost"):
+            client.get(stack.url + "/report", headers=headers)
+        record = only_channel(ledger)
+        assert (record.charged, record.signed_max) == (PRICE, PRICE)  # charged once, and booked from the proof
+        other = client.get(stack.url + "/report")  # another logical request: paid as usual
+        assert other.status_code == 200, other.text
+        assert only_channel(ledger).charged == 2 * PRICE
+        claim_and_sweep(stack)
+        channel_id = bytes.fromhex(record.channel_id[2:])
+    assert channels.settlement.functions.channels(channel_id).call() == [10 * PRICE, 2 * PRICE]

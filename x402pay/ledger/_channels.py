@@ -30,7 +30,7 @@ SCHEMA: Final = (
         receiver TEXT NOT NULL, config TEXT NOT NULL, charged BIGINT NOT NULL, signed_max BIGINT NOT NULL,
         deposited BIGINT NOT NULL, refunded BIGINT NOT NULL, withdrawn BIGINT NOT NULL,
         chain_balance BIGINT NOT NULL, chain_claimed BIGINT NOT NULL, state TEXT NOT NULL,
-        withdraw_after BIGINT, lease TEXT, lease_until BIGINT NOT NULL, updated_at BIGINT NOT NULL)""",
+        withdraw_after BIGINT, signed_key TEXT, lease TEXT, lease_until BIGINT NOT NULL, updated_at BIGINT NOT NULL)""",
 )
 
 #: The states of a channel: paying, a withdrawal under way (nothing more is signed), or emptied.
@@ -44,6 +44,8 @@ class ChannelRecord:
     `charged` is the server's cumulative charge that we accepted (the spend); `signed_max` the highest voucher
     ceiling we signed (`signed_max - charged` is committed, not yet charged); `deposited - refunded - withdrawn` is
     the escrow we put in and did not take back. `chain_balance` / `chain_claimed` are ``channels(id)`` as last read.
+    `signed_key` is the logical request (its idempotency key) that signed the `signed_max` voucher: a retry of it
+    whose voucher the server proves it served is not paid again.
     """
 
     channel_id: str
@@ -61,6 +63,7 @@ class ChannelRecord:
     chain_claimed: int = 0
     state: str = "open"
     withdraw_after: int | None = None
+    signed_key: str | None = None
     lease: str | None = None
     lease_until: int = 0
     updated_at: int = 0
@@ -81,7 +84,7 @@ _SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM {CHANNELS}"
 #: The fields a holder may change (the identity and the lease are not among them).
 CHANGEABLE: Final = frozenset(
     {"charged", "signed_max", "deposited", "refunded", "withdrawn", "chain_balance", "chain_claimed", "state",
-     "withdraw_after"}
+     "withdraw_after", "signed_key"}
 )  # fmt: skip
 
 
