@@ -47,7 +47,7 @@ SELECT 'fill-' || i, 'fill-' || i, 'https://api' || (i %% 4) || '.example', %(as
     CASE WHEN i %% 10 = 0 THEN 'released' ELSE 'settled' END, %(now)s - 1 - i * %(spread)s / %(size)s,
     %(now)s - 1 - i * %(spread)s / %(size)s FROM generate_series(0::bigint, %(size)s - 1) AS i"""
 #: The budget check of schema 4, both budgets: sums over the window's entries (through a covering index until
-#: schema 7 dropped it).
+#: schema 8 dropped it).
 SCHEMA_4_CHECK = (
     "SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM x402pay_entries WHERE asset IN (?)",
     "SELECT CAST(COALESCE(SUM(held), 0) AS BIGINT) FROM x402pay_entries WHERE asset IN (?) AND origin = ? "
@@ -198,10 +198,10 @@ def report(rates: dict[str, list[float]], sizes: list[int], backends: list[str],
             f"  {args.rounds} interleaved rounds after a warm-up; median µs per call, and the paired ratio to the",
             "  empty ledger of the same backend (which holds only the benchmark's own reservations). `schema 4",
             "  check`: the two budget sums as the ledger made them before the totals (over the window's entries;",
-            "  schema 7 dropped the covering index they used, so they scan the table), alone; `budget check",
+            "  schema 8 dropped the covering index they used, so they scan the table), alone; `budget check",
             "  alone`: the same two budgets as the ledger checks them now (one statement over the running totals),",
             "  alone: the part of `reserve` that is the budget check; the rest is its writes (the entry and its",
-            "  three indexes since schema 7, the totals, the commit).",
+            "  three indexes since schema 8, the totals, the commit).",
             f"- Goal: `reserve` within {TARGET_RATIO}x of the empty ledger: {'; '.join(verdicts)}.",
             *[f"- {note}" for note in notes],
             "",

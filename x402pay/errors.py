@@ -14,7 +14,7 @@ wallet, ledger or caller), the peer's (the paid server, or on the paid side the 
     │   │       ├── BudgetExceeded     ours: a ledger budget has no room left for this payment
     │   │       └── NotBudgeted        ours: the ledger has budgets, none of them covers this payment
     │   ├── OriginUntrusted            the peer's: it lied about a payment before; a person must clear the mark
-    │   ├── AlreadyPaid                ours: this request was paid at another origin (a redirect); refused unsigned
+    │   ├── AlreadyPaid                ours: this request was paid already (another origin, a lost channel answer)
     │   ├── PaymentInFlight            ours: another request with the same Idempotency-Key is signing (or died signing)
     │   ├── SigningError               ours: the wallet could not sign the chosen requirement
     │   ├── Permit2AllowanceRequired   ours: Permit2 may not spend the token yet, and no gas-free way was offered
@@ -101,9 +101,11 @@ class OriginUntrusted(PaymentError):
 
 
 class AlreadyPaid(PaymentError):
-    """This logical request (its Idempotency-Key) was already paid at another origin, which a redirect led to.
+    """This logical request (its Idempotency-Key) was already paid: at another origin, which a redirect led to, or
+    through a payment channel whose server served it before its answer was lost (it proved it holds the voucher
+    this request signed).
 
-    Our own refusal, made before anything is signed for the new origin: the payment made stays with its origin.
+    Our own refusal, made before anything more is signed: the payment made stays with its origin.
     """
 
 

@@ -24,7 +24,7 @@ from x402pay.errors import (
     PaymentInFlight,
     SchemaError,
 )
-from x402pay.ledger import _totals
+from x402pay.ledger import _channels, _totals
 from x402pay.ledger._model import (
     ENTRY_FIELDS,
     MAX_STORED_AMOUNT,
@@ -98,6 +98,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "challenge TEXT NOT NULL, seen_at BIGINT NOT NULL, PRIMARY KEY (method, origin, path))",
         f"CREATE INDEX x402pay_routes_seen ON {ROUTES} (seen_at)",
     ),
+    # The payer's payment channels (batch-settlement): see `x402pay.ledger._channels`.
+    _channels.SCHEMA,
     (
         # Every state change writes to every index of the entry (no update is HOT: `state` is indexed), so keep
         # only what the queries use. Budgets read the totals, not this covering index; finding entries by state
