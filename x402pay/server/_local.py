@@ -32,6 +32,8 @@ from x402pay._protocol.networks import caip2, chain_id_of
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
 from x402pay.server._abi import REVERT_CODES, REVERT_REASONS
+from x402pay.server._channel_facilitator import ChannelFacilitation
+from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
     Authorization,
     Codes,
@@ -82,6 +84,7 @@ class LocalFacilitator:
         *,
         receipt_timeout: float = 30.0,
         settlements: SettlementStore | str | Path | None = None,
+        channel_authorizer: BaseAccount | None = None,
     ) -> None:
         if not receipt_timeout > 0:
             raise ValueError(f"receipt_timeout is a positive number of seconds, not {receipt_timeout!r}")
@@ -94,6 +97,17 @@ class LocalFacilitator:
         self._send_lock = threading.Lock()
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
+        self.channels = ChannelFacilitation(self, channel_authorizer)
+
+    @property
+    def web3(self) -> Web3:
+        """The connection to the chain."""
+        return self._web3
+
+    @property
+    def receipt_timeout(self) -> float:
+        """Seconds a settlement waits for its receipt before it is answered pending."""
+        return self._receipt_timeout
 
     @property
     def address(self) -> ChecksumAddress:
@@ -122,6 +136,11 @@ class LocalFacilitator:
 
     def verify_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
         """`verify`, in the calling thread."""
+        if requirements.scheme == CHANNEL_SCHEME:
+            try:
+                return self.channels.verify(payload, requirements)
+            except _RPC_FAILURES as exc:
+                raise FacilitatorError(f"verifying a channel payment on chain {self.chain_id} failed: {exc}") from exc
         payer = None
         try:
             auth = self._read(payload, requirements)
@@ -139,6 +158,11 @@ class LocalFacilitator:
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
+        if requirements.scheme == CHANNEL_SCHEME:
+            try:
+                return self.channels.settle(payload, requirements)
+            except _RPC_FAILURES as exc:
+                return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
         payer = None
         try:
             auth = self._read(payload, requirements)
@@ -180,8 +204,13 @@ class LocalFacilitator:
             SupportedKind(x402_version=2, scheme="exact", network=network),
             SupportedKind(x402_version=1, scheme="exact", network=network),
             SupportedKind(x402_version=2, scheme="upto", network=network, extra={"facilitatorAddress": self.address}),
+            SupportedKind(x402_version=2, scheme=CHANNEL_SCHEME, network=network, extra=self._channel_kind_extra()),
         ]
         return SupportedResponse(kinds=kinds, extensions=[GAS_SPONSORING], signers={"eip155:*": [self.address]})
+
+    def _channel_kind_extra(self) -> dict[str, Any] | None:
+        authorizer = self.channels.authorizer
+        return None if authorizer is None else {"receiverAuthorizer": authorizer.address}
 
     # -- verification steps ---------------------------------------------------------------------------------
 
@@ -228,7 +257,7 @@ class LocalFacilitator:
         """
         if read_permit(extensions) is not None or not self._holds_code(requirements.asset):
             return False
-        check_terms(auth, requirements, now=self._now())
+        check_terms(auth, requirements, now=self.now())
         self._check_witness(auth)
         try:
             check_signer(auth, requirements)
@@ -250,7 +279,7 @@ class LocalFacilitator:
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
     ) -> Eip2612Permit | None:
         """All checks; the EIP-2612 permit to settle with when the payer's Permit2 allowance needs it."""
-        now = self._now()
+        now = self.now()
         check_terms(auth, requirements, now=now)
         self._check_witness(auth)
         eoa = not self._web3.eth.get_code(auth.payer)  # contract wallets: the simulation asks the wallet
@@ -307,7 +336,7 @@ class LocalFacilitator:
         word = self._contract(PERMIT2_ADDRESS, PERMIT2_ABI).functions.nonceBitmap(auth.payer, auth.nonce >> 8).call()
         return bool(word >> (auth.nonce & 0xFF) & 1)
 
-    def _now(self) -> int:
+    def now(self) -> int:
         # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
         return max(int(self._web3.eth.get_block("latest")["timestamp"]), int(time.time()))
 
@@ -353,19 +382,25 @@ class LocalFacilitator:
             return False
         if follow(self._web3, self.settlements, known, 0).state != "pending":
             return False  # decided meanwhile: the chain's state (a used nonce) answers from now on
-        check_terms(auth, requirements, now=self._now())
+        check_terms(auth, requirements, now=self.now())
         return True
 
     def _send(
         self, call: ContractFunction, auth: Authorization, requirements: PaymentRequirements, charge: int
     ) -> Broadcast:
         """Sign the settlement, record it, broadcast it; the record stays pending unless the node refuses it."""
+        key = payment_key(auth, requirements)
+        return self.send_call(
+            call, Broadcast(key, "", requirements.network, auth.payer, charge, auth.deadline), auth.codes
+        )
+
+    def send_call(self, call: ContractFunction, planned: Broadcast, codes: Codes) -> Broadcast:
+        """Sign `call`, record it as `planned` (its hash filled in), broadcast it; a revert in gas estimation is a
+        `Refusal` with the code `codes` give it. Returns the broadcast that stands for `planned.key` (another one
+        recorded first is followed, never sent twice)."""
         with self._send_lock:  # one pending nonce at a time for this account
-            signed = self._signed(call, auth.codes)
-            sent = Broadcast(
-                payment_key(auth, requirements), signed.hash.to_0x_hex(), requirements.network, auth.payer, charge,
-                auth.deadline,
-            )  # fmt: skip
+            signed = self._signed(call, codes)
+            sent = replace(planned, tx_hash=signed.hash.to_0x_hex())
             standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
             if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
                 return standing
