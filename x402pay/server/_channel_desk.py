@@ -206,7 +206,7 @@ class ChannelDesk:
             sent = await self._send_deposit(request)
             if not sent.success:
                 return sent
-            state = _state_of(sent.model_extra)
+            state = _state_of(_extra_of(sent))
             record = record if state is None else record.mirrored(state, time.time())
             transaction, amount = sent.transaction, request.paid.deposit.amount
         voucher = request.paid.voucher
@@ -255,7 +255,7 @@ class ChannelDesk:
         await self._refunded(request, record, settled, send)
 
     async def _refunded(self, request: _Request, record: ChannelRecord, settled: SettleResponse, send: Send) -> None:
-        state = _state_of(settled.model_extra)
+        state = _state_of(_extra_of(settled))
         if state is not None:
             record = record.mirrored(state, time.time())
         if state is not None and state.balance <= state.total_claimed:
@@ -308,6 +308,12 @@ def _inferred(paid: ChannelPayload, amount: int) -> int:
 
 def _new_record(paid: ChannelPayload, charged: int) -> ChannelRecord:
     return ChannelRecord(paid.voucher.channel_id, paid.config, charged, 0, b"", 0, 0)
+
+
+def _extra_of(settled: SettleResponse) -> dict[str, Any] | None:
+    """A settlement answer's ``extra`` (a field the wire model keeps among its unknown ones)."""
+    extra = (settled.model_extra or {}).get("extra")
+    return extra if isinstance(extra, dict) else None
 
 
 def _state_of(extra: dict[str, Any] | None) -> ChannelState | None:

@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS channels (
     busy_token TEXT,
     busy_until REAL NOT NULL DEFAULT 0,
     last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receivers (
+    receiver TEXT NOT NULL,
+    token TEXT NOT NULL,
+    PRIMARY KEY (receiver, token)
 )
 """
 _SELECT: Final = (
@@ -112,7 +117,7 @@ class ChannelStore:
         with self._lock:
             if self.path != ":memory:":
                 self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(_SCHEMA)
+            self._conn.executescript(_SCHEMA)
 
     def __repr__(self) -> str:
         return f"ChannelStore({self.path!r})"
@@ -123,8 +128,16 @@ class ChannelStore:
         return _record(rows[0]) if rows else None
 
     def save(self, record: ChannelRecord) -> None:
-        """Write `record` (its reservation, if any, stands)."""
+        """Write `record` (its reservation, if any, stands), and remember its receiver and token for sweeps."""
         self._query(_UPSERT, _row(record))
+        pair = (record.config.receiver, record.config.token)
+        self._query("INSERT OR IGNORE INTO receivers (receiver, token) VALUES (?, ?)", pair)
+
+    def receivers(self) -> list[tuple[str, str]]:
+        """Every (receiver, token) a channel of this store has paid: what a sweep moves money for."""
+        return [
+            (str(receiver), str(token)) for receiver, token in self._query("SELECT receiver, token FROM receivers", ())
+        ]
 
     def delete(self, channel_id: bytes) -> None:
         """Forget a channel (after a full refund: nothing is left to claim)."""

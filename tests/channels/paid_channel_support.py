@@ -1,0 +1,114 @@
+"""A channel-priced app behind x402pay's PaymentMiddleware + LocalFacilitator on loopback, and the official SDK's
+batch-settlement client to pay it (x402 2.25: spend controls for the devnet's USDC, file storage per test)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from x402 import x402Client
+from x402.http.clients.httpx import x402_httpx_transport
+from x402.mechanisms.evm.batch_settlement.client import (
+    BatchSettlementEvmScheme,
+    BatchSettlementEvmSchemeOptions,
+    FileChannelStorageOptions,
+    FileClientChannelStorage,
+)
+from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
+
+from x402pay.server import ChannelClaims, LocalFacilitator, PaymentMiddleware, Price, paid_request
+from x402pay.server._serving import serve_app
+from x402pay.testing import Devnet
+
+PRICE = 1_000  # the most one request costs
+CAP = 100_000  # the official client's per-payment cap (its deposits are at most 5x this)
+
+
+@dataclass
+class Probe:
+    """What the app saw, and a gate that holds a request open (for the concurrent-request test)."""
+
+    calls: list[str] = field(default_factory=list)
+    gate: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+
+def make_app(probe: Probe) -> Starlette:
+    async def quote(request: Request) -> Response:
+        probe.calls.append(request.url.path)
+        use = request.query_params.get("use")
+        if use is not None:
+            paid_request(request.scope).charge(int(use))  # type: ignore[union-attr]
+        if request.query_params.get("hold"):
+            probe.entered.set()
+            import anyio.to_thread
+
+            await anyio.to_thread.run_sync(probe.gate.wait, 20)
+        return JSONResponse({"quote": 42})
+
+    return Starlette(routes=[Route("/quote", quote), Route("/quote-permit2", quote)])
+
+
+@dataclass
+class ChannelServer:
+    """The running server, its parts, and the chain."""
+
+    url: str
+    devnet: Devnet
+    probe: Probe
+    middleware: PaymentMiddleware
+    facilitator: LocalFacilitator
+    authorizer: LocalAccount
+
+    def claims(self) -> ChannelClaims:
+        return ChannelClaims(
+            self.middleware.channels.store, self.facilitator, network=self.devnet.network, web3=self.devnet.rpc_url
+        )
+
+    def balance(self, who: str) -> int:
+        return int(self.devnet.contract("TestUSDC", self.devnet.usdc).functions.balanceOf(who).call())
+
+    def settlement(self) -> Any:
+        return self.devnet.contract("X402BatchSettlement", self.devnet.batch_settlement)
+
+
+@contextlib.contextmanager
+def channel_server(devnet: Devnet, **price_options: Any) -> Iterator[ChannelServer]:
+    authorizer = Account.create()
+    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=authorizer)
+    probe = Probe()
+    common = {"asset": devnet.usdc, "receiver_authorizer": authorizer.address, **price_options}
+    routes = {
+        "GET /quote": Price.channel(PRICE, **common),
+        "GET /quote-permit2": Price.channel(PRICE, transfer="permit2", **common),
+    }
+    middleware = PaymentMiddleware(
+        make_app(probe), facilitator=facilitator, network=devnet.network, pay_to=devnet.payee.address, routes=routes
+    )
+    with serve_app(middleware) as url:
+        yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer)
+        probe.gate.set()
+
+
+def official_scheme(devnet: Devnet, payer: LocalAccount, storage: Path) -> BatchSettlementEvmScheme:
+    """The SDK's channel client, reading the chain (for cold-start recovery), keeping its channels in `storage`."""
+    options = BatchSettlementEvmSchemeOptions(storage=FileClientChannelStorage(FileChannelStorageOptions(storage)))
+    return BatchSettlementEvmScheme(EthAccountSignerWithRPC(payer, rpc_url=devnet.rpc_url), options)
+
+
+def official_http(devnet: Devnet, scheme: BatchSettlementEvmScheme, url: str) -> httpx.AsyncClient:
+    client = x402Client().register(devnet.network, scheme)
+    allowed = {"network": devnet.network, "asset": devnet.usdc, "max_amount_per_payment": str(CAP)}
+    client.set_spend_controls({"allowed_assets": [allowed]})
+    return httpx.AsyncClient(transport=x402_httpx_transport(client), base_url=url, timeout=30)
