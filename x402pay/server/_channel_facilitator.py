@@ -36,7 +36,7 @@ from x402pay.errors import MalformedPayment
 from x402pay.server import _channel_rules as rules
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
 from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, parse_action
-from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, same_address
+from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, failed_settlement, same_address
 from x402pay.server._facilitator import VerifyResponse
 from x402pay.server._settlements import Broadcast, answer, follow
 
@@ -149,9 +149,9 @@ class ChannelFacilitation:
                 raise Refusal(rules.PAYLOAD, "a voucher settles on the server; a refund needs refundNonce")
             return self._deposit(paid, requirements)
         except MalformedPayment as exc:
-            return _failed(requirements, rules.PAYLOAD, str(exc))
+            return failed_settlement(requirements, rules.PAYLOAD, str(exc))
         except Refusal as refusal:
-            return _failed(requirements, refusal.reason, refusal.message)
+            return failed_settlement(requirements, refusal.reason, refusal.message)
 
     def _deposit(self, paid: DepositPayload, requirements: PaymentRequirements) -> SettleResponse:
         auth = paid.deposit.authorization
@@ -230,7 +230,3 @@ class ChannelFacilitation:
         if settled.success and channel_id is not None:
             settled = settled.model_copy(update={"extra": {"channelState": self.state(channel_id).as_wire()}})
         return settled
-
-
-def _failed(requirements: PaymentRequirements, reason: str, message: str) -> SettleResponse:
-    return SettleResponse(success=False, network=requirements.network, error_reason=reason, error_message=message)

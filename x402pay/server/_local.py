@@ -28,10 +28,10 @@ from x402pay._allowance import GAS_SPONSORING
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
-from x402pay._protocol.networks import caip2, chain_id_of
+from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
-from x402pay.server._abi import REVERT_CODES, REVERT_REASONS
+from x402pay.server._abi import revert_code
 from x402pay.server._channel_facilitator import ChannelFacilitation
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
@@ -40,8 +40,10 @@ from x402pay.server._evm import (
     Eip3009Authorization,
     Permit2Authorization,
     Refusal,
+    chain_of,
     check_signer,
     check_terms,
+    failed_settlement,
     payload_method,
     payment_key,
     read_authorization,
@@ -49,7 +51,7 @@ from x402pay.server._evm import (
     same_address,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
-from x402pay.server._settlements import Broadcast, SettlementStore, answer, follow
+from x402pay.server._settlements import Broadcast, SettlementStore, answer, follow, reconcile_pending
 from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 logger = logging.getLogger("x402pay.server")
@@ -162,7 +164,7 @@ class LocalFacilitator:
             try:
                 return self.channels.settle(payload, requirements)
             except _RPC_FAILURES as exc:
-                return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
+                return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
         payer = None
         try:
             auth = self._read(payload, requirements)
@@ -176,9 +178,9 @@ class LocalFacilitator:
                 return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
             sent = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth, requirements, charge)
         except Refusal as refusal:
-            return _failed(requirements, refusal.reason, refusal.message, payer)
+            return failed_settlement(requirements, refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
-            return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
+            return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
         return answer(follow(self._web3, self.settlements, sent, self._receipt_timeout))
 
     def reconcile(self) -> list[Broadcast]:
@@ -186,16 +188,7 @@ class LocalFacilitator:
 
         Returns them as they now stand; those still pending are the ones that may yet be mined.
         """
-        chain_time = int(self._web3.eth.get_block("latest")["timestamp"])
-        decided = []
-        for broadcast in self.settlements.pending():
-            followed = follow(self._web3, self.settlements, broadcast, 0)
-            if followed.state == "pending" and chain_time > followed.valid_before:
-                # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
-                self.settlements.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
-                followed = replace(followed, state="failed")
-            decided.append(followed)
-        return decided
+        return reconcile_pending(self._web3, self.settlements)
 
     def supported_blocking(self) -> SupportedResponse:
         """`supported`, in the calling thread."""
@@ -234,7 +227,7 @@ class LocalFacilitator:
             raise Refusal(
                 "invalid_scheme", f"the payment is for {scheme!r}, the requirement is {requirements.scheme!r}"
             )
-        if _chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
+        if chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
             raise Refusal("invalid_network", f"the payment is for {network!r}; this facilitator is on {self.chain_id}")
         if payload_method(payload.payload) != required_method(requirements):
             raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
@@ -431,29 +424,3 @@ class LocalFacilitator:
         if key not in self._contracts:
             self._contracts[key] = self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
         return self._contracts[key]
-
-
-def revert_code(exc: Exception, codes: Codes) -> str:
-    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
-    data = getattr(exc, "data", None)
-    code = None
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        code = REVERT_CODES.get(bytes.fromhex(data[2:10]))
-    message = str(getattr(exc, "message", exc))
-    code = code or next((value for text, value in REVERT_REASONS.items() if text in message), None)
-    if code is None:
-        return codes.simulation
-    return str(getattr(codes, code[1:])) if code.startswith("@") else code
-
-
-def _chain_of(network: Any) -> int | None:
-    try:
-        return chain_id_of(network) if isinstance(network, str) else None
-    except ValueError:
-        return None
-
-
-def _failed(requirements: PaymentRequirements, reason: str, message: str, payer: str | None) -> SettleResponse:
-    return SettleResponse(
-        success=False, network=requirements.network, payer=payer, error_reason=reason, error_message=message
-    )
