@@ -76,6 +76,10 @@ class ChannelServer:
             self.middleware.channels.store, self.facilitator, network=self.devnet.network, web3=self.devnet.rpc_url
         )
 
+    def middleware_client(self) -> httpx.Client:
+        """A plain HTTP client of the server (it pays nothing by itself)."""
+        return httpx.Client(base_url=self.url, timeout=30)
+
     def balance(self, who: str) -> int:
         return int(self.devnet.contract("TestUSDC", self.devnet.usdc).functions.balanceOf(who).call())
 

@@ -4,15 +4,23 @@ LocalFacilitator on anvil (real uvicorn on loopback), and ChannelClaims claims, 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import anyio.to_thread
 import pytest
-from channel_support import transact
+from channel_support import sign, transact
+from eth_account.signers.local import LocalAccount
 from paid_channel_support import PRICE, ChannelServer, channel_server, official_http, official_scheme
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.batch_settlement.client import RefundOptions
 
+from x402pay._protocol.channel_wire import Voucher, VoucherPayload
+from x402pay._protocol.codec import encode_header
+from x402pay._protocol.models import PaymentPayload
+from x402pay._schemes import channel
+from x402pay._schemes.channel import ChannelConfig
+from x402pay.server import _channel_rules as rules
 from x402pay.server._channel_rules import CHANNEL_BUSY
 from x402pay.testing import Devnet
 
@@ -48,7 +56,8 @@ async def test_one_deposit_many_vouchers_then_claim_and_sweep(x402pay_chain: Dev
         answers = await pay_requests(server, tmp_path, path, USES)
         deposit = 10 * PRICE  # the SDK deposits the price's minDeposit hint
 
-        assert answers[0]["transaction"] and answers[0]["amount"] == str(deposit)
+        assert answers[0]["transaction"]
+        assert answers[0]["amount"] == str(deposit)
         assert all(answer["transaction"] == "" for answer in answers[1:])  # vouchers: no transaction
         assert [answer["extra"]["chargedAmount"] for answer in answers] == [str(use) for use in USES]  # type: ignore[index]
         assert answers[0]["extra"]["channelState"]["balance"] == str(deposit)  # type: ignore[index]
@@ -167,3 +176,48 @@ async def test_a_claim_after_a_finalized_withdrawal_reverts(x402pay_chain: Devne
         assert [result.success for result in late] == [False]
         assert late[0].error_reason == "invalid_batch_settlement_evm_claim_simulation_failed"
         assert functions.channels(channel_id).call() == [0, 0]  # the vouchers were worth nothing on chain
+
+
+def forged(server: ChannelServer, accepted: dict[str, object], voucher: Voucher, config: ChannelConfig) -> str:
+    payload = VoucherPayload(config, voucher).as_wire()
+    return encode_header(PaymentPayload(x402_version=2, payload=payload, accepted=accepted))
+
+
+async def test_forged_and_malformed_vouchers_are_refused_before_the_app(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    with channel_server(devnet) as server:
+        answers = await pay_requests(server, tmp_path, "/quote", [PRICE])
+        record = server.middleware.channels.store.get(channel_of(answers))
+        assert record is not None
+        config, chain_id, ceiling = record.config, devnet.chain_id, record.charged + PRICE
+        accepted = server.middleware_client().get("/quote").json()["accepts"][0]
+
+        def voucher(signer: LocalAccount, amount: int, channel_id: bytes = record.channel_id) -> Voucher:
+            return Voucher(channel_id, amount, sign(signer, channel.voucher_digest(channel_id, amount, chain_id)))
+
+        other_id = channel.channel_id(replace(config, salt=b"\x01" * 32), chain_id)
+        cases = {
+            rules.VOUCHER_SIGNATURE: forged(server, accepted, voucher(devnet.payers[1], ceiling), config),
+            rules.CUMULATIVE_MISMATCH: forged(server, accepted, voucher(payer, ceiling + PRICE), config),
+            rules.CHANNEL_ID_MISMATCH: forged(server, accepted, voucher(payer, ceiling, other_id), config),
+        }
+        for reason, header in cases.items():
+            response = server.middleware_client().get("/quote", headers={"PAYMENT-SIGNATURE": header})
+            assert response.status_code == 402, reason
+            assert response.json()["error"] == reason
+        mismatch = server.middleware_client().get(
+            "/quote", headers={"PAYMENT-SIGNATURE": cases[rules.CUMULATIVE_MISMATCH]}
+        )
+        extra = mismatch.json()["accepts"][0]["extra"]  # the corrective 402 says what the server holds
+        assert extra["channelState"]["chargedCumulativeAmount"] == str(record.charged)
+        assert extra["voucherState"] == {"signedMaxClaimable": str(PRICE), "signature": "0x" + record.signature.hex()}
+
+        broken = encode_header(
+            PaymentPayload(x402_version=2, payload={"type": "voucher", "channelConfig": {}}, accepted=accepted)
+        )
+        response = server.middleware_client().get("/quote", headers={"PAYMENT-SIGNATURE": broken})
+        assert (response.status_code, response.json()["error"]) == (402, "invalid_payload")
+        assert "channelConfig" in response.json()["errorMessage"]
+
+        assert len(server.probe.calls) == 1  # only the first, paid request reached the app
+        assert server.middleware.channels.store.get(record.channel_id) == record  # nothing charged or stored
