@@ -11,7 +11,7 @@ import anyio.to_thread
 import pytest
 from channel_support import sign, transact
 from eth_account.signers.local import LocalAccount
-from paid_channel_support import PRICE, ChannelServer, channel_server, official_http, official_scheme
+from paid_channel_support import CAP, PRICE, ChannelServer, channel_server, official_http, official_scheme
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.batch_settlement.client import RefundOptions
 
@@ -22,6 +22,7 @@ from x402pay._schemes import channel
 from x402pay._schemes.channel import ChannelConfig
 from x402pay.server import _channel_rules as rules
 from x402pay.server._channel_rules import CHANNEL_BUSY
+from x402pay.server._demo import running_demo
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -221,3 +222,44 @@ async def test_forged_and_malformed_vouchers_are_refused_before_the_app(x402pay_
 
         assert len(server.probe.calls) == 1  # only the first, paid request reached the app
         assert server.middleware.channels.store.get(record.channel_id) == record  # nothing charged or stored
+
+
+async def test_the_demo_api_offers_a_channel_route(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet = x402pay_chain
+    with running_demo(devnet) as url:
+        scheme = official_scheme(devnet, devnet.payers[0], tmp_path)
+        async with official_http(devnet, scheme, url) as http:
+            responses = [await http.get("/v1/fortune/channel") for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    answers = [decode_payment_response_header(r.headers["payment-response"]) for r in responses]
+    assert [bool(answer.transaction) for answer in answers] == [True, False, False]  # one deposit, then vouchers
+    assert [answer.extra["chargedAmount"] for answer in answers] == ["1000"] * 3  # type: ignore[index]
+
+
+async def test_the_claims_timer_claims_without_being_asked(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server:
+        answers = await pay_requests(server, tmp_path, "/quote", [PRICE, 300])
+        channel_id = channel_of(answers)
+        claims = server.claims()
+        await claims.start(claim_every=0.2)
+        try:
+            with anyio.fail_after(20):
+                while server.settlement().functions.channels(channel_id).call()[1] != PRICE + 300:
+                    await anyio.sleep(0.1)
+        finally:
+            await claims.stop()
+        record = server.middleware.channels.store.get(channel_id)
+        assert record is not None
+        assert record.unclaimed == 0
+
+
+async def test_a_deposit_below_an_enforced_minimum_is_refused(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet, min_deposit=CAP * 10, enforce_min_deposit=True) as server:
+        scheme = official_scheme(devnet, devnet.payers[0], tmp_path)
+        async with official_http(devnet, scheme, server.url) as http:
+            response = await http.get("/quote")  # the SDK caps its deposit at 5x its per-payment cap: too little
+        assert response.status_code == 402
+        assert response.json()["error"] == rules.DEPOSIT_BELOW_MIN
+        assert server.probe.calls == []
