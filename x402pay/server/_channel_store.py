@@ -171,7 +171,10 @@ class ChannelStore:
                 "UPDATE channels SET busy_token = NULL, busy_until = 0 WHERE channel_id = ? AND busy_token = ?",
                 (channel_id.hex(), token),
             )
-            self._conn.execute("DELETE FROM channels WHERE channel_id = ? AND charged = '-1'", (channel_id.hex(),))
+            self._conn.execute(
+                "DELETE FROM channels WHERE channel_id = ? AND charged = '-1' AND busy_token IS NULL",
+                (channel_id.hex(),),
+            )
 
     def close(self) -> None:
         """Close the database."""
