@@ -4,8 +4,10 @@ LocalFacilitator on anvil (real uvicorn on loopback), and ChannelClaims claims, 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import pytest
@@ -59,7 +61,7 @@ async def test_one_deposit_many_vouchers_then_claim_and_sweep(x402pay_chain: Dev
 
         assert answers[0]["transaction"]
         assert answers[0]["amount"] == str(deposit)
-        assert all(answer["transaction"] == "" for answer in answers[1:])  # vouchers: no transaction
+        assert all(answer["transaction"] == answer["amount"] == "" for answer in answers[1:])  # vouchers: no tx
         assert [answer["extra"]["chargedAmount"] for answer in answers] == [str(use) for use in USES]  # type: ignore[index]
         assert answers[0]["extra"]["channelState"]["balance"] == str(deposit)  # type: ignore[index]
         assert len(server.probe.calls) == len(USES)
@@ -263,3 +265,43 @@ async def test_a_deposit_below_an_enforced_minimum_is_refused(x402pay_chain: Dev
         assert response.status_code == 402
         assert response.json()["error"] == rules.DEPOSIT_BELOW_MIN
         assert server.probe.calls == []
+
+
+async def test_vouchers_are_checked_locally_while_the_mirror_is_fresh(
+    x402pay_chain: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server:
+        asked: list[str] = []
+        verify = server.facilitator.verify
+
+        async def counted(payload: PaymentPayload, requirement: Any) -> Any:
+            asked.append(payload.payload["type"])
+            return await verify(payload, requirement)
+
+        monkeypatch.setattr(server.facilitator, "verify", counted)
+        answers = await pay_requests(server, tmp_path, "/quote", [PRICE] * 6)
+        assert asked == ["deposit"]  # five vouchers, no facilitator call
+
+        store = server.middleware.channels.store
+        record = store.get(channel_of(answers))
+        assert record is not None
+        store.save(replace(record, synced_at=time.time() - 301))  # older than the TTL (5 min at delay 900)
+        await pay_requests(server, tmp_path, "/quote", [PRICE, PRICE])
+        assert asked == ["deposit", "voucher"]  # asked once, and the mirror is fresh again
+
+
+async def test_idle_channels_are_refunded_with_their_claim(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    with channel_server(devnet) as server:
+        answers = await pay_requests(server, tmp_path, "/quote", [PRICE, 600])
+        channel_id, charged, deposit = channel_of(answers), PRICE + 600, 10 * PRICE
+        before = server.balance(payer.address)
+        claims = server.claims()
+        assert await claims.refund_idle(3600) == []  # used just now: not idle
+        refunded = await claims.refund_idle(0)
+        assert [(result.success, result.amount) for result in refunded] == [(True, deposit - charged)]
+        assert server.balance(payer.address) == before + deposit - charged
+        assert server.settlement().functions.channels(channel_id).call() == [charged, charged]
+        assert server.middleware.channels.store.get(channel_id) is None
+        assert [(result.success, result.amount) for result in await claims.sweep()] == [(True, charged)]

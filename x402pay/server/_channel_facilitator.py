@@ -215,7 +215,7 @@ class ChannelFacilitation:
 
     def _planned(self, key: str, requirements: PaymentRequirements, amount: int) -> Broadcast:
         lifetime = int(time.time()) + _ACTION_LIFETIME
-        return Broadcast(key, "", requirements.network, requirements.pay_to, amount, lifetime)
+        return Broadcast(key, "", requirements.network, "", amount, lifetime)  # no payer: the receiver's own
 
     def _sent(
         self, call: ContractFunction, planned: Broadcast, reason: str, channel_id: bytes | None

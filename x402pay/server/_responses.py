@@ -163,7 +163,7 @@ class SettlingSend:
             await self._send_failure(settlement)
             return
         headers = MutableHeaders(raw=self._start["headers"])
-        headers[self._response_header] = encode_header(settlement)
+        headers[self._response_header] = encode_header(_response_form(settlement, self._paid))
         _private(headers)
         headers["x-receipt"] = x_receipt_header(make_compose_receipt(self._paid, settlement))
         if settlement.transaction:
@@ -208,6 +208,14 @@ class SettlingSend:
     @property
     def _response_header(self) -> str:
         return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
+
+
+def _response_form(settlement: SettleResponse, paid: PaidRequest) -> dict[str, Any]:
+    """``PAYMENT-RESPONSE``'s JSON; a channel voucher, which moves nothing on chain, says ``amount: ""`` (the SDKs')."""
+    form = settlement.to_wire()
+    if paid.scheme == "batch-settlement" and settlement.amount is None and not settlement.transaction:
+        form["amount"] = ""
+    return form
 
 
 async def _shielded(settle: Settle, paid: PaidRequest) -> SettleResponse:
