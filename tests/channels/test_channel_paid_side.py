@@ -15,7 +15,9 @@ from channel_support import sign, transact
 from eth_account.signers.local import LocalAccount
 from paid_channel_support import CAP, PRICE, ChannelServer, channel_server, official_http, official_scheme
 from x402.http.utils import decode_payment_response_header
-from x402.mechanisms.evm.batch_settlement.client import RefundOptions
+from x402.mechanisms.evm.batch_settlement.client import RefundOptions, create_batch_settlement_eip3009_deposit_payload
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.schemas import PaymentRequirements as PaymentRequirementsSdk
 
 from x402pay._protocol.channel_wire import Voucher, VoucherPayload
 from x402pay._protocol.codec import encode_header
@@ -305,3 +307,25 @@ async def test_idle_channels_are_refunded_with_their_claim(x402pay_chain: Devnet
         assert server.settlement().functions.channels(channel_id).call() == [charged, charged]
         assert server.middleware.channels.store.get(channel_id) is None
         assert [(result.success, result.amount) for result in await claims.sweep()] == [(True, charged)]
+
+
+async def test_a_deposit_whose_authorization_was_altered_is_refused(x402pay_chain: Devnet, tmp_path: Path) -> None:
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    with channel_server(devnet) as server:
+        accepted = server.middleware_client().get("/quote").json()["accepts"][0]
+        requirement = PaymentRequirementsSdk.model_validate(accepted)
+        config = official_scheme(devnet, payer, tmp_path).build_channel_config(requirement)
+        deposit = create_batch_settlement_eip3009_deposit_payload(
+            EthAccountSigner(payer), requirement, config, 10 * PRICE, PRICE
+        ).to_dict()
+        authorization = deposit["deposit"]["authorization"]["erc3009Authorization"]
+        authorization["validBefore"] = str(int(authorization["validBefore"]) + 1)  # the signature no longer covers it
+        header = encode_header(PaymentPayload(x402_version=2, payload=deposit, accepted=accepted))
+        before = server.balance(payer.address)
+
+        response = server.middleware_client().get("/quote", headers={"PAYMENT-SIGNATURE": header})
+        assert response.status_code == 402
+        assert response.json()["error"] == rules.DEPOSIT_SIMULATION
+        assert server.probe.calls == []
+        assert server.balance(payer.address) == before
+        assert server.middleware.channels.store.all() == []
