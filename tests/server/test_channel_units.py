@@ -96,3 +96,15 @@ def test_the_local_check_trusts_the_mirror_for_a_third_of_the_delay_within_bound
     assert local_state_ttl(900) == 300
     assert local_state_ttl(60) == 30
     assert local_state_ttl(86_400) == 300
+
+
+def test_a_request_saved_after_a_claim_does_not_undo_it() -> None:
+    store, read_before_the_claim = ChannelStore(), record()
+    store.save(read_before_the_claim)
+    store.mark_claimed(read_before_the_claim.channel_id, 3_000)  # the claims manager, while a request runs
+    store.save(replace(read_before_the_claim, charged=4_000))  # that request's charge, from its older read
+    saved = store.get(read_before_the_claim.channel_id)
+    assert saved is not None
+    assert (saved.charged, saved.total_claimed, saved.unclaimed) == (4_000, 3_000, 1_000)
+    store.mark_claimed(saved.channel_id, 2_000)  # a stale claim never lowers it
+    assert store.get(saved.channel_id) == saved

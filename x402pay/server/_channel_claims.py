@@ -169,9 +169,7 @@ class ChannelClaims:
         settled = await self._settle(ClaimAction(rows, signature), receiver, token)
         if settled.success:
             for record in records:  # the chain now counts the charge as claimed (a stale row is a no-op)
-                current = self.store.get(record.channel_id)
-                if current is not None:
-                    self.store.save(replace(current, total_claimed=max(current.total_claimed, record.charged)))
+                self.store.mark_claimed(record.channel_id, record.charged)
         return settled
 
     async def _refund(self, record: ChannelRecord) -> SettleResponse | None:

@@ -8,11 +8,13 @@ losing them forfeits what they would claim); ``":memory:"`` (the default) does n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -128,10 +130,26 @@ class ChannelStore:
         return _record(rows[0]) if rows else None
 
     def save(self, record: ChannelRecord) -> None:
-        """Write `record` (its reservation, if any, stands), and remember its receiver and token for sweeps."""
-        self._query(_UPSERT, _row(record))
-        pair = (record.config.receiver, record.config.token)
-        self._query("INSERT OR IGNORE INTO receivers (receiver, token) VALUES (?, ?)", pair)
+        """Write `record` (its reservation, if any, stands), and remember its receiver and token for sweeps.
+
+        ``total_claimed`` only grows: a request that read the record before a claim landed cannot undo it.
+        """
+        key = record.channel_id.hex()
+        with self._guard():
+            row = self._conn.execute("SELECT total_claimed FROM channels WHERE channel_id = ?", (key,)).fetchone()
+            if row is not None and int(row[0]) > record.total_claimed:
+                record = replace(record, total_claimed=int(row[0]))
+            self._conn.execute(_UPSERT, _row(record))
+            pair = (record.config.receiver, record.config.token)
+            self._conn.execute("INSERT OR IGNORE INTO receivers (receiver, token) VALUES (?, ?)", pair)
+
+    def mark_claimed(self, channel_id: bytes, total: int) -> None:
+        """Record that the chain counts `total` as claimed from the channel (never lowering what it says)."""
+        with self._guard():
+            key = channel_id.hex()
+            row = self._conn.execute("SELECT total_claimed FROM channels WHERE channel_id = ?", (key,)).fetchone()
+            if row is not None and int(row[0]) < total:
+                self._conn.execute("UPDATE channels SET total_claimed = ? WHERE channel_id = ?", (str(total), key))
 
     def receivers(self) -> list[tuple[str, str]]:
         """Every (receiver, token) a channel of this store has paid: what a sweep moves money for."""
@@ -182,9 +200,21 @@ class ChannelStore:
             self._conn.close()
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._guard():
+            return self._conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The store's lock, inside one transaction; SQLite's errors as `LedgerError`."""
         try:
             with self._lock:
-                return self._conn.execute(sql, params).fetchall()
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise LedgerError(f"the channel store {self.path!r} failed: {exc}") from exc
 
