@@ -27,7 +27,16 @@ from x402.mechanisms.evm.batch_settlement.client import (
 )
 from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
 
-from x402pay.server import ChannelClaims, LocalFacilitator, PaymentMiddleware, Price, paid_request
+from x402pay.server import (
+    ChannelClaims,
+    Facilitator,
+    HTTPFacilitator,
+    LocalFacilitator,
+    PaymentMiddleware,
+    Price,
+    facilitator_app,
+    paid_request,
+)
 from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
@@ -70,10 +79,14 @@ class ChannelServer:
     middleware: PaymentMiddleware
     facilitator: LocalFacilitator
     authorizer: LocalAccount
+    facilitator_url: str | None  # where facilitator_app serves it, when the middleware reaches it over HTTP
 
     def claims(self) -> ChannelClaims:
+        """A claims manager of the server's store, through the facilitator as the server reaches it (over HTTP: a
+        client of its own, as an HTTP client belongs to the event loop that uses it)."""
+        talks_to = self.facilitator if self.facilitator_url is None else HTTPFacilitator(self.facilitator_url)
         return ChannelClaims(
-            self.middleware.channels.store, self.facilitator, network=self.devnet.network, web3=self.devnet.rpc_url
+            self.middleware.channels.store, talks_to, network=self.devnet.network, web3=self.devnet.rpc_url
         )
 
     def middleware_client(self) -> httpx.Client:
@@ -88,9 +101,21 @@ class ChannelServer:
 
 
 @contextlib.contextmanager
-def channel_server(devnet: Devnet, **price_options: Any) -> Iterator[ChannelServer]:
+def channel_server(devnet: Devnet, *, remote: bool = False, **price_options: Any) -> Iterator[ChannelServer]:
+    """The app on loopback; `remote`: its facilitator reached over HTTP (facilitator_app + HTTPFacilitator)."""
     authorizer = Account.create()
     facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=authorizer)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve_app(facilitator_app(facilitator))) if remote else None
+        yield stack.enter_context(_served(devnet, facilitator, url, authorizer, price_options))
+
+
+@contextlib.contextmanager
+def _served(
+    devnet: Devnet, facilitator: LocalFacilitator, facilitator_url: str | None, authorizer: LocalAccount,
+    price_options: dict[str, Any],
+) -> Iterator[ChannelServer]:  # fmt: skip
+    talks_to: Facilitator = facilitator if facilitator_url is None else HTTPFacilitator(facilitator_url)
     probe = Probe()
     common = {"asset": devnet.usdc, "receiver_authorizer": authorizer.address, **price_options}
     routes = {
@@ -98,10 +123,10 @@ def channel_server(devnet: Devnet, **price_options: Any) -> Iterator[ChannelServ
         "GET /quote-permit2": Price.channel(PRICE, transfer="permit2", **common),
     }
     middleware = PaymentMiddleware(
-        make_app(probe), facilitator=facilitator, network=devnet.network, pay_to=devnet.payee.address, routes=routes
+        make_app(probe), facilitator=talks_to, network=devnet.network, pay_to=devnet.payee.address, routes=routes
     )
     with serve_app(middleware) as url:
-        yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer)
+        yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer, facilitator_url)
         probe.gate.set()
 
 

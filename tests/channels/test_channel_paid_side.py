@@ -53,10 +53,16 @@ def channel_of(answers: list[dict[str, object]]) -> bytes:
     return bytes.fromhex(extra["channelState"]["channelId"][2:])
 
 
-@pytest.mark.parametrize("path", ["/quote", "/quote-permit2"], ids=["eip3009", "permit2"])
-async def test_one_deposit_many_vouchers_then_claim_and_sweep(x402pay_chain: Devnet, tmp_path: Path, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "remote"),
+    [("/quote", False), ("/quote-permit2", False), ("/quote", True)],
+    ids=["eip3009", "permit2", "eip3009-over-http"],
+)
+async def test_one_deposit_many_vouchers_then_claim_and_sweep(
+    x402pay_chain: Devnet, tmp_path: Path, path: str, remote: bool
+) -> None:
     devnet = x402pay_chain
-    with channel_server(devnet) as server:
+    with channel_server(devnet, remote=remote) as server:
         payee_before = server.balance(devnet.payee.address)
         answers = await pay_requests(server, tmp_path, path, USES)
         deposit = 10 * PRICE  # the SDK deposits the price's minDeposit hint
