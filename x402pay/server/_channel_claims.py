@@ -37,7 +37,8 @@ from x402pay._protocol.networks import chain_id_of
 from x402pay._rpc import web3_for
 from x402pay._schemes import channel
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
-from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, VoucherClaim, action_payload
+from x402pay.server._channel_actions import Action, ClaimAction, RefundAction, SweepAction, VoucherClaim
+from x402pay.server._channel_desk import synthetic
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._channel_store import ChannelRecord, ChannelStore
 from x402pay.server._facilitator import Facilitator
@@ -194,12 +195,12 @@ class ChannelClaims:
             self.store.delete(record.channel_id)
         return settled
 
-    async def _settle(self, action: Any, receiver: str, token: str) -> SettleResponse:
+    async def _settle(self, action: Action, receiver: str, token: str) -> SettleResponse:
         requirement = PaymentRequirements(
             scheme=CHANNEL_SCHEME, network=self._network, amount=0, asset=token, pay_to=receiver,
             max_timeout_seconds=0, extra={},
         )  # fmt: skip
-        settled = await self._facilitator.settle(action_payload(action, requirement.to_wire()), requirement)
+        settled = await self._facilitator.settle(*synthetic(action, requirement))
         logger.debug("channel %s: success=%s %s", action.as_wire()["type"], settled.success, settled.error_reason)
         return settled
 

@@ -34,7 +34,7 @@ from x402pay._protocol.headers import PAYMENT_RESPONSE
 from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse
 from x402pay.errors import ChallengeError, FacilitatorError, MalformedPayment
 from x402pay.server import _channel_rules as rules
-from x402pay.server._channel_actions import RefundAction, VoucherClaim, action_payload
+from x402pay.server._channel_actions import Action, RefundAction, VoucherClaim, action_payload
 from x402pay.server._channel_store import ChannelRecord, ChannelStore
 from x402pay.server._evm import Refusal, same_address
 from x402pay.server._facilitator import Facilitator
@@ -178,7 +178,7 @@ class ChannelDesk:
         self, app: App, request: _Request, record: ChannelRecord, scope: Scope, receive: Receive, send: Send
     ) -> None:
         if isinstance(request.paid, RefundPayload):
-            await self._refund(request, record, send)
+            await self._refund(request, request.paid, record, send)
             return
         paid = PaidRequest(requirement=request.requirement, payload=request.payload, payer=request.paid.config.payer)
         attach(scope, paid)
@@ -229,10 +229,8 @@ class ChannelDesk:
                 error_reason="settlement_pending", error_message=f"the facilitator gave no verdict: {exc}",
             )  # fmt: skip
 
-    async def _refund(self, request: _Request, record: ChannelRecord, send: Send) -> None:
+    async def _refund(self, request: _Request, paid: RefundPayload, record: ChannelRecord, send: Send) -> None:
         """Claim what was charged and return the rest (or the amount asked) in one transaction."""
-        paid = request.paid
-        assert isinstance(paid, RefundPayload)  # noqa: S101 -- _answer routes only refunds here
         claimed = max(record.charged, record.total_claimed)
         available = record.balance - claimed
         amount = available if paid.amount is None else paid.amount
@@ -268,7 +266,7 @@ class ChannelDesk:
         await send_json(send, 200, body, {PAYMENT_RESPONSE: encode_header(answer), "cache-control": "private"})
 
 
-def synthetic(action: Any, requirement: PaymentRequirements) -> tuple[PaymentPayload, PaymentRequirements]:
+def synthetic(action: Action, requirement: PaymentRequirements) -> tuple[PaymentPayload, PaymentRequirements]:
     """A claim, sweep or refund `action` with the synthetic requirements ``/settle`` gets for it (amount 0)."""
     accepted = requirement.model_copy(update={"amount": 0, "max_timeout_seconds": 0, "extra": {}})
     return action_payload(action, accepted.to_wire()), accepted
