@@ -11,10 +11,11 @@ the server's, or this facilitator's own `authorizer` key when it holds it (it th
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eth_account.signers.base import BaseAccount
 from eth_typing import Hash32
+from eth_utils.address import to_checksum_address
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
@@ -44,6 +45,15 @@ if TYPE_CHECKING:
     from x402pay.server._local import LocalFacilitator
 
 _REVERTS: Final = (ContractCustomError, ContractLogicError, ContractPanicError)
+#: What an EIP-1271 wallet's ``isValidSignature(bytes32, bytes)`` returns for a signature it accepts.
+EIP1271_MAGIC: Final = bytes.fromhex("1626ba7e")
+EIP1271_IS_VALID_SIGNATURE: Final[dict[str, Any]] = {
+    "type": "function",
+    "name": "isValidSignature",
+    "inputs": [{"type": "bytes32", "name": "hash"}, {"type": "bytes", "name": "signature"}],
+    "outputs": [{"type": "bytes4", "name": ""}],
+    "stateMutability": "view",
+}
 #: How long a claim, sweep or refund transaction is worth following before `reconcile` may call it failed.
 _ACTION_LIFETIME: Final = 3600
 
@@ -97,10 +107,27 @@ class ChannelFacilitation:
         except MalformedPayment as exc:
             raise Refusal(rules.PAYLOAD, str(exc)) from exc
         rules.check_config(paid.config, paid.voucher.channel_id, requirements, self._owner.chain_id)
-        rules.check_voucher_signature(paid.config, paid.voucher, self._owner.chain_id)
+        self._check_voucher_signer(paid)
         if isinstance(paid, DepositPayload):
             self._check_deposit_terms(paid)
         return paid
+
+    def _check_voucher_signer(self, paid: ChannelPayload) -> None:
+        """ECDSA by the voucher signer; a payer that is a contract and signs itself (payerAuthorizer zero) is asked
+        with EIP-1271 ``isValidSignature``, as the settlement contract will ask it."""
+        config, voucher = paid.config, paid.voucher
+        payer = to_checksum_address(config.payer)
+        if int(config.payer_authorizer, 16) != 0 or not self._owner.web3.eth.get_code(payer):
+            rules.check_voucher_signature(config, voucher, self._owner.chain_id)
+            return
+        digest = channel.voucher_digest(voucher.channel_id, voucher.max_claimable_amount, self._owner.chain_id)
+        wallet = self._owner.web3.eth.contract(address=payer, abi=[EIP1271_IS_VALID_SIGNATURE])
+        try:
+            answer = bytes(wallet.functions.isValidSignature(digest, voucher.signature).call())
+        except (*_REVERTS, ValueError):
+            answer = b""
+        if answer != EIP1271_MAGIC:
+            raise Refusal(rules.VOUCHER_SIGNATURE, f"the wallet {config.payer} does not accept the voucher's signature")
 
     def _check_deposit_terms(self, paid: DepositPayload) -> None:
         auth, now = paid.deposit.authorization, self._owner.now()
