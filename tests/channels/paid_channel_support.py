@@ -80,14 +80,16 @@ class ChannelServer:
     facilitator: LocalFacilitator
     authorizer: LocalAccount
     facilitator_url: str | None  # where facilitator_app serves it, when the middleware reaches it over HTTP
+    server_signs: bool  # the server holds the receiverAuthorizer key, not the facilitator
 
     def claims(self) -> ChannelClaims:
         """A claims manager of the server's store, through the facilitator as the server reaches it (over HTTP: a
         client of its own, as an HTTP client belongs to the event loop that uses it)."""
         talks_to = self.facilitator if self.facilitator_url is None else HTTPFacilitator(self.facilitator_url)
         return ChannelClaims(
-            self.middleware.channels.store, talks_to, network=self.devnet.network, web3=self.devnet.rpc_url
-        )
+            self.middleware.channels.store, talks_to, network=self.devnet.network, web3=self.devnet.rpc_url,
+            authorizer=self.authorizer if self.server_signs else None,
+        )  # fmt: skip
 
     def middleware_client(self) -> httpx.Client:
         """A plain HTTP client of the server (it pays nothing by itself)."""
@@ -101,19 +103,23 @@ class ChannelServer:
 
 
 @contextlib.contextmanager
-def channel_server(devnet: Devnet, *, remote: bool = False, **price_options: Any) -> Iterator[ChannelServer]:
-    """The app on loopback; `remote`: its facilitator reached over HTTP (facilitator_app + HTTPFacilitator)."""
+def channel_server(
+    devnet: Devnet, *, remote: bool = False, server_signs: bool = False, **price_options: Any
+) -> Iterator[ChannelServer]:
+    """The app on loopback; `remote`: its facilitator reached over HTTP (facilitator_app + HTTPFacilitator);
+    `server_signs`: the receiverAuthorizer key is the server's (the middleware's and the claims manager's)."""
     authorizer = Account.create()
-    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=authorizer)
+    key = None if server_signs else authorizer
+    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=key)
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(serve_app(facilitator_app(facilitator))) if remote else None
-        yield stack.enter_context(_served(devnet, facilitator, url, authorizer, price_options))
+        yield stack.enter_context(_served(devnet, facilitator, url, authorizer, server_signs, price_options))
 
 
 @contextlib.contextmanager
 def _served(
     devnet: Devnet, facilitator: LocalFacilitator, facilitator_url: str | None, authorizer: LocalAccount,
-    price_options: dict[str, Any],
+    server_signs: bool, price_options: dict[str, Any],
 ) -> Iterator[ChannelServer]:  # fmt: skip
     talks_to: Facilitator = facilitator if facilitator_url is None else HTTPFacilitator(facilitator_url)
     probe = Probe()
@@ -123,10 +129,11 @@ def _served(
         "GET /quote-permit2": Price.channel(PRICE, transfer="permit2", **common),
     }
     middleware = PaymentMiddleware(
-        make_app(probe), facilitator=talks_to, network=devnet.network, pay_to=devnet.payee.address, routes=routes
-    )
+        make_app(probe), facilitator=talks_to, network=devnet.network, pay_to=devnet.payee.address, routes=routes,
+        channel_authorizer=authorizer if server_signs else None,
+    )  # fmt: skip
     with serve_app(middleware) as url:
-        yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer, facilitator_url)
+        yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer, facilitator_url, server_signs)
         probe.gate.set()
 
 

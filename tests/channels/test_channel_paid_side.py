@@ -54,15 +54,15 @@ def channel_of(answers: list[dict[str, object]]) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("path", "remote"),
-    [("/quote", False), ("/quote-permit2", False), ("/quote", True)],
-    ids=["eip3009", "permit2", "eip3009-over-http"],
+    ("path", "remote", "server_signs"),
+    [("/quote", False, False), ("/quote-permit2", False, False), ("/quote", True, True)],
+    ids=["eip3009", "permit2", "eip3009-over-http-server-signs"],
 )
 async def test_one_deposit_many_vouchers_then_claim_and_sweep(
-    x402pay_chain: Devnet, tmp_path: Path, path: str, remote: bool
+    x402pay_chain: Devnet, tmp_path: Path, path: str, remote: bool, server_signs: bool
 ) -> None:
     devnet = x402pay_chain
-    with channel_server(devnet, remote=remote) as server:
+    with channel_server(devnet, remote=remote, server_signs=server_signs) as server:
         payee_before = server.balance(devnet.payee.address)
         answers = await pay_requests(server, tmp_path, path, USES)
         deposit = 10 * PRICE  # the SDK deposits the price's minDeposit hint
@@ -90,9 +90,10 @@ async def test_one_deposit_many_vouchers_then_claim_and_sweep(
         assert await claims.claim() == []  # nothing left unclaimed
 
 
-async def test_partial_then_full_refund(x402pay_chain: Devnet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_signs", [False, True], ids=["facilitator-signs", "server-signs"])
+async def test_partial_then_full_refund(x402pay_chain: Devnet, tmp_path: Path, server_signs: bool) -> None:
     devnet, payer = x402pay_chain, x402pay_chain.payers[0]
-    with channel_server(devnet) as server:
+    with channel_server(devnet, server_signs=server_signs) as server:
         answers = await pay_requests(server, tmp_path, "/quote", [PRICE, 400])
         channel_id, charged, deposit = channel_of(answers), PRICE + 400, 10 * PRICE
         scheme = official_scheme(devnet, payer, tmp_path)
@@ -299,9 +300,12 @@ async def test_vouchers_are_checked_locally_while_the_mirror_is_fresh(
         assert asked == ["deposit", "voucher"]  # asked once, and the mirror is fresh again
 
 
-async def test_idle_channels_are_refunded_with_their_claim(x402pay_chain: Devnet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_signs", [False, True], ids=["facilitator-signs", "server-signs"])
+async def test_idle_channels_are_refunded_with_their_claim(
+    x402pay_chain: Devnet, tmp_path: Path, server_signs: bool
+) -> None:
     devnet, payer = x402pay_chain, x402pay_chain.payers[0]
-    with channel_server(devnet) as server:
+    with channel_server(devnet, server_signs=server_signs) as server:
         answers = await pay_requests(server, tmp_path, "/quote", [PRICE, 600])
         channel_id, charged, deposit = channel_of(answers), PRICE + 600, 10 * PRICE
         before = server.balance(payer.address)

@@ -9,12 +9,15 @@ and the receiverAuthorizer's signatures, which a facilitator holding that key ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from eth_account.signers.base import BaseAccount
+from eth_typing import Hash32
 
 from x402pay._protocol.channel_wire import ErrorClass, Voucher, _address, _obj, _signature, _uint, parse_config
 from x402pay._protocol.models import PaymentPayload
-from x402pay._schemes.channel import ChannelConfig, ClaimEntry, channel_id
+from x402pay._schemes.channel import ChannelConfig, ClaimEntry, channel_id, claim_batch_digest, refund_digest
 from x402pay.errors import MalformedPayment
 
 
@@ -150,3 +153,19 @@ def _claims(value: object, error: ErrorClass) -> tuple[VoucherClaim, ...]:
 def _optional_sig(obj: Any, key: str, error: ErrorClass) -> bytes | None:
     value = obj.get(key)
     return None if value is None else _signature(value, key, error)
+
+
+def signed_by(action: Action, authorizer: BaseAccount | None, chain_id: int) -> Action:
+    """`action` with the receiverAuthorizer's signatures it needs, made by `authorizer` (unchanged without one: the
+    facilitator then signs with the key it holds)."""
+    if authorizer is None or isinstance(action, SweepAction):
+        return action
+
+    def sign(digest: bytes) -> bytes:
+        return bytes(authorizer.unsafe_sign_hash(Hash32(digest)).signature)
+
+    claims = sign(claim_batch_digest([c.entry(chain_id) for c in action.claims], chain_id)) if action.claims else None
+    if isinstance(action, ClaimAction):
+        return replace(action, authorizer_signature=claims)
+    refund = sign(refund_digest(action.voucher.channel_id, action.refund_nonce, action.amount, chain_id))
+    return replace(action, refund_signature=refund, claim_signature=claims)

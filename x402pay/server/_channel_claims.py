@@ -27,7 +27,6 @@ from typing import Any, Final
 
 import anyio.to_thread
 from eth_account.signers.base import BaseAccount
-from eth_typing import Hash32
 from web3 import Web3
 
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
@@ -35,9 +34,8 @@ from x402pay._protocol.channel_wire import Voucher
 from x402pay._protocol.models import PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import chain_id_of
 from x402pay._rpc import web3_for
-from x402pay._schemes import channel
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
-from x402pay.server._channel_actions import Action, ClaimAction, RefundAction, SweepAction, VoucherClaim
+from x402pay.server._channel_actions import Action, ClaimAction, RefundAction, SweepAction, VoucherClaim, signed_by
 from x402pay.server._channel_desk import synthetic
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._channel_store import ChannelRecord, ChannelStore
@@ -166,8 +164,7 @@ class ChannelClaims:
 
     async def _claim_batch(self, records: list[ChannelRecord], receiver: str, token: str) -> SettleResponse:
         rows = tuple(VoucherClaim(r.config, r.signed_max, r.signature, r.charged) for r in records)
-        signature = self._sign(channel.claim_batch_digest([row.entry(self._chain_id) for row in rows], self._chain_id))
-        settled = await self._settle(ClaimAction(rows, signature), receiver, token)
+        settled = await self._settle(ClaimAction(rows), receiver, token)
         if settled.success:
             for record in records:  # the chain now counts the charge as claimed (a stale row is a no-op)
                 self.store.mark_claimed(record.channel_id, record.charged)
@@ -183,13 +180,8 @@ class ChannelClaims:
         claims: tuple[VoucherClaim, ...] = ()
         if record.charged > record.total_claimed:
             claims = (VoucherClaim(record.config, record.signed_max, record.signature, record.charged),)
-        nonce = record.refund_nonce
-        refund_sig = self._sign(channel.refund_digest(record.channel_id, nonce, amount, self._chain_id))
-        claim_sig = None
-        if claims:
-            claim_sig = self._sign(channel.claim_batch_digest([claims[0].entry(self._chain_id)], self._chain_id))
         voucher = Voucher(record.channel_id, record.signed_max, record.signature)
-        action = RefundAction(record.config, voucher, amount, nonce, claims, refund_sig, claim_sig)
+        action = RefundAction(record.config, voucher, amount, record.refund_nonce, claims)
         settled = await self._settle(action, record.config.receiver, record.config.token)
         if settled.success:
             self.store.delete(record.channel_id)
@@ -200,14 +192,10 @@ class ChannelClaims:
             scheme=CHANNEL_SCHEME, network=self._network, amount=0, asset=token, pay_to=receiver,
             max_timeout_seconds=0, extra={},
         )  # fmt: skip
-        settled = await self._facilitator.settle(*synthetic(action, requirement))
+        signed = signed_by(action, self._authorizer, self._chain_id)
+        settled = await self._facilitator.settle(*synthetic(signed, requirement))
         logger.debug("channel %s: success=%s %s", action.as_wire()["type"], settled.success, settled.error_reason)
         return settled
-
-    def _sign(self, digest: bytes) -> bytes | None:
-        if self._authorizer is None:
-            return None  # the facilitator signs with the key it holds
-        return bytes(self._authorizer.unsafe_sign_hash(Hash32(digest)).signature)
 
     # -- reading the chain -------------------------------------------------------------------------------------
 

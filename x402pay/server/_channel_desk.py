@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from eth_account.signers.base import BaseAccount
 from starlette.types import Receive, Scope, Send
 
 from x402pay._protocol.channel_wire import (
@@ -34,7 +35,7 @@ from x402pay._protocol.headers import PAYMENT_RESPONSE
 from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse
 from x402pay.errors import ChallengeError, FacilitatorError, MalformedPayment
 from x402pay.server import _channel_rules as rules
-from x402pay.server._channel_actions import Action, RefundAction, VoucherClaim, action_payload
+from x402pay.server._channel_actions import Action, RefundAction, VoucherClaim, action_payload, signed_by
 from x402pay.server._channel_store import ChannelRecord, ChannelStore
 from x402pay.server._evm import Refusal, same_address
 from x402pay.server._facilitator import Facilitator
@@ -68,8 +69,11 @@ class _Request:
 class ChannelDesk:
     """The channel side of a `PaymentMiddleware`: its store, its facilitator, its chain."""
 
-    def __init__(self, facilitator: Facilitator, store: ChannelStore, chain_id: int) -> None:
+    def __init__(
+        self, facilitator: Facilitator, store: ChannelStore, chain_id: int, authorizer: BaseAccount | None = None
+    ) -> None:
         self.store = store
+        self._authorizer = authorizer
         self._facilitator = facilitator
         self._chain_id = chain_id
 
@@ -241,7 +245,8 @@ class ChannelDesk:
         claims: tuple[VoucherClaim, ...] = ()
         if record.charged > record.total_claimed:
             claims = (VoucherClaim(paid.config, paid.voucher.max_claimable_amount, paid.voucher.signature, claimed),)
-        action = RefundAction(paid.config, paid.voucher, amount, record.refund_nonce, claims)
+        unsigned = RefundAction(paid.config, paid.voucher, amount, record.refund_nonce, claims)
+        action = signed_by(unsigned, self._authorizer, self._chain_id)
         try:
             settled = await self._facilitator.settle(*synthetic(action, request.requirement))
         except FacilitatorError as exc:

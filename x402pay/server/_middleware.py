@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from eth_account.signers.base import BaseAccount
 from starlette.datastructures import URL, Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -75,6 +76,8 @@ class PaymentMiddleware:
     ``/supported``; ``gas_sponsoring=False`` withdraws the offer. Routes priced with `Price.channel` are paid from
     payment channels, whose vouchers this server keeps in `channels` (a `ChannelStore`, or the path of its SQLite
     file; in memory by default, which a restart forgets: unclaimed vouchers are money). `ChannelClaims` claims them.
+    A refund's signatures come from `channel_authorizer` (the receiverAuthorizer key) when this side holds it, else
+    from the facilitator.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class PaymentMiddleware:
         pay_to: str | None = None,
         gas_sponsoring: bool = True,
         channels: ChannelStore | str | Path | None = None,
+        channel_authorizer: BaseAccount | None = None,
     ) -> None:
         self.app = app
         self._facilitator = facilitator
@@ -98,7 +102,7 @@ class PaymentMiddleware:
         self._gas_sponsoring = gas_sponsoring
         self._supported: SupportedResponse | None = None
         store = channels if isinstance(channels, ChannelStore) else ChannelStore(channels or ":memory:")
-        self.channels = ChannelDesk(facilitator, store, self._chain_id)
+        self.channels = ChannelDesk(facilitator, store, self._chain_id, channel_authorizer)
         for route in self._routes:  # fail at startup, not on the first paying request
             for price in route.prices:
                 if price.pay_to is None and pay_to is None:
