@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -66,7 +66,18 @@ def make_app(probe: Probe) -> Starlette:
             await anyio.to_thread.run_sync(probe.gate.wait, 20)
         return JSONResponse({"quote": 42})
 
-    return Starlette(routes=[Route("/quote", quote), Route("/quote-permit2", quote)])
+    async def stream(request: Request) -> Response:
+        probe.calls.append(request.url.path)
+
+        async def frames() -> AsyncIterator[str]:
+            yield 'data: {"n":1}\n\n'
+            paid_request(request.scope).charge(int(request.query_params["use"]))  # type: ignore[union-attr]
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+    routes = [Route("/quote", quote), Route("/quote-permit2", quote), Route("/stream", stream)]
+    return Starlette(routes=routes)
 
 
 @dataclass
@@ -127,6 +138,7 @@ def _served(
     routes = {
         "GET /quote": Price.channel(PRICE, **common),
         "GET /quote-permit2": Price.channel(PRICE, transfer="permit2", **common),
+        "GET /stream": Price.channel(PRICE, **common),
     }
     middleware = PaymentMiddleware(
         make_app(probe), facilitator=talks_to, network=devnet.network, pay_to=devnet.payee.address, routes=routes,

@@ -4,6 +4,7 @@ LocalFacilitator on anvil (real uvicorn on loopback), and ChannelClaims claims, 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +46,10 @@ async def pay_requests(server: ChannelServer, tmp_path: Path, path: str, uses: l
             assert response.status_code == 200, response.text
             answers.append(decode_payment_response_header(response.headers["payment-response"]).model_dump())
     return answers
+
+
+def decoded(response: Any) -> dict[str, object]:
+    return decode_payment_response_header(response.headers["payment-response"]).model_dump()
 
 
 def channel_of(answers: list[dict[str, object]]) -> bytes:
@@ -339,3 +344,33 @@ async def test_a_deposit_whose_authorization_was_altered_is_refused(x402pay_chai
         assert server.probe.calls == []
         assert server.balance(payer.address) == before
         assert server.middleware.channels.store.all() == []
+
+
+async def test_a_streamed_answer_carries_its_receipt_in_band(
+    x402pay_chain: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server:
+        corrected: list[str] = []
+        corrective = server.middleware.channels._corrective
+
+        async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
+            corrected.append(reason)
+            await corrective(request, record, reason, message, send)
+
+        monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+        scheme = official_scheme(devnet, devnet.payers[0], tmp_path)
+        async with official_http(devnet, scheme, server.url) as http:
+            streamed = [await http.get("/stream", params={"use": use}) for use in (400, 300)]
+            after = await http.get("/quote", params={"use": 100})
+        assert [response.status_code for response in (*streamed, after)] == [200, 200, 200]
+        receipts = [json.loads(r.text.split("event: compose.receipt\ndata: ")[1].split("\n")[0]) for r in streamed]
+        assert [receipt["finalAmountWei"] for receipt in receipts] == ["400", "300"]  # the charge, not the deposit
+        assert "txHash" in receipts[0]  # the deposit's
+        assert "txHash" not in receipts[1]
+        # A stream's headers leave before its charge is known, so the SDK client learns it from one corrective 402.
+        assert corrected == [rules.CUMULATIVE_MISMATCH, rules.CUMULATIVE_MISMATCH]
+        assert server.probe.calls == ["/stream", "/stream", "/quote"]
+        record = server.middleware.channels.store.get(channel_of([decoded(after)]))
+        assert record is not None
+        assert record.charged == 800

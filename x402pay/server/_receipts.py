@@ -103,7 +103,9 @@ def make_compose_receipt(
     ``settlementStatus`` is ``settled``, or ``pending`` for a settlement sent and not yet confirmed (with its
     ``txHash``): a pending receipt is not a charge yet, but the payer may still be charged ``finalAmountWei``.
     """
-    amount = settlement.amount if settlement.amount is not None else paid.amount_due
+    # A channel's settlement amount is its deposit, when there was one; the charge is what was used.
+    metered_here = settlement.amount is None or paid.scheme == "batch-settlement"
+    amount = paid.amount_due if metered_here else settlement.amount
     receipt: dict[str, Any] = {
         "finalAmountWei": str(amount),
         "network": settlement.network,
