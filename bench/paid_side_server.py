@@ -8,8 +8,9 @@ The app (Starlette, the same for every stack):
   tokens), then ``data: [DONE]``; it reports the metered charge, `UPTO_CHARGE`, in a ``Settlement-Overrides``
   header, which both paid sides read.
 
-Stacks: ``unpaid`` (the app alone, the floor), ``x402pay`` (`PaymentMiddleware` + `LocalFacilitator`), ``official``
-(the official SDK's FastAPI/Starlette ``PaymentMiddlewareASGI`` + ``x402ResourceServer`` + its in-process
+Stacks: ``unpaid`` (the app alone, the floor), ``x402pay`` (`PaymentMiddleware` + `LocalFacilitator`),
+``x402pay-chain`` (the same with ``verify_ttl=0``: every payment is checked on chain, as a payer's first is),
+``official`` (the official SDK's FastAPI/Starlette ``PaymentMiddlewareASGI`` + ``x402ResourceServer`` + its in-process
 ``x402Facilitator`` with ``FacilitatorWeb3Signer``, wired as its docstrings show). Both paid sides settle for real
 on the anvil at RPC_URL, each from its own funded account, and price ``/exact`` at `PRICE` (EIP-3009) and
 ``/stream`` at up to `UPTO_MAX` (Permit2), both with a `TIMEOUT` s maximum authorization lifetime.
@@ -37,7 +38,7 @@ from starlette.types import ASGIApp
 
 from x402pay.testing import anvil_account
 
-STACKS: Final = ("unpaid", "x402pay", "official")
+STACKS: Final = ("unpaid", "x402pay", "x402pay-chain", "official")
 NETWORK: Final = "eip155:31337"
 PRICE: Final = 10_000  # 0.01 USDC
 UPTO_MAX: Final = 50_000
@@ -47,7 +48,7 @@ FRAMES: Final = 5
 FRAME_GAP: Final = 0.002
 PAYEE_INDEX: Final = 2
 #: anvil dev accounts that send the settlements: the devnet's facilitator, and one no devnet role uses.
-FACILITATOR_INDEX: Final = {"x402pay": 1, "official": 7}
+FACILITATOR_INDEX: Final = {"x402pay": 1, "official": 7, "x402pay-chain": 8}
 _DOMAIN: Final = {"name": "USD Coin", "version": "2"}
 
 
@@ -76,13 +77,14 @@ def tiny_app(middleware: list[Middleware] | None = None) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-def x402pay_app(rpc_url: str, usdc: str) -> ASGIApp:
-    """The app behind x402pay's PaymentMiddleware and LocalFacilitator."""
+def x402pay_app(rpc_url: str, usdc: str, stack: str = "x402pay") -> ASGIApp:
+    """The app behind x402pay's PaymentMiddleware and LocalFacilitator (``x402pay-chain``: with ``verify_ttl=0``)."""
     from x402pay.server import LocalFacilitator, PaymentMiddleware, Price
 
+    account = anvil_account(FACILITATOR_INDEX[stack])
     return PaymentMiddleware(
         tiny_app(),
-        facilitator=LocalFacilitator(rpc_url, anvil_account(FACILITATOR_INDEX["x402pay"])),
+        facilitator=LocalFacilitator(rpc_url, account, verify_ttl=0 if stack == "x402pay-chain" else 30.0),
         network=NETWORK,
         pay_to=anvil_account(PAYEE_INDEX).address,
         routes={
@@ -128,6 +130,7 @@ def build(stack: str, rpc_url: str, usdc: str) -> ASGIApp:
     builders: dict[str, Callable[[str, str], ASGIApp]] = {
         "unpaid": lambda _rpc, _usdc: tiny_app(),
         "x402pay": x402pay_app,
+        "x402pay-chain": lambda rpc, usdc: x402pay_app(rpc, usdc, "x402pay-chain"),
         "official": official_app,
     }
     return builders[stack](rpc_url, usdc)

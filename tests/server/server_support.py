@@ -205,13 +205,18 @@ class RecordingRpc:
 
     def __init__(self, upstream: str) -> None:
         self.methods: list[str] = []
+        self.batches: list[list[str]] = []  # the methods of each HTTP request (one for a single call)
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         relay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 sent = json.loads(body)
-                relay.methods.extend(entry["method"] for entry in (sent if isinstance(sent, list) else [sent]))
+                methods = [entry["method"] for entry in (sent if isinstance(sent, list) else [sent])]
+                relay.methods.extend(methods)
+                relay.batches.append(methods)
+                relay.authorizations.append(self.headers.get("authorization"))
                 answer = httpx.post(upstream, content=body, headers={"content-type": "application/json"})
                 self.send_response(answer.status_code)
                 self.send_header("content-type", "application/json")

@@ -113,17 +113,17 @@ def signed(devnet: Devnet, wanted: PaymentRequirements) -> PaymentPayload:
 
 
 @pytest.mark.parametrize("route", ["GET /paid", "GET /paid-permit2", "POST /metered"])
-async def test_a_valid_payment_is_verified_with_one_block_read_and_one_simulation(
-    x402pay_chain: Devnet, route: str
-) -> None:
+async def test_a_valid_payment_is_verified_with_one_batch_of_reads(x402pay_chain: Devnet, route: str) -> None:
+    """The block (the clock), the simulated settlement, the balance and (Permit2) the allowance: one request."""
     wanted = requirement(x402pay_chain, route)
     with RecordingRpc(x402pay_chain.rpc_url) as rpc:
-        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator)
+        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator, verify_ttl=0)
         assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid  # learns chain id, token
-        rpc.methods.clear()
+        rpc.batches.clear()
         verdict = await facilitator.verify(signed(x402pay_chain, wanted), wanted)
     assert verdict.is_valid
-    assert rpc.methods == ["eth_getBlockByNumber", "eth_call"]
+    funds = ["eth_call", "eth_call"] if route != "GET /paid" else ["eth_call"]
+    assert rpc.batches == [["eth_getBlockByNumber", "eth_call", *funds]]
 
 
 async def test_a_valid_payment_settles_without_reading_each_state(x402pay_chain: Devnet) -> None:

@@ -5,12 +5,15 @@ No chain, no sockets.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from server_support import decode
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay.server import LineItem, PaidRequest, Price
 from x402pay.server._evm import Refusal
+from x402pay.server._mirror import Mirrors
 from x402pay.server._pricing import client_ceiling, compile_routes, match_route
 from x402pay.server._receipts import make_compose_receipt, x_receipt_header
 from x402pay.server._responses import DoneHoldback
@@ -174,3 +177,54 @@ def test_a_malformed_permit_is_refused(change: dict[str, str]) -> None:
     with pytest.raises(Refusal) as caught:
         read_permit({"eip2612GasSponsoring": {"info": info}})
     assert caught.value.reason == "invalid_eip2612_extension_format"
+
+
+# -- the mirror of payers' funds (LocalFacilitator's verify_ttl) ----------------------------------------------
+
+PAYER = (USDC.lower(), PAY_TO.lower())
+FAR = 2**40  # a deadline that has not passed
+
+
+def mirrored(balance: int, allowance: int | None = None, ttl: float = 30.0) -> Mirrors:
+    mirrors = Mirrors(ttl)
+    mirrors.read(PAYER, balance, allowance, began=time.monotonic(), chain_time=int(time.time()))
+    return mirrors
+
+
+def test_the_mirror_covers_what_was_read_less_what_was_taken_since() -> None:
+    mirrors = mirrored(25)
+    assert mirrors.check(PAYER, "a", 10, permit2=False) == "covered"
+    mirrors.hold(PAYER, "a", 10, FAR)
+    assert mirrors.check(PAYER, "a", 10, permit2=False) == "covered"  # the same payment again: not counted twice
+    mirrors.hold(PAYER, "b", 10, FAR)
+    assert mirrors.check(PAYER, "c", 10, permit2=False) == "unknown"  # 5 left: the chain decides
+    mirrors.release(PAYER, "b")  # settled for 0: nothing moved
+    assert mirrors.check(PAYER, "c", 10, permit2=False) == "covered"
+    assert mirrors.check(PAYER, "c", 10, permit2=True) == "unknown"  # no allowance was read
+
+
+def test_a_sent_settlement_is_pending_and_a_mined_one_is_refused_as_settled() -> None:
+    mirrors = mirrored(100)
+    mirrors.hold(PAYER, "a", 50, FAR)
+    mirrors.sent(PAYER, "a", 7, FAR)
+    assert mirrors.check(PAYER, "a", 50, permit2=False) == "pending"
+    assert mirrors.check(PAYER, "b", 93, permit2=False) == "covered"  # the charge is taken, not the maximum
+    mirrors.settled(PAYER, "a")
+    assert mirrors.check(PAYER, "a", 50, permit2=False) == "settled"
+    mirrors.read(PAYER, 93, None, began=time.monotonic(), chain_time=int(time.time()))  # the read includes it
+    assert mirrors.check(PAYER, "b", 93, permit2=False) == "covered"
+    assert mirrors.check(PAYER, "a", 50, permit2=False) == "settled"  # still refused while it lasts
+
+
+def test_a_failed_settlement_drops_the_mirror_and_a_stale_one_is_not_used() -> None:
+    mirrors = mirrored(100)
+    mirrors.hold(PAYER, "a", 10, FAR)
+    mirrors.failed(PAYER, "a")
+    assert mirrors.check(PAYER, "b", 1, permit2=False) == "unknown"
+    stale = mirrored(100, ttl=0.01)
+    time.sleep(0.02)
+    assert stale.check(PAYER, "b", 1, permit2=False) == "unknown"
+    off = mirrored(100, ttl=0)
+    assert (off.check(PAYER, "b", 1, permit2=False), len(off)) == ("unknown", 0)
+    with pytest.raises(ValueError, match="verify_ttl"):
+        Mirrors(-1)

@@ -17,7 +17,6 @@ from eth_account.signers.base import BaseAccount
 from eth_typing import Hash32
 from eth_utils.address import to_checksum_address
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 from x402pay._protocol.addresses import (
     BATCH_SETTLEMENT_ADDRESS,
@@ -35,6 +34,7 @@ from x402pay._protocol.models import PaymentPayload, PaymentRequirements, Settle
 from x402pay._schemes import channel, channel_deposit
 from x402pay.errors import MalformedPayment
 from x402pay.server import _channel_rules as rules
+from x402pay.server._chainstate import REVERTS
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
 from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, parse_action
 from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, failed_settlement, same_address
@@ -44,7 +44,6 @@ from x402pay.server._settlements import Broadcast, answer, follow
 if TYPE_CHECKING:
     from x402pay.server._local import LocalFacilitator
 
-_REVERTS: Final = (ContractCustomError, ContractLogicError, ContractPanicError)
 #: What an EIP-1271 wallet's ``isValidSignature(bytes32, bytes)`` returns for a signature it accepts.
 EIP1271_MAGIC: Final = bytes.fromhex("1626ba7e")
 EIP1271_IS_VALID_SIGNATURE: Final[dict[str, Any]] = {
@@ -95,7 +94,7 @@ class ChannelFacilitation:
                 self._deposit_call(paid, requirements).call({"from": self._owner.address})
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
-        except _REVERTS as exc:
+        except REVERTS as exc:
             return VerifyResponse.invalid(rules.DEPOSIT_SIMULATION, f"the deposit would revert: {exc}", payer)
         return VerifyResponse(is_valid=True, payer=payer, extra={"channelState": state.as_wire()})
 
@@ -124,7 +123,7 @@ class ChannelFacilitation:
         wallet = self._owner.web3.eth.contract(address=payer, abi=[EIP1271_IS_VALID_SIGNATURE])
         try:
             answer = bytes(wallet.functions.isValidSignature(digest, voucher.signature).call())
-        except (*_REVERTS, ValueError):
+        except (*REVERTS, ValueError):
             answer = b""
         if answer != EIP1271_MAGIC:
             raise Refusal(rules.VOUCHER_SIGNATURE, f"the wallet {config.payer} does not accept the voucher's signature")

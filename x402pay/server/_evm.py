@@ -6,6 +6,7 @@ Pure CPU. `read_authorization` turns a payload's ``payload`` object into an `Eip
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -196,12 +197,17 @@ def check_terms(auth: Authorization, requirements: PaymentRequirements, *, now: 
         raise Refusal(codes.not_yet_valid, f"valid only after {auth.valid_after}; it is {now}")
 
 
+def signed_by_payer(auth: Authorization, requirements: PaymentRequirements) -> bool:
+    """Whether x402pay's own digest and coincurve recover the payer (False: `check_signer` has the last word)."""
+    digest = typed_data_digest(auth.typed_data(requirements))  # a tenth of eth-account's time
+    return digest is not None and same_address(recover_signer(digest, auth.signature) or "", auth.payer)
+
+
 def check_signer(auth: Authorization, requirements: PaymentRequirements) -> None:
     """The signature recovers to the payer (EOA signatures; contract wallets are left to the simulation)."""
-    typed = auth.typed_data(requirements)
-    digest = typed_data_digest(typed)  # x402pay's own digest and coincurve: a tenth of eth-account's time
-    if digest is not None and same_address(recover_signer(digest, auth.signature) or "", auth.payer):
+    if signed_by_payer(auth, requirements):
         return
+    typed = auth.typed_data(requirements)
     try:
         signer = Account.recover_message(encode_typed_data(full_message=typed), signature=auth.signature)
     except Exception as exc:  # eth-keys raises several types for a malformed signature
@@ -241,8 +247,16 @@ def _uint(value: Any) -> int:
 
 def parse_address(value: Any) -> ChecksumAddress:
     """A checksummed address from a wire string; ValueError for anything else."""
-    if not isinstance(value, str) or not is_address(value):
+    if not isinstance(value, str) or len(value) != 42:
         raise ValueError(f"not an address: {str(value)[:80]!r}")
+    return _checksummed(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(value: str) -> ChecksumAddress:
+    # Payers, tokens, spenders and payees repeat from payment to payment; each checksum is a keccak.
+    if not is_address(value):
+        raise ValueError(f"not an address: {value!r}")
     return to_checksum_address(value)
 
 

@@ -22,22 +22,22 @@ from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception, Web3RPCError
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
-from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
-from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._jsonrpc import BatchSender, HttpJsonRpc, block_timestamp, provider_batch
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
+from x402pay.server import _calldata
 from x402pay.server._abi import revert_code
+from x402pay.server._chainstate import REVERTS, ChainState
 from x402pay.server._channel_facilitator import ChannelFacilitation
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
     Authorization,
     Codes,
-    Eip3009Authorization,
     Permit2Authorization,
     Refusal,
     chain_of,
@@ -49,19 +49,27 @@ from x402pay.server._evm import (
     read_authorization,
     required_method,
     same_address,
+    signed_by_payer,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
-from x402pay.server._settlements import Broadcast, SettlementStore, answer, follow, reconcile_pending
-from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
+from x402pay.server._mirror import Mirrors
+from x402pay.server._settlements import (
+    SETTLEMENT_PENDING,
+    Broadcast,
+    SettlementStore,
+    answer,
+    follow,
+    reconcile_pending,
+)
+from x402pay.server._sponsoring import Eip2612Permit, read_permit
 
 logger = logging.getLogger("x402pay.server")
 
-_REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
 _RPC_FAILURES = (Web3Exception, OSError, ValueError)
 
 
-class LocalFacilitator:
+class LocalFacilitator(ChainState):
     """A facilitator that checks payments against the chain and settles them with its own account.
 
     `web3` is a ``Web3`` or an RPC URL; `account` is any eth-account signer (``Account.from_key(...)``) holding
@@ -77,6 +85,12 @@ class LocalFacilitator:
     of its SQLite file; in memory by default, which a restart forgets) before it is sent, and a payment
     presented again while its transaction is pending is never broadcast again: verify accepts it and settle
     follows the stored transaction. `reconcile` decides the pending ones from the chain.
+
+    A payment that passes on chain leaves the payer's balance and Permit2 allowance behind, as read in the same
+    batch: for `verify_ttl` seconds (30 by default) the payer's next payments are checked against them locally
+    (terms, signature, funds less what this facilitator took since, nonces it settled), with no chain request,
+    and settled as usual (`x402pay.server._mirror` says what that risks, and for whom). ``verify_ttl=0`` asks the
+    chain for every payment.
     """
 
     def __init__(
@@ -86,11 +100,14 @@ class LocalFacilitator:
         *,
         receipt_timeout: float = 30.0,
         settlements: SettlementStore | str | Path | None = None,
+        verify_ttl: float = 30.0,
         channel_authorizer: BaseAccount | None = None,
     ) -> None:
         if not receipt_timeout > 0:
             raise ValueError(f"receipt_timeout is a positive number of seconds, not {receipt_timeout!r}")
+        self._mirrors = Mirrors(verify_ttl)
         self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
+        self._rpc: BatchSender = provider_batch(web3) if isinstance(web3, Web3) else HttpJsonRpc(web3).batch
         self._account = account
         self._receipt_timeout = receipt_timeout
         if not isinstance(settlements, SettlementStore):
@@ -122,7 +139,10 @@ class LocalFacilitator:
         return int(self._web3.eth.chain_id)
 
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
-        """Check the payment against the requirement and the chain; nothing is sent."""
+        """Check the payment against the requirement and the chain (or a repeat payer's mirror); nothing is sent."""
+        known = self._verify_locally(payload, requirements)
+        if known is not None:
+            return known
         return await anyio.to_thread.run_sync(self.verify_blocking, payload, requirements)
 
     async def settle(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
@@ -156,7 +176,30 @@ class LocalFacilitator:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except _RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
+        self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
         return VerifyResponse(is_valid=True, payer=payer)
+
+    def _verify_locally(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse | None:
+        """A repeat payer's payment against its fresh mirror: valid; refused, as settled here before; or None, for
+        the chain to decide (a payer not mirrored, funds short, a check failing: the chain path says which)."""
+        if not self._mirrors or read_permit(payload.extensions) is not None:
+            return None  # no mirror yet (nor, then, a chain id known without asking)
+        try:
+            auth = self._read(payload, requirements)
+            payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+            known = self._mirrors.check(payer, key, auth.amount, permit2=isinstance(auth, Permit2Authorization))
+            if known == "settled":
+                return VerifyResponse.invalid(auth.codes.nonce_used, "this payment was settled already", auth.payer)
+            if known != "covered":
+                return None
+            check_terms(auth, requirements, now=self._mirrors.now())
+            self._check_witness(auth)
+        except Refusal:
+            return None
+        if not signed_by_payer(auth, requirements):  # eth-account decides, in a worker thread
+            return None
+        self._mirrors.hold(payer, key, auth.amount, auth.deadline)
+        return VerifyResponse(is_valid=True, payer=auth.payer)
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
@@ -165,23 +208,41 @@ class LocalFacilitator:
                 return self.channels.settle(payload, requirements)
             except _RPC_FAILURES as exc:
                 return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
-        payer = None
         try:
             auth = self._read(payload, requirements)
-            payer = auth.payer
-            known = self.settlements.find(payment_key(auth, requirements))
+        except Refusal as refusal:
+            return failed_settlement(requirements, refusal.reason, refusal.message, None)
+        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        try:
+            known = self.settlements.find(key)
             if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
-                return answer(follow(self._web3, self.settlements, known, self._receipt_timeout))
+                followed = follow(self._web3, self.settlements, known, self._receipt_timeout)
+                return self._noted(auth, requirements, followed)
             charge = self._charge(auth, requirements)
             permit = self._checked(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
             if charge == 0:
-                return SettleResponse(success=True, network=requirements.network, payer=payer, amount=0)
+                self._mirrors.release(payer, key)
+                return SettleResponse(success=True, network=requirements.network, payer=auth.payer, amount=0)
             sent = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth, requirements, charge)
+            self._mirrors.sent(payer, key, charge, auth.deadline)
         except Refusal as refusal:
-            return failed_settlement(requirements, refusal.reason, refusal.message, payer)
+            self._mirrors.failed(payer, key)
+            return failed_settlement(requirements, refusal.reason, refusal.message, auth.payer)
         except _RPC_FAILURES as exc:
-            return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", payer)
-        return answer(follow(self._web3, self.settlements, sent, self._receipt_timeout))
+            return failed_settlement(
+                requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer
+            )
+        return self._noted(auth, requirements, follow(self._web3, self.settlements, sent, self._receipt_timeout))
+
+    def _noted(self, auth: Authorization, requirements: PaymentRequirements, broadcast: Broadcast) -> SettleResponse:
+        """The answer for `broadcast`, its outcome noted in the payer's mirror (a failure drops the mirror)."""
+        settled = answer(broadcast)
+        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        if settled.success:
+            self._mirrors.settled(payer, key)
+        elif settled.error_reason != SETTLEMENT_PENDING:
+            self._mirrors.failed(payer, key)
+        return settled
 
     def reconcile(self) -> list[Broadcast]:
         """Decide the pending broadcasts from the chain: mined (settled or reverted), or expired unmined (failed).
@@ -243,21 +304,34 @@ class LocalFacilitator:
         """Whether the payment passes its terms, the off-chain signature check and one simulated settlement.
 
         The simulation runs every on-chain check (nonce, allowance, balance, signature), so a payment that passes
-        needs no other read (2 requests instead of 6). False sends it through `_check`, which reads each state and
+        needs no other read: the latest block (the clock), the simulation and the payer's funds (for its mirror) go
+        in one JSON-RPC batch. False sends it through `_check`, which reads each state and
         says which check failed: a short allowance with a permit to use, a payer that is a contract, a revert.
         An asset without code is never simulated: a call to it succeeds without doing anything. Settling passes
         `simulate=False`: the settlement's gas estimate is the simulation, and its revert names the failed check.
         """
         if read_permit(extensions) is not None or not self._holds_code(requirements.asset):
             return False
-        check_terms(auth, requirements, now=self.now())
-        self._check_witness(auth)
         try:
             check_signer(auth, requirements)
-            if simulate:
-                self._settle_call(auth, requirements.asset, requirements.amount, None).call({"from": self.address})
-        except (Refusal, *_REVERTS):
+        except Refusal:
             return False
+        if not simulate:
+            check_terms(auth, requirements, now=self.now())
+            self._check_witness(auth)
+            return True
+        began = time.monotonic()
+        block, simulation, *funds = self._rpc(_calldata.verification(auth, requirements, self.address))
+        chain_time = block_timestamp(block)
+        check_terms(auth, requirements, now=max(chain_time, int(time.time())))
+        self._check_witness(auth)
+        if "result" not in simulation:
+            return False
+        balance = _uint_result(funds[0])
+        allowance = _uint_result(funds[1]) if len(funds) > 1 else None
+        if balance is not None and (allowance is not None or len(funds) == 1):
+            payer = _payer(auth, requirements)
+            self._mirrors.read(payer, balance, allowance, began=began, chain_time=chain_time)
         return True
 
     def _checked(
@@ -285,53 +359,11 @@ class LocalFacilitator:
         if upto_witness is not None and not same_address(upto_witness, self.address):
             raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
 
-    def _holds_code(self, asset: str) -> bool:
-        """Whether `asset` holds code (remembered once seen: code does not leave an address)."""
-        if asset not in self._tokens:
-            if not self._web3.eth.get_code(Web3.to_checksum_address(asset)):
-                return False
-            self._tokens.add(asset)
-        return True
-
-    def _check_state(
-        self, auth: Authorization, asset: str, extensions: dict[str, Any] | None, *, now: int, eoa: bool
-    ) -> Eip2612Permit | None:
-        token = self._contract(asset, TOKEN_ABI)
-        if self._nonce_used(auth, token):
-            raise Refusal(auth.codes.nonce_used, "this authorization's nonce was already used")
-        permit = None
-        if isinstance(auth, Permit2Authorization):
-            permit = self._approval(auth, token, extensions, now=now, eoa=eoa)
-        balance = token.functions.balanceOf(auth.payer).call()
-        if balance < auth.amount:
-            raise Refusal(auth.codes.balance, f"the payer holds {balance}, not {auth.amount}")
-        return permit
-
-    def _approval(
-        self, auth: Permit2Authorization, token: Contract, extensions: dict[str, Any] | None, *, now: int, eoa: bool
-    ) -> Eip2612Permit | None:
-        """None when Permit2 may already move the amount; otherwise the payment's EIP-2612 permit, checked."""
-        allowance = token.functions.allowance(auth.payer, PERMIT2_ADDRESS).call()
-        if allowance >= auth.amount:
-            return None
-        permit = read_permit(extensions)
-        if permit is None:
-            raise Refusal("permit2_allowance_required", f"the payer allows Permit2 {allowance}, not {auth.amount}")
-        check_permit(permit, auth, token.address, now=now)
-        if eoa:  # a contract owner's permit is checked by the token itself, in the simulation
-            domain = token.functions.DOMAIN_SEPARATOR().call()
-            check_permit_signer(permit, domain, token.functions.nonces(auth.payer).call())
-        return permit
-
-    def _nonce_used(self, auth: Authorization, token: Contract) -> bool:
-        if isinstance(auth, Eip3009Authorization):
-            return bool(token.functions.authorizationState(auth.payer, auth.nonce).call())
-        word = self._contract(PERMIT2_ADDRESS, PERMIT2_ABI).functions.nonceBitmap(auth.payer, auth.nonce >> 8).call()
-        return bool(word >> (auth.nonce & 0xFF) & 1)
-
     def now(self) -> int:
-        # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
-        return max(int(self._web3.eth.get_block("latest")["timestamp"]), int(time.time()))
+        """The earliest timestamp a transaction sent now can be mined at: the later of the latest block's and the
+        wall clock's (anvil's clock may run ahead of the wall clock)."""
+        block = self._rpc([("eth_getBlockByNumber", ["latest", False])])[0]
+        return max(block_timestamp(block), int(time.time()))
 
     # -- settlement -------------------------------------------------------------------------------------------
 
@@ -343,30 +375,6 @@ class LocalFacilitator:
                 "invalid_upto_evm_payload_settlement_exceeds_amount", f"charging {charge}, signed for {auth.amount}"
             )
         return charge
-
-    def _settle_call(
-        self, auth: Authorization, asset: str, amount: int, permit: Eip2612Permit | None
-    ) -> ContractFunction:
-        """The settlement: EIP-3009 on the token, or a proxy's ``settle`` (``settleWithPermit`` with a permit)."""
-        if isinstance(auth, Eip3009Authorization):
-            return self._contract(asset, TOKEN_ABI).functions.transferWithAuthorization(
-                auth.payer, auth.to, auth.amount, auth.valid_after, auth.deadline, auth.nonce, auth.signature
-            )
-        witness = tuple(auth.witness.values())
-        args: tuple[Any, ...] = (auth.permit, auth.payer, witness, auth.signature)
-        proxy = self._contract(EXACT_PERMIT2_PROXY_ADDRESS, EXACT_PROXY_ABI)
-        if auth.facilitator is not None:  # upto: the amount to charge follows the permit
-            args = (auth.permit, amount, auth.payer, witness, auth.signature)
-            proxy = self._contract(UPTO_PERMIT2_PROXY_ADDRESS, UPTO_PROXY_ABI)
-        if permit is None:
-            return proxy.functions.settle(*args)
-        return proxy.functions.settleWithPermit(permit.contract_tuple, *args)
-
-    def _simulate(self, call: ContractFunction, codes: Codes) -> None:
-        try:
-            call.call({"from": self.address})
-        except _REVERTS as exc:
-            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
 
     def _in_flight(self, auth: Authorization, requirements: PaymentRequirements) -> bool:
         """Whether this payment's settlement was sent and is still unmined (terms checked again, chain state not)."""
@@ -405,7 +413,7 @@ class LocalFacilitator:
             tx = call.build_transaction(
                 {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
             )
-        except _REVERTS as exc:
+        except REVERTS as exc:
             raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
         # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
         return self._account.sign_transaction(cast(Any, tx))
@@ -419,8 +427,15 @@ class LocalFacilitator:
         except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
             logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
 
-    def _contract(self, address: str, abi: list[dict[str, Any]]) -> Contract:
-        key = (address, id(abi))  # the ABIs are module constants; web3 parses one per contract object
-        if key not in self._contracts:
-            self._contracts[key] = self._web3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
-        return self._contracts[key]
+
+def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:
+    """How `Mirrors` names a payer of an asset."""
+    return requirements.asset.lower(), auth.payer.lower()
+
+
+def _uint_result(entry: dict[str, Any]) -> int | None:
+    """A uint256 ``eth_call`` result, or None if the call failed or answered something else."""
+    result = entry.get("result")
+    if not isinstance(result, str) or len(result) != 66 or not result.startswith("0x"):
+        return None
+    return int(result, 16)

@@ -22,9 +22,10 @@ Theory of operation, per request to a priced route:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,10 +54,12 @@ logger = logging.getLogger("x402pay.server")
 
 _PAYMENT_HEADERS: Final = (wire.PAYMENT_SIGNATURE, wire.X_PAYMENT)
 _PURGE_ABOVE: Final = 1024
+_OFFERS_KEPT: Final = 256
 _REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "permit2": "permit2_invalid_nonce"}
 
 
 _Key = tuple[str, str, str]  # (transfer method, payer, nonce)
+_Challenge = Callable[[], PaymentRequired]
 
 
 class PaymentMiddleware:
@@ -103,6 +106,8 @@ class PaymentMiddleware:
         self._supported: SupportedResponse | None = None
         store = channels if isinstance(channels, ChannelStore) else ChannelStore(channels or ":memory:")
         self.channels = ChannelDesk(facilitator, store, self._chain_id, channel_authorizer)
+        # A route's requirements, by (route, client ceiling, upto facilitator): built once, not per request.
+        self._offers: dict[tuple[str, int | None, str | None], list[PaymentRequirements]] = {}
         for route in self._routes:  # fail at startup, not on the first paying request
             for price in route.prices:
                 if price.pay_to is None and pay_to is None:
@@ -120,38 +125,39 @@ class PaymentMiddleware:
     async def _paid(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         try:
-            challenge = await self._challenge(route, scope, headers)
+            offered, extensions = await self._offer(route, headers)
         except FacilitatorError as exc:
             await send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
             return
+        challenge = functools.partial(_challenge, route, scope, offered, extensions)  # built for a 402 only
         try:
             payload = _read_payment(headers)
         except MalformedPayment as exc:
             logger.debug("malformed payment header: %s", exc)
-            await send_challenge(send, challenge, "invalid_payload", str(exc))
+            await send_challenge(send, challenge(), "invalid_payload", str(exc))
             return
         if payload is None:
-            await send_challenge(send, challenge, f"{wire.PAYMENT_SIGNATURE} header is required")
+            await send_challenge(send, challenge(), f"{wire.PAYMENT_SIGNATURE} header is required")
             return
         if (payload.accepted or {}).get("scheme") == CHANNEL_SCHEME:
-            await self.channels.serve(self.app, route, payload, challenge, scope, receive, send)
+            await self.channels.serve(self.app, route, payload, challenge(), scope, receive, send)
             return
-        verified = await self._verified(payload, challenge, send)
+        verified = await self._verified(payload, offered, challenge, send)
         if verified is not None:
             await self._serve(*verified, scope, receive, send)
 
     async def _verified(
-        self, payload: PaymentPayload, challenge: PaymentRequired, send: Send
+        self, payload: PaymentPayload, offered: list[PaymentRequirements], challenge: _Challenge, send: Send
     ) -> tuple[PaidRequest, _Key] | None:
         """Verify `payload` against the advertised requirement; on refusal answer the client and return None."""
-        requirement = _select(payload, [PaymentRequirements.model_validate(entry) for entry in challenge.accepts])
+        requirement = _select(payload, offered)
         if requirement is None:
-            await send_challenge(send, challenge, "invalid_payment_requirements", "no offered requirement matches")
+            await send_challenge(send, challenge(), "invalid_payment_requirements", "no offered requirement matches")
             return None
         claim = self._claims.claim(payload)
         if claim is None:
             method = payload_method(payload.payload)
-            await send_challenge(send, challenge, _REPLAY_REASONS[method], "this payment was already presented")
+            await send_challenge(send, challenge(), _REPLAY_REASONS[method], "this payment was already presented")
             return None
         try:
             verdict = await self._facilitator.verify(payload, requirement)
@@ -162,7 +168,9 @@ class PaymentMiddleware:
         if not verdict.is_valid:
             self._claims.release(claim)
             logger.debug("payment refused: %s (%s)", verdict.invalid_reason, verdict.invalid_message)
-            await send_challenge(send, challenge, verdict.invalid_reason or "invalid_payload", verdict.invalid_message)
+            await send_challenge(
+                send, challenge(), verdict.invalid_reason or "invalid_payload", verdict.invalid_message
+            )
             return None
         return PaidRequest(requirement=requirement, payload=payload, payer=verdict.payer or ""), claim
 
@@ -192,16 +200,20 @@ class PaymentMiddleware:
             settlement = settlement.model_copy(update={"network": paid.payload.network or settlement.network})
         return settlement
 
-    async def _challenge(self, route: Route, scope: Scope, headers: Headers) -> PaymentRequired:
+    async def _offer(self, route: Route, headers: Headers) -> tuple[list[PaymentRequirements], dict[str, Any] | None]:
+        """The route's requirements for this request, and the challenge's extensions."""
         ceiling = client_ceiling(headers.get(wire.MAX_AMOUNT))
         facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
-        accepts = [self._requirement(price, ceiling, facilitator).to_wire() for price in route.prices]
-        first = route.prices[0]
-        resource = ResourceInfo(
-            url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type
-        )
-        extensions = await self._extensions(route)
-        return PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
+        return self._offered(route, ceiling, facilitator), await self._extensions(route)
+
+    def _offered(self, route: Route, ceiling: int | None, facilitator: str | None) -> list[PaymentRequirements]:
+        key = (route.key, ceiling, facilitator)
+        offered = self._offers.get(key)
+        if offered is None:
+            if len(self._offers) >= _OFFERS_KEPT:  # clients choose their ceilings: keep a bounded few
+                self._offers.clear()
+            offered = self._offers[key] = [self._requirement(price, ceiling, facilitator) for price in route.prices]
+        return offered
 
     async def _extensions(self, route: Route) -> dict[str, Any] | None:
         """The offer of gas-free Permit2 approval, for a route paid by Permit2 through a facilitator that can."""
@@ -267,6 +279,16 @@ def _claim_key(payload: PaymentPayload) -> tuple[_Key, float]:
     expiry = auth.get("validBefore") or auth.get("deadline")
     until = float(expiry) if isinstance(expiry, str) and expiry.isdigit() and len(expiry) < 20 else time.time() + 3600
     return (payload_method(body), str(auth.get("from", "")).lower(), str(auth.get("nonce", "")).lower()), until
+
+
+def _challenge(
+    route: Route, scope: Scope, offered: list[PaymentRequirements], extensions: dict[str, Any] | None
+) -> PaymentRequired:
+    """The 402's challenge: what the route costs, for this request's URL."""
+    first = route.prices[0]
+    resource = ResourceInfo(url=str(URL(scope=scope)), description=first.description or None, mime_type=first.mime_type)
+    accepts = [requirement.to_wire() for requirement in offered]
+    return PaymentRequired(x402_version=2, resource=resource, accepts=accepts, extensions=extensions)
 
 
 def _read_payment(headers: Headers) -> PaymentPayload | None:
