@@ -39,7 +39,8 @@ from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
 from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, parse_action
 from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, failed_settlement, same_address
 from x402pay.server._facilitator import VerifyResponse
-from x402pay.server._settlements import Broadcast, answer, follow
+from x402pay.server._mirror import Mirrors
+from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, answer, follow
 
 if TYPE_CHECKING:
     from x402pay.server._local import LocalFacilitator
@@ -64,8 +65,9 @@ def _codes(reason: str) -> Codes:
 class ChannelFacilitation:
     """The channel half of a `LocalFacilitator` (blocking; the facilitator runs it in a worker thread)."""
 
-    def __init__(self, owner: LocalFacilitator, authorizer: BaseAccount | None) -> None:
+    def __init__(self, owner: LocalFacilitator, authorizer: BaseAccount | None, mirrors: Mirrors) -> None:
         self._owner = owner
+        self._mirrors = mirrors
         self.authorizer = authorizer
         self._contract = owner.web3.eth.contract(address=BATCH_SETTLEMENT_ADDRESS, abi=BATCH_SETTLEMENT_ABI)
 
@@ -186,7 +188,19 @@ class ChannelFacilitation:
         key = f"channel-deposit:{paid.voucher.channel_id.hex()}:{nonce:x}"
         planned = Broadcast(key, "", requirements.network, paid.config.payer, paid.deposit.amount, deadline)
         call = self._deposit_call(paid, requirements)
-        return self._sent(call, planned, rules.DEPOSIT_SIMULATION, paid.voucher.channel_id)
+        # The deposit takes the payer's tokens: their mirror (for exact and upto payments) counts it from now on.
+        payer = (paid.config.token.lower(), paid.config.payer.lower())
+        self._mirrors.sent(payer, key, paid.deposit.amount, deadline)
+        try:
+            settled = self._sent(call, planned, rules.DEPOSIT_SIMULATION, paid.voucher.channel_id)
+        except Refusal:
+            self._mirrors.failed(payer, key)
+            raise
+        if settled.success:
+            self._mirrors.settled(payer, key)
+        elif settled.error_reason != SETTLEMENT_PENDING:
+            self._mirrors.failed(payer, key)
+        return settled
 
     def _claim(self, action: ClaimAction, requirements: PaymentRequirements) -> SettleResponse:
         if not action.claims:

@@ -116,7 +116,7 @@ class LocalFacilitator(ChainState):
         self._send_lock = threading.Lock()
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
-        self.channels = ChannelFacilitation(self, channel_authorizer)
+        self.channels = ChannelFacilitation(self, channel_authorizer, self._mirrors)
 
     @property
     def web3(self) -> Web3:
