@@ -11,18 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio.to_thread
-from eth_account.datastructures import SignedTransaction
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._jsonrpc import BatchSender, HttpJsonRpc, block_timestamp, provider_batch
@@ -31,13 +28,11 @@ from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
 from x402pay.server import _calldata
-from x402pay.server._abi import revert_code
-from x402pay.server._chainstate import REVERTS, ChainState
+from x402pay.server._chainstate import RPC_FAILURES, ChainState
 from x402pay.server._channel_facilitator import ChannelFacilitation
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
     Authorization,
-    Codes,
     Permit2Authorization,
     Refusal,
     chain_of,
@@ -64,9 +59,6 @@ from x402pay.server._settlements import (
 from x402pay.server._sponsoring import Eip2612Permit, read_permit
 
 logger = logging.getLogger("x402pay.server")
-
-# What a broken RPC connection raises through web3 (requests' errors are OSErrors).
-_RPC_FAILURES = (Web3Exception, OSError, ValueError)
 
 
 class LocalFacilitator(ChainState):
@@ -161,7 +153,7 @@ class LocalFacilitator(ChainState):
         if requirements.scheme == CHANNEL_SCHEME:
             try:
                 return self.channels.verify(payload, requirements)
-            except _RPC_FAILURES as exc:
+            except RPC_FAILURES as exc:
                 raise FacilitatorError(f"verifying a channel payment on chain {self.chain_id} failed: {exc}") from exc
         payer = None
         try:
@@ -174,7 +166,7 @@ class LocalFacilitator(ChainState):
                 self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
-        except _RPC_FAILURES as exc:
+        except RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
         self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
         return VerifyResponse(is_valid=True, payer=payer)
@@ -206,7 +198,7 @@ class LocalFacilitator(ChainState):
         if requirements.scheme == CHANNEL_SCHEME:
             try:
                 return self.channels.settle(payload, requirements)
-            except _RPC_FAILURES as exc:
+            except RPC_FAILURES as exc:
                 return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
         try:
             auth = self._read(payload, requirements)
@@ -228,7 +220,7 @@ class LocalFacilitator(ChainState):
         except Refusal as refusal:
             self._mirrors.failed(payer, key)
             return failed_settlement(requirements, refusal.reason, refusal.message, auth.payer)
-        except _RPC_FAILURES as exc:
+        except RPC_FAILURES as exc:
             return failed_settlement(
                 requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer
             )
@@ -394,38 +386,6 @@ class LocalFacilitator(ChainState):
         return self.send_call(
             call, Broadcast(key, "", requirements.network, auth.payer, charge, auth.deadline), auth.codes
         )
-
-    def send_call(self, call: ContractFunction, planned: Broadcast, codes: Codes) -> Broadcast:
-        """Sign `call`, record it as `planned` (its hash filled in), broadcast it; a revert in gas estimation is a
-        `Refusal` with the code `codes` give it. Returns the broadcast that stands for `planned.key` (another one
-        recorded first is followed, never sent twice)."""
-        with self._send_lock:  # one pending nonce at a time for this account
-            signed = self._signed(call, codes)
-            sent = replace(planned, tx_hash=signed.hash.to_0x_hex())
-            standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
-            if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
-                return standing
-            self._broadcast(signed.raw_transaction, sent)
-        return sent
-
-    def _signed(self, call: ContractFunction, codes: Codes) -> SignedTransaction:
-        try:
-            tx = call.build_transaction(
-                {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
-            )
-        except REVERTS as exc:
-            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
-        # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
-        return self._account.sign_transaction(cast(Any, tx))
-
-    def _broadcast(self, raw: bytes, sent: Broadcast) -> None:
-        try:
-            self._web3.eth.send_raw_transaction(raw)
-        except Web3RPCError:  # the node answered, refusing it: it was never broadcast
-            self.settlements.forget(sent.key)
-            raise
-        except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
-            logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
 
 
 def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:
