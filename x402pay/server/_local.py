@@ -8,7 +8,6 @@ extension): it is checked, and the settlement goes through the proxy's ``settleW
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from functools import cached_property
@@ -57,8 +56,6 @@ from x402pay.server._settlements import (
     reconcile_pending,
 )
 from x402pay.server._sponsoring import Eip2612Permit, read_permit
-
-logger = logging.getLogger("x402pay.server")
 
 
 class LocalFacilitator(ChainState):
