@@ -10,12 +10,18 @@ from typing import Any
 
 import pytest
 from conftest import PRICE, routes
+from eth_account import Account
 from server_support import RecordingRpc, eip3009_payload, permit2_payload
+from x402.mechanisms.evm.batch_settlement import types as sdk_types
+from x402.mechanisms.evm.batch_settlement.client.eip3009 import create_batch_settlement_eip3009_deposit_payload
+from x402.mechanisms.evm.signers import EthAccountSigner
+from x402.schemas import PaymentRequirements as SdkRequirements
 
 from x402pay._jsonrpc import HttpJsonRpc, RpcAnswerError, result_of
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay._rpc import web3_for
-from x402pay.server import LocalFacilitator, _calldata
+from x402pay._schemes.channel import MIN_WITHDRAW_DELAY
+from x402pay.server import LocalFacilitator, Price, _calldata
 from x402pay.server._evm import read_authorization
 from x402pay.testing import Devnet
 
@@ -140,6 +146,42 @@ async def test_a_payment_settled_here_is_refused_locally_when_presented_again(
     nonce_used = "invalid_exact_evm_nonce_already_used" if route == "GET /paid" else "permit2_invalid_nonce"
     assert (again.is_valid, again.invalid_reason) == (False, nonce_used)
     assert rpc.batches == []
+
+
+async def test_a_channel_deposit_sent_here_is_taken_from_the_payers_mirror(
+    x402pay_chain: Devnet, rpc: RecordingRpc
+) -> None:
+    """A deposit into a payment channel moves the payer's tokens through this facilitator: a later exact payment
+    the mirror would have covered without it is asked of the chain, which refuses it."""
+    devnet, payer = x402pay_chain, x402pay_chain.payers[0]
+    move_away(devnet, keep=2 * PRICE)
+    wanted = requirement(devnet)
+    facilitator = LocalFacilitator(rpc.url, devnet.facilitator)
+    assert (await facilitator.verify(signed(devnet, wanted), wanted)).is_valid  # reads 2 prices, holds 1
+
+    authorizer = Account.create().address
+    price = Price.channel(PRICE, asset=devnet.usdc, receiver_authorizer=authorizer, token_name="USD Coin")
+    channel = price.requirement(
+        network=devnet.network, chain_id=devnet.chain_id, pay_to=devnet.payee.address, ceiling=None, facilitator=None
+    )
+    config = sdk_types.ChannelConfig(
+        payer=payer.address, payer_authorizer=payer.address, receiver=devnet.payee.address,
+        receiver_authorizer=authorizer, token=devnet.usdc, withdraw_delay=MIN_WITHDRAW_DELAY,
+        salt="0x" + "00" * 31 + "07",
+    )  # fmt: skip
+    sdk_channel = SdkRequirements.model_validate(channel.to_wire())
+    deposit = create_batch_settlement_eip3009_deposit_payload(
+        EthAccountSigner(payer), sdk_channel, config, PRICE + PRICE // 2, PRICE
+    )
+    paid = PaymentPayload(x402_version=2, payload=deposit.to_dict(), accepted=channel.to_wire())
+    settled = await facilitator.settle(paid, channel)
+    assert settled.success, settled
+    assert usdc_balance(devnet, payer.address) == PRICE // 2
+
+    rpc.batches.clear()
+    refused = await facilitator.verify(signed(devnet, wanted), wanted)  # the mirror: 2 - 1 held - 1.5 deposited
+    assert (refused.is_valid, refused.invalid_reason) == (False, "insufficient_funds")
+    assert rpc.batches[0][:2] == ["eth_getBlockByNumber", "eth_call"]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from pydantic import ValidationError
 from x402.mechanisms.evm.batch_settlement import types as sdk_types
 from x402.mechanisms.evm.batch_settlement.client.eip3009 import create_batch_settlement_eip3009_deposit_payload
 from x402.mechanisms.evm.batch_settlement.client.permit2 import create_batch_settlement_permit2_deposit_payload
@@ -17,6 +18,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements
 
 from x402pay._protocol import channel_wire as wire
+from x402pay._protocol.models import SettleResponse
 from x402pay._schemes import channel
 from x402pay.errors import ChallengeError, MalformedPayment, SettlementError
 
@@ -168,3 +170,10 @@ def test_the_error_class_follows_the_side() -> None:
         wire.ResponseExtra.from_wire({"channelState": {"channelId": "0x" + "00" * 32, "totalClaimed": "0"}})
     with pytest.raises(ChallengeError, match=r"voucher\.channelId"):
         wire.Voucher.from_wire({}, ChallengeError)
+
+
+def test_a_settlement_that_says_no_amount_reads() -> None:
+    said = {"success": True, "transaction": "", "network": NETWORK, "amount": ""}  # the SDKs' voucher answer
+    assert SettleResponse.model_validate(said).amount is None
+    with pytest.raises(ValidationError, match="amount"):
+        SettleResponse.model_validate(said | {"amount": "1.5"})

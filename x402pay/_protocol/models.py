@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -153,3 +154,9 @@ class SettleResponse(WireModel):
     error_reason: str | None = None
     error_message: str | None = None
     extensions: dict[str, Any] | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _unsaid_amount(cls, value: object) -> object:
+        """``amount: ""`` is how the official SDKs say there is none (a channel voucher, a sweep): None here."""
+        return None if value == "" else value

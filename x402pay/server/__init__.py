@@ -11,8 +11,11 @@
         routes={
             "GET /report": Price.exact(10_000, asset=USDC),
             "POST /v1/chat/completions": Price.upto(50_000, asset=USDC),
+            "GET /quote": Price.channel(1_000, asset=USDC, receiver_authorizer=authorizer.address),
         },
     )
+
+A channel price is paid by a deposit once and a voucher a request; `ChannelClaims` claims the vouchers in time.
 
 Needs the ``server`` extra (starlette, uvicorn); without it, importing this package raises `MissingExtra` (an
 ImportError) naming the pip command.
@@ -23,6 +26,8 @@ from x402pay import _extras
 _extras.require_extra("server", "x402pay.server")
 
 from x402pay.errors import FacilitatorError, MalformedPayment, ServerStartError
+from x402pay.server._channel_claims import ChannelClaims
+from x402pay.server._channel_store import ChannelRecord, ChannelStore
 from x402pay.server._facilitator import Facilitator, SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server._local import LocalFacilitator
 from x402pay.server._middleware import PaymentMiddleware
@@ -35,6 +40,9 @@ from x402pay.server._settlements import Broadcast, SettlementStore
 __all__ = [
     "MAX_AMOUNT_HEADER",
     "Broadcast",
+    "ChannelClaims",
+    "ChannelRecord",
+    "ChannelStore",
     "Facilitator",
     "FacilitatorError",
     "HTTPFacilitator",

@@ -5,9 +5,12 @@ The functions it calls are in `x402pay._protocol.abi`.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from eth_utils.crypto import keccak
+
+if TYPE_CHECKING:
+    from x402pay.server._evm import Codes
 
 #: Custom errors of Permit2, the proxies and OpenZeppelin ERC-20, by selector, as protocol reason codes;
 #: ``@name`` stands for the `Codes` field of the kind of authorization being settled.
@@ -40,3 +43,16 @@ REVERT_REASONS: Final = {
     "invalid signature": "@signature",
     "exceeds balance": "@balance",
 }
+
+
+def revert_code(exc: Exception, codes: Codes) -> str:
+    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
+    data = getattr(exc, "data", None)
+    code = None
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        code = REVERT_CODES.get(bytes.fromhex(data[2:10]))
+    message = str(getattr(exc, "message", exc))
+    code = code or next((value for text, value in REVERT_REASONS.items() if text in message), None)
+    if code is None:
+        return codes.simulation
+    return str(getattr(codes, code[1:])) if code.startswith("@") else code

@@ -17,7 +17,8 @@ from eth_utils.address import is_address, to_checksum_address
 from pydantic import TypeAdapter
 
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay._protocol.models import PaymentRequirements, Uint
+from x402pay._protocol.models import PaymentRequirements, SettleResponse, Uint
+from x402pay._protocol.networks import chain_id_of
 from x402pay._schemes.eip712 import (
     EXACT_WITNESS_FIELDS,
     UPTO_WITNESS_FIELDS,
@@ -297,4 +298,21 @@ def _read_permit2(payload: dict[str, Any], *, upto: bool) -> Permit2Authorizatio
         facilitator=parse_address(witness["facilitator"]) if upto else None,
         signature=parse_hex(payload["signature"]),
         codes=UPTO_CODES if upto else PERMIT2_CODES,
+    )
+
+
+def chain_of(network: Any) -> int | None:
+    """The chain id of a CAIP-2 `network`, or None when it is not one."""
+    try:
+        return chain_id_of(network) if isinstance(network, str) else None
+    except ValueError:
+        return None
+
+
+def failed_settlement(
+    requirements: PaymentRequirements, reason: str, message: str, payer: str | None = None
+) -> SettleResponse:
+    """A settlement answer that failed for `reason`."""
+    return SettleResponse(
+        success=False, network=requirements.network, payer=payer, error_reason=reason, error_message=message
     )

@@ -26,12 +26,16 @@ __all__ = [
 
 
 class VerifyResponse(WireModel):
-    """The verdict on a payment before the work is done (``/verify``); `invalid_reason` is a protocol code."""
+    """The verdict on a payment before the work is done (``/verify``); `invalid_reason` is a protocol code.
+
+    `extra` carries what a scheme reports beside the verdict (``batch-settlement``: the channel's on-chain state).
+    """
 
     is_valid: bool
     invalid_reason: str | None = None
     invalid_message: str | None = None
     payer: str | None = None
+    extra: dict[str, Any] | None = None
 
     @classmethod
     def invalid(cls, reason: str, message: str, payer: str | None = None) -> VerifyResponse:

@@ -8,37 +8,36 @@ extension): it is checked, and the settlement goes through the proxy's ``settleW
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio.to_thread
-from eth_account.datastructures import SignedTransaction
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import Web3Exception, Web3RPCError
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._jsonrpc import BatchSender, HttpJsonRpc, block_timestamp, provider_batch
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
-from x402pay._protocol.networks import caip2, chain_id_of
+from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
 from x402pay.server import _calldata
-from x402pay.server._chainstate import REVERTS, ChainState, revert_code
+from x402pay.server._chainstate import RPC_FAILURES, ChainState
+from x402pay.server._channel_facilitator import ChannelFacilitation
+from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
     Authorization,
-    Codes,
     Permit2Authorization,
     Refusal,
+    chain_of,
     check_signer,
     check_terms,
+    failed_settlement,
     payload_method,
     payment_key,
     read_authorization,
@@ -48,13 +47,15 @@ from x402pay.server._evm import (
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server._mirror import Mirrors
-from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, SettlementStore, answer, follow
+from x402pay.server._settlements import (
+    SETTLEMENT_PENDING,
+    Broadcast,
+    SettlementStore,
+    answer,
+    follow,
+    reconcile_pending,
+)
 from x402pay.server._sponsoring import Eip2612Permit, read_permit
-
-logger = logging.getLogger("x402pay.server")
-
-# What a broken RPC connection raises through web3 (requests' errors are OSErrors).
-_RPC_FAILURES = (Web3Exception, OSError, ValueError)
 
 
 class LocalFacilitator(ChainState):
@@ -89,6 +90,7 @@ class LocalFacilitator(ChainState):
         receipt_timeout: float = 30.0,
         settlements: SettlementStore | str | Path | None = None,
         verify_ttl: float = 30.0,
+        channel_authorizer: BaseAccount | None = None,
     ) -> None:
         if not receipt_timeout > 0:
             raise ValueError(f"receipt_timeout is a positive number of seconds, not {receipt_timeout!r}")
@@ -103,6 +105,17 @@ class LocalFacilitator(ChainState):
         self._send_lock = threading.Lock()
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
+        self.channels = ChannelFacilitation(self, channel_authorizer, self._mirrors)
+
+    @property
+    def web3(self) -> Web3:
+        """The connection to the chain."""
+        return self._web3
+
+    @property
+    def receipt_timeout(self) -> float:
+        """Seconds a settlement waits for its receipt before it is answered pending."""
+        return self._receipt_timeout
 
     @property
     def address(self) -> ChecksumAddress:
@@ -134,6 +147,11 @@ class LocalFacilitator(ChainState):
 
     def verify_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
         """`verify`, in the calling thread."""
+        if requirements.scheme == CHANNEL_SCHEME:
+            try:
+                return self.channels.verify(payload, requirements)
+            except RPC_FAILURES as exc:
+                raise FacilitatorError(f"verifying a channel payment on chain {self.chain_id} failed: {exc}") from exc
         payer = None
         try:
             auth = self._read(payload, requirements)
@@ -145,7 +163,7 @@ class LocalFacilitator(ChainState):
                 self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
-        except _RPC_FAILURES as exc:
+        except RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
         self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
         return VerifyResponse(is_valid=True, payer=payer)
@@ -174,10 +192,15 @@ class LocalFacilitator(ChainState):
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
+        if requirements.scheme == CHANNEL_SCHEME:
+            try:
+                return self.channels.settle(payload, requirements)
+            except RPC_FAILURES as exc:
+                return failed_settlement(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", None)
         try:
             auth = self._read(payload, requirements)
         except Refusal as refusal:
-            return _failed(requirements, refusal.reason, refusal.message, None)
+            return failed_settlement(requirements, refusal.reason, refusal.message, None)
         payer, key = _payer(auth, requirements), payment_key(auth, requirements)
         try:
             known = self.settlements.find(key)
@@ -193,9 +216,11 @@ class LocalFacilitator(ChainState):
             self._mirrors.sent(payer, key, charge, auth.deadline)
         except Refusal as refusal:
             self._mirrors.failed(payer, key)
-            return _failed(requirements, refusal.reason, refusal.message, auth.payer)
-        except _RPC_FAILURES as exc:
-            return _failed(requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer)
+            return failed_settlement(requirements, refusal.reason, refusal.message, auth.payer)
+        except RPC_FAILURES as exc:
+            return failed_settlement(
+                requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer
+            )
         return self._noted(auth, requirements, follow(self._web3, self.settlements, sent, self._receipt_timeout))
 
     def _noted(self, auth: Authorization, requirements: PaymentRequirements, broadcast: Broadcast) -> SettleResponse:
@@ -213,16 +238,7 @@ class LocalFacilitator(ChainState):
 
         Returns them as they now stand; those still pending are the ones that may yet be mined.
         """
-        chain_time = int(self._web3.eth.get_block("latest")["timestamp"])
-        decided = []
-        for broadcast in self.settlements.pending():
-            followed = follow(self._web3, self.settlements, broadcast, 0)
-            if followed.state == "pending" and chain_time > followed.valid_before:
-                # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
-                self.settlements.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
-                followed = replace(followed, state="failed")
-            decided.append(followed)
-        return decided
+        return reconcile_pending(self._web3, self.settlements)
 
     def supported_blocking(self) -> SupportedResponse:
         """`supported`, in the calling thread."""
@@ -231,8 +247,13 @@ class LocalFacilitator(ChainState):
             SupportedKind(x402_version=2, scheme="exact", network=network),
             SupportedKind(x402_version=1, scheme="exact", network=network),
             SupportedKind(x402_version=2, scheme="upto", network=network, extra={"facilitatorAddress": self.address}),
+            SupportedKind(x402_version=2, scheme=CHANNEL_SCHEME, network=network, extra=self._channel_kind_extra()),
         ]
         return SupportedResponse(kinds=kinds, extensions=[GAS_SPONSORING], signers={"eip155:*": [self.address]})
+
+    def _channel_kind_extra(self) -> dict[str, Any] | None:
+        authorizer = self.channels.authorizer
+        return None if authorizer is None else {"receiverAuthorizer": authorizer.address}
 
     # -- verification steps ---------------------------------------------------------------------------------
 
@@ -256,7 +277,7 @@ class LocalFacilitator(ChainState):
             raise Refusal(
                 "invalid_scheme", f"the payment is for {scheme!r}, the requirement is {requirements.scheme!r}"
             )
-        if _chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
+        if chain_of(network) != requirements.chain_id or requirements.chain_id != self.chain_id:
             raise Refusal("invalid_network", f"the payment is for {network!r}; this facilitator is on {self.chain_id}")
         if payload_method(payload.payload) != required_method(requirements):
             raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
@@ -285,7 +306,7 @@ class LocalFacilitator(ChainState):
         except Refusal:
             return False
         if not simulate:
-            check_terms(auth, requirements, now=self._now())
+            check_terms(auth, requirements, now=self.now())
             self._check_witness(auth)
             return True
         began = time.monotonic()
@@ -314,7 +335,7 @@ class LocalFacilitator(ChainState):
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
     ) -> Eip2612Permit | None:
         """All checks; the EIP-2612 permit to settle with when the payer's Permit2 allowance needs it."""
-        now = self._now()
+        now = self.now()
         check_terms(auth, requirements, now=now)
         self._check_witness(auth)
         eoa = not self._web3.eth.get_code(auth.payer)  # contract wallets: the simulation asks the wallet
@@ -327,8 +348,9 @@ class LocalFacilitator(ChainState):
         if upto_witness is not None and not same_address(upto_witness, self.address):
             raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
 
-    def _now(self) -> int:
-        # The earliest timestamp the settlement can be mined at: anvil's clock may run ahead of the wall clock.
+    def now(self) -> int:
+        """The earliest timestamp a transaction sent now can be mined at: the later of the latest block's and the
+        wall clock's (anvil's clock may run ahead of the wall clock)."""
         block = self._rpc([("eth_getBlockByNumber", ["latest", False])])[0]
         return max(block_timestamp(block), int(time.time()))
 
@@ -350,43 +372,17 @@ class LocalFacilitator(ChainState):
             return False
         if follow(self._web3, self.settlements, known, 0).state != "pending":
             return False  # decided meanwhile: the chain's state (a used nonce) answers from now on
-        check_terms(auth, requirements, now=self._now())
+        check_terms(auth, requirements, now=self.now())
         return True
 
     def _send(
         self, call: ContractFunction, auth: Authorization, requirements: PaymentRequirements, charge: int
     ) -> Broadcast:
         """Sign the settlement, record it, broadcast it; the record stays pending unless the node refuses it."""
-        with self._send_lock:  # one pending nonce at a time for this account
-            signed = self._signed(call, auth.codes)
-            sent = Broadcast(
-                payment_key(auth, requirements), signed.hash.to_0x_hex(), requirements.network, auth.payer, charge,
-                auth.deadline,
-            )  # fmt: skip
-            standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
-            if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
-                return standing
-            self._broadcast(signed.raw_transaction, sent)
-        return sent
-
-    def _signed(self, call: ContractFunction, codes: Codes) -> SignedTransaction:
-        try:
-            tx = call.build_transaction(
-                {"from": self.address, "nonce": self._web3.eth.get_transaction_count(self.address, "pending")}
-            )
-        except REVERTS as exc:
-            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
-        # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
-        return self._account.sign_transaction(cast(Any, tx))
-
-    def _broadcast(self, raw: bytes, sent: Broadcast) -> None:
-        try:
-            self._web3.eth.send_raw_transaction(raw)
-        except Web3RPCError:  # the node answered, refusing it: it was never broadcast
-            self.settlements.forget(sent.key)
-            raise
-        except _RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
-            logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
+        key = payment_key(auth, requirements)
+        return self.send_call(
+            call, Broadcast(key, "", requirements.network, auth.payer, charge, auth.deadline), auth.codes
+        )
 
 
 def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:
@@ -400,16 +396,3 @@ def _uint_result(entry: dict[str, Any]) -> int | None:
     if not isinstance(result, str) or len(result) != 66 or not result.startswith("0x"):
         return None
     return int(result, 16)
-
-
-def _chain_of(network: Any) -> int | None:
-    try:
-        return chain_id_of(network) if isinstance(network, str) else None
-    except ValueError:
-        return None
-
-
-def _failed(requirements: PaymentRequirements, reason: str, message: str, payer: str | None) -> SettleResponse:
-    return SettleResponse(
-        success=False, network=requirements.network, payer=payer, error_reason=reason, error_message=message
-    )

@@ -23,26 +23,30 @@ Theory of operation, per request to a priced route:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
-from starlette.datastructures import URL, Headers, MutableHeaders
+from eth_account.signers.base import BaseAccount
+from starlette.datastructures import URL, Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._protocol import headers as wire
-from x402pay._protocol.codec import decode_header, encode_header, parse_model
+from x402pay._protocol.codec import decode_header, parse_model
 from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 from x402pay._protocol.networks import chain_id_of
 from x402pay.errors import FacilitatorError, MalformedPayment
+from x402pay.server._channel_desk import ChannelDesk
+from x402pay.server._channel_rules import CHANNEL_SCHEME
+from x402pay.server._channel_store import ChannelStore
 from x402pay.server._evm import payload_method, required_method, same_address
 from x402pay.server._facilitator import Facilitator, SupportedResponse
 from x402pay.server._pricing import Price, Route, client_ceiling, compile_routes, match_route
 from x402pay.server._receipts import PaidRequest, attach
-from x402pay.server._responses import NO_STORE, SettlingSend
+from x402pay.server._responses import SettlingSend, send_challenge, send_json
 from x402pay.server._settlements import SETTLEMENT_PENDING
 from x402pay.server._sponsoring import offer
 
@@ -72,7 +76,11 @@ class PaymentMiddleware:
     Other requests (and websocket / lifespan traffic) pass through untouched. An upto app reports what it used
     with ``paid_request(scope).charge(amount)`` or a ``Settlement-Overrides: {"amount": "..."}`` response header.
     Routes paid by Permit2 offer gas-free approval (``eip2612GasSponsoring``) when the facilitator lists it in
-    ``/supported``; ``gas_sponsoring=False`` withdraws the offer.
+    ``/supported``; ``gas_sponsoring=False`` withdraws the offer. Routes priced with `Price.channel` are paid from
+    payment channels, whose vouchers this server keeps in `channels` (a `ChannelStore`, or the path of its SQLite
+    file; in memory by default, which a restart forgets: unclaimed vouchers are money). `ChannelClaims` claims them.
+    A refund's signatures come from `channel_authorizer` (the receiverAuthorizer key) when this side holds it, else
+    from the facilitator.
     """
 
     def __init__(
@@ -84,6 +92,8 @@ class PaymentMiddleware:
         network: str,
         pay_to: str | None = None,
         gas_sponsoring: bool = True,
+        channels: ChannelStore | str | Path | None = None,
+        channel_authorizer: BaseAccount | None = None,
     ) -> None:
         self.app = app
         self._facilitator = facilitator
@@ -94,6 +104,8 @@ class PaymentMiddleware:
         self._claims = _Claims()
         self._gas_sponsoring = gas_sponsoring
         self._supported: SupportedResponse | None = None
+        store = channels if isinstance(channels, ChannelStore) else ChannelStore(channels or ":memory:")
+        self.channels = ChannelDesk(facilitator, store, self._chain_id, channel_authorizer)
         # A route's requirements, by (route, client ceiling, upto facilitator): built once, not per request.
         self._offers: dict[tuple[str, int | None, str | None], list[PaymentRequirements]] = {}
         for route in self._routes:  # fail at startup, not on the first paying request
@@ -115,17 +127,20 @@ class PaymentMiddleware:
         try:
             offered, extensions = await self._offer(route, headers)
         except FacilitatorError as exc:
-            await _send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
+            await send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
             return
         challenge = functools.partial(_challenge, route, scope, offered, extensions)  # built for a 402 only
         try:
             payload = _read_payment(headers)
         except MalformedPayment as exc:
             logger.debug("malformed payment header: %s", exc)
-            await _send_challenge(send, challenge(), "invalid_payload", str(exc))
+            await send_challenge(send, challenge(), "invalid_payload", str(exc))
             return
         if payload is None:
-            await _send_challenge(send, challenge(), f"{wire.PAYMENT_SIGNATURE} header is required")
+            await send_challenge(send, challenge(), f"{wire.PAYMENT_SIGNATURE} header is required")
+            return
+        if (payload.accepted or {}).get("scheme") == CHANNEL_SCHEME:
+            await self.channels.serve(self.app, route, payload, challenge(), scope, receive, send)
             return
         verified = await self._verified(payload, offered, challenge, send)
         if verified is not None:
@@ -137,23 +152,23 @@ class PaymentMiddleware:
         """Verify `payload` against the advertised requirement; on refusal answer the client and return None."""
         requirement = _select(payload, offered)
         if requirement is None:
-            await _send_challenge(send, challenge(), "invalid_payment_requirements", "no offered requirement matches")
+            await send_challenge(send, challenge(), "invalid_payment_requirements", "no offered requirement matches")
             return None
         claim = self._claims.claim(payload)
         if claim is None:
             method = payload_method(payload.payload)
-            await _send_challenge(send, challenge(), _REPLAY_REASONS[method], "this payment was already presented")
+            await send_challenge(send, challenge(), _REPLAY_REASONS[method], "this payment was already presented")
             return None
         try:
             verdict = await self._facilitator.verify(payload, requirement)
         except FacilitatorError as exc:
             self._claims.release(claim)
-            await _send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
+            await send_json(send, 502, {"error": "facilitator_unavailable", "errorMessage": str(exc)})
             return None
         if not verdict.is_valid:
             self._claims.release(claim)
             logger.debug("payment refused: %s (%s)", verdict.invalid_reason, verdict.invalid_message)
-            await _send_challenge(
+            await send_challenge(
                 send, challenge(), verdict.invalid_reason or "invalid_payload", verdict.invalid_message
             )
             return None
@@ -303,16 +318,3 @@ def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> Paym
     asset = accepted.get("asset")
     named = [entry for entry in candidates if isinstance(asset, str) and same_address(entry.asset, asset)]
     return next(iter(named or candidates), None)
-
-
-async def _send_challenge(send: Send, challenge: PaymentRequired, error: str, message: str | None = None) -> None:
-    refusal = challenge.model_copy(update={"error": error})
-    body = refusal.to_wire() | ({"errorMessage": message} if message else {})
-    await _send_json(send, 402, body, {wire.PAYMENT_REQUIRED: encode_header(refusal), "cache-control": NO_STORE})
-
-
-async def _send_json(send: Send, status: int, data: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:
-    body = json.dumps(data, separators=(",", ":")).encode()
-    headers = MutableHeaders({"content-type": "application/json", "content-length": str(len(body)), **(extra or {})})
-    await send({"type": "http.response.start", "status": status, "headers": headers.raw})
-    await send({"type": "http.response.body", "body": body})

@@ -5,6 +5,7 @@
         "GET /report/pdf": Price.exact(20_000, asset=USDC, transfer="permit2"),
         "POST /v1/chat/completions": Price.upto(50_000, asset=USDC),     # at most 0.05 USDC, metered
         "* /items/{item_id}": [Price.exact(...), Price.exact(...)],       # several ways to pay
+        "GET /quote": Price.channel(1_000, asset=USDC, receiver_authorizer=AUTHORIZER),  # vouchers on a channel
     }
 
 A key is ``"METHOD /path"``; ``*`` matches any method and ``{name}`` one path segment.
@@ -19,25 +20,30 @@ from typing import Any, Final, Literal
 
 from eth_utils.address import is_address, to_checksum_address
 
+from x402pay._protocol.channel_wire import ChannelExtra
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._protocol.models import UINT256_MAX, PaymentRequirements
 from x402pay._protocol.networks import known_asset
+from x402pay._schemes.channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY
+from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import TransferMethod
 
 #: The request header in which a client caps an upto route's maximum (``x402pay._protocol.headers.MAX_AMOUNT``).
 MAX_AMOUNT_HEADER: Final = MAX_AMOUNT
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+#: The deposit a channel price suggests, in multiples of its amount, unless told otherwise (the SDKs' default).
+MIN_DEPOSIT_MULTIPLIER: Final = 10
 
 
 @dataclass(frozen=True)
 class Price:
     """What one route costs, in atomic units of `asset` (USDC: 6 decimals).
 
-    Build with `Price.exact` or `Price.upto`. `pay_to` defaults to the middleware's; for EIP-3009 the token's
-    EIP-712 `token_name` / `token_version` default to the known deployment's (USDC: "USD Coin", "2").
+    Build with `Price.exact`, `Price.upto` or `Price.channel`. `pay_to` defaults to the middleware's; for EIP-3009
+    the token's EIP-712 `token_name` / `token_version` default to the known deployment's (USDC: "USD Coin", "2").
     """
 
-    scheme: Literal["exact", "upto"]
+    scheme: Literal["exact", "upto", "batch-settlement"]
     amount: int
     asset: str
     pay_to: str | None = None
@@ -47,6 +53,10 @@ class Price:
     token_version: str | None = None
     description: str = ""
     mime_type: str | None = None
+    receiver_authorizer: str | None = None
+    withdraw_delay: int = MIN_WITHDRAW_DELAY
+    min_deposit: int | None = None
+    enforce_min_deposit: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int) or not 0 < self.amount <= UINT256_MAX:
@@ -55,6 +65,18 @@ class Price:
             raise ValueError(f"asset and pay_to must be EVM addresses: {self.asset!r}, {self.pay_to!r}")
         if self.scheme == "upto" and self.transfer != "permit2":
             raise ValueError("upto is paid by Permit2 only")
+        if self.scheme == CHANNEL_SCHEME:
+            self._check_channel()
+
+    def _check_channel(self) -> None:
+        if self.receiver_authorizer is None or not is_address(self.receiver_authorizer):
+            raise ValueError(f"a channel price needs a receiver_authorizer address, not {self.receiver_authorizer!r}")
+        if not MIN_WITHDRAW_DELAY <= self.withdraw_delay <= MAX_WITHDRAW_DELAY:
+            raise ValueError(
+                f"withdraw_delay is {MIN_WITHDRAW_DELAY} to {MAX_WITHDRAW_DELAY} s, not {self.withdraw_delay}"
+            )
+        if self.min_deposit is not None and self.min_deposit < self.amount:
+            raise ValueError(f"min_deposit {self.min_deposit} is below the price {self.amount}")
 
     @classmethod
     def exact(
@@ -90,6 +112,41 @@ class Price:
         """A metered price: the client signs `maximum` (or its own lower cap); the app reports what it used."""
         return cls("upto", maximum, asset, pay_to, "permit2", max_timeout_seconds, None, None, description, mime_type)
 
+    @classmethod
+    def channel(
+        cls,
+        amount: int,
+        *,
+        asset: str,
+        receiver_authorizer: str,
+        pay_to: str | None = None,
+        withdraw_delay: int = MIN_WITHDRAW_DELAY,
+        transfer: TransferMethod = "eip3009",
+        min_deposit: int | None = None,
+        enforce_min_deposit: bool = False,
+        max_timeout_seconds: int = 300,
+        token_name: str | None = None,
+        token_version: str | None = None,
+        description: str = "",
+        mime_type: str | None = None,
+    ) -> Price:
+        """A price paid from a payment channel (x402 ``batch-settlement``): a deposit once, then one voucher a request.
+
+        `amount` is the most one request costs; the app may charge less (``paid_request(scope).charge``).
+        `receiver_authorizer` signs claims and refunds (the facilitator's key when it holds it). The requirement
+        suggests a deposit of `min_deposit` (default 10 x `amount`, as the SDKs); `enforce_min_deposit` refuses
+        smaller deposits. `withdraw_delay` is how long a payer waits to withdraw alone: claim well within it.
+        """
+        return cls(
+            CHANNEL_SCHEME, amount, asset, pay_to, transfer, max_timeout_seconds, token_name, token_version,
+            description, mime_type, receiver_authorizer, withdraw_delay, min_deposit, enforce_min_deposit,
+        )  # fmt: skip
+
+    @property
+    def suggested_deposit(self) -> int:
+        """The ``minDeposit`` a channel requirement carries."""
+        return self.min_deposit if self.min_deposit is not None else MIN_DEPOSIT_MULTIPLIER * self.amount
+
     def requirement(
         self, *, network: str, chain_id: int, pay_to: str, ceiling: int | None, facilitator: str | None
     ) -> PaymentRequirements:
@@ -115,11 +172,23 @@ class Price:
             extra.update(name=name, version=version)
         elif self.transfer == "eip3009":
             raise ValueError(f"EIP-3009 pricing of unknown token {self.asset}: pass token_name and token_version")
+        if self.scheme == CHANNEL_SCHEME:
+            return self._channel_extra(name, version)
         if self.transfer == "permit2":
             extra["assetTransferMethod"] = "permit2"
         if self.scheme == "upto":
             extra["facilitatorAddress"] = facilitator
         return extra
+
+    def _channel_extra(self, name: str | None, version: str | None) -> dict[str, Any]:
+        return ChannelExtra(
+            receiver_authorizer=to_checksum_address(str(self.receiver_authorizer)),
+            withdraw_delay=self.withdraw_delay,
+            name=name,
+            version=version,
+            asset_transfer_method=self.transfer,
+            min_deposit=self.suggested_deposit,
+        ).as_wire()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 
+#: The schemes whose app reports what it used (``charge``): ``upto`` and payment channels (``batch-settlement``).
+METERED: Final = ("upto", "batch-settlement")
 #: Where the middleware puts the `PaidRequest` in the ASGI scope's ``state`` (Starlette: ``request.state.x402pay``).
 STATE_KEY: Final = "x402pay"
 
@@ -60,13 +62,14 @@ class PaidRequest:
 
     @property
     def scheme(self) -> str:
-        """``exact`` or ``upto``."""
+        """``exact``, ``upto`` or ``batch-settlement``."""
         return self.requirement.scheme
 
     def charge(self, amount: int, *, line_items: Sequence[LineItem] = (), subject: str | None = None) -> None:
-        """Set the metered amount of an upto payment (0 settles without a transaction); ValueError past the max."""
-        if self.scheme != "upto":
-            raise ValueError("only an upto payment is metered; an exact price is charged as it is")
+        """Set the metered amount of an upto or channel payment (upto: 0 settles without a transaction); ValueError
+        past the max."""
+        if self.scheme not in METERED:
+            raise ValueError("only an upto or channel payment is metered; an exact price is charged as it is")
         if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= self.maximum:
             raise ValueError(f"a charge is an int between 0 and the signed maximum {self.maximum}, not {amount!r}")
         self.charged = amount
@@ -100,7 +103,9 @@ def make_compose_receipt(
     ``settlementStatus`` is ``settled``, or ``pending`` for a settlement sent and not yet confirmed (with its
     ``txHash``): a pending receipt is not a charge yet, but the payer may still be charged ``finalAmountWei``.
     """
-    amount = settlement.amount if settlement.amount is not None else paid.amount_due
+    # A channel's settlement amount is its deposit, when there was one; the charge is what was used.
+    metered_here = settlement.amount is None or paid.scheme == "batch-settlement"
+    amount = paid.amount_due if metered_here else settlement.amount
     receipt: dict[str, Any] = {
         "finalAmountWei": str(amount),
         "network": settlement.network,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Literal
 
 import anyio
@@ -28,9 +28,16 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
 from x402pay._protocol.codec import encode_header
-from x402pay._protocol.headers import PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
-from x402pay._protocol.models import SettleResponse
-from x402pay.server._receipts import PaidRequest, make_compose_receipt, settlement_error, sse_event, x_receipt_header
+from x402pay._protocol.headers import PAYMENT_REQUIRED, PAYMENT_RESPONSE, X_PAYMENT_RESPONSE
+from x402pay._protocol.models import PaymentRequired, SettleResponse
+from x402pay.server._receipts import (
+    METERED,
+    PaidRequest,
+    make_compose_receipt,
+    settlement_error,
+    sse_event,
+    x_receipt_header,
+)
 from x402pay.server._settlements import SETTLEMENT_PENDING
 
 logger = logging.getLogger("x402pay.server")
@@ -106,7 +113,7 @@ class SettlingSend:
         """Settle a stream that stopped before its end, if one did (see the module docstring)."""
         if self._mode != "stream" or self.settlement is not None:
             return
-        if self._paid.scheme == "upto" and self._paid.charged is None:
+        if self._paid.scheme in METERED and self._paid.charged is None:
             self._paid.charged = 0
         settlement = await self._settle_once()
         logger.info("a paid stream stopped before its end; settled %s: %s", self._paid.amount_due, settlement.success)
@@ -156,7 +163,7 @@ class SettlingSend:
             await self._send_failure(settlement)
             return
         headers = MutableHeaders(raw=self._start["headers"])
-        headers[self._response_header] = encode_header(settlement)
+        headers[self._response_header] = encode_header(_response_form(settlement, self._paid))
         _private(headers)
         headers["x-receipt"] = x_receipt_header(make_compose_receipt(self._paid, settlement))
         if settlement.transaction:
@@ -190,7 +197,7 @@ class SettlingSend:
         return self.settlement
 
     def _apply_overrides(self, value: str | None) -> None:
-        if value is None or self._paid.scheme != "upto" or self._paid.charged is not None:
+        if value is None or self._paid.scheme not in METERED or self._paid.charged is not None:
             return
         amount = _override_amount(value)
         if amount is None:
@@ -201,6 +208,14 @@ class SettlingSend:
     @property
     def _response_header(self) -> str:
         return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
+
+
+def _response_form(settlement: SettleResponse, paid: PaidRequest) -> dict[str, Any]:
+    """``PAYMENT-RESPONSE``'s JSON; a channel voucher, which moves nothing on chain, says ``amount: ""`` (the SDKs')."""
+    form = settlement.to_wire()
+    if paid.scheme == "batch-settlement" and settlement.amount is None and not settlement.transaction:
+        form["amount"] = ""
+    return form
 
 
 async def _shielded(settle: Settle, paid: PaidRequest) -> SettleResponse:
@@ -228,3 +243,18 @@ def _override_amount(value: str) -> int | None:
     if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 78:
         return int(amount)
     return None
+
+
+async def send_challenge(send: Send, challenge: PaymentRequired, error: str, message: str | None = None) -> None:
+    """Refuse with a 402: `challenge` with `error` (and `message`), in the header and the JSON body."""
+    refusal = challenge.model_copy(update={"error": error})
+    body = refusal.to_wire() | ({"errorMessage": message} if message else {})
+    await send_json(send, 402, body, {PAYMENT_REQUIRED: encode_header(refusal), "cache-control": NO_STORE})
+
+
+async def send_json(send: Send, status: int, data: dict[str, Any], extra: Mapping[str, str] | None = None) -> None:
+    """Answer `status` with the JSON `data` (and `extra` headers)."""
+    body = json.dumps(data, separators=(",", ":")).encode()
+    headers = MutableHeaders({"content-type": "application/json", "content-length": str(len(body)), **(extra or {})})
+    await send({"type": "http.response.start", "status": status, "headers": headers.raw})
+    await send({"type": "http.response.body", "body": body})

@@ -205,3 +205,20 @@ def answer(broadcast: Broadcast) -> SettleResponse:
         success=False, transaction=broadcast.tx_hash, amount=broadcast.amount, error_reason=SETTLEMENT_PENDING,
         error_message=message, **common,
     )  # fmt: skip
+
+
+def reconcile_pending(web3: Web3, store: SettlementStore) -> list[Broadcast]:
+    """Decide `store`'s pending broadcasts from the chain: mined (settled or reverted), or expired unmined (failed).
+
+    Returns them as they now stand; those still pending are the ones that may yet be mined.
+    """
+    chain_time = int(web3.eth.get_block("latest")["timestamp"])
+    decided = []
+    for broadcast in store.pending():
+        followed = follow(web3, store, broadcast, 0)
+        if followed.state == "pending" and chain_time > followed.valid_before:
+            # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
+            store.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
+            followed = replace(followed, state="failed")
+        decided.append(followed)
+    return decided

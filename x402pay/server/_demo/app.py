@@ -1,5 +1,6 @@
 """The Compose-compatible demo API, paid: upto on the generation routes (metered by the fake model's tokens),
-exact on ``GET /v1/fortune``; `running_demo` serves it on a devnet for tests, `serve_demo` for the CLI.
+exact on ``GET /v1/fortune``, a payment channel on ``GET /v1/fortune/channel`` (when the facilitator holds a
+receiverAuthorizer key); `running_demo` serves it on a devnet for tests, `serve_demo` for the CLI.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ FORTUNE = "A paid request is a promise kept on chain."
 class DemoConfig:
     """Prices of the demo API, in atomic USDC units: the upto maximum (0.1 USDC: under the official clients'
     default cap of 1 USDC per payment, which a maximum of exactly 1 USDC would meet only without a lower cap),
-    the exact price, the per-token meter; and whether its Permit2 routes offer gas-free approval
+    the exact price, the channel price (a deposit of ten of them, then a voucher a call), the per-token meter; and
+    whether its Permit2 routes offer gas-free approval
     (``eip2612GasSponsoring``)."""
 
     upto_max: int = 100_000
     exact_price: int = 10_000
+    channel_price: int = 1_000
     meter: Meter = field(default_factory=Meter)
     gas_sponsoring: bool = True
 
@@ -69,6 +72,7 @@ def demo_api(meter: Meter | None = None) -> Starlette:
             Route("/v1/messages", create_message, methods=["POST"]),
             Route("/v1/models", _models, methods=["GET"]),
             Route("/v1/fortune", _fortune, methods=["GET"]),
+            Route("/v1/fortune/channel", _fortune, methods=["GET"]),
         ]
     )
     app.state.meter = meter or Meter()
@@ -76,26 +80,32 @@ def demo_api(meter: Meter | None = None) -> Starlette:
     return app
 
 
-def demo_routes(asset: str, config: DemoConfig) -> dict[str, Price]:
-    """The demo's price table."""
+def demo_routes(asset: str, config: DemoConfig, receiver_authorizer: str | None = None) -> dict[str, Price]:
+    """The demo's price table (the channel route only with a `receiver_authorizer`)."""
     routes = {
         route: Price.upto(config.upto_max, asset=asset, description="fake model inference") for route in METERED_ROUTES
     }
     routes["GET /v1/fortune"] = Price.exact(config.exact_price, asset=asset, description="one fortune")
+    if receiver_authorizer is not None:
+        routes["GET /v1/fortune/channel"] = Price.channel(
+            config.channel_price, asset=asset, receiver_authorizer=receiver_authorizer,
+            description="one fortune, paid from a channel",
+        )  # fmt: skip
     return routes
 
 
 def demo_app(
     *, facilitator: Facilitator, network: str, asset: str, pay_to: str, config: DemoConfig | None = None
 ) -> PaymentMiddleware:
-    """The demo API behind `PaymentMiddleware`."""
+    """The demo API behind `PaymentMiddleware` (a channel route when a `LocalFacilitator` holds a channel key)."""
     config = config or DemoConfig()
+    authorizer = facilitator.channels.authorizer if isinstance(facilitator, LocalFacilitator) else None
     return PaymentMiddleware(
         demo_api(config.meter),
         facilitator=facilitator,
         network=network,
         pay_to=pay_to,
-        routes=demo_routes(asset, config),
+        routes=demo_routes(asset, config, authorizer.address if authorizer is not None else None),
         gas_sponsoring=config.gas_sponsoring,
     )
 
@@ -106,7 +116,7 @@ def running_demo(devnet: Devnet, *, config: DemoConfig | None = None) -> Iterato
 
     Yields the base URL; the server stops when the block exits.
     """
-    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator)
+    facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=Account.create())
     app = demo_app(
         facilitator=facilitator, network=devnet.network, asset=devnet.usdc, pay_to=devnet.payee.address, config=config
     )
@@ -130,12 +140,14 @@ def serve_demo(
 
     `facilitator_key` is the hex private key of the account that settles (and pays gas) on `rpc_url`;
     `settlements` the SQLite file of the settlements it sends (its directory is made), `receipt_timeout` how long
-    a settlement waits to be mined before the answer says ``settlement_pending``.
+    a settlement waits to be mined before the answer says ``settlement_pending``. The facilitator's key also
+    signs the channel route's claims and refunds (its receiverAuthorizer).
     """
     if settlements is not None:
         Path(settlements).parent.mkdir(parents=True, exist_ok=True)
+    account = Account.from_key(facilitator_key)
     facilitator = LocalFacilitator(
-        rpc_url, Account.from_key(facilitator_key), receipt_timeout=receipt_timeout, settlements=settlements
+        rpc_url, account, receipt_timeout=receipt_timeout, settlements=settlements, channel_authorizer=account
     )
     app = demo_app(
         facilitator=facilitator, network=caip2(facilitator.chain_id), asset=asset, pay_to=pay_to, config=config
