@@ -46,6 +46,7 @@ from x402pay.errors import (
 if typing.TYPE_CHECKING:
     from x402pay._payment import Payment, PaymentStatus, payment_of
     from x402pay._policy import SpendPolicy
+    from x402pay._protocol.headers import CHANNEL_REFUND
     from x402pay._receipts import Receipt
     from x402pay._requests import PaymentAdapter
     from x402pay._transport import AsyncPaymentTransport, PaymentTransport, TransportOptions
@@ -57,6 +58,7 @@ if typing.TYPE_CHECKING:
 #: pydantic and the signing code load then.
 _LAZY = {
     "AsyncPaymentTransport": "x402pay._transport",
+    "CHANNEL_REFUND": "x402pay._protocol.headers",
     "Payment": "x402pay._payment",
     "PaymentAdapter": "x402pay._requests",
     "PaymentStatus": "x402pay._payment",
@@ -72,6 +74,7 @@ _LAZY = {
 __version__ = "0.1.0"
 
 __all__ = [
+    "CHANNEL_REFUND",
     "AlreadyPaid",
     "AsyncPaymentTransport",
     "BudgetExceeded",

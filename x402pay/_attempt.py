@@ -48,6 +48,7 @@ class Attempt:
     repeat_of: str | None = None  # the fingerprint the books may find an unanswered twin by (not an SDK's first try)
     trail: Trail = field(default_factory=Trail)
     strip: tuple[str, ...] = ()  # ours, on a request to an origin the policy never pays (a redirect brought them)
+    refund: str | None = None  # the caller asks for a channel's escrow back (`CHANNEL_REFUND`), not to pay
 
     @property
     def keys(self) -> tuple[str, str]:

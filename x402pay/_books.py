@@ -300,6 +300,20 @@ class Books:
             transaction = payment.settlement.transaction if payment.settlement is not None else None
             yield from self._unknown(payment, f"settlement pending in {transaction or 'an unnamed transaction'}")
 
+    def escrowed(self, deposit: Payment, *, verified: bool) -> Program[None]:
+        """A channel deposit landed: its reservation stays held as escrow, claimed (and settled when the chain was
+        read to check it) at the deposited amount."""
+        receipt = deposit.receipt
+        if deposit.ledger_entry is None or receipt is None:
+            return
+        yield Book("claim", (deposit.ledger_entry,), {"amount": receipt.amount, "tx_hash": receipt.transaction})
+        if verified:
+            yield Book("settle", (deposit.ledger_entry,), {"amount": receipt.amount, "tx_hash": receipt.transaction})
+
+    def caught(self, payment: Payment, detail: str) -> Program[None]:
+        """A server contradicted what we know of a payment (a channel's report): record it, stop paying it."""
+        yield from self._mismatch(payment, detail)
+
     def _in_memory(self, key: str) -> bool:
         """Whether `key` is booked in this process's memory (no ledger, or a key the transport made up)."""
         return not self.ledger or is_our_key(key)

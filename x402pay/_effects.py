@@ -104,7 +104,26 @@ class Pause:
     seconds: float
 
 
-Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn | Pause
+@dataclass(slots=True)
+class ChannelOp:
+    """Call ``<operation>(*args, **kwargs)`` on the transport's payment channels (`x402pay.ledger.ChannelBook`).
+    Result: what it returns."""
+
+    operation: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ChannelChain:
+    """Ask the settlement contract about a channel (``"read"``: an `x402pay._channel_chain.OnChain`) or send the
+    payer's ``"initiate_withdraw"`` (of `amount`) / ``"finalize_withdraw"`` transaction (result: its hash)."""
+
+    operation: str
+    args: tuple[Any, ...] = ()
+
+
+Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn | Pause | ChannelOp | ChannelChain
 
 
 @dataclass(slots=True)

@@ -21,7 +21,19 @@ import anyio.to_thread
 
 from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
 from x402pay._books import Books, Callback
-from x402pay._effects import Book, Effect, Pause, ReadChain, Sign, Spawn, Verify, adrive, drive
+from x402pay._effects import (
+    Book,
+    ChannelChain,
+    ChannelOp,
+    Effect,
+    Pause,
+    ReadChain,
+    Sign,
+    Spawn,
+    Verify,
+    adrive,
+    drive,
+)
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Prepayments, SharedPrepayments
 from x402pay._program import PaymentProgram
@@ -178,6 +190,8 @@ class Engine:
             reads_chain=opts.rpc_url is not None, uncovered=getattr(opts.ledger, "uncovered", None),
         )  # fmt: skip
         self._web3: Any = None
+        self._sync_web3_client: Any = None
+        self._channels: Any = None
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher = self._watch(opts) if opts.reconcile_every is not None else None
@@ -199,6 +213,10 @@ class Engine:
             return self._verifier().submit(partial(drive, effect.program, self.perform))
         if isinstance(effect, Pause):
             return time.sleep(effect.seconds)
+        if isinstance(effect, ChannelOp):
+            return getattr(self.channels, effect.operation)(*effect.args, **effect.kwargs)
+        if isinstance(effect, ChannelChain):
+            return self._channel_chain(effect)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     async def aperform(self, effect: Effect) -> Any:
@@ -219,6 +237,11 @@ class Engine:
             return None
         if isinstance(effect, Pause):
             return await asyncio.sleep(effect.seconds)
+        if isinstance(effect, ChannelOp):
+            call = partial(getattr(self.channels, effect.operation), *effect.args, **effect.kwargs)
+            return await anyio.to_thread.run_sync(call)
+        if isinstance(effect, ChannelChain):
+            return await anyio.to_thread.run_sync(self._channel_chain, effect)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
 
     def _watch(self, opts: TransportOptions) -> Any:
@@ -249,6 +272,37 @@ class Engine:
         if self.verifier is None:
             raise RuntimeError("verification effect without a verifier")
         return self.verifier
+
+    @property
+    def channels(self) -> Any:
+        """The payment channels: the ledger's (`Ledger.channels`), else a private in-memory book made on first use."""
+        with self._lock:
+            if self._channels is None:
+                from x402pay.ledger._channels import ChannelBook
+
+                ledger_channels = getattr(self.ledger, "channels", None)
+                if self._async_ledger:
+                    raise TypeError("batch-settlement channels need a sync Ledger (or none); AsyncLedger has none yet")
+                self._channels = ledger_channels or ChannelBook.in_memory(self.options.clock)
+            return self._channels
+
+    def _channel_chain(self, effect: ChannelChain) -> Any:
+        """Carry out a `ChannelChain` effect over the sync RPC client; RPC failures as `ChainUnavailable`."""
+        from x402pay import _channel_chain
+
+        web3 = self._sync_web3()
+        if effect.operation == "read":
+            try:
+                return _channel_chain.read_channel(web3, *effect.args)
+            except Exception as exc:  # the RPC library's own errors
+                raise chain_unavailable(exc, "the channel's state") from exc
+        return getattr(_channel_chain, effect.operation)(web3, self.wallet, *effect.args)
+
+    def _sync_web3(self) -> Any:
+        with self._lock:
+            if self._sync_web3_client is None:
+                self._sync_web3_client = web3_for(str(self.options.rpc_url), timeout=self.options.rpc_timeout)
+            return self._sync_web3_client
 
     def _read_chain(self, what: str, token: str) -> int:
         """The wallet's `what` (see `ReadChain`) of `token`; RPC failures as `ChainUnavailable`."""

@@ -183,10 +183,11 @@ def sign(
     """Sign the chosen `requirement`: the Payment, and the header that carries it (with `extensions` added)."""
     signed = sign_requirement(wallet, requirement, now=now, max_lifetime=policy.max_lifetime)
     payment = Payment(origin=origin, x402_version=challenge.version, signed=signed)
-    return payment, _payment_header(challenge, signed, extensions or {})
+    return payment, payment_header(challenge, signed, extensions or {})
 
 
-def _payment_header(challenge: Challenge, signed: SignedPayment, extensions: dict[str, Any]) -> tuple[str, str]:
+def payment_header(challenge: Challenge, signed: SignedPayment, extensions: dict[str, Any]) -> tuple[str, str]:
+    """The header that carries `signed` (with `extensions` added) in answer to `challenge`."""
     required = challenge.required
     if challenge.version == 2:
         echoed = {**(required.extensions or {}), **extensions} or None

@@ -11,6 +11,7 @@ from typing import Final
 from eth_utils.address import is_address
 
 from x402pay._amounts import decimal_text
+from x402pay._channel_terms import CHANNEL_SCHEME, channel_terms_problem
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._protocol.networks import V1_NETWORK_CHAIN_IDS, caip2, known_asset
 from x402pay._schemes.signing import SIGNABLE_SCHEMES
@@ -82,6 +83,8 @@ class SpendPolicy:
 
     `networks` also sets the preference order: among the cheapest acceptable options, the earlier network wins.
     `max_lifetime` caps, in seconds, how long a signed authorization stays valid, whatever the server asks.
+    `max_deposit` caps one deposit into a payment channel (``batch-settlement``, a scheme signed only when listed
+    in `schemes`): the escrow a server's ``minDeposit`` hint may ask for. None means ten times `max_per_request`.
 
     Every field is checked here, not at the first payment (a TypeError or ValueError naming the field):
     `networks` (CAIP-2 ids) and `schemes` are a tuple or list, never a set; `assets`, `payees` and `origins` are a
@@ -95,19 +98,28 @@ class SpendPolicy:
     origins: frozenset[str] | None = field(default=None)
     schemes: tuple[str, ...] = SIGNABLE_SCHEMES
     max_lifetime: int = DEFAULT_MAX_LIFETIME
+    max_deposit: int | None = None
 
     def __post_init__(self) -> None:
         _int_at_least("max_per_request", self.max_per_request, "atomic units (see x402pay.usdc for decimal text)", 0)
+        if self.max_deposit is not None:
+            _int_at_least("max_deposit", self.max_deposit, "atomic units", 0)
         _int_at_least("max_lifetime", self.max_lifetime, "seconds", 1)
         if self.networks is not None:
             object.__setattr__(self, "networks", _networks(self.networks))
         schemes = _ordered("schemes", self.schemes)
-        unknown = set(schemes) - set(SIGNABLE_SCHEMES)
+        unknown = set(schemes) - {*SIGNABLE_SCHEMES, CHANNEL_SCHEME}
         if unknown:
-            raise ValueError(f"schemes: cannot sign {sorted(unknown)}; signable: {list(SIGNABLE_SCHEMES)}")
+            signable = [*SIGNABLE_SCHEMES, CHANNEL_SCHEME]
+            raise ValueError(f"schemes: cannot sign {sorted(unknown)}; signable: {signable}")
         object.__setattr__(self, "schemes", schemes)
         for name in ("assets", "payees", "origins"):
             object.__setattr__(self, name, _lowered(name, getattr(self, name)))
+
+    @property
+    def deposit_cap(self) -> int:
+        """The most one channel deposit may put in escrow: `max_deposit`, or ten times `max_per_request`."""
+        return self.max_deposit if self.max_deposit is not None else 10 * self.max_per_request
 
     def pays(self, origin: str) -> bool:
         """Whether this policy may pay `origin` at all (its `origins` allow-list, when it has one)."""
@@ -140,6 +152,10 @@ class SpendPolicy:
             return f"maxTimeoutSeconds {requirement.max_timeout_seconds} leaves no time to settle"
         if requirement.scheme == "upto" and not is_address(requirement.extra_str("facilitatorAddress") or ""):
             return "upto option names no facilitatorAddress (anyone could settle it)"
+        if requirement.scheme == CHANNEL_SCHEME:
+            problem = channel_terms_problem(requirement)
+            if problem is not None:
+                return problem
         if requirement.amount > self.max_per_request:
             return _over(requirement, self.max_per_request, "max_per_request")
         if ceiling is not None and requirement.amount > ceiling:

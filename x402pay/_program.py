@@ -45,13 +45,15 @@ from x402pay._books import (
     is_our_key,
     new_key,
 )
+from x402pay._channel_flow import ChannelPayer
+from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
 from x402pay._protocol.codec import MAX_BODY_BYTES
-from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._repeats import Repeats, retry_mark, unanswered
 from x402pay._streams import ReceiptTap
@@ -100,6 +102,7 @@ class PaymentProgram:
         self._announce = announce_ceiling
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
+        self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -173,7 +176,10 @@ class PaymentProgram:
         route = (call.method, call.origin.lower(), call.path)
         repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
         fresh = not (given_key or repeated)
-        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip)
+        refund = call.headers.get(CHANNEL_REFUND)
+        strip += (CHANNEL_REFUND,) if refund is not None else ()
+        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
+                       refund=refund)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         prepayable = yield from self._prepayable(attempt, start)
@@ -232,6 +238,10 @@ class PaymentProgram:
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
             raise start.refusal(attempt.origin)
+        if attempt.refund is not None:
+            return (yield from self.channels.refund(attempt, challenge, requirement))
+        if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
+            return (yield from self.channels.pay(attempt, challenge, requirement))
         held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
         if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
             return (yield from self._resend(attempt, held))

@@ -77,7 +77,7 @@ def _written_by_version_1(backend: Backend) -> None:
 def test_a_version_1_ledger_is_migrated_on_open_and_keeps_its_entries(backend: Backend) -> None:
     _written_by_version_1(backend)
     with backend.ledger((Budget(ASSET, 100),)) as ledger:
-        assert ledger._db.run(_version()) == SCHEMA_VERSION == 6
+        assert ledger._db.run(_version()) == SCHEMA_VERSION == 7
         assert ledger._db.run(_indexes(backend.name)) == INDEXES
         old = ledger.lookup("old-1")
         assert old is not None

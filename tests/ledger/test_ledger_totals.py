@@ -14,6 +14,7 @@ from ledger_support import PAY_TO, Backend, Clock
 from x402pay.errors import BudgetExceeded, InvalidTransition, PaymentInFlight
 from x402pay.ledger import DAY, EACH_ORIGIN, HOUR, Budget, Entry, EntryState, Ledger, Transfer
 from x402pay.ledger._chain import Resolution
+from x402pay.ledger._channels import CHANNELS
 from x402pay.ledger._model import MAXIMUM_STATES
 from x402pay.ledger._sql import ROUTES, Program, Query, take_over
 from x402pay.ledger._totals import ALL_ORIGINS, ALL_TIME, SPANS, TOTALS, held, window_ranges
@@ -155,6 +156,7 @@ def test_a_schema_4_ledger_with_entries_migrates_to_the_same_budget_answers(back
 def _back_to_schema_4() -> Program[None]:
     yield Query(f"DROP TABLE {TOTALS}")
     yield Query(f"DROP TABLE {ROUTES}")  # schema 6's, which a schema-4 ledger does not have either
+    yield Query(f"DROP TABLE {CHANNELS}")  # and schema 7's
     yield Query("UPDATE x402pay_schema SET version = 4")
 
 

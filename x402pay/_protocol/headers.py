@@ -15,3 +15,6 @@ PAYMENT_RESPONSE: Final = "PAYMENT-RESPONSE"
 X_PAYMENT_RESPONSE: Final = "X-PAYMENT-RESPONSE"
 #: The client's ceiling for upto, in atomic units despite its name; the same value on the paid retry.
 MAX_AMOUNT: Final = "x-x402-max-amount-wei"
+#: Set on a request to a channel-priced URL to ask for the channel's unspent escrow back (``all``, or atomic units)
+#: instead of paying; x402pay removes it before the request leaves.
+CHANNEL_REFUND: Final = "x-x402pay-channel-refund"

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import httpx
 
 from x402pay import __version__
-from x402pay.cli import books_cmd, demo_cmd, devnet_cmd, pay_cmd, trust_cmd, wallet_cmd
+from x402pay.cli import books_cmd, channel_cmd, demo_cmd, devnet_cmd, pay_cmd, trust_cmd, wallet_cmd
 from x402pay.cli.chain import timeout_of
 from x402pay.cli.common import (
     EXIT_ERROR,
@@ -148,6 +148,6 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="x402pay", description="Pay for HTTP calls over x402, safely.", epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"x402pay {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
-    for module in (demo_cmd, devnet_cmd, wallet_cmd, pay_cmd, books_cmd, trust_cmd):
+    for module in (demo_cmd, devnet_cmd, wallet_cmd, pay_cmd, books_cmd, channel_cmd, trust_cmd):
         module.register(commands)
     return parser

@@ -23,6 +23,7 @@ from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
 from x402pay.ledger._backends import Database, Durability, SQLiteDatabase
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
+from x402pay.ledger._channels import ChannelBook
 from x402pay.ledger._holder import current_holder, holder_is_gone
 from x402pay.ledger._model import Budget, BudgetStatus, Entry, EntryState, ReconcileReport, uncovered
 from x402pay.ledger._postgres import PostgresDatabase
@@ -96,6 +97,11 @@ class Ledger:
         if str(target).startswith(POSTGRES_SCHEMES):
             return cls.postgres(str(target), schema=schema, budgets=budgets, clock=clock, durability=durability)
         return cls.sqlite(target, budgets=budgets, clock=clock, durability=durability)
+
+    @property
+    def channels(self) -> ChannelBook:
+        """This ledger's payment channels (``batch-settlement``), shared by every process that opens it."""
+        return ChannelBook(self._db, self._steps.now)
 
     @property
     def budgets(self) -> tuple[Budget, ...]:

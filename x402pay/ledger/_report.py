@@ -13,6 +13,7 @@ from typing import Any
 
 from x402pay._amounts import decimal_text
 from x402pay._protocol.networks import KNOWN_ASSETS
+from x402pay.ledger._channels import ChannelRecord
 from x402pay.ledger._core import Ledger
 from x402pay.ledger._model import EACH_ORIGIN, AnyUsdc, Budget, BudgetAssets, BudgetStatus, Entry, ReconcileReport
 
@@ -25,16 +26,23 @@ def render_ledger(ledger: Ledger, *, limit: int = 50, as_json: bool = False) -> 
     """The latest `limit` entries (time, origin, scheme, signed max, settled, tx, verdict) and every budget's totals."""
     entries = ledger.entries(limit=limit)
     statuses = ledger.budget_status()
+    channels = ledger.channels.all()
     if as_json:
-        return _json({"entries": [entry_json(entry) for entry in entries], "budgets": [*map(status_json, statuses)]})
+        found = {"entries": [entry_json(entry) for entry in entries], "budgets": [*map(status_json, statuses)]}
+        return _json(found | ({"channels": [*map(channel_json, channels)]} if channels else {}))
     rows = [_entry_row(entry) for entry in entries]
-    return f"{_table(_ENTRY_COLUMNS, rows) if rows else 'no payments recorded'}\n\n{budget_table(statuses)}"
+    text = f"{_table(_ENTRY_COLUMNS, rows) if rows else 'no payments recorded'}\n\n{budget_table(statuses)}"
+    return text + (f"\n\n{channel_table(channels)}" if channels else "")
 
 
 def render_budgets(ledger: Ledger, *, origin: str | None = None, as_json: bool = False) -> str:
     """What is held and left in each budget (per-origin budgets: for `origin`, or each origin holding money)."""
     statuses = ledger.budget_status(origin=origin)
-    return _json([status_json(status) for status in statuses]) if as_json else budget_table(statuses)
+    channels = [record for record in ledger.channels.all() if origin is None or record.origin == origin]
+    if as_json:
+        found = [status_json(status) for status in statuses]
+        return _json(found if not channels else {"budgets": found, "channels": [*map(channel_json, channels)]})
+    return budget_table(statuses) + (f"\n\n{channel_table(channels)}" if channels else "")
 
 
 def render_reconcile(report: ReconcileReport, *, as_json: bool = False) -> str:
@@ -66,6 +74,27 @@ def budget_table(statuses: Sequence[BudgetStatus]) -> str:
         for status in statuses
     ]
     return _table(_BUDGET_COLUMNS, rows)
+
+
+def channel_table(records: Sequence[ChannelRecord]) -> str:
+    """Payment channels: the escrow each holds (deposited, not taken back), of which spent (charged) and committed
+    (vouchers beyond the charges); the budgets hold a channel's deposits as payments until they are released."""
+    rows = [
+        (record.origin, record.state, *(_money(amount, record.token) for amount in
+         (record.escrow, record.charged, record.committed, max(record.escrow - record.charged - record.committed, 0))))
+        for record in records
+    ]  # fmt: skip
+    return _table(("channel of", "state", "escrow", "spent", "committed", "unspent"), rows)
+
+
+def channel_json(record: ChannelRecord) -> dict[str, Any]:
+    """One channel as JSON: amounts as ints of atomic units of its token."""
+    return {
+        "channel": record.channel_id, "origin": record.origin, "network": record.network, "token": record.token,
+        "state": record.state, "escrow": record.escrow, "spent": record.charged, "committed": record.committed,
+        "deposited": record.deposited, "refunded": record.refunded, "withdrawn": record.withdrawn,
+        "chain_balance": record.chain_balance, "chain_claimed": record.chain_claimed,
+    }  # fmt: skip
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:

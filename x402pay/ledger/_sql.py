@@ -23,7 +23,7 @@ from x402pay.errors import (
     PaymentInFlight,
     SchemaError,
 )
-from x402pay.ledger import _totals
+from x402pay.ledger import _channels, _totals
 from x402pay.ledger._model import (
     ENTRY_FIELDS,
     MAX_STORED_AMOUNT,
@@ -94,6 +94,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "challenge TEXT NOT NULL, seen_at BIGINT NOT NULL, PRIMARY KEY (method, origin, path))",
         f"CREATE INDEX x402pay_routes_seen ON {ROUTES} (seen_at)",
     ),
+    # The payer's payment channels (batch-settlement): see `x402pay.ledger._channels`.
+    _channels.SCHEMA,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

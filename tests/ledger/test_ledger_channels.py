@@ -1,0 +1,143 @@
+"""The payer's channel records in the ledger (SQLite and PostgreSQL): leases that queue holders across threads and
+processes, changes only under a lease, and records that survive a reopen."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend, authorize, reserve
+
+from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
+from x402pay.ledger import Budget, Ledger
+from x402pay.ledger._channels import ChannelBook, ChannelRecord
+
+CHANNEL = "0x" + "ab" * 32
+STEP = 7
+
+
+def record(channel_id: str = CHANNEL) -> ChannelRecord:
+    config = {"payer": PAY_TO, "receiver": PAY_TO, "withdrawDelay": 900}
+    return ChannelRecord(channel_id, NETWORK, ORIGIN, ASSET, PAY_TO, config)
+
+
+def test_a_lease_keeps_every_other_holder_out_until_released(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        book = ledger.channels
+        first = book.lease(record(), "holder-a", 60)
+        assert first is not None
+        assert first.lease == "holder-a"
+        assert book.lease(record(), "holder-b", 60) is None
+        assert book.lease(record(), "holder-a", 60) is not None  # its own lease is renewed
+        book.release(CHANNEL, "holder-a")
+        taken = book.lease(record(), "holder-b", 60)
+        assert taken is not None
+        assert taken.lease == "holder-b"
+
+
+def test_an_expired_lease_is_taken_over(backend: Backend) -> None:
+    now = [1_000.0]
+    with backend.ledger(clock=lambda: now[0]) as ledger:
+        book = ledger.channels
+        assert book.lease(record(), "dead", 30) is not None
+        assert book.lease(record(), "alive", 30) is None
+        now[0] += 31
+        assert book.lease(record(), "alive", 30) is not None
+        with pytest.raises(LookupError):
+            book.update(CHANNEL, "dead", charged=5)
+
+
+def test_changes_need_the_lease_and_outlive_the_ledger_object(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        book = ledger.channels
+        with pytest.raises(LookupError):
+            book.update(CHANNEL, "nobody", charged=1)  # no such channel either
+        assert book.lease(record(), "holder", 60) is not None
+        book.update(CHANNEL, "holder", charged=3, signed_max=10, deposited=100, chain_balance=100)
+        with pytest.raises(ValueError, match="changeable"):
+            book.update(CHANNEL, "holder", lease="someone else")
+        book.release(CHANNEL, "holder")
+        with pytest.raises(LookupError):
+            book.update(CHANNEL, "holder", charged=4)
+    with backend.ledger() as reopened:
+        kept = reopened.channels.get(CHANNEL)
+        assert kept is not None
+        assert (kept.charged, kept.signed_max, kept.escrow, kept.committed) == (3, 10, 100, 7)
+        assert kept.config["withdrawDelay"] == 900
+        assert [each.channel_id for each in reopened.channels.all()] == [CHANNEL]
+        assert reopened.channels.forget(CHANNEL)
+        assert reopened.channels.get(CHANNEL) is None
+
+
+def _sign_in_turn(book: ChannelBook, holder: str, rounds: int, ceilings: list[int]) -> None:
+    """Take the lease, sign the next ceiling from what the record says, record it, let go: as a payer does."""
+    done = 0
+    while done < rounds:
+        held = book.lease(record(), holder, 30)
+        if held is None:
+            continue
+        ceiling = held.signed_max + STEP
+        ceilings.append(ceiling)
+        book.update(CHANNEL, holder, signed_max=ceiling, charged=ceiling)
+        book.release(CHANNEL, holder)
+        done += 1
+
+
+def test_threads_with_their_own_connections_sign_every_ceiling_once(backend: Backend) -> None:
+    ledgers = [backend.ledger() for _ in range(4)]
+    ceilings: list[int] = []
+    threads = [
+        threading.Thread(target=_sign_in_turn, args=(ledger.channels, f"thread-{n}", 15, ceilings))
+        for n, ledger in enumerate(ledgers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(ceilings) == [STEP * n for n in range(1, 61)]
+    final = ledgers[0].channels.get(CHANNEL)
+    assert final is not None
+    assert final.signed_max == 60 * STEP
+    for ledger in ledgers:
+        ledger.close()
+
+
+def _process(backend: Backend, holder: str, rounds: int, out: multiprocessing.Queue[list[int]]) -> None:
+    ceilings: list[int] = []
+    with backend.ledger() as ledger:
+        _sign_in_turn(ledger.channels, holder, rounds, ceilings)
+    out.put(ceilings)
+
+
+def test_processes_sharing_the_ledger_sign_every_ceiling_once(backend: Backend) -> None:
+    Ledger.open(backend.target, schema=backend.schema).close()  # migrated before the racers start
+    context = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[list[int]] = context.Queue()
+    processes = [context.Process(target=_process, args=(backend, f"proc-{n}", 10, out)) for n in range(3)]
+    for process in processes:
+        process.start()
+    ceilings = [ceiling for _ in processes for ceiling in out.get(timeout=120)]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert sorted(ceilings) == [STEP * n for n in range(1, 31)]
+
+
+def test_escrow_that_came_back_is_no_longer_held_by_the_budgets(backend: Backend) -> None:
+    budget = Budget(ASSET, 100_000)
+    with backend.ledger((budget,)) as ledger:
+        for number, amount in enumerate((10_000, 5_000)):  # two settled deposits into the channel contract
+            entry = reserve(ledger, f"deposit-{number}", amount, scheme="batch-settlement",
+                            pay_to=BATCH_SETTLEMENT_ADDRESS)  # fmt: skip
+            authorize(ledger, entry.id, nonce=f"0x{number:064x}")
+            ledger.settle(entry.id, amount=amount, tx_hash=f"0x{number:064x}")
+        reserve(ledger, "an exact payment", 700)  # not escrow: untouched
+        assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 100_000 - 15_700
+        channel = ChannelRecord(CHANNEL, NETWORK, ORIGIN, ASSET.lower(), PAY_TO, {})
+        assert ledger.channels.return_escrow(channel, 12_000) == 12_000  # the oldest first, then the next
+        assert sorted(entry.held for entry in ledger.entries()) == [0, 700, 3_000]
+        assert ledger.remaining(ASSET, network=NETWORK, origin=ORIGIN) == 100_000 - 3_700
+        assert ledger.channels.return_escrow(channel, 10_000) == 3_000  # no more than was held
+        other = ChannelRecord(CHANNEL, NETWORK, "https://elsewhere", ASSET, PAY_TO, {})
+        assert ledger.channels.return_escrow(other, 1) == 0

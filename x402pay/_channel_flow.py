@@ -1,0 +1,351 @@
+"""The ``batch-settlement`` part of the payment program: one request paid through a channel, without I/O.
+
+Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
+
+1. derives the channel (`x402pay._channel_terms`) and takes its lease in the channel book, waiting while another
+   request (of any thread, process or machine sharing the ledger) holds it: requests on one channel queue, so no
+   two vouchers are ever signed from the same cumulative charge;
+2. on a channel it has no record of, reads ``channels(id)`` from the chain (with an ``rpc_url``): what was claimed
+   is charged, what is deposited is the balance;
+3. signs the voucher for ``charged + amount`` and, when that is above the balance, a deposit sized under the
+   policy's ``max_deposit``. A deposit is money leaving the wallet: it is reserved against the budgets like any
+   payment, and stored before it leaves. The voucher's ceiling is written to the channel book before it leaves;
+4. sends the request once. A corrective 402 (the server's record differs) is believed only as far as it is proven
+   (`x402pay._channel_checks.recover`) and answered once more; any other 402 is a refusal. A paid answer's report
+   is checked (`problem_with`), and a deposit is checked on chain. A server that lies is marked untrusted, charged
+   (in our books) the whole voucher it holds, and the escrow it has not claimed starts to come back
+   (``initiateWithdraw``, with an ``rpc_url``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final
+
+from x402pay import _flow
+from x402pay._attempt import Attempt
+from x402pay._books import Books, Hold, Replay
+from x402pay._channel_chain import OnChain
+from x402pay._channel_checks import Expected, problem_with, recover
+from x402pay._channel_messages import (
+    Report,
+    corrective,
+    deposit_payment,
+    deposit_requirement,
+    payment_of,
+    refund_amount,
+    report_of,
+    transaction_of,
+)
+from x402pay._channel_sign import DepositTerms, SignedChannelPayment, sign_refund, sign_request
+from x402pay._channel_terms import CHANNEL_SCHEME, ChannelTerms, channel_terms, deposit_size
+from x402pay._effects import Answer, ChannelChain, ChannelOp, Close, Delivery, Pause, Program, Send, Sign
+from x402pay._payment import Payment, PaymentStatus
+from x402pay._policy import SpendPolicy
+from x402pay._protocol.models import PaymentRequirements
+from x402pay._receipts import Receipt
+from x402pay._schemes.channel import ChannelConfig, channel_id
+from x402pay._wallet import Wallet
+from x402pay.errors import NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
+from x402pay.ledger._channels import ChannelRecord
+
+logger = logging.getLogger(__name__)
+
+#: How long one request may hold a channel's lease (a holder that died frees it after this).
+LEASE_SECONDS: Final = 120
+#: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
+LEASE_PATIENCE: Final = 60.0
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The channel one request pays through: its terms, config, id, and the lease `holder`'s name."""
+
+    terms: ChannelTerms
+    config: ChannelConfig
+    id: bytes
+    chain_id: int
+    holder: str
+
+    @property
+    def key(self) -> str:
+        """The channel id as the channel book keys it."""
+        return "0x" + self.id.hex()
+
+
+class ChannelPayer:
+    """Pays ``batch-settlement`` options for one transport (see the module's theory of operation)."""
+
+    def __init__(self, *, wallet: Wallet, policy: SpendPolicy, books: Books, clock: Any, reads_chain: bool) -> None:
+        self.wallet = wallet
+        self.policy = policy
+        self.books = books
+        self._clock = clock
+        self._reads_chain = reads_chain
+
+    def pay(self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[Delivery]:
+        """Pay `requirement` through its channel, under the channel's lease."""
+        channel = self._channel(requirement)
+        body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True)
+        return (yield from self._leased(channel, attempt.origin, requirement, body))
+
+    def refund(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements
+    ) -> Program[Delivery]:
+        """Ask for the channel's unspent escrow back (all of it, or the amount in `attempt.refund`)."""
+        if requirement.scheme != CHANNEL_SCHEME:
+            raise NoAcceptableRequirement(f"{attempt.origin} offers no channel to refund (only {requirement.scheme})")
+        amount = refund_amount(str(attempt.refund))
+        channel = self._channel(requirement)
+        body = partial(self._refund_leased, attempt, challenge, requirement, channel, amount)
+        return (yield from self._leased(channel, attempt.origin, requirement, body))
+
+    def _channel(self, requirement: PaymentRequirements) -> Channel:
+        terms = channel_terms(requirement)
+        config = terms.config(self.wallet.address)
+        chain_id = requirement.chain_id
+        return Channel(terms, config, channel_id(config, chain_id), chain_id, "x402pay-" + secrets.token_hex(8))
+
+    def _leased(
+        self, channel: Channel, origin: str, requirement: PaymentRequirements,
+        body: Callable[[ChannelRecord], Program[Delivery]],
+    ) -> Program[Delivery]:  # fmt: skip
+        """Run `body` with the channel's record, holding its lease; the lease is given back however it ends."""
+        record = yield from self._lease(channel, origin, requirement)
+        try:
+            delivery = yield from body(record)
+        except GeneratorExit:  # nothing can be yielded: the lease expires on its own
+            raise
+        except BaseException:
+            yield ChannelOp("release", (channel.key, channel.holder))
+            raise
+        yield ChannelOp("release", (channel.key, channel.holder))
+        return delivery
+
+    def _refund_leased(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        amount: int | None, record: ChannelRecord,
+    ) -> Program[Delivery]:  # fmt: skip
+        if record.updated_at == 0 and self._reads_chain:
+            record = yield from self._adopt_chain(channel, record)
+        signing = partial(
+            sign_refund, self.wallet, channel.config, channel.id, channel.chain_id, record.charged, amount
+        )
+        signed: SignedChannelPayment = yield Sign(signing)
+        payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address, amount=0)
+        answer = yield from self._send(attempt, header, None)
+        if answer.status == 402:
+            yield Close(answer)
+            raise PaymentRejected(f"{attempt.origin} refused to refund the channel")
+        report = report_of(answer.headers)
+        if self._reads_chain:  # the chain says what came back; the budgets stop holding it
+            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+            back = max(record.chain_balance - chain.balance, 0)
+            changes = {
+                "refunded": record.refunded + back, "chain_balance": chain.balance,
+                "chain_claimed": chain.total_claimed, "charged": max(record.charged, chain.total_claimed),
+            }  # fmt: skip
+            record = yield ChannelOp("update", (channel.key, channel.holder), changes)
+            yield ChannelOp("return_escrow", (record, back))
+        payment.receipt = Receipt(amount=0, source="PAYMENT-RESPONSE", network=requirement.network,
+                                  payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
+        payment.status = PaymentStatus.SETTLED
+        return Delivery(answer, payment)
+
+    def _lease(self, channel: Channel, origin: str, requirement: PaymentRequirements) -> Program[ChannelRecord]:
+        new = ChannelRecord(channel.key, requirement.network, origin, channel.config.token,
+                            channel.config.receiver, channel.config.as_wire())  # fmt: skip
+        waited, step = 0.0, 0.005
+        while True:
+            record = yield ChannelOp("lease", (new, channel.holder, LEASE_SECONDS))
+            if record is not None:
+                return record  # type: ignore[no-any-return]
+            if waited >= LEASE_PATIENCE:
+                raise PaymentInFlight(None, f"channel {channel.key[:18]}... (its lease)")
+            step = min(step * 2, 0.25)
+            yield Pause(step)
+            waited += step
+
+    def _pay_leased(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        record: ChannelRecord, *, retry: bool,
+    ) -> Program[Delivery]:  # fmt: skip
+        if record.state != "open":
+            raise PaymentRejected(f"channel {channel.key[:18]}... is {record.state}: nothing more is signed on it")
+        if record.updated_at == 0 and self._reads_chain:  # never seen here: start from the chain
+            record = yield from self._adopt_chain(channel, record)
+        ceiling = record.charged + requirement.amount
+        if ceiling > record.chain_balance and self._reads_chain:  # a deposit whose answer was lost may have landed
+            record = yield from self._adopt_chain(channel, record, keep_charged=True)
+        due = self._deposit_due(requirement, channel, ceiling - record.chain_balance)
+        hold = None if due is None else (yield from self._hold_deposit(attempt, requirement, due))
+        try:
+            signing = partial(sign_request, self.wallet, channel.terms, channel.config, channel.id,
+                              channel.chain_id, ceiling, due)  # fmt: skip
+            signed: SignedChannelPayment = yield Sign(signing)
+            payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
+            deposit = deposit_payment(payment, signed, requirement) if due is not None else None
+            yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
+            if hold is not None and deposit is not None:
+                yield from self.books.authorize(hold, deposit, header, attempt.headers)
+        except GeneratorExit:
+            if hold is not None:
+                self.books.let_go(hold)
+            raise
+        except BaseException as exc:
+            if hold is not None:
+                yield from self.books.release(hold, f"never sent: {type(exc).__name__}")
+            raise
+        answer = yield from self._send(attempt, header, deposit)
+        if answer.status == 402:
+            return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry))
+        try:
+            return (yield from self._conclude(attempt, requirement, channel, record, payment, deposit, answer))
+        except BaseException:
+            yield Close(answer)
+            raise
+
+    def _deposit_due(self, requirement: PaymentRequirements, channel: Channel, short: int) -> DepositTerms | None:
+        if short <= 0:
+            return None
+        hint = channel.terms.extra.min_deposit
+        amount = deposit_size(needed=short, amount=requirement.amount, hint=hint, cap=self.policy.deposit_cap)
+        lifetime = min(requirement.max_timeout_seconds, self.policy.max_lifetime)
+        return DepositTerms(amount, int(self._clock()) + lifetime)
+
+    def _hold_deposit(self, attempt: Attempt, requirement: PaymentRequirements, due: DepositTerms) -> Program[Hold]:
+        """Reserve the deposit against the budgets, as the payment it is (money leaving the wallet)."""
+        escrow = deposit_requirement(requirement, due.amount)
+        held = yield from self.books.reserve(attempt.key + "#deposit", attempt.origin, escrow)
+        if isinstance(held, Replay):
+            raise PaymentRejected("this request's deposit was signed before; its answer decides, not a new one")
+        return held
+
+    def _send(self, attempt: Attempt, header: tuple[str, str], deposit: Payment | None) -> Program[Answer]:
+        try:
+            answer: Answer = yield Send(attempt.headers, header, strip=attempt.strip)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            if deposit is not None:
+                yield from self.books.lost(deposit, f"no answer: {type(exc).__name__}")
+            raise
+        return answer
+
+    def _adopt_chain(self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False) -> Program[Any]:
+        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged)."""
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        changes: dict[str, Any] = {"chain_balance": chain.balance, "chain_claimed": chain.total_claimed}
+        if not keep_charged:
+            changes |= {"charged": max(record.charged, chain.total_claimed),
+                        "signed_max": max(record.signed_max, chain.total_claimed)}  # fmt: skip
+        if chain.withdrawing:
+            changes["state"] = "withdrawing"
+        return (yield ChannelOp("update", (channel.key, channel.holder), changes))
+
+    def _refused(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
+        record: ChannelRecord, answer: Answer, deposit: Payment | None, retry: bool,
+    ) -> Program[Delivery]:  # fmt: skip
+        """A 402 to a signed request: a corrective one is answered once more; anything else is a refusal."""
+        yield Close(answer)
+        if deposit is not None:
+            yield from self.books.lost(deposit, "the server answered the deposit with a 402")
+        state = corrective(answer.headers, channel.id, requirement)
+        if not retry or state is None or not self._reads_chain:
+            reason = "a corrective 402 it could not prove" if state is not None else "no reason given"
+            raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
+                           state.channel_state, state.voucher_state, chain)  # fmt: skip
+        logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
+                    "proven by our own voucher" if believed.proven else "not proven, the chain believed",
+                    believed.charged)  # fmt: skip
+        charged = believed.charged if believed.proven else max(record.charged, believed.charged)
+        changes = {"charged": charged, "chain_balance": believed.balance, "chain_claimed":
+                   chain.total_claimed, "signed_max": max(record.signed_max, believed.signed_max)}  # fmt: skip
+        record = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        return (yield from self._pay_leased(attempt, challenge, requirement, channel, record, retry=False))
+
+    def _conclude(
+        self, attempt: Attempt, requirement: PaymentRequirements, channel: Channel, record: ChannelRecord,
+        payment: Payment, deposit: Payment | None, answer: Answer,
+    ) -> Program[Delivery]:  # fmt: skip
+        """Check the server's report (and a deposit on chain), then book what it charged."""
+        report = report_of(answer.headers)
+        added = deposit.signed_amount if deposit is not None else 0
+        expected = Expected(channel.id, requirement.amount, record.charged, record.chain_balance + added)
+        extra = None if report is None else report.extra
+        problem = "no successful settlement response" if extra is None else problem_with(extra, expected)
+        if deposit is not None:
+            record, deposit_problem = yield from self._deposited(channel, record, deposit, report, problem is None)
+            problem = problem or deposit_problem
+        if problem is not None:
+            yield from self._caught(attempt.origin, channel, record, payment, problem)
+        charged = extra.charged_amount if extra is not None else None
+        assert charged is not None  # noqa: S101 - problem_with says so
+        yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})
+        payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
+                                  payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
+        payment.status = PaymentStatus.SETTLED
+        return Delivery(answer, payment)
+
+    def _deposited(
+        self, channel: Channel, record: ChannelRecord, deposit: Payment, report: Report | None, believed: bool
+    ) -> Program[tuple[ChannelRecord, str | None]]:
+        """Whether the deposit landed: the chain says (with an ``rpc_url``), else the server's report if believed.
+        A deposit that landed is escrow in the books and in the channel's record, whatever else the server said."""
+        expected = record.chain_balance + deposit.signed_amount
+        if self._reads_chain:
+            chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+            balance = chain.balance
+        else:
+            balance = expected if believed else record.chain_balance
+        if balance < expected:
+            yield from self.books.lost(deposit, f"the deposit is not on chain (balance {balance}, not {expected})")
+            missing = f"the deposit is not on chain: the channel's balance is {balance}, not {expected}"
+            return (yield ChannelOp("update", (channel.key, channel.holder), {"chain_balance": balance})), missing
+        yield from self._deposit_landed(deposit, report)
+        changes = {"chain_balance": balance, "deposited": record.deposited + deposit.signed_amount}
+        updated = yield ChannelOp("update", (channel.key, channel.holder), changes)
+        problem = (
+            None if balance == expected else f"after the deposit the channel's balance is {balance}, not {expected}"
+        )
+        return updated, problem
+
+    def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
+        """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""
+        deposit.receipt = Receipt(amount=deposit.signed_amount, source="PAYMENT-RESPONSE",
+                                  transaction=transaction_of(report))  # fmt: skip
+        deposit.status = PaymentStatus.SETTLED
+        yield from self.books.escrowed(deposit, verified=self._reads_chain)
+
+    def _caught(
+        self, origin: str, channel: Channel, record: ChannelRecord, payment: Payment, problem: str
+    ) -> Program[None]:
+        """A lying server: book the whole voucher it holds as charged, stop paying it, start taking the escrow back."""
+        payment.mismatch = problem
+        payment.status = PaymentStatus.SETTLED
+        changes: dict[str, Any] = {"charged": max(record.signed_max, payment.signed.amount + record.charged)}
+        if self._reads_chain:
+            changes |= yield from self._withdraw(channel)
+        yield ChannelOp("update", (channel.key, channel.holder), changes)
+        yield from self.books.caught(payment, problem)
+        raise ReceiptMismatch(f"the channel server {origin} lied: {problem}", payment)
+
+    def _withdraw(self, channel: Channel) -> Program[dict[str, Any]]:
+        """Start the withdrawal of whatever the server has not claimed (the payer's own transaction)."""
+        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        if chain.available == 0 or chain.withdrawing:
+            return {"state": "withdrawing" if chain.withdrawing else "closed"}
+        try:
+            yield ChannelChain("initiate_withdraw", (channel.config, chain.available))
+        except Exception:  # the lie is raised either way; the CLI can start the withdrawal again
+            logger.info("channel %s: the withdrawal could not be started", channel.key[:18], exc_info=True)
+            return {}
+        after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
+        return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
