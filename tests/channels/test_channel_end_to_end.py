@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from x402pay._channel_admin import finalize, sync, withdraw
 from x402pay._channel_chain import read_channel
 from x402pay.ledger import Ledger, Web3Chain
 from x402pay.ledger._channels import ChannelRecord
+from x402pay.server import _channel_rules as rules
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -264,22 +266,37 @@ async def test_a_claim_after_a_finalized_withdrawal_reverts_and_the_payer_keeps_
         assert [entry.held for entry in ledger.entries()] == [0]
 
 
-async def test_a_streamed_channel_answer_is_paid_with_its_in_band_receipt(
-    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+async def test_a_streamed_channel_answer_is_booked_at_its_voucher_until_the_server_proves_less(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     devnet = x402pay_chain
     with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
-        with client.stream("GET", server.url + "/stream", params={"use": 400}) as response:
-            assert response.status_code == 200
-            body = response.read().decode()
-        assert "data: [DONE]" in body
-        payment = x402pay.payment_of(response)
-        assert payment is not None
-        assert payment.settled_amount == 400
-        after = pay(client, server, [100])  # the next voucher follows the streamed charge: no corrective 402
-        assert after[0].settled_amount == 100
+        corrected: list[str] = []
+        corrective = server.middleware.channels._corrective
+
+        async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
+            corrected.append(reason)
+            await corrective(request, record, reason, message, send)
+
+        monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+        pay(client, server, [PRICE])  # the deposit, in a plain answer (a stream's is sent after its headers)
+        for use in (400, 300):
+            with client.stream("GET", server.url + "/stream", params={"use": use}) as response:
+                assert response.status_code == 200
+                body = response.read().decode()
+            assert f'"finalAmountWei":"{use}"' in body.replace(" ", "")  # the charge, in-band
+            assert body.rstrip().endswith("data: [DONE]")
+            payment = x402pay.payment_of(response)
+            assert payment is not None
+            assert payment.mismatch is None
+            assert payment.settled_amount == PRICE  # its headers left before its charge: the voucher's most
+        (after,) = pay(client, server, [100])
+        assert after.settled_amount == 100
+        # each stream's real charge came back in one corrective 402 proving our own voucher
+        assert corrected == [rules.CUMULATIVE_MISMATCH, rules.CUMULATIVE_MISMATCH]
         record = only_channel(ledger)
         served = server.middleware.channels.store.get(identity(record))
         assert served is not None
-        assert record.charged == served.charged == 500
-        assert server.probe.calls == ["/stream", "/quote"]
+        assert record.charged == served.charged == PRICE + 800
+        assert (record.state, record.deposited) == ("open", DEPOSIT)  # not taken for a lie: nothing withdrawn
+        assert server.probe.calls == ["/quote", "/stream", "/stream", "/quote"]
