@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from x402pay._protocol.channel_wire import ChannelExtra
 from x402pay._schemes.channel import ChannelConfig, channel_id
 from x402pay.server import ChannelRecord, ChannelStore, Price
+from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI as CHANNEL_ABI
 from x402pay.server._channel_rules import local_state_ttl
+from x402pay.testing import load_artifact
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 PAYEE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -108,3 +111,15 @@ def test_a_request_saved_after_a_claim_does_not_undo_it() -> None:
     assert (saved.charged, saved.total_claimed, saved.unclaimed) == (4_000, 3_000, 1_000)
     store.mark_claimed(saved.channel_id, 2_000)  # a stale claim never lowers it
     assert store.get(saved.channel_id) == saved
+
+
+@pytest.mark.parametrize("fragment", CHANNEL_ABI, ids=lambda fragment: str(fragment["name"]))
+def test_the_paid_sides_abi_is_the_contracts(fragment: dict[str, Any]) -> None:
+    def kinds(items: list[dict[str, Any]]) -> tuple[Any, ...]:
+        return tuple((item["type"], kinds(item.get("components", []))) for item in items)
+
+    def shape(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return kinds(entry["inputs"]), kinds(entry["outputs"]), entry["stateMutability"]
+
+    compiled = {entry["name"]: entry for entry in load_artifact("X402BatchSettlement")["abi"] if "name" in entry}
+    assert shape(compiled[fragment["name"]]) == shape(fragment)
