@@ -4,7 +4,8 @@ The stub paywall of `bench.bench_transport` (`bench.stub_server`, a subprocess o
 `bench.latency_proxy`, which delays each direction by half the round trip, so every contender pays the same round
 trips a real network would charge. Contenders, with the clients of `bench.bench_transport` (async, one client each,
 kept for the whole run): plain httpx on the unpaid route (the floor), x402pay paying reactively (two round trips),
-x402pay with ``prepay=True`` (one round trip once the route is known), the official x402 SDK. Measured at each
+x402pay with ``prepay=True`` (one round trip once the route is known), the same with ``presign=True`` (the next
+payment signed while a request is in flight), the official x402 SDK. Measured at each
 round trip, in interleaved rounds:
 
 - sequential: one request at a time, latency per request and its ratio to unpaid; besides, the first call to a route
@@ -47,17 +48,24 @@ from bench.bench_transport import (
 )
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.latency_proxy import proxied
+from bench.latency_split import PRESIGN_ASYNC, Split, remaining, server_check_seconds, split_rows, splitting
 from bench.stub_server import StubServer, running
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.ledger import Ledger
 
 TARGET_PREPAID = 1.02  # issue 18: pre-paid latency (and time to first byte) within 1.02x of unpaid
 ROUND_TRIPS_MS = (20, 100)
-CONTENDERS = (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC, OFFICIAL)
+CONTENDERS = (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC, PRESIGN_ASYNC, OFFICIAL)
+PREPAID = (PREPAY_ASYNC, PRESIGN_ASYNC)
 FIRST_CALL = "x402pay AsyncPaymentTransport(prepay=True), first call to the route"
 RESTARTED = "x402pay AsyncPaymentTransport(prepay=True, ledger=SQLite), first call after a restart"
 STREAM_PATH = "stream?size=9000&chunk=1024"  # ten ~1 KB frames, the first one whole in the first piece
-STREAMED = {FLOOR_ASYNC: "/" + STREAM_PATH, X402PAY_ASYNC: "/paid-" + STREAM_PATH, PREPAY_ASYNC: "/paid-" + STREAM_PATH}
+STREAMED = {
+    FLOOR_ASYNC: "/" + STREAM_PATH,
+    X402PAY_ASYNC: "/paid-" + STREAM_PATH,
+    PREPAY_ASYNC: "/paid-" + STREAM_PATH,
+    PRESIGN_ASYNC: "/paid-" + STREAM_PATH,
+}
 
 
 @dataclass
@@ -85,6 +93,8 @@ class AtRoundTrip:
     first_call: list[float]
     restarted: list[float]
     ttfb: dict[str, list[float]]
+    split: dict[str, Split] = field(default_factory=dict)
+    server_check: float = 0.0
 
 
 async def first_call(account: LocalAccount, url: str, ledger: Path | None = None, prepaid: bool = False) -> float:
@@ -123,10 +133,21 @@ async def first_byte(client: httpx.AsyncClient, url: str, prepaid: bool | None) 
     return elapsed
 
 
-def stream_contenders(clients: Clients, url: str, loop: asyncio.AbstractEventLoop, count: int) -> dict[str, Timed]:
-    """`count` streamed answers per batch: unpaid, reactive, pre-paid."""
-    by_name = {FLOOR_ASYNC: clients.free_async, X402PAY_ASYNC: clients.paid_async, PREPAY_ASYNC: clients.prepay_async}
-    prepaid = {FLOOR_ASYNC: None, X402PAY_ASYNC: False, PREPAY_ASYNC: True}
+def presigning(account: LocalAccount) -> httpx.AsyncClient:
+    """The client of the `PRESIGN_ASYNC` contender (the others are `bench.bench_transport`'s)."""
+    policy = SpendPolicy(max_per_request=10_000)
+    return httpx.AsyncClient(
+        transport=AsyncPaymentTransport(wallet=Wallet(account), policy=policy, prepay=True, presign=True)
+    )
+
+
+def stream_contenders(
+    clients: Clients, presign: httpx.AsyncClient, url: str, loop: asyncio.AbstractEventLoop, count: int
+) -> dict[str, Timed]:
+    """`count` streamed answers per batch: unpaid, reactive, pre-paid (without and with payments signed ahead)."""
+    by_name = {FLOOR_ASYNC: clients.free_async, X402PAY_ASYNC: clients.paid_async, PREPAY_ASYNC: clients.prepay_async,
+               PRESIGN_ASYNC: presign}  # fmt: skip
+    prepaid = {FLOOR_ASYNC: None, X402PAY_ASYNC: False, PREPAY_ASYNC: True, PRESIGN_ASYNC: True}
 
     def timed(name: str) -> Timed:
         async def requests() -> list[float]:
@@ -148,11 +169,15 @@ def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path
     loop = asyncio.new_event_loop()
     account = Account.create()
     clients = make_clients(account)
+    presign = presigning(account)
+    split = splitting(account)
     try:
         loop.run_until_complete(check(clients, url))
         loop.run_until_complete(first_call(account, url, ledger))  # reactive: the ledger learns the route
-        loop.run_until_complete(first_byte(clients.prepay_async, url + STREAMED[PREPAY_ASYNC], prepaid=False))
+        for client in (clients.prepay_async, presign):
+            loop.run_until_complete(first_byte(client, url + STREAMED[PREPAY_ASYNC], prepaid=False))
         gets = {name: get for name, get in async_gets(clients, url).items() if name in CONTENDERS}
+        gets[PRESIGN_ASYNC] = lambda: presign.get(url + "/paid")
         first = Timed(lambda: [loop.run_until_complete(first_call(account, url)) for _ in range(args.first_calls)])
         restart = partial(first_call, account, url, ledger, prepaid=True)
         restarted = Timed(lambda: [loop.run_until_complete(restart()) for _ in range(args.first_calls)])
@@ -166,14 +191,19 @@ def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path
         seq = interleaved_rates(sequential, args.rounds)
         in_flight = partial(run_concurrent, count=args.concurrent, concurrency=args.concurrency)
         conc = interleaved_rates({name: _on(loop, partial(in_flight, get)) for name, get in gets.items()}, args.rounds)
-        streams = stream_contenders(clients, url, loop, args.streams)
+        streams = stream_contenders(clients, presign, url, loop, args.streams)
         interleaved_rates({name: timed.batch for name, timed in streams.items()}, args.rounds)
+        loop.run_until_complete(split.warm(url))
+        interleaved_rates(split.batches(url, loop, args.sequential), args.rounds)
     finally:
         loop.run_until_complete(clients.aclose())
+        loop.run_until_complete(presign.aclose())
+        loop.run_until_complete(split.aclose())
         loop.close()
     del seq[FIRST_CALL], seq[RESTARTED]
     ttfb = {name: timed.medians[1:] for name, timed in streams.items()}
-    return AtRoundTrip(seq, costs, conc, first.medians[1:], restarted.medians[1:], ttfb)
+    return AtRoundTrip(seq, costs, conc, first.medians[1:], restarted.medians[1:], ttfb, split.splits,
+                       server_check_seconds(account))  # fmt: skip
 
 
 def _verdict(ratio: float) -> str:
@@ -200,24 +230,34 @@ def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]
         f"| {rtt} | {name} | {median(ttfb[name]) * 1000:.1f} | {paired_ratio(ttfb[name], floor):.3f}x |"
         for name in STREAMED
     ]
-    extra_ms = median([(1 / mine - 1 / theirs) * 1000 for mine, theirs in zip(seq[PREPAY_ASYNC], unpaid, strict=True)])
-    extra_cpu = median(result.costs[PREPAY_ASYNC].client) - median(result.costs[FLOOR_ASYNC].client)
-    verdicts = [
-        f"  - {rtt} ms round trip: pre-paid latency {_verdict(paired_ratio(unpaid, seq[PREPAY_ASYNC]))}"
-        f" ({extra_ms:+.2f} ms per request; client CPU {extra_cpu * 1e6:+,.0f} µs per request); pre-paid time to"
-        f" first byte of a stream {_verdict(paired_ratio(ttfb[PREPAY_ASYNC], floor))}."
-    ]
+    verdicts = [_verdicts(rtt, result, name) for name in PREPAID]
     return requests, streams, verdicts
+
+
+def _verdicts(rtt: int, result: AtRoundTrip, name: str) -> str:
+    """The goal's verdicts at `rtt` for the pre-paying contender `name`."""
+    seq, unpaid, ttfb = result.sequential, result.sequential[FLOOR_ASYNC], result.ttfb
+    extra_ms = median([(1 / mine - 1 / theirs) * 1000 for mine, theirs in zip(seq[name], unpaid, strict=True)])
+    extra_cpu = median(result.costs[name].client) - median(result.costs[FLOOR_ASYNC].client)
+    how = "`prepay=True, presign=True`" if name == PRESIGN_ASYNC else "`prepay=True`"
+    return (
+        f"  - {rtt} ms round trip, {how}: pre-paid latency {_verdict(paired_ratio(unpaid, seq[name]))}"
+        f" ({extra_ms:+.2f} ms per request; client CPU {extra_cpu * 1e6:+,.0f} µs per request); pre-paid time to"
+        f" first byte of a stream {_verdict(paired_ratio(ttfb[name], ttfb[FLOOR_ASYNC]))}."
+    )
 
 
 def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
     """The BENCHMARKS.md section."""
-    requests, streams, verdicts = [], [], []
+    requests, streams, verdicts, splits, left = [], [], [], [], []
     for rtt, result in results.items():
         more = rows(rtt, result)
         requests += more[0]
         streams += more[1]
         verdicts += more[2]
+        splits += split_rows(rtt, result.split)
+        left.append(remaining(rtt, result.split, 1 / median(result.sequential[FLOOR_ASYNC]), TARGET_PREPAID))
+    server_check = median([result.server_check for result in results.values()])
     command = (
         f".venv/bin/python -m bench.bench_latency --sequential {args.sequential} --first-calls {args.first_calls}"
         f" --concurrent {args.concurrent} --concurrency {args.concurrency} --streams {args.streams}"
@@ -238,7 +278,9 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  connections alive, so a request pays only its own round trips.",
             "- Contenders (async, one client each for the whole run, as in the transport section): httpx on the",
             "  unpaid route; x402pay paying reactively (request, 402, paid retry: two round trips); x402pay with",
-            "  `prepay=True` (pays on the first send: one round trip); the official x402 SDK (`x402HttpxClient`).",
+            "  `prepay=True` (pays on the first send: one round trip); the same with `presign=True` (the next",
+            "  payment reserved and signed while a request is in flight, so a request only stores and sends one);",
+            "  the official x402 SDK (`x402HttpxClient`).",
             "  First call to a route: a fresh `prepay=True` transport whose connection an unpaid request opened",
             "  first; the call must pay reactively (it has no challenge to pay from yet). First call after a",
             "  restart: the same, with a SQLite ledger (a file in a temporary directory, default durability) that",
@@ -256,17 +298,34 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             f"- Goal (issue 18): pre-paid within {TARGET_PREPAID}x of unpaid, per request and to the first byte:",
             *verdicts,
             "- Reading: a pre-paid request waits one round trip, as an unpaid one does; what it adds is the client's",
-            "  own work for each payment (choose, sign a fresh authorization, read the receipt), which a caller",
-            "  making one request at a time waits for in full: the extra ms per request come mostly from that work",
-            "  (the extra CPU beside them), about the same at both round trips, so the ratio to unpaid shrinks as the",
-            "  round trip grows. With 16 in flight at 20 ms the client runs short of CPU before the network is the",
-            "  limit (the proxy and the server share the same 2 cores), so those requests/s measure CPU per request",
-            "  as much as round trips.",
-            "- Where a pre-payment's extra time goes at 20 ms: the client's CPU (the column beside) and the server's",
-            "  check of the signature. A profile of the client's part shows no step that dominates: the signature",
-            "  (secp256k1 and keccak), the payment and receipt headers (pydantic, JSON, base64), the program's",
-            "  steps and httpx's handling of the larger headers each take a few to a few tens of µs. Reaching",
-            "  1.02x at a 20 ms round trip would need the whole payment, both sides, under about 0.45 ms.",
+            "  own work for each payment (choose, reserve, sign a fresh authorization, store and encode it, read the",
+            "  receipt) and the server's check of it, which a caller making one request at a time waits for in",
+            "  full, about the same at both round trips, so the ratio to unpaid shrinks as the round trip grows.",
+            "  `presign=True` moves the reservation and the signature of the next payment into the wait for the",
+            "  current answer; what stays on the request's path is the choice, storing and sending, the server's",
+            "  check and the receipt. It may cost a little more client CPU per request (the task that signs ahead;",
+            "  a payment signed ahead and released unused when the transport closes). With 16 in flight at 20 ms",
+            "  the client runs short of CPU before the network is the limit (the proxy and the server share the",
+            "  same 2 cores), so those requests/s measure CPU per request as much as round trips.",
+            "- Where a pre-payment's extra time goes (table below; `bench/latency_split.py`): each request of the",
+            "  unpaid client, of httpx sending one fixed payment header signed beforehand (the floor of any",
+            "  payment in one round trip: no client work), and of the two pre-paying clients, split into the",
+            "  client's work before its request reaches the connection, the wait for the answer (network, proxy,",
+            "  server) and the client's work after the answer,",
+            f"  {args.sequential} requests per batch, interleaved like the rest, median per batch then over rounds;",
+            "  in brackets, the extra over unpaid. The wait's extra is the server's check of the payment (the stub",
+            f"  paywall's decode, EIP-712 digest and recovery: {server_check * 1e6:,.0f} µs, timed alone) and the",
+            "  larger request and answer through httpcore, the proxy and uvicorn: the fixed payment header (signed",
+            "  once, beforehand) pays it as well, with no client work at all. Work done after an idle wait",
+            "  runs slower than the same work in a tight loop (caches and branch predictors cold): measured apart,",
+            "  x402pay's part before the send took about 0.3 ms per request on loopback, 0.6 ms here.",
+            *left,
+            "",
+            "Where the time goes, µs per request (extra over unpaid in brackets):",
+            "",
+            "| round trip ms | contender | client, before the send | send to answer | client, after the answer |",
+            "|---:|---|---:|---:|---:|",
+            *splits,
             "",
             "Requests (ratio > 1: slower than unpaid; requests/s ratio < 1: fewer than unpaid):",
             "",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from x402pay._books import PREPAY_SUFFIX
 from x402pay._payment import Payment
 from x402pay._prepay import Route
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
+
+if TYPE_CHECKING:
+    from x402pay._presign import Presigned
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class Attempt:
     trail: Trail = field(default_factory=Trail)
     strip: tuple[str, ...] = ()  # ours, on a request to an origin the policy never pays (a redirect brought them)
     refund: str | None = None  # the caller asks for a channel's escrow back (`CHANNEL_REFUND`), not to pay
+    presigned: Presigned | None = None  # a payment signed ahead for it, its key the request's (`x402pay._presign`)
 
     @property
     def keys(self) -> tuple[str, str]:

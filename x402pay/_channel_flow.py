@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
-from x402pay import _flow
+from x402pay import _events, _flow
 from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
@@ -38,6 +38,7 @@ from x402pay._channel_messages import (
     deposit_requirement,
     payment_of,
     refund_amount,
+    refusal_reason,
     report_of,
     transaction_of,
 )
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 LEASE_SECONDS: Final = 120
 #: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
 LEASE_PATIENCE: Final = 60.0
+#: The longest pause between two tries for a busy lease: requests on one channel follow each other closely.
+LEASE_POLL: Final = 0.05
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,7 @@ class ChannelPayer:
                 return record  # type: ignore[no-any-return]
             if waited >= LEASE_PATIENCE:
                 raise PaymentInFlight(None, f"channel {channel.key[:18]}... (its lease)")
-            step = min(step * 2, 0.25)
+            step = min(step * 2, LEASE_POLL)
             yield Pause(step)
             waited += step
 
@@ -174,6 +177,8 @@ class ChannelPayer:
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
         record: ChannelRecord, *, retry: bool,
     ) -> Program[Delivery]:  # fmt: skip
+        if record.state == "closed" and self._reads_chain:  # emptied before: a deposit opens it again
+            record = yield from self._adopt_chain(channel, record, keep_charged=True, reopen=True)
         if record.state != "open":
             raise PaymentRejected(f"channel {channel.key[:18]}... is {record.state}: nothing more is signed on it")
         if record.updated_at == 0 and self._reads_chain:  # never seen here: start from the chain
@@ -182,12 +187,15 @@ class ChannelPayer:
         if ceiling > record.chain_balance and self._reads_chain:  # a deposit whose answer was lost may have landed
             record = yield from self._adopt_chain(channel, record, keep_charged=True)
         due = self._deposit_due(requirement, channel, ceiling - record.chain_balance)
-        hold = None if due is None else (yield from self._hold_deposit(attempt, requirement, due))
+        key = attempt.key + ("#deposit" if retry else "#deposit-again")  # a corrective 402 refused the first
+        hold = None if due is None else (yield from self._hold_deposit(key, attempt.origin, requirement, due))
         try:
             signing = partial(sign_request, self.wallet, channel.terms, channel.config, channel.id,
                               channel.chain_id, ceiling, due)  # fmt: skip
             signed: SignedChannelPayment = yield Sign(signing)
             payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
+            payment.idempotency_key = attempt.key
+            _events.signed(payment)
             deposit = deposit_payment(payment, signed, requirement) if due is not None else None
             yield ChannelOp("update", (channel.key, channel.holder), {"signed_max": max(record.signed_max, ceiling)})
             if hold is not None and deposit is not None:
@@ -200,6 +208,7 @@ class ChannelPayer:
             if hold is not None:
                 yield from self.books.release(hold, f"never sent: {type(exc).__name__}")
             raise
+        _events.sent(payment, resent=False)
         answer = yield from self._send(attempt, header, deposit)
         if answer.status == 402:
             return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry))
@@ -217,10 +226,12 @@ class ChannelPayer:
         lifetime = min(requirement.max_timeout_seconds, self.policy.max_lifetime)
         return DepositTerms(amount, int(self._clock()) + lifetime)
 
-    def _hold_deposit(self, attempt: Attempt, requirement: PaymentRequirements, due: DepositTerms) -> Program[Hold]:
+    def _hold_deposit(
+        self, key: str, origin: str, requirement: PaymentRequirements, due: DepositTerms
+    ) -> Program[Hold]:
         """Reserve the deposit against the budgets, as the payment it is (money leaving the wallet)."""
         escrow = deposit_requirement(requirement, due.amount)
-        held = yield from self.books.reserve(attempt.key + "#deposit", attempt.origin, escrow)
+        held = yield from self.books.reserve(key, origin, escrow)
         if isinstance(held, Replay):
             raise PaymentRejected("this request's deposit was signed before; its answer decides, not a new one")
         return held
@@ -236,8 +247,11 @@ class ChannelPayer:
             raise
         return answer
 
-    def _adopt_chain(self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False) -> Program[Any]:
-        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged)."""
+    def _adopt_chain(
+        self, channel: Channel, record: ChannelRecord, *, keep_charged: bool = False, reopen: bool = False
+    ) -> Program[Any]:
+        """Take the chain's balance (and, unless `keep_charged`, its claimed total as what was charged); `reopen`
+        a closed channel unless a withdrawal is pending."""
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         changes: dict[str, Any] = {"chain_balance": chain.balance, "chain_claimed": chain.total_claimed}
         if not keep_charged:
@@ -245,6 +259,8 @@ class ChannelPayer:
                         "signed_max": max(record.signed_max, chain.total_claimed)}  # fmt: skip
         if chain.withdrawing:
             changes["state"] = "withdrawing"
+        elif reopen:
+            changes |= {"state": "open", "withdraw_after": None}
         return (yield ChannelOp("update", (channel.key, channel.holder), changes))
 
     def _refused(
@@ -257,7 +273,7 @@ class ChannelPayer:
             yield from self.books.lost(deposit, "the server answered the deposit with a 402")
         state = corrective(answer.headers, channel.id, requirement)
         if not retry or state is None or not self._reads_chain:
-            reason = "a corrective 402 it could not prove" if state is not None else "no reason given"
+            reason = "a corrective 402 it could not prove" if state is not None else refusal_reason(answer.headers)
             raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
@@ -297,6 +313,7 @@ class ChannelPayer:
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
                                   payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
+        self._received(payment)
         return Delivery(answer, payment)
 
     def _deposited(
@@ -321,6 +338,13 @@ class ChannelPayer:
             None if balance == expected else f"after the deposit the channel's balance is {balance}, not {expected}"
         )
         return updated, problem
+
+    def _received(self, payment: Payment) -> None:
+        """The charge is booked: log it, and tell the caller's `on_receipt`."""
+        assert payment.receipt is not None  # noqa: S101 - set just before
+        _events.claimed(payment, payment.receipt)
+        if self.books.on_receipt is not None:
+            self.books.on_receipt(payment)
 
     def _deposit_landed(self, deposit: Payment, report: Report | None) -> Program[None]:
         """A deposit the chain shows: its reservation stays held as escrow (a claim, then settled at its amount)."""

@@ -96,6 +96,16 @@ def refund_amount(asked: str) -> int | None:
     return int(asked)
 
 
+def refusal_reason(headers: Mapping[str, str]) -> str:
+    """Why a 402 refused a signed channel payment, as its challenge says (``error``), or a note that it did not."""
+    try:
+        challenge = _flow.decode_challenge(headers, None)
+    except Exception:  # a malformed 402 gives no reason
+        return "no reason given"
+    error = challenge.required.error if challenge is not None else None
+    return error[:200] if error else "no reason given"
+
+
 def corrective(headers: Mapping[str, str], channel: bytes, requirement: PaymentRequirements) -> ChannelExtra | None:
     """The channel option of a corrective 402 for `channel` (one that carries its state), or None."""
     try:

@@ -98,6 +98,14 @@ class Spawn:
 
 
 @dataclass(slots=True)
+class Ahead:
+    """Start `program` now, beside the rest of this one (work done while a request is in flight), and go on at once;
+    no result. The program handles its own failures."""
+
+    program: Program[None]
+
+
+@dataclass(slots=True)
 class Pause:
     """Wait `seconds` (for a twin request to finish signing); no result."""
 
@@ -123,7 +131,7 @@ class ChannelChain:
     args: tuple[Any, ...] = ()
 
 
-Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn | Pause | ChannelOp | ChannelChain
+Effect = Send | ReadBody | Close | Book | ReadChain | Sign | Verify | Spawn | Ahead | Pause | ChannelOp | ChannelChain
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Final, Literal, get_args
@@ -22,11 +23,13 @@ import anyio.to_thread
 from x402pay._allowance import apermit2_allowance, atoken_nonce, permit2_allowance, token_nonce
 from x402pay._books import Books, Callback
 from x402pay._effects import (
+    Ahead,
     Book,
     ChannelChain,
     ChannelOp,
     Effect,
     Pause,
+    Program,
     ReadChain,
     Sign,
     Spawn,
@@ -36,6 +39,7 @@ from x402pay._effects import (
 )
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Prepayments, SharedPrepayments
+from x402pay._presign import Presigner
 from x402pay._program import PaymentProgram
 from x402pay._repeats import Repeats
 from x402pay._rpc import async_web3_for, chain_unavailable, web3_for
@@ -74,6 +78,8 @@ class TransportOptions:
     - `clock`: the time source for authorization windows.
     - `prepay`: pay on the first request to a route this transport paid recently (one round trip instead of two;
       see `x402pay._prepay`). `prepay_ttl`: how many seconds a route's challenge stays usable for that.
+      `presign` (needs `prepay`): while a pre-paid request is in flight, reserve and sign the route's next payment,
+      so that the next request only sends it (see `x402pay._presign`); unused ones are released on close.
     - `retry_window`: for how many seconds a request without an ``Idempotency-Key`` that repeats an earlier one
       (same method, URL and body; an SDK's retry, or a retry by hand after a lost answer) is the same logical
       request, and re-sends its payment rather than signing again (see `x402pay._repeats`); 0 turns it off.
@@ -94,10 +100,11 @@ class TransportOptions:
     clock: Callable[[], float] = time.time
     prepay: bool = False
     prepay_ttl: float = 300.0
+    presign: bool = False
     retry_window: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("announce_ceiling", "keep_receipt_frames", "prepay"):
+        for name in ("announce_ceiling", "keep_receipt_frames", "prepay", "presign"):
             _check(name, getattr(self, name), isinstance(getattr(self, name), bool), "True or False")
         for name in ("on_receipt", "on_verified", "clock"):
             value = getattr(self, name)
@@ -113,6 +120,7 @@ class TransportOptions:
                 value > 0 or (value == 0 and name in ("verify_patience", "prepay_ttl", "retry_window")),
                 "out of range",
             )
+        _check_range("presign", self.presign, self.prepay or not self.presign, "only meaningful with prepay=True")
         _check("confirmations", self.confirmations, _is_int(self.confirmations), "an int")
         _check_range("confirmations", self.confirmations, self.confirmations >= 0, "negative")
         _check_range("verify", self.verify, self.verify in get_args(VerifyMode), f"not one of {get_args(VerifyMode)}")
@@ -183,11 +191,16 @@ class Engine:
         books = Books(ledger=opts.ledger is not None, trust=trust, verify=opts.verify, on_receipt=opts.on_receipt,
                       on_verified=opts.on_verified)  # fmt: skip
         prepayments = SharedPrepayments(Prepayments(opts.prepay_ttl), books, opts.clock) if opts.prepay else None
+        self.presigner = None if prepayments is None or not opts.presign else Presigner(
+            books=books, wallet=self.wallet, policy=policy, prepayments=prepayments, clock=opts.clock,
+            reads_chain=opts.rpc_url is not None,
+        )  # fmt: skip
         self.program = PaymentProgram(
             wallet=self.wallet, policy=policy, books=books, prepayments=prepayments,
             repeats=Repeats(opts.retry_window, time.monotonic), clock=opts.clock,
             announce_ceiling=opts.announce_ceiling, keep_receipt_frames=opts.keep_receipt_frames,
             reads_chain=opts.rpc_url is not None, uncovered=getattr(opts.ledger, "uncovered", None),
+            presigner=self.presigner,
         )  # fmt: skip
         self._web3: Any = None
         self._sync_web3_client: Any = None
@@ -195,6 +208,7 @@ class Engine:
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher = self._watch(opts) if opts.reconcile_every is not None else None
+        self._side: ThreadPoolExecutor | None = None  # runs a sync transport's `Ahead` programs
 
     def __repr__(self) -> str:
         return f"wallet={self.wallet.address} max_per_request={self.policy.max_per_request}"
@@ -211,6 +225,9 @@ class Engine:
             return self._verifier().check(effect.payment)
         if isinstance(effect, Spawn):
             return self._verifier().submit(partial(drive, effect.program, self.perform))
+        if isinstance(effect, Ahead):
+            self._side_pool().submit(drive, effect.program, self.perform)
+            return None
         if isinstance(effect, Pause):
             return time.sleep(effect.seconds)
         if isinstance(effect, ChannelOp):
@@ -230,11 +247,8 @@ class Engine:
             return await self._aread_chain(effect.what, effect.token)
         if isinstance(effect, Verify):
             return await anyio.to_thread.run_sync(self._verifier().check, effect.payment)
-        if isinstance(effect, Spawn):
-            task = asyncio.get_running_loop().create_task(adrive(effect.program, self.aperform))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return None
+        if isinstance(effect, Spawn | Ahead):
+            return self.start_task(effect.program)
         if isinstance(effect, Pause):
             return await asyncio.sleep(effect.seconds)
         if isinstance(effect, ChannelOp):
@@ -243,6 +257,12 @@ class Engine:
         if isinstance(effect, ChannelChain):
             return await anyio.to_thread.run_sync(self._channel_chain, effect)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
+
+    def start_task(self, program: Program[None]) -> None:
+        """Run `program` as a task of the running event loop (awaited by `aclose`)."""
+        task = asyncio.get_running_loop().create_task(adrive(program, self.aperform))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _watch(self, opts: TransportOptions) -> Any:
         """Reconcile the ledger every `reconcile_every` seconds (a sync `Ledger` only: the watch is a thread)."""
@@ -254,7 +274,12 @@ class Engine:
         return self.ledger.watch(lambda: Web3Chain(web3_for(rpc_url, timeout=timeout)), every=opts.reconcile_every)
 
     def close(self) -> None:
-        """Finish background verifications and stop the reconcile watch."""
+        """Finish background verifications and work started ahead, release payments signed ahead, and stop the
+        reconcile watch."""
+        if self._side is not None:
+            self._side.shutdown(wait=True)
+        if self.presigner is not None:
+            drive(self.presigner.close(), self.perform)
         if self.verifier is not None:
             self.verifier.close()
         if self._watcher is not None:
@@ -264,9 +289,17 @@ class Engine:
         """Finish background verifications and close the async RPC client."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.presigner is not None:
+            await adrive(self.presigner.close(), self.aperform)
         if self._web3 is not None:
             await self._web3.provider.disconnect()
         self.close()
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x402pay-ahead")
+            return self._side
 
     def _verifier(self) -> Verifier:
         if self.verifier is None:

@@ -6,7 +6,8 @@ Nothing here knows the order of a payment; it turns requests and responses into 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from functools import cache
 from typing import Any, Final
 
 from x402pay._attempt import Call
@@ -38,10 +39,12 @@ def call_of(request: Any) -> Call:
 
 
 class Outgoing:
-    """One request on its way through a driver; the headers the program keeps on it are set once per change."""
+    """One request on its way through a driver; the headers the program keeps on it are set once per change.
+    `ahead`: work to start once the next paid send is on the wire (`x402pay._effects.Ahead`)."""
 
     def __init__(self, request: Any) -> None:
         self.request = request
+        self.ahead: Callable[[], None] | None = None
         self._applied: Mapping[str, str] | None = None
 
     def prepared(self, send: Send) -> Any:
@@ -58,9 +61,43 @@ class Outgoing:
             return request
         copied = request.headers.copy()
         copied[payment[0]] = payment[1]
-        return type(request)(
-            request.method, request.url, headers=copied, stream=request.stream, extensions=request.extensions
-        )
+        stream = request.stream if self.ahead is None else _then(request, self.ahead)
+        self.ahead = None
+        return type(request)(request.method, request.url, headers=copied, stream=stream, extensions=request.extensions)
+
+
+def _then(request: Any, start: Callable[[], None]) -> Any:
+    """`request`'s body, calling `start` once it has all been handed to the connection (the request is written: the
+    wait for the answer begins, and work started then does not delay the request)."""
+    return _body_type(library_of(request))(request.stream, start)
+
+
+def _nothing() -> None:
+    """What a body whose work has started starts when it is read again."""
+
+
+@cache
+def _body_type(library: str) -> type:
+    module = importlib.import_module(library)
+
+    class ThenStart(module.SyncByteStream, module.AsyncByteStream):  # type: ignore[name-defined, misc]
+        def __init__(self, stream: Any, start: Callable[[], None]) -> None:
+            self._stream, self._start = stream, start
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._stream
+            self._started()
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._stream:
+                yield chunk
+            self._started()
+
+        def _started(self) -> None:
+            start, self._start = self._start, _nothing
+            start()
+
+    return ThenStart
 
 
 def answer_of(response: Any) -> Answer:

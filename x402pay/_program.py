@@ -47,11 +47,12 @@ from x402pay._books import (
 )
 from x402pay._channel_flow import ChannelPayer
 from x402pay._channel_terms import CHANNEL_SCHEME
-from x402pay._effects import Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
+from x402pay._effects import Ahead, Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
 from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
+from x402pay._presign import Presigned, Presigner
 from x402pay._protocol.codec import MAX_BODY_BYTES
 from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
@@ -90,8 +91,9 @@ class PaymentProgram:
     def __init__(
         self, *, wallet: Wallet, policy: SpendPolicy, books: Books, prepayments: SharedPrepayments | None,
         repeats: Repeats, clock: Callable[[], float], announce_ceiling: bool, keep_receipt_frames: bool,
-        reads_chain: bool, uncovered: _flow.Coverage | None = None,
+        reads_chain: bool, uncovered: _flow.Coverage | None = None, presigner: Presigner | None = None,
     ) -> None:  # fmt: skip
+        self.presigner = presigner
         self.uncovered = uncovered  # the books' budgets: an option none covers is not chosen
         self.wallet = wallet
         self.policy = policy
@@ -165,7 +167,10 @@ class PaymentProgram:
         fingerprint = None if given_key or self.repeats.window <= 0 else call.fingerprint
         mark = retry_mark(call.headers)
         repeated = self.repeats.key_of(fingerprint, mark) if fingerprint else None
-        key = given_key or repeated or new_key()
+        route = (call.method, call.origin.lower(), call.path)
+        fresh = not (given_key or repeated)
+        presigned = self.presigner.take(route) if fresh and self.presigner is not None else None
+        key = given_key or repeated or (presigned.key if presigned is not None else new_key())
         given = call.headers.get(MAX_AMOUNT)
         ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
         headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
@@ -173,19 +178,22 @@ class PaymentProgram:
         if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
             headers = {}
             strip = (MAX_AMOUNT,) + ((IDEMPOTENCY_KEY,) if given_key and is_our_key(given_key) else ())
-        route = (call.method, call.origin.lower(), call.path)
         repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
-        fresh = not (given_key or repeated)
         refund = call.headers.get(CHANNEL_REFUND)
         strip += (CHANNEL_REFUND,) if refund is not None else ()
         return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
-                       refund=refund)  # fmt: skip
+                       presigned=presigned, refund=refund)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
-        prepayable = yield from self._prepayable(attempt, start)
+        try:
+            prepayable = yield from self._prepayable(attempt, start)
+        except Exception:
+            yield from self._presigned(attempt, None)  # released: the request is not paid ahead
+            raise
+        ready = yield from self._presigned(attempt, prepayable)
         if prepayable is not None:
             try:
-                return (yield from self._pay(attempt, start, *prepayable, prepaid=True))
+                return (yield from self._pay(attempt, start, *prepayable, prepaid=True, ready=ready))
             except BudgetExceeded:  # sized for another ceiling, perhaps: let the server say what it wants now
                 self._forget(attempt.route)
         return (yield from self._reactive(attempt, start, reask=True))
@@ -233,7 +241,7 @@ class PaymentProgram:
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
-        prepaid: bool = False,
+        prepaid: bool = False, ready: Presigned | None = None,
     ) -> Program[Delivery | Refused]:  # fmt: skip
         key = attempt.keys[1] if prepaid else attempt.key
         if isinstance(start, PaidElsewhere):
@@ -242,11 +250,16 @@ class PaymentProgram:
             return (yield from self.channels.refund(attempt, challenge, requirement))
         if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
             return (yield from self.channels.pay(attempt, challenge, requirement))
-        held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
-        if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
-            return (yield from self._resend(attempt, held))
-        payment, header = yield from self._sign(held, challenge, requirement, attempt)
+        if ready is not None and self.presigner is not None:  # signed ahead for exactly this: store it, send it
+            payment, header = yield from self.presigner.authorize(ready, attempt.key, attempt.headers)
+        else:
+            held = yield from self._reserve(key, attempt.origin, requirement, attempt.repeat_of)
+            if isinstance(held, Replay):  # another attempt with this key signed meanwhile: re-send, never re-sign
+                return (yield from self._resend(attempt, held))
+            payment, header = yield from self._sign(held, challenge, requirement, attempt)
         payment.prepaid = prepaid
+        if prepaid and self.presigner is not None:  # the next request's payment, signed while this one is away
+            yield Ahead(self.presigner.ahead(attempt.route, challenge, requirement))
         outcome = yield from self._send_paid(attempt, payment, header, fallback=prepaid)
         if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
             yield from self.prepayments.accepted(attempt.route, challenge)
@@ -346,6 +359,8 @@ class PaymentProgram:
                 raise
             if self.prepayments is not None:
                 yield from self.prepayments.refused(payment.origin)
+            if self.presigner is not None:
+                yield from self.presigner.dropped(payment.origin)
             return Refused(self._after_refusal(rejected, payment, answer.headers, body))
         except (ReceiptMismatch, SettlementPending):
             yield from self.books.record(payment)
@@ -382,6 +397,16 @@ class PaymentProgram:
         except PaymentError:  # the policy, the ceiling or the trust marks changed: pay reactively, if at all
             self._forget(attempt.route)
             return None
+
+    def _presigned(
+        self, attempt: Attempt, prepayable: tuple[_flow.Challenge, PaymentRequirements] | None
+    ) -> Program[Presigned | None]:
+        """The payment signed ahead for the request, if the policy's choice for it now is what was signed (else it
+        is released)."""
+        if self.presigner is None or attempt.presigned is None:
+            return None
+        requirement = prepayable[1] if prepayable is not None else None
+        return (yield from self.presigner.usable(attempt.presigned, requirement))
 
     def _forget(self, route: Route) -> None:
         if self.prepayments is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, overload
 import httpx
 
 from x402pay import _httpx as io
-from x402pay._effects import Close, Delivery, Effect, ReadBody, Send, adrive, drive
+from x402pay._effects import Ahead, Close, Delivery, Effect, ReadBody, Send, adrive, drive
 from x402pay._engine import Engine, TransportOptions
 from x402pay._streams import atap_response, tap_response
 
@@ -98,6 +98,9 @@ class PaymentTransport(_Driver, httpx.BaseTransport, _BaseTransport2):
     def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):
             return io.answer_of(inner.handle_request(outgoing.prepared(effect)))
+        if isinstance(effect, Ahead):  # started once the paid request is written (see `io.Outgoing`)
+            outgoing.ahead = partial(self._engine.perform, effect)
+            return None
         if isinstance(effect, Close):
             return io.drain_and_close(effect.answer.raw)
         if isinstance(effect, ReadBody):
@@ -140,6 +143,9 @@ class AsyncPaymentTransport(_Driver, httpx.AsyncBaseTransport, _AsyncBaseTranspo
     async def _perform(self, inner: Any, outgoing: io.Outgoing, effect: Effect) -> Any:
         if isinstance(effect, Send):
             return io.answer_of(await inner.handle_async_request(outgoing.prepared(effect)))
+        if isinstance(effect, Ahead):  # started once the paid request is written (see `io.Outgoing`)
+            outgoing.ahead = partial(self._engine.start_task, effect.program)
+            return None
         if isinstance(effect, Close):
             return await io.adrain_and_close(effect.answer.raw)
         if isinstance(effect, ReadBody):

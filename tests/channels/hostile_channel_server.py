@@ -8,6 +8,7 @@ payer's signed authorization) and reports the charge and the channel's state. It
 - ``overcharge``: twice the request's maximum;
 - ``cumulative``: a cumulative charge 500 above the truth;
 - ``balance``: a channel balance 1 above the truth;
+- ``no_deposit``: a deposit reported as made (with a made-up transaction) that it never sent;
 - ``forged``: every paid request gets a corrective 402 whose ``voucherState`` a stranger signed, claiming that
   9 prices were charged.
 
@@ -94,7 +95,10 @@ class Hostile:
         if self.lie == "forged":
             return self.challenge({"channelState": self._state(9 * PRICE).as_wire(),
                                    "voucherState": self._forged_voucher(payload.voucher.channel_id)})  # fmt: skip
-        transaction = self._deposit(payload) if isinstance(payload, DepositPayload) else ""
+        transaction = ""
+        if isinstance(payload, DepositPayload):
+            transaction = self._deposit(payload) if self.lie != "no_deposit" else "0x" + "ab" * 32
+            self.balance += payload.deposit.amount if self.lie == "no_deposit" else 0
         self.charged += PRICE
         charged = 2 * PRICE if self.lie == "overcharge" else PRICE
         cumulative = self.charged + (500 if self.lie == "cumulative" else 0)

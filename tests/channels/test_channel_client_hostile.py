@@ -17,7 +17,7 @@ from web3.exceptions import ContractCustomError
 import x402pay
 from x402pay._channel_admin import finalize
 from x402pay.errors import OriginUntrusted, PaymentRejected, ReceiptMismatch, SpendCapExceeded
-from x402pay.ledger import Ledger
+from x402pay.ledger import Ledger, Web3Chain
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.testing import Devnet
 
@@ -155,3 +155,23 @@ def test_the_deposit_is_a_payment_in_the_ledger_held_as_escrow(
     assert (entry.scheme, entry.amount, entry.held, entry.state.value) == ("batch-settlement", 10 * PRICE,
                                                                           10 * PRICE, "settled")  # fmt: skip
     assert entry.pay_to == devnet.batch_settlement
+
+
+def test_a_deposit_reported_but_never_made_is_caught_on_chain_and_stays_held_until_reconciled(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with hostile_server(channels, lie="no_deposit") as hostile, client_for(devnet, payer, ledger) as client:
+        with pytest.raises(ReceiptMismatch, match="the deposit is not on chain"):
+            client.get(hostile.url + "/report")
+        with pytest.raises(OriginUntrusted):
+            client.get(hostile.url + "/report")
+    record = the_channel(ledger)
+    assert (record.deposited, record.chain_balance, record.signed_max) == (0, 0, PRICE)
+    assert on_chain(channels, record) == [0, 0]
+    (deposit,) = ledger.entries()
+    assert (deposit.state.value, deposit.held) == ("unknown", 10 * PRICE)  # may still land until it expires
+    devnet.increase_time(3_600)  # past the authorization's lifetime: reconcile sees its nonce unused
+    report = ledger.reconcile(Web3Chain(devnet.web3()))
+    assert [entry.id for entry in report.released] == [deposit.id]
+    assert ledger.entries()[0].held == 0

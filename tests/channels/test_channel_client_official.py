@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,11 +28,10 @@ from x402pay.testing import Devnet
 pytestmark = pytest.mark.chain
 
 
-def transport(devnet: Devnet, payer: LocalAccount, ledger: Ledger, **policy: int) -> x402pay.PaymentTransport:
-    spend = x402pay.SpendPolicy(max_per_request=policy.pop("max_per_request", PRICE), assets={devnet.usdc},
-                                schemes=("batch-settlement",), **policy)  # fmt: skip
+def transport(devnet: Devnet, payer: LocalAccount, ledger: Ledger, **options: Any) -> x402pay.PaymentTransport:
+    spend = x402pay.SpendPolicy(max_per_request=PRICE, assets={devnet.usdc}, schemes=("batch-settlement",))
     wallet = x402pay.Wallet.from_key(bytes(payer.key))
-    return x402pay.PaymentTransport(wallet=wallet, policy=spend, rpc_url=devnet.rpc_url, ledger=ledger)
+    return x402pay.PaymentTransport(wallet=wallet, policy=spend, rpc_url=devnet.rpc_url, ledger=ledger, **options)
 
 
 @pytest.fixture
@@ -84,7 +84,9 @@ def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_cei
     channels: Channels, payer: LocalAccount, ledger: Ledger
 ) -> None:
     devnet = channels.devnet
-    with official_server(devnet) as stack, httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+    receipts: list[int] = []
+    paying = transport(devnet, payer, ledger, on_receipt=lambda payment: receipts.append(payment.settled_amount))
+    with official_server(devnet) as stack, httpx.Client(transport=paying) as client:
         assert client.get(stack.url + "/report").status_code == 200  # the deposit, first
 
         def fetch(_: int) -> int:
@@ -95,6 +97,7 @@ def test_concurrent_requests_on_one_channel_queue_and_never_sign_conflicting_cei
         assert statuses == [200] * 8  # none was refused as busy: they queued on our side
         record = only_channel(ledger)
         assert record.charged == record.signed_max == 9 * PRICE
+        assert receipts == [PRICE] * 9  # on_receipt heard of every charge
         claim_and_sweep(stack)
         channel_id = bytes.fromhex(record.channel_id[2:])
         assert channels.settlement.functions.channels(channel_id).call() == [10 * PRICE, 9 * PRICE]
@@ -150,6 +153,13 @@ def test_withdraw_waits_the_delay_and_finalizes_and_a_claim_after_it_finds_nothi
         with pytest.raises(RuntimeError, match=claim_exceeds_balance):  # the official manager's late claim
             stack.manager().claim()
         assert channels.settlement.functions.channels(identity).call() == [0, 0]
+        # A closed channel opens again with a new deposit (dated by the chain's clock, which the test moved on).
+        with httpx.Client(transport=transport(devnet, payer, ledger, clock=devnet.chain_time)) as later:
+            response = later.get(stack.url + "/report")
+        assert response.status_code == 200, response.text
+        record = only_channel(ledger)
+        assert (record.state, record.deposited, record.charged) == ("open", 20 * PRICE, 4 * PRICE)
+        assert channels.settlement.functions.channels(identity).call() == [10 * PRICE, 0]
 
 
 def test_a_partial_then_a_full_refund_bring_the_unspent_escrow_back(
@@ -202,3 +212,31 @@ async def test_an_async_transport_without_ledger_or_rpc_pays_through_a_channel_k
         )
         claim_and_sweep(stack)
     assert channels.balance_of(devnet.payee.address) == payee_before + 2 * PRICE + METERED
+
+
+def test_a_cold_start_takes_what_the_chain_shows_claimed_as_charged_and_needs_no_corrective_402(
+    channels: Channels, payer: LocalAccount, ledger: Ledger, tmp_path: Path
+) -> None:
+    devnet = channels.devnet
+    statuses: list[int] = []
+
+    class Counting(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            statuses.append(response.status_code)
+            return response
+
+    with official_server(devnet) as stack:
+        with httpx.Client(transport=transport(devnet, payer, ledger)) as client:
+            for _ in range(3):
+                assert client.get(stack.url + "/report").status_code == 200
+        claim_and_sweep(stack)  # the chain now shows 3 prices claimed
+        spend = x402pay.SpendPolicy(max_per_request=PRICE, assets={devnet.usdc}, schemes=("batch-settlement",))
+        with Ledger.sqlite(tmp_path / "fresh.db") as fresh:
+            counted = x402pay.PaymentTransport(wallet=x402pay.Wallet.from_key(bytes(payer.key)), policy=spend,
+                                               rpc_url=devnet.rpc_url, ledger=fresh, inner=Counting())  # fmt: skip
+            with httpx.Client(transport=counted) as client:
+                assert client.get(stack.url + "/report").status_code == 200
+            record = only_channel(fresh)
+    assert (record.charged, record.signed_max, record.chain_claimed) == (4 * PRICE, 4 * PRICE, 3 * PRICE)
+    assert statuses == [402, 200]  # the challenge, then the paid answer: no corrective 402

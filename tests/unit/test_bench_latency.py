@@ -3,16 +3,17 @@ read the right way round, and a pre-payment slower than the goal must say so."""
 
 from __future__ import annotations
 
-from bench.bench_latency import FIRST_CALL, RESTARTED, AtRoundTrip, rows
+from bench.bench_latency import FIRST_CALL, PRESIGN_ASYNC, RESTARTED, AtRoundTrip, rows
 from bench.bench_transport import FLOOR_ASYNC, OFFICIAL, PREPAY_ASYNC, X402PAY_ASYNC, Cost
 
 
 def figures(prepaid_seconds: float) -> AtRoundTrip:
     """Three rounds at a 100 ms round trip: unpaid 100 ms, reactive and the SDK 200 ms, first calls 200 ms (110 ms
     after a restart with a ledger)."""
-    seconds = {FLOOR_ASYNC: 0.1, X402PAY_ASYNC: 0.2, PREPAY_ASYNC: prepaid_seconds, OFFICIAL: 0.2}
+    seconds = {FLOOR_ASYNC: 0.1, X402PAY_ASYNC: 0.2, PREPAY_ASYNC: prepaid_seconds, PRESIGN_ASYNC: 0.1005,
+               OFFICIAL: 0.2}  # fmt: skip
     rates = {name: [1 / each] * 3 for name, each in seconds.items()}
-    ttfb = {name: [seconds[name]] * 3 for name in (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC)}
+    ttfb = {name: [seconds[name]] * 3 for name in (FLOOR_ASYNC, X402PAY_ASYNC, PREPAY_ASYNC, PRESIGN_ASYNC)}
     costs = {name: Cost(client=[0.001] * 3, server=[0.0001] * 3) for name in seconds}
     return AtRoundTrip(
         sequential=rates,
@@ -27,8 +28,10 @@ def figures(prepaid_seconds: float) -> AtRoundTrip:
 def test_a_pre_payment_within_the_goal_is_met() -> None:
     requests, streams, verdicts = rows(100, figures(prepaid_seconds=0.101))
     assert verdicts == [
-        "  - 100 ms round trip: pre-paid latency 1.010x, met (+1.00 ms per request; client CPU +0 µs per request);"
-        " pre-paid time to first byte of a stream 1.010x, met."
+        "  - 100 ms round trip, `prepay=True`: pre-paid latency 1.010x, met (+1.00 ms per request; client CPU +0 µs"
+        " per request); pre-paid time to first byte of a stream 1.010x, met.",
+        "  - 100 ms round trip, `prepay=True, presign=True`: pre-paid latency 1.005x, met (+0.50 ms per request;"
+        " client CPU +0 µs per request); pre-paid time to first byte of a stream 1.005x, met.",
     ]
     assert "| 100 | x402pay AsyncPaymentTransport, paid route | 200.0 | 2.000x | 1,000 | 100 | 5 | 0.50x |" in requests
     assert f"| 100 | {FIRST_CALL} | 200.0 | 2.000x | - | - | - | - |" in requests
@@ -40,3 +43,4 @@ def test_a_slower_pre_payment_is_not_met() -> None:
     _, _, verdicts = rows(20, figures(prepaid_seconds=0.105))
     assert "pre-paid latency 1.050x, NOT met" in verdicts[0]
     assert "first byte of a stream 1.050x, NOT met" in verdicts[0]
+    assert "`prepay=True, presign=True`: pre-paid latency 1.005x, met" in verdicts[1]

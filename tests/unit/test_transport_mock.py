@@ -406,6 +406,8 @@ def test_a_failed_allowance_read_releases_the_reservation() -> None:
         ({"verify": "inline"}, "needs rpc_url"),
         ({"confirmations": -1}, "confirmations=-1 is negative"),
         ({"prepay_ttl": "300"}, "prepay_ttl must be a number of seconds"),
+        ({"presign": True}, "presign=True is only meaningful with prepay=True"),
+        ({"prepay": True, "presign": "yes"}, "presign must be True or False"),
         ({"on_receipt": "print"}, "on_receipt must be a callable"),
         ({"ledger": "spend.db"}, "ledger must be an x402pay.ledger.Ledger"),
         ({"annouce_ceiling": False}, r"unknown transport option\(s\) \['annouce_ceiling'\]"),

@@ -59,7 +59,7 @@ def decode_json(raw: bytes, *, what: str, error: type[X402PayError]) -> Any:
         raise error(f"{what} is {len(raw)} bytes, over the {MAX_BODY_BYTES} limit")
     try:
         check_depth(raw)
-        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        return _DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(f"{what} is not UTF-8: {exc}") from exc
     except (json.JSONDecodeError, ValueError) as exc:
@@ -98,3 +98,7 @@ def check_depth(raw: bytes, limit: int = MAX_DEPTH) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+#: One decoder for every peer's JSON (``json.loads`` with an option builds a new one, scanner included, each call).
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)

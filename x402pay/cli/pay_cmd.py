@@ -41,6 +41,10 @@ def register(commands: Any) -> None:
     pay.add_argument("-H", "--header", action="append", default=[], help="a header, 'Name: value' (repeatable)")
     pay.add_argument("--max", help=f"most USDC to pay for this request (X402PAY_MAX; default {DEFAULT_MAX})")
     pay.add_argument("--network", action="append", help="allowed network, e.g. eip155:8453 (repeatable)")
+    pay.add_argument(
+        "--channels", action="store_true",
+        help="also pay through batch-settlement payment channels (a deposit: at most ten times --max)",
+    )  # fmt: skip
     ledger_flags(pay, for_pay=True)
     pay.add_argument("--json", action="store_true", help="the payment summary on stderr as JSON")
     wallet_flags(pay)
@@ -130,6 +134,7 @@ def _policy(args: argparse.Namespace) -> SpendPolicy:
             max_per_request=cap,
             networks=tuple(args.network) if args.network else None,
             assets=frozenset(args.asset) if args.asset else None,
+            schemes=("exact", "upto", "batch-settlement") if args.channels else ("exact", "upto"),
         )
     except ValueError as exc:  # e.g. --network base instead of eip155:8453
         raise UsageError(str(exc)) from exc

@@ -115,7 +115,7 @@ def lease(new: ChannelRecord, holder: str, until: int, now: int) -> Program[Chan
     yield Query(
         f"INSERT INTO {CHANNELS} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
         "ON CONFLICT (channel_id) DO NOTHING",
-        (*values[:-3], None, 0, now),
+        (*values[:-3], None, 0, 0),  # updated_at 0: never changed, so its first holder starts it from the chain
         reads=False,
     )
     rows = yield Query(

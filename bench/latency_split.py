@@ -1,0 +1,164 @@
+"""Where a request's time goes behind the latency proxy: the client's work before the request reaches the
+connection, the wait for its answer (the network, the proxy and the server), and the client's work once the answer
+is back. Part of `bench.bench_latency`.
+
+Each contender's client has an inner transport (`Marked`, httpx's own) that notes when a request is handed to it and
+when its answer comes back; the request is timed around ``client.get`` as a caller sees it. Before = hand-over minus
+start (httpx's client, and for x402pay the payment program up to the send: choose, reserve, sign, store, encode);
+wire = answer minus hand-over (httpcore, the proxy's delays, the server, which checks the payment's signature);
+after = end minus answer (x402pay: the receipt read and booked). Contenders: unpaid; httpx sending one fixed
+payment header signed beforehand (what any payment in one round trip costs on the wire and at the server, with no
+client work at all); ``prepay=True``; and ``prepay=True, presign=True``, each paying on its first send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import timeit
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from bench.bench_transport import FLOOR_ASYNC, PREPAY_ASYNC, PRESIGNED, presigned_header
+from bench.harness import Batch, median
+from bench.stub_server import payer_of
+from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
+
+PRESIGN_ASYNC = "x402pay AsyncPaymentTransport(prepay=True, presign=True), paid route"
+SPLIT = (FLOOR_ASYNC, PRESIGNED, PREPAY_ASYNC, PRESIGN_ASYNC)
+
+
+class Marked(httpx.AsyncHTTPTransport):
+    """httpx's transport, noting when the last request was handed to it and when its answer came back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = (0.0, 0.0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`, noting the times."""
+        handed = time.perf_counter()
+        response = await super().handle_async_request(request)
+        self.last = (handed, time.perf_counter())
+        return response
+
+
+@dataclass
+class Split:
+    """Seconds before the hand-over, on the wire, after the answer: the median of each batch."""
+
+    before: list[float] = field(default_factory=list)
+    wire: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Splitting:
+    """The split contenders' clients, their batches and what they measured."""
+
+    clients: dict[str, httpx.AsyncClient]
+    inners: dict[str, Marked]
+    paths: dict[str, str]
+    splits: dict[str, Split] = field(default_factory=dict)
+
+    async def warm(self, url: str) -> None:
+        """Teach the paying clients the route (the first payment is reactive) and check each pays on its first
+        send from then on."""
+        for name, client in self.clients.items():
+            for _ in range(3):
+                response = await client.get(url + self.paths[name])
+                response.raise_for_status()
+            payment = payment_of(response)
+            if name in (PREPAY_ASYNC, PRESIGN_ASYNC) and (payment is None or not payment.prepaid):
+                raise SystemExit(f"{name}: not pre-paid after warming up")
+
+    def batches(self, url: str, loop: asyncio.AbstractEventLoop, count: int) -> dict[str, Batch]:
+        """`count` requests one after another per batch, each split."""
+        return {name: self._batch(name, url, loop, count) for name in self.clients}
+
+    def _batch(self, name: str, url: str, loop: asyncio.AbstractEventLoop, count: int) -> Batch:
+        client, inner, split = self.clients[name], self.inners[name], self.splits.setdefault(name, Split())
+
+        async def requests() -> int:
+            parts: list[tuple[float, float, float]] = []
+            for _ in range(count):
+                start = time.perf_counter()
+                (await client.get(url + self.paths[name])).raise_for_status()
+                end = time.perf_counter()
+                handed, answered = inner.last
+                parts.append((handed - start, answered - handed, end - answered))
+            split.before.append(median([part[0] for part in parts]))
+            split.wire.append(median([part[1] for part in parts]))
+            split.after.append(median([part[2] for part in parts]))
+            return count
+
+        return lambda: loop.run_until_complete(requests())
+
+    async def aclose(self) -> None:
+        """Close every client (a pre-signing one releases what it signed ahead)."""
+        for client in self.clients.values():
+            await client.aclose()
+
+
+def splitting(account: LocalAccount) -> Splitting:
+    """The clients of the split: unpaid, a fixed payment header, pre-paying, pre-paying and pre-signing, each on its
+    own `Marked`."""
+    inners = {name: Marked() for name in SPLIT}
+    policy = SpendPolicy(max_per_request=10_000)
+
+    def paying(name: str, **options: Any) -> httpx.AsyncClient:
+        transport = AsyncPaymentTransport(wallet=Wallet(account), policy=policy, inner=inners[name], **options)
+        return httpx.AsyncClient(transport=transport)
+
+    clients = {
+        FLOOR_ASYNC: httpx.AsyncClient(transport=inners[FLOOR_ASYNC]),
+        PRESIGNED: httpx.AsyncClient(
+            transport=inners[PRESIGNED], headers={"PAYMENT-SIGNATURE": presigned_header(Wallet(account))}
+        ),
+        PREPAY_ASYNC: paying(PREPAY_ASYNC, prepay=True),
+        PRESIGN_ASYNC: paying(PRESIGN_ASYNC, prepay=True, presign=True),
+    }
+    paths = {FLOOR_ASYNC: "/free", PRESIGNED: "/paid", PREPAY_ASYNC: "/paid", PRESIGN_ASYNC: "/paid"}
+    return Splitting(clients, inners, paths)
+
+
+def server_check_seconds(account: LocalAccount) -> float:
+    """What the stub paywall's check of one payment costs it (decode, EIP-712 digest, recovery), timed alone."""
+    header = presigned_header(Wallet(account)).encode()
+    if payer_of(header) is None:
+        raise SystemExit("the stub paywall does not accept the timed payment")
+    return statistics.median(timeit.repeat(lambda: payer_of(header), number=200, repeat=5)) / 200
+
+
+def split_rows(rtt: int, splits: dict[str, Split]) -> list[str]:
+    """Table rows at one round trip: µs before, on the wire, after, and each one's extra over unpaid."""
+    floor = splits[FLOOR_ASYNC]
+    rows = []
+    for name in SPLIT:
+        split = splits[name]
+        parts = [(median(split.before), median(floor.before)), (median(split.wire), median(floor.wire)),
+                 (median(split.after), median(floor.after))]  # fmt: skip
+        cells = " | ".join(f"{mine * 1e6:,.0f} ({(mine - theirs) * 1e6:+,.0f})" for mine, theirs in parts)
+        rows.append(f"| {rtt} | {name} | {cells} |")
+    return rows
+
+
+def remaining(rtt: int, splits: dict[str, Split], unpaid: float, target: float) -> str:
+    """Where `presign=True`'s extra time goes at `rtt` (`unpaid`: seconds per unpaid request), against what the
+    goal (`target` times unpaid) allows."""
+    floor, mine, fixed = splits[FLOOR_ASYNC], splits[PRESIGN_ASYNC], splits[PRESIGNED]
+
+    def extra(split: Split, part: str) -> float:
+        return (median(getattr(split, part)) - median(getattr(floor, part))) * 1e6
+
+    return (
+        f"  - {rtt} ms: the goal allows {(target - 1) * unpaid * 1e6:,.0f} µs over unpaid; with `presign=True` the"
+        f" client adds {extra(mine, 'before'):+,.0f} µs before the send and {extra(mine, 'after'):+,.0f} µs after"
+        f" the answer, the wait {extra(mine, 'wire'):+,.0f} µs (the fixed payment header alone:"
+        f" {extra(fixed, 'wire'):+,.0f} µs on the wait, {extra(fixed, 'before') + extra(fixed, 'after'):+,.0f} µs"
+        " in the client)."
+    )
