@@ -9,7 +9,9 @@ what the contract and the server's latest voucher say.
 
 from __future__ import annotations
 
+import os
 import secrets
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,7 @@ from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
 
+POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
 DEPOSIT = 10 * PRICE  # the server's minDeposit hint, and the payer's cap (ten times max_per_request)
 USES = [PRICE, 250, PRICE, 0, 999, PRICE, 1, PRICE, 700, PRICE, PRICE, 50]  # 12 requests, most below the maximum
 
@@ -44,10 +47,31 @@ def paying(devnet: Devnet, payer: LocalAccount, ledger: Ledger) -> httpx.Client:
     return httpx.Client(transport=transport, timeout=30)
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger.sqlite(tmp_path / "ledger.db") as opened:
-        yield opened
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """The payer's ledger: SQLite, or a schema of its own on PostgreSQL ($X402PAY_TEST_POSTGRES_DSN; unreachable,
+    a skip that says so, except under CI, where it fails)."""
+    if request.param == "sqlite":
+        with Ledger.sqlite(tmp_path / "ledger.db") as opened:
+            yield opened
+        return
+    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except Exception as exc:  # psycopg missing, or any connection failure
+        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    schema = f"x402pay_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        with Ledger.postgres(dsn, schema=schema) as opened:
+            yield opened
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def only_channel(ledger: Ledger) -> ChannelRecord:
