@@ -68,42 +68,6 @@ class CountingWallet(Wallet):
 
 
 @dataclass
-class Contender:
-    """One bot: its client, wallet, the path it calls, and what its timed calls did."""
-
-    name: str
-    path: str
-    wallet: CountingWallet
-    client: httpx.Client
-    latencies: list[list[float]] = field(default_factory=list)  # per timed round
-    deposit_latencies: list[float] = field(default_factory=list)  # the timed channel calls that carried a deposit
-    voucher_latencies: list[float] = field(default_factory=list)  # and those that did not
-    blocks: list[tuple[int, int]] = field(default_factory=list)  # (first, last) block of each timed batch
-    signed: Counter[str] = field(default_factory=Counter)
-    chain: Chain = field(default_factory=lambda: Chain())
-
-    def batch(self, url: str, calls: int, web3: Any, *, timed: bool) -> None:
-        """`calls` paid calls, each checked; when `timed`, their latencies, signatures and blocks are kept."""
-        before, first = Counter[str](self.wallet.signed), web3.eth.block_number + 1
-        if timed:
-            self.latencies.append([])
-        for _ in range(calls):
-            started = time.perf_counter()
-            response = self.client.get(url + self.path)
-            elapsed = time.perf_counter() - started
-            payment = payment_of(response)
-            if response.status_code != 200 or payment is None or payment.settled_amount != server.PRICE:
-                raise SystemExit(f"{self.name}: {response.status_code} {response.text[:200]}, payment {payment}")
-            if timed:
-                self.latencies[-1].append(elapsed)
-                if self.name == CHANNEL:
-                    (self.deposit_latencies if payment.transaction else self.voucher_latencies).append(elapsed)
-        if timed:
-            self.signed += self.wallet.signed - before
-            self.blocks.append((first, web3.eth.block_number))
-
-
-@dataclass
 class Chain:
     """Transactions of a set of blocks, by kind and by who sent (and paid for) them."""
 
@@ -125,6 +89,42 @@ class Chain:
         who = "payer" if tx["from"] == payer else "receiver side"
         self.count[kind, who] += 1
         self.gas[kind, who] += int(receipt["gasUsed"])
+
+
+@dataclass
+class Contender:
+    """One bot: its client, wallet, the path it calls, and what its timed calls did."""
+
+    name: str
+    path: str
+    wallet: CountingWallet
+    client: httpx.Client
+    latencies: list[list[float]] = field(default_factory=list)  # per timed round
+    deposit_latencies: list[float] = field(default_factory=list)  # the timed channel calls that carried a deposit
+    voucher_latencies: list[float] = field(default_factory=list)  # and those that did not
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # (first, last) block of each timed batch
+    signed: Counter[str] = field(default_factory=Counter)
+    chain: Chain = field(default_factory=Chain)
+
+    def batch(self, url: str, calls: int, web3: Any, *, timed: bool) -> None:
+        """`calls` paid calls, each checked; when `timed`, their latencies, signatures and blocks are kept."""
+        before, first = Counter[str](self.wallet.signed), web3.eth.block_number + 1
+        if timed:
+            self.latencies.append([])
+        for _ in range(calls):
+            started = time.perf_counter()
+            response = self.client.get(url + self.path)
+            elapsed = time.perf_counter() - started
+            payment = payment_of(response)
+            if response.status_code != 200 or payment is None or payment.settled_amount != server.PRICE:
+                raise SystemExit(f"{self.name}: {response.status_code} {response.text[:200]}, payment {payment}")
+            if timed:
+                self.latencies[-1].append(elapsed)
+                if self.name == CHANNEL:
+                    (self.deposit_latencies if payment.transaction else self.voucher_latencies).append(elapsed)
+        if timed:
+            self.signed += self.wallet.signed - before
+            self.blocks.append((first, web3.eth.block_number))
 
 
 def kinds_of(devnet: Devnet) -> Callable[[Any], str]:
