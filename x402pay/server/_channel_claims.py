@@ -227,4 +227,4 @@ async def _every(period: float, step: Callable[[], Awaitable[object]]) -> None:
         try:
             await step()
         except Exception:
-            logger.warning("a channel claims step failed; retrying in %s s", period, exc_info=True)
+            logger.info("a channel claims step failed; retrying in %s s", period, exc_info=True)
