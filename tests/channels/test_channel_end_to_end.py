@@ -303,7 +303,7 @@ async def test_a_streamed_channel_answer_is_booked_at_its_voucher_until_the_serv
             await corrective(request, record, reason, message, send)
 
         monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
-        pay(client, server, [PRICE])  # the deposit, in a plain answer (a stream's is sent after its headers)
+        pay(client, server, [PRICE])  # the deposit (a stream may carry it too: the next test)
         for use in (400, 300):
             with client.stream("GET", server.url + "/stream", params={"use": use}) as response:
                 assert response.status_code == 200
@@ -324,3 +324,26 @@ async def test_a_streamed_channel_answer_is_booked_at_its_voucher_until_the_serv
         assert record.charged == served.charged == PRICE + 800
         assert (record.state, record.deposited) == ("open", DEPOSIT)  # not taken for a lie: nothing withdrawn
         assert server.probe.calls == ["/quote", "/stream", "/stream", "/quote"]
+
+
+async def test_a_channels_first_request_may_be_a_stream(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
+        payer_before = server.balance(payer.address)
+        with client.stream("GET", server.url + "/stream", params={"use": 400}) as response:  # carries the deposit
+            assert response.status_code == 200
+            assert response.read().decode().rstrip().endswith("data: [DONE]")
+        payment = x402pay.payment_of(response)
+        assert payment is not None
+        assert payment.mismatch is None
+        assert server.balance(payer.address) == payer_before - DEPOSIT
+        (after,) = pay(client, server, [100])
+        assert after.settled_amount == 100
+        record = only_channel(ledger)
+        served = server.middleware.channels.store.get(identity(record))
+        assert served is not None
+        assert record.charged == served.charged == 500
+        assert (record.state, record.deposited, record.chain_balance) == ("open", DEPOSIT, DEPOSIT)
+        assert server.probe.calls == ["/stream", "/quote"]
