@@ -25,6 +25,7 @@ from paid_channel_support import PRICE, ChannelServer, channel_server
 import x402pay
 from x402pay._channel_admin import finalize, sync, withdraw
 from x402pay._channel_chain import read_channel
+from x402pay._protocol.models import SettleResponse
 from x402pay.ledger import Ledger, Web3Chain
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.server import _channel_rules as rules
@@ -347,3 +348,25 @@ async def test_a_channels_first_request_may_be_a_stream(
         assert record.charged == served.charged == 500
         assert (record.state, record.deposited, record.chain_balance) == ("open", DEPOSIT, DEPOSIT)
         assert server.probe.calls == ["/stream", "/quote"]
+
+
+async def test_a_deposit_the_facilitator_fails_to_send_is_refused_before_the_app(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
+        settle = server.facilitator.settle
+
+        async def failing(payload: Any, requirement: Any) -> Any:
+            if payload.payload.get("type") == "deposit":
+                return SettleResponse(success=False, network=devnet.network, error_reason="unexpected_settle_error")
+            return await settle(payload, requirement)
+
+        monkeypatch.setattr(server.facilitator, "settle", failing)
+        payer_before = server.balance(payer.address)
+        with pytest.raises(x402pay.errors.PaymentRejected, match="refused the channel payment"):
+            client.get(server.url + "/quote")
+        assert server.probe.calls == []  # no content for a deposit that did not land
+        assert server.balance(payer.address) == payer_before
+        (deposit,) = ledger.entries()
+        assert deposit.held == DEPOSIT  # a deposit sent and refused may still land: held until reconcile decides
