@@ -39,6 +39,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_verify --receipts 500 --rounds 3
 	$(BIN)/python -m bench.bench_hold_time --payments 20
 	$(BIN)/python -m bench.count_channel_gas --calls 1000
+	$(BIN)/python -m bench.bench_channels --calls 200 --rounds 5
 	$(BIN)/python -m bench.bench_paid_side --sequential 20 --concurrent 64 --streams 10 --rounds 3
 
 contracts: node_modules/.installed

@@ -3,7 +3,8 @@
 Everything is real: anvil with the x402 contracts, the paid API behind the payment middleware and a local
 facilitator that settles on chain, and the bot's OpenAI SDK on an httpx2 client with the x402pay transport,
 a spend ledger and inline verification of every receipt. As an agent, the bot also calls a paid MCP tool (over
-streamable HTTP) with the same wallet, policy and ledger: one budget for both.
+streamable HTTP) with the same wallet, policy and ledger: one budget for both, and pays a run of calls through a
+payment channel (x402 ``batch-settlement``): one deposit into an on-chain escrow, then an off-chain voucher a call.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from typing import Any, TextIO
 from x402pay._amounts import usdc
 from x402pay._payment import Payment
 from x402pay.cli.common import EXIT_ERROR, EXIT_OK, refusal_text, usdc_text
+from x402pay.cli.demo_channel import ChannelRun, describe_channel, pay_channel
 from x402pay.errors import SpendCapExceeded
 
 PER_REQUEST = usdc("0.05")
 BUDGET = usdc("0.10")
 TOOL_PRICE = usdc("0.01")
+CHANNEL_DEPOSIT = usdc("0.01")  # the most one channel deposit may put in escrow: ten calls of the channel route
 MESSAGES: Any = [{"role": "user", "content": "what does a paid echo cost"}]
 
 
@@ -35,8 +38,8 @@ def register(commands: Any) -> None:
         help="watch a bot with a budget pay a metered API on a local chain, until its budget refuses",
         description="Starts anvil with the x402 contracts, the paid demo API and a bot (the OpenAI SDK on an "
         "httpx2 client with the x402pay transport, a ledger with a budget and inline verification), makes paid "
-        "calls (chat, streamed chat, Responses, an exact-priced call, a paid MCP tool call on the same budget), "
-        "then keeps calling until the budget refuses.",
+        "calls (a run paid through one payment channel deposit, chat, streamed chat, Responses, an exact-priced "
+        "call, a paid MCP tool call on the same budget), then keeps calling until the budget refuses.",
     )
     demo.set_defaults(run=run_demo)
 
@@ -120,8 +123,13 @@ def run_demo(args: argparse.Namespace) -> int:
         screen.line(
             f"\nbot {bot.address}: {usdc_text(PER_REQUEST)} USDC per request, budget {usdc_text(BUDGET)} USDC\n"
         )
+        channel = bot.pay_channel()
+        screen.line(f"payment channel: {len(channel.payments)} calls of GET /v1/fortune/channel, one deposit")
+        for line in describe_channel(channel):
+            screen.line(line)
+        screen.line()
         calls, refusal = bot.run(lambda number, call: screen.line(describe_call(number, call)))
-    return _summary(screen, calls, refusal)
+    return _summary(screen, calls, refusal, channel)
 
 
 def _start_chain(screen: Screen, stack: ExitStack) -> Any:
@@ -170,14 +178,20 @@ class _Bot:
         self.address = wallet.address
         self.ledger = stack.enter_context(Ledger.sqlite(":memory:", budgets=[Budget(devnet.usdc, BUDGET)]))
         self.asset, self.network, self.url = devnet.usdc, devnet.network, url
-        self.paying: dict[str, Any] = dict(wallet=wallet, policy=SpendPolicy(max_per_request=PER_REQUEST),
-                                           ledger=self.ledger, rpc_url=devnet.rpc_url, verify="inline",
-                                           on_receipt=self._landed)  # fmt: skip
+        policy = SpendPolicy(max_per_request=PER_REQUEST, schemes=("exact", "upto", "batch-settlement"),
+                             max_deposit=CHANNEL_DEPOSIT)  # fmt: skip
+        self.paying: dict[str, Any] = dict(wallet=wallet, policy=policy, ledger=self.ledger, rpc_url=devnet.rpc_url,
+                                           verify="inline", on_receipt=self._landed)  # fmt: skip
         self.tools = tools
         transport: Any = PaymentTransport(**self.paying)  # an httpx transport, which httpx2 clients take as they are
         self.http = stack.enter_context(httpx2.Client(transport=transport, timeout=60))
         self.openai = openai.OpenAI(base_url=url + "/v1", api_key="paid-by-x402", http_client=self.http, max_retries=0)
         self._last: Payment | None = None
+        self.rpc_url = devnet.rpc_url
+
+    def pay_channel(self) -> ChannelRun:
+        """The channel route's calls, one deposit for them all, checked against the chain."""
+        return pay_channel(self.http, self.url, self.ledger, self.rpc_url)
 
     def _landed(self, payment: Payment) -> None:
         self._last = payment
@@ -237,15 +251,18 @@ class _Bot:
         raise refusal
 
 
-def _summary(screen: Screen, calls: list[Call], refusal: SpendCapExceeded | None) -> int:
+def _summary(screen: Screen, calls: list[Call], refusal: SpendCapExceeded | None, channel: ChannelRun) -> int:
     payments = [call.payment for call in calls if call.payment is not None]
     verified = sum(1 for payment in payments if payment.verification is not None and payment.verification.verified)
     charged = sum(payment.settled_amount or 0 for payment in payments)
     screen.line("\nsummary")
     screen.line(f"  paid calls        {len(payments)} ({verified} verified on chain)")
-    screen.line(f"  charged in total  {usdc_text(charged)} USDC")
+    screen.line(
+        f"  channel calls     {len(channel.payments)} (1 deposit, {'verified' if channel.verified else 'NOT verified'})"
+    )
+    screen.line(f"  charged in total  {usdc_text(charged + channel.charged)} USDC")
     screen.line(f"  budget left       {usdc_text(calls[-1].budget_left if calls else BUDGET)} USDC")
     screen.line(f"  refused           {refusal_text(refusal)}" if refusal else "  refused           never (unexpected)")
-    ok = refusal is not None and verified == len(payments) == len(calls) > 0
+    ok = refusal is not None and verified == len(payments) == len(calls) > 0 and channel.verified
     screen.line("\ndemo finished: every payment verified, and the budget held." if ok else "\ndemo FAILED")
     return EXIT_OK if ok else EXIT_ERROR

@@ -6,7 +6,8 @@ is exactly what was charged so far plus this request's maximum; a refund's, exac
 mismatch with a corrective 402 that carries ``channelState`` and ``voucherState``; verify the voucher locally
 (its signer, the mirrored escrow) while the mirror of the chain is fresh, else through the facilitator; run the app,
 which may charge less than the maximum; record the charge and the voucher, and answer with ``PAYMENT-RESPONSE``
-(``extra.chargedAmount`` and ``channelState``). A deposit is sent by the facilitator after the app has answered. A
+(``extra.chargedAmount`` and ``channelState``). A deposit is sent by the facilitator before the app runs (a
+streamed answer's headers leave before its end: its payer must find the deposit on chain by then). A
 refund skips the app: it is claimed-and-refunded in one transaction, answered ``{"message": "Refund
 acknowledged"}``.
 """
@@ -184,11 +185,18 @@ class ChannelDesk:
         if isinstance(request.paid, RefundPayload):
             await self._refund(request, request.paid, record, send)
             return
+        deposited = None
+        if isinstance(request.paid, DepositPayload):  # on chain before the answer starts: a stream's payer sees it
+            deposited = await self._send_deposit(request)
+            if not deposited.success:
+                reason = deposited.error_reason or rules.PAYLOAD
+                await send_challenge(send, request.challenge, reason, deposited.error_message or "the deposit failed")
+                return
         paid = PaidRequest(requirement=request.requirement, payload=request.payload, payer=request.paid.config.payer)
         attach(scope, paid)
 
         async def settle(done: PaidRequest) -> SettleResponse:
-            return await self._settle(request, record, done.amount_due)
+            return await self._settle(request, record, done.amount_due, deposited)
 
         responder = SettlingSend(send, paid, settle, version=2)
         try:
@@ -196,8 +204,10 @@ class ChannelDesk:
         finally:
             await responder.settle_cut()
 
-    async def _settle(self, request: _Request, record: ChannelRecord, due: int) -> SettleResponse:
-        """Record the charge (and send a deposit first): the voucher's answer, or the failure of the deposit."""
+    async def _settle(
+        self, request: _Request, record: ChannelRecord, due: int, deposited: SettleResponse | None
+    ) -> SettleResponse:
+        """Record the charge (after the request's deposit, `deposited`, landed): the voucher's answer."""
         network, payer = request.requirement.network, request.paid.config.payer
         if due > request.requirement.amount:
             message = f"the app charged {due}, more than the voucher's increment {request.requirement.amount}"
@@ -206,13 +216,10 @@ class ChannelDesk:
                 error_message=message,
             )  # fmt: skip
         transaction, amount = "", None
-        if isinstance(request.paid, DepositPayload):
-            sent = await self._send_deposit(request)
-            if not sent.success:
-                return sent
-            state = _state_of(_extra_of(sent))
+        if deposited is not None and isinstance(request.paid, DepositPayload):
+            state = _state_of(_extra_of(deposited))
             record = record if state is None else record.mirrored(state, time.time())
-            transaction, amount = sent.transaction, request.paid.deposit.amount
+            transaction, amount = deposited.transaction, request.paid.deposit.amount
         voucher = request.paid.voucher
         record = replace(
             record, charged=record.charged + due, signed_max=voucher.max_claimable_amount,
