@@ -15,11 +15,9 @@ until terminated.
 
 from __future__ import annotations
 
-import socket
 import sys
 from typing import Final
 
-import uvicorn
 from eth_account import Account
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from bench.harness import serve_here
 from x402pay.testing import anvil_account
 
 NETWORK: Final = "eip155:31337"
@@ -73,14 +72,7 @@ def build(rpc_url: str, usdc: str, store: str, authorizer_key: str) -> ASGIApp:
 def main(argv: list[str]) -> None:
     """Serve on a free loopback port (printed as ``port N``) until terminated."""
     rpc_url, usdc, store, authorizer_key = argv
-    app = build(rpc_url, usdc, store, authorizer_key)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    print(f"port {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_keep_alive=60)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_here(build(rpc_url, usdc, store, authorizer_key))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import gc
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 #: Where results go: BENCHMARKS.md at the repository root.
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -129,6 +131,24 @@ def serving(module: str, *args: str, timeout: float = 20.0) -> Iterator[tuple[st
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+
+
+def serve_here(app: Any, port: int = 0) -> None:
+    """The server's end of `serving`: listen on 127.0.0.1:`port` (0: a free one), say ``port N``, and serve the ASGI
+    `app` with uvicorn until terminated."""
+    import uvicorn  # only the servers need it
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)  # connections queue up from now on, before uvicorn starts accepting
+    print(f"port {sock.getsockname()[1]}", flush=True)
+    # Clients drop idle connections first (httpx: after 5 s), so no request is sent on one the server has just
+    # closed: behind the latency proxy, the server's close would reach the client only a one-way delay later.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, backlog=1024, timeout_keep_alive=60
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -22,13 +22,11 @@ terminated.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -36,6 +34,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from bench.harness import serve_here
 from x402pay.testing import anvil_account
 
 STACKS: Final = ("unpaid", "x402pay", "x402pay-chain", "official")
@@ -139,14 +138,7 @@ def build(stack: str, rpc_url: str, usdc: str) -> ASGIApp:
 def main(argv: list[str]) -> None:
     """Serve STACK on a free loopback port (printed as ``port N``) until terminated."""
     stack, rpc_url, usdc = argv
-    app = build(stack, rpc_url, usdc)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    print(f"port {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, timeout_keep_alive=60)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_here(build(stack, rpc_url, usdc))
 
 
 if __name__ == "__main__":

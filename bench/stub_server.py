@@ -22,7 +22,6 @@ import binascii
 import contextlib
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -30,10 +29,9 @@ from functools import cache
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-import uvicorn
 from coincurve import PublicKey
 
-from bench.harness import cpu_seconds, serving
+from bench.harness import cpu_seconds, serve_here, serving
 from x402pay._schemes.eip712 import transfer_with_authorization
 from x402pay._schemes.fast712 import keccak256, typed_data_digest
 
@@ -180,17 +178,7 @@ def running(timeout: float = 20.0) -> Iterator[StubServer]:
 
 def main() -> None:
     """Serve on 127.0.0.1 (a free port, printed as ``port N``) until terminated."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", int(os.environ.get("STUB_PORT", "0"))))
-    sock.listen(1024)  # connections queue up from now on, before uvicorn starts accepting
-    print(f"port {sock.getsockname()[1]}", flush=True)
-    # Clients drop idle connections first (httpx: after 5 s), so no request is sent on one the server has just
-    # closed: behind the latency proxy, the server's close would reach the client only a one-way delay later.
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, backlog=1024, timeout_keep_alive=60
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_here(app, int(os.environ.get("STUB_PORT", "0")))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any, Final
 from x402pay._protocol.channel_wire import ChannelState, VoucherState, parse_config
 from x402pay._schemes.channel import ChannelConfig
 from x402pay.errors import LedgerError
+from x402pay.server._sqlite import open_store
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -115,11 +116,7 @@ class ChannelStore:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        with self._lock:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.executescript(_SCHEMA)
+        self._conn = open_store(self.path, _SCHEMA)
 
     def __repr__(self) -> str:
         return f"ChannelStore({self.path!r})"

@@ -11,7 +11,6 @@ The store is the paid side's books: `SettlementStore.settled_total` says what a 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from eth_typing import HexStr
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from x402pay._protocol.models import SettleResponse
+from x402pay.server._sqlite import open_store
 
 if TYPE_CHECKING:
     from web3 import Web3
@@ -85,11 +85,7 @@ class SettlementStore:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        with self._lock:
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(_SCHEMA)
+        self._conn = open_store(self.path, _SCHEMA)
 
     def __repr__(self) -> str:
         return f"SettlementStore({self.path!r})"
