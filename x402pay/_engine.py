@@ -253,7 +253,7 @@ class Engine:
             return await asyncio.sleep(effect.seconds)
         if isinstance(effect, ChannelOp):
             call = partial(getattr(self.channels, effect.operation), *effect.args, **effect.kwargs)
-            return await anyio.to_thread.run_sync(call)
+            return await call() if self._async_ledger else await anyio.to_thread.run_sync(call)
         if isinstance(effect, ChannelChain):
             return await anyio.to_thread.run_sync(self._channel_chain, effect)
         raise TypeError(f"not an effect a driver knows: {effect!r}")
@@ -308,14 +308,13 @@ class Engine:
 
     @property
     def channels(self) -> Any:
-        """The payment channels: the ledger's (`Ledger.channels`), else a private in-memory book made on first use."""
+        """The payment channels: the ledger's (`Ledger.channels`, or `AsyncLedger.channels`, awaited), else a private
+        in-memory book made on first use."""
         with self._lock:
             if self._channels is None:
                 from x402pay.ledger._channels import ChannelBook
 
                 ledger_channels = getattr(self.ledger, "channels", None)
-                if self._async_ledger:
-                    raise TypeError("batch-settlement channels need a sync Ledger (or none); AsyncLedger has none yet")
                 self._channels = ledger_channels or ChannelBook.in_memory(self.options.clock)
             return self._channels
 

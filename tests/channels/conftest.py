@@ -1,12 +1,21 @@
-"""Fixtures of the channel tests: the settlement contract on the isolated devnet, and two funded payers."""
+"""Fixtures of the channel tests: the settlement contract on the isolated devnet, funded payers, and where a payer's
+ledger lives (each backend)."""
 
 from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from channel_support import Channels
 from eth_account.signers.local import LocalAccount
+from paid_channel_support import Place
 
 from x402pay.testing import Devnet
+
+POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
 
 
 @pytest.fixture
@@ -28,3 +37,28 @@ def other_payer(x402pay_chain: Devnet) -> LocalAccount:
 def stranger(x402pay_chain: Devnet) -> LocalAccount:
     """A funded account that is neither side of the test's channels."""
     return x402pay_chain.payers[2]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    """SQLite, or a schema of its own on PostgreSQL ($X402PAY_TEST_POSTGRES_DSN; unreachable, a skip that says so,
+    except under CI, where it fails)."""
+    if request.param == "sqlite":
+        yield Place(str(tmp_path / "ledger.db"))
+        return
+    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except Exception as exc:  # psycopg missing, or any connection failure
+        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    schema = f"x402pay_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        yield Place(dsn, schema)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -27,6 +27,7 @@ from x402.mechanisms.evm.batch_settlement.client import (
 )
 from x402.mechanisms.evm.signers import EthAccountSignerWithRPC
 
+from x402pay.ledger import AsyncLedger, Ledger
 from x402pay.server import (
     ChannelClaims,
     Facilitator,
@@ -78,6 +79,20 @@ def make_app(probe: Probe) -> Starlette:
 
     routes = [Route("/quote", quote), Route("/quote-permit2", quote), Route("/stream", stream)]
     return Starlette(routes=routes)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a payer's ledger lives: an SQLite file, or a PostgreSQL schema of its own (`place` in conftest)."""
+
+    target: str
+    schema: str | None = None
+
+    def ledger(self) -> Ledger:
+        return Ledger.open(self.target, schema=self.schema)
+
+    async def aledger(self) -> AsyncLedger:
+        return await AsyncLedger.open(self.target, schema=self.schema)
 
 
 @dataclass

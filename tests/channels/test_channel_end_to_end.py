@@ -9,9 +9,8 @@ what the contract and the server's latest voucher say.
 
 from __future__ import annotations
 
-import os
+import asyncio
 import secrets
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from paid_channel_support import PRICE, ChannelServer, channel_server
+from paid_channel_support import PRICE, ChannelServer, Place, channel_server
 
 import x402pay
 from x402pay._channel_admin import finalize, sync, withdraw
@@ -33,7 +32,6 @@ from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
 
-POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
 DEPOSIT = 10 * PRICE  # the server's minDeposit hint, and the payer's cap (ten times max_per_request)
 USES = [PRICE, 250, PRICE, 0, 999, PRICE, 1, PRICE, 700, PRICE, PRICE, 50]  # 12 requests, most below the maximum
 
@@ -48,31 +46,11 @@ def paying(devnet: Devnet, payer: LocalAccount, ledger: Ledger) -> httpx.Client:
     return httpx.Client(transport=transport, timeout=30)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """The payer's ledger: SQLite, or a schema of its own on PostgreSQL ($X402PAY_TEST_POSTGRES_DSN; unreachable,
-    a skip that says so, except under CI, where it fails)."""
-    if request.param == "sqlite":
-        with Ledger.sqlite(tmp_path / "ledger.db") as opened:
-            yield opened
-        return
-    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-
-        psycopg.connect(dsn, connect_timeout=5).close()
-    except Exception as exc:  # psycopg missing, or any connection failure
-        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    schema = f"x402pay_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        with Ledger.postgres(dsn, schema=schema) as opened:
-            yield opened
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+@pytest.fixture
+def ledger(place: Place) -> Iterator[Ledger]:
+    """The payer's ledger, on each backend."""
+    with place.ledger() as opened:
+        yield opened
 
 
 def only_channel(ledger: Ledger) -> ChannelRecord:
@@ -168,6 +146,55 @@ async def test_an_async_transport_pays_the_same_way(x402pay_chain: Devnet, payer
         await claims.claim()
         await claims.sweep()
     assert server.balance(devnet.payee.address) == payee_before + PRICE + 320
+
+
+async def test_an_async_ledger_books_the_channel_and_its_lease_queues_async_and_sync_payers(
+    x402pay_chain: Devnet, payer: LocalAccount, place: Place
+) -> None:
+    devnet = x402pay_chain
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    async with await place.aledger() as ledger:
+        transport = x402pay.AsyncPaymentTransport(
+            wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger
+        )
+        with channel_server(devnet) as server, place.ledger() as beside_ledger:
+            sync_client = paying(devnet, payer, beside_ledger)  # another connection to the same book
+            payer_before, payee_before = server.balance(payer.address), server.balance(devnet.payee.address)
+            async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+
+                async def fetch(use: int) -> int | None:
+                    response = await client.get(server.url + "/quote", params={"use": use})
+                    assert response.status_code == 200, response.text
+                    payment = x402pay.payment_of(response)
+                    return None if payment is None else payment.settled_amount
+
+                def sync_fetch(use: int) -> int:
+                    return sync_client.get(server.url + "/quote", params={"use": use}).status_code
+
+                assert [await fetch(use) for use in (PRICE, 300, 20)] == [PRICE, 300, 20]  # a deposit, two vouchers
+                together = [fetch(100 + number) for number in range(6)]
+                beside = [asyncio.to_thread(sync_fetch, 200 + number) for number in range(2)]
+                with sync_client:
+                    results = await asyncio.gather(*together, *beside)
+            # none refused as busy by the server: async and sync payers queued on the ledger's lease
+            assert results == [100 + number for number in range(6)] + [200, 200]
+            charged = PRICE + 320 + sum(100 + number for number in range(6)) + 401
+            (record,) = await ledger.channels.all()
+            served = server.middleware.channels.store.get(identity(record))
+            assert served is not None
+            assert (record.charged, record.signed_max) == (served.charged, served.signed_max)
+            assert (record.charged, record.deposited, record.lease) == (charged, DEPOSIT, None)
+            assert server.balance(payer.address) == payer_before - DEPOSIT  # one deposit for all eleven
+            assert len(server.probe.calls) == 11
+            (deposit,) = await ledger.entries()
+            assert (deposit.amount, deposit.held) == (DEPOSIT, DEPOSIT)
+
+            claims = server.claims()
+            assert [result.success for result in await claims.claim()] == [True]
+            swept = await claims.sweep()
+            assert [(result.success, result.amount) for result in swept] == [(True, charged)]
+            assert server.balance(devnet.payee.address) == payee_before + record.charged  # exactly what was booked
+        assert server.settlement().functions.channels(identity(record)).call() == [DEPOSIT, charged]
 
 
 async def test_concurrent_requests_on_one_channel_queue_on_the_payers_lease(

@@ -1,8 +1,10 @@
-"""The payer's channel records in the ledger (SQLite and PostgreSQL): leases that queue holders across threads and
-processes, changes only under a lease, and records that survive a reopen."""
+"""The payer's channel records in the ledger (SQLite and PostgreSQL), through a `Ledger` or an `AsyncLedger`: leases
+that queue holders across threads, tasks and processes, changes only under a lease, and records that survive a
+reopen."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 
@@ -11,7 +13,7 @@ from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend, authorize, r
 
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
 from x402pay.ledger import Budget, Ledger
-from x402pay.ledger._channels import ChannelBook, ChannelRecord
+from x402pay.ledger._channels import AsyncChannelBook, ChannelBook, ChannelRecord
 
 CHANNEL = "0x" + "ab" * 32
 STEP = 7
@@ -70,6 +72,56 @@ def test_changes_need_the_lease_and_outlive_the_ledger_object(backend: Backend) 
         assert reopened.channels.get(CHANNEL) is None
 
 
+async def test_an_async_ledgers_lease_keeps_every_other_holder_out_sync_ones_too(backend: Backend) -> None:
+    async with await backend.aledger() as ledger:
+        with backend.ledger() as beside:  # another connection
+            book = ledger.channels
+            first = await book.lease(record(), "async-a", 60)
+            assert first is not None
+            assert first.lease == "async-a"
+            assert await book.lease(record(), "async-b", 60) is None
+            assert beside.channels.lease(record(), "sync-c", 60) is None  # the same lease
+            with pytest.raises(LookupError):
+                await book.update(CHANNEL, "async-b", charged=1)
+            changed = await book.update(CHANNEL, "async-a", charged=3, signed_max=10)
+            assert (changed.charged, changed.signed_max) == (3, 10)
+            await book.release(CHANNEL, "async-a")
+            with pytest.raises(LookupError):
+                await book.update(CHANNEL, "async-a", charged=4)  # released: no longer its to change
+            taken = beside.channels.lease(record(), "sync-c", 60)
+            assert taken is not None
+            assert (taken.lease, taken.charged) == ("sync-c", 3)
+            assert await book.lease(record(), "async-b", 60) is None
+            assert [each.channel_id for each in await book.all()] == [CHANNEL]
+
+
+async def _asign_in_turn(book: AsyncChannelBook, holder: str, rounds: int, ceilings: list[int]) -> None:
+    """`_sign_in_turn` for an async book, yielding to the loop while the lease is busy."""
+    done = 0
+    while done < rounds:
+        held = await book.lease(record(), holder, 30)
+        if held is None:
+            await asyncio.sleep(0.001)
+            continue
+        ceiling = held.signed_max + STEP
+        ceilings.append(ceiling)
+        await book.update(CHANNEL, holder, signed_max=ceiling, charged=ceiling)
+        await book.release(CHANNEL, holder)
+        done += 1
+
+
+async def test_async_tasks_with_their_own_connections_sign_every_ceiling_once(backend: Backend) -> None:
+    ledgers = [await backend.aledger() for _ in range(3)]
+    ceilings: list[int] = []
+    await asyncio.gather(*(_asign_in_turn(each.channels, f"task-{n}", 10, ceilings) for n, each in enumerate(ledgers)))
+    assert sorted(ceilings) == [STEP * n for n in range(1, 31)]
+    final = await ledgers[0].channels.get(CHANNEL)
+    assert final is not None
+    assert (final.signed_max, final.lease) == (30 * STEP, None)
+    for each in ledgers:
+        await each.aclose()
+
+
 def _sign_in_turn(book: ChannelBook, holder: str, rounds: int, ceilings: list[int]) -> None:
     """Take the lease, sign the next ceiling from what the record says, record it, let go: as a payer does."""
     done = 0
@@ -105,16 +157,25 @@ def test_threads_with_their_own_connections_sign_every_ceiling_once(backend: Bac
 
 def _process(backend: Backend, holder: str, rounds: int, out: multiprocessing.Queue[list[int]]) -> None:
     ceilings: list[int] = []
-    with backend.ledger() as ledger:
-        _sign_in_turn(ledger.channels, holder, rounds, ceilings)
+    if holder.startswith("async"):
+        asyncio.run(_aprocess(backend, holder, rounds, ceilings))
+    else:
+        with backend.ledger() as ledger:
+            _sign_in_turn(ledger.channels, holder, rounds, ceilings)
     out.put(ceilings)
+
+
+async def _aprocess(backend: Backend, holder: str, rounds: int, ceilings: list[int]) -> None:
+    async with await backend.aledger() as ledger:
+        await _asign_in_turn(ledger.channels, holder, rounds, ceilings)
 
 
 def test_processes_sharing_the_ledger_sign_every_ceiling_once(backend: Backend) -> None:
     Ledger.open(backend.target, schema=backend.schema).close()  # migrated before the racers start
     context = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[list[int]] = context.Queue()
-    processes = [context.Process(target=_process, args=(backend, f"proc-{n}", 10, out)) for n in range(3)]
+    holders = ["sync-0", "sync-1", "async-2"]  # an AsyncLedger's process queues on the same lease
+    processes = [context.Process(target=_process, args=(backend, holder, 10, out)) for holder in holders]
     for process in processes:
         process.start()
     ceilings = [ceiling for _ in processes for ceiling in out.get(timeout=120)]

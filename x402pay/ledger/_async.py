@@ -12,6 +12,7 @@ from x402pay.errors import InvalidTransition, PaymentInFlight
 from x402pay.ledger import _sql
 from x402pay.ledger._backends import AsyncDatabase, AsyncSQLiteDatabase, Durability
 from x402pay.ledger._chain import Chain, Resolution, judge_entry
+from x402pay.ledger._channels import AsyncChannelBook
 from x402pay.ledger._core import (
     DEFAULT_MARGIN,
     DEFAULT_STALE_AFTER,
@@ -68,6 +69,11 @@ class AsyncLedger:
         """Create or upgrade the schema (the constructors do it; call it when building from a database)."""
         await self._db.run(_sql.migrate(), write=True, exclusive=True, durable=True)
         return self
+
+    @property
+    def channels(self) -> AsyncChannelBook:
+        """This ledger's payment channels (``batch-settlement``), the same book `Ledger.channels` keeps, awaited."""
+        return AsyncChannelBook(self._db, self._steps.now)
 
     @property
     def budgets(self) -> tuple[Budget, ...]:

@@ -191,12 +191,20 @@ def forget(channel_id: str) -> Program[bool]:
     return bool(rows)
 
 
-class ChannelBook:
-    """A ledger's channels (`Ledger.channels`), or a private in-memory set of them (`ChannelBook.in_memory`)."""
+class _Book:
+    """What both channel books hold: the ledger's database and clock."""
 
     def __init__(self, database: Any, clock: Callable[[], float]) -> None:
         self._db = database
         self._clock = clock
+
+    def now(self) -> int:
+        """The book's clock, in whole seconds."""
+        return int(self._clock())
+
+
+class ChannelBook(_Book):
+    """A ledger's channels (`Ledger.channels`), or a private in-memory set of them (`ChannelBook.in_memory`)."""
 
     @classmethod
     def in_memory(cls, clock: Callable[[], float]) -> ChannelBook:
@@ -207,10 +215,6 @@ class ChannelBook:
         database = SQLiteDatabase(":memory:", durability="unsafe_process")
         database.run(migrate(), write=True, exclusive=True)
         return cls(database, clock)
-
-    def now(self) -> int:
-        """The book's clock, in whole seconds."""
-        return int(self._clock())
 
     def get(self, channel_id: str) -> ChannelRecord | None:
         """The record of `channel_id`, or None."""
@@ -241,3 +245,38 @@ class ChannelBook:
     def forget(self, channel_id: str) -> bool:
         """Delete the record of `channel_id`; whether there was one."""
         return self._db.run(forget(channel_id), write=True)  # type: ignore[no-any-return]
+
+
+class AsyncChannelBook(_Book):
+    """An `AsyncLedger`'s channels (`AsyncLedger.channels`): `ChannelBook`'s operations, awaited, running the same
+    programs over the same tables, so a channel's lease queues sync and async payers alike."""
+
+    async def get(self, channel_id: str) -> ChannelRecord | None:
+        """The record of `channel_id`, or None."""
+        return await self._db.run(get(channel_id))  # type: ignore[no-any-return]
+
+    async def all(self) -> list[ChannelRecord]:
+        """Every channel, the most recently changed first."""
+        return await self._db.run(every())  # type: ignore[no-any-return]
+
+    async def lease(self, new: ChannelRecord, holder: str, seconds: int) -> ChannelRecord | None:
+        """Take the lease of `new`'s channel (created as `new` if unknown) for `seconds`; None while another holds
+        it."""
+        now = self.now()
+        return await self._db.run(lease(new, holder, now + seconds, now), write=True, durable=True)  # type: ignore[no-any-return]
+
+    async def update(self, channel_id: str, holder: str, **changes: Any) -> ChannelRecord:
+        """Change a leased channel (see `CHANGEABLE`); LookupError when `holder` no longer holds its lease."""
+        return await self._db.run(update(channel_id, holder, changes, self.now()), write=True, durable=True)  # type: ignore[no-any-return]
+
+    async def release(self, channel_id: str, holder: str) -> None:
+        """Give the lease back."""
+        await self._db.run(release(channel_id, holder), write=True)
+
+    async def return_escrow(self, record: ChannelRecord, amount: int) -> int:
+        """Escrow `amount` came back from `record`'s channel: the budgets stop holding it (see `return_escrow`)."""
+        return await self._db.run(return_escrow(record, amount, self.now()), write=True, durable=True)  # type: ignore[no-any-return]
+
+    async def forget(self, channel_id: str) -> bool:
+        """Delete the record of `channel_id`; whether there was one."""
+        return await self._db.run(forget(channel_id), write=True)  # type: ignore[no-any-return]
