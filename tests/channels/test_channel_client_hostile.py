@@ -144,6 +144,21 @@ def test_a_forged_corrective_402_is_not_believed_and_no_higher_ceiling_is_signed
         assert on_chain(channels, record) == [10 * PRICE, 0]
 
 
+def test_a_corrective_402_proven_by_the_voucher_just_sent_is_not_believed_and_no_higher_ceiling_is_signed(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with hostile_server(channels) as hostile, client_for(devnet, payer, ledger) as client:
+        assert client.get(hostile.url + "/report").status_code == 200
+        hostile.lie = "replay"  # "you already owe this request's whole ceiling": our signature, but not a proof
+        with pytest.raises(PaymentRejected, match="could not prove"):
+            client.get(hostile.url + "/report")
+        record = the_channel(ledger)
+        assert hostile.voucher is not None
+        assert hostile.voucher.max_claimable_amount == 2 * PRICE  # not 3 000: one request, one request's maximum
+        assert (record.charged, record.signed_max) == (PRICE, 2 * PRICE)
+
+
 def test_the_deposit_is_a_payment_in_the_ledger_held_as_escrow(
     channels: Channels, payer: LocalAccount, ledger: Ledger
 ) -> None:
