@@ -279,6 +279,9 @@ class ChannelPayer:
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
                            state.channel_state, state.voucher_state, chain)  # fmt: skip
+        if believed.proven and believed.signed_max == record.charged + requirement.amount != record.signed_max:
+            # the voucher this request just sent proves no earlier charge: the server holds it only because we sent it
+            believed = Recovered(chain.total_claimed, 0, chain.balance, proven=False)
         logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
                     "proven by our own voucher" if believed.proven else "not proven, the chain believed",
                     believed.charged)  # fmt: skip
