@@ -98,9 +98,9 @@ class Hostile:
             return self.challenge({"channelState": self._state(9 * PRICE).as_wire(),
                                    "voucherState": self._forged_voucher(payload.voucher.channel_id)})  # fmt: skip
         if self.lie == "replay":
-            ceiling = payload.voucher.max_claimable_amount
+            ceiling, ours = payload.voucher.max_claimable_amount, payload.voucher.signature
             return self.challenge({"channelState": self._state(ceiling).as_wire(),
-                                   "voucherState": VoucherState(ceiling, payload.voucher.signature).as_wire()})  # fmt: skip
+                                   "voucherState": VoucherState(ceiling, ours).as_wire()})  # fmt: skip
         transaction = ""
         if isinstance(payload, DepositPayload):
             transaction = self._deposit(payload) if self.lie != "no_deposit" else "0x" + "ab" * 32
