@@ -70,14 +70,19 @@ def withdraw(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> t
         book.release(channel_id, holder)
 
 
-def finalize(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> tuple[str, ChannelRecord]:
-    """Finish the withdrawal of `channel_id` (its delay must have passed): (the transaction hash, the record)."""
+def finalize(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> tuple[str | None, ChannelRecord]:
+    """Finish the withdrawal of `channel_id` (its delay must have passed): (the transaction hash, the record). A
+    withdrawal the chain shows finalized but the book does not (a crash between the two) is booked, hash None."""
     holder = "x402pay-admin-" + secrets.token_hex(8)
     record = _leased(book, channel_id, holder)
     try:
         config = config_of(record)
         identity = bytes.fromhex(channel_id.removeprefix("0x"))
         before = read_channel(web3, identity, config.withdraw_delay)
+        if not before.withdrawing and record.state == "withdrawing":
+            after = sync(book, holder, record, before)
+            book.return_escrow(after, after.withdrawn - record.withdrawn)
+            return None, after
         if not before.withdrawing:
             raise SigningError(f"channel {channel_id[:18]}... has no withdrawal to finalize (start one first)")
         record = sync(book, holder, record, before)

@@ -279,6 +279,8 @@ class ChannelPayer:
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
                            state.channel_state, state.voucher_state, chain)  # fmt: skip
+        if _only_just_sent(record, requirement.amount, believed):
+            believed = Recovered(chain.total_claimed, 0, chain.balance, proven=False)
         logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
                     "proven by our own voucher" if believed.proven else "not proven, the chain believed",
                     believed.charged)  # fmt: skip
@@ -386,6 +388,13 @@ class ChannelPayer:
             return {}
         after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
+
+
+def _only_just_sent(record: ChannelRecord, amount: int, believed: Recovered) -> bool:
+    """Whether a corrective 402's proof is only the voucher this request sent (our record, kept since our first
+    voucher here, has none that high): it proves no earlier charge. A record started from the chain cannot tell."""
+    ceiling = record.charged + amount
+    return believed.proven and record.signed_key is not None and believed.signed_max == ceiling > record.signed_max
 
 
 def _served_before(key: str, record: ChannelRecord, believed: Recovered) -> bool:

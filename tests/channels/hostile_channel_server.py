@@ -11,6 +11,8 @@ payer's signed authorization) and reports the charge and the channel's state. It
 - ``no_deposit``: a deposit reported as made (with a made-up transaction) that it never sent;
 - ``forged``: every paid request gets a corrective 402 whose ``voucherState`` a stranger signed, claiming that
   9 prices were charged.
+- ``replay``: every paid request gets a corrective 402 "proven" by the voucher that very request just signed,
+  claiming that its whole ceiling was charged already.
 
 It keeps the payer's latest voucher, so a test can make it claim (``claimWithSignature``) whenever it likes.
 """
@@ -95,6 +97,10 @@ class Hostile:
         if self.lie == "forged":
             return self.challenge({"channelState": self._state(9 * PRICE).as_wire(),
                                    "voucherState": self._forged_voucher(payload.voucher.channel_id)})  # fmt: skip
+        if self.lie == "replay":
+            ceiling, ours = payload.voucher.max_claimable_amount, payload.voucher.signature
+            return self.challenge({"channelState": self._state(ceiling).as_wire(),
+                                   "voucherState": VoucherState(ceiling, ours).as_wire()})  # fmt: skip
         transaction = ""
         if isinstance(payload, DepositPayload):
             transaction = self._deposit(payload) if self.lie != "no_deposit" else "0x" + "ab" * 32

@@ -15,7 +15,8 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 import x402pay
-from x402pay._channel_admin import finalize
+from x402pay._channel_admin import config_of, finalize
+from x402pay._channel_chain import finalize_withdraw
 from x402pay.errors import OriginUntrusted, PaymentRejected, ReceiptMismatch, SpendCapExceeded
 from x402pay.ledger import Ledger, Web3Chain
 from x402pay.ledger._channels import ChannelRecord
@@ -104,6 +105,25 @@ def test_a_claim_inside_the_delay_is_what_the_payer_loses_and_the_book_says_so(
     assert [entry.held for entry in ledger.entries()] == [2 * PRICE]  # the budgets hold what the liar took
 
 
+def test_a_withdrawal_finalized_before_the_book_was_written_is_booked_by_the_next_finalize(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    with hostile_server(channels) as hostile, client_for(devnet, payer, ledger) as client:
+        assert client.get(hostile.url + "/report").status_code == 200
+        hostile.lie = "overcharge"
+        with pytest.raises(ReceiptMismatch):
+            client.get(hostile.url + "/report")  # the payer starts withdrawing its unclaimed escrow
+    record = the_channel(ledger)
+    devnet.increase_time(DELAY + 1)
+    finalize_withdraw(devnet.web3(), wallet, config_of(record))  # mined; the process dies before its book is written
+    _, record = finalize(ledger.channels, devnet.web3(), wallet, record.channel_id)
+    assert on_chain(channels, record) == [0, 0]  # nothing was claimed: the whole deposit came back
+    assert (record.state, record.withdrawn, record.escrow) == ("closed", 10 * PRICE, 0)
+    assert [entry.held for entry in ledger.entries()] == [0]  # what came back is held no more
+
+
 def test_a_deposit_hint_far_above_the_cap_deposits_the_cap(
     channels: Channels, payer: LocalAccount, ledger: Ledger
 ) -> None:
@@ -142,6 +162,21 @@ def test_a_forged_corrective_402_is_not_believed_and_no_higher_ceiling_is_signed
         assert hostile.voucher.max_claimable_amount == 2 * PRICE  # the retry signed the same ceiling, not 10 000
         assert (record.charged, record.signed_max) == (PRICE, 2 * PRICE)
         assert on_chain(channels, record) == [10 * PRICE, 0]
+
+
+def test_a_corrective_402_proven_by_the_voucher_just_sent_is_not_believed_and_no_higher_ceiling_is_signed(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with hostile_server(channels) as hostile, client_for(devnet, payer, ledger) as client:
+        assert client.get(hostile.url + "/report").status_code == 200
+        hostile.lie = "replay"  # "you already owe this request's whole ceiling": our signature, but not a proof
+        with pytest.raises(PaymentRejected, match="could not prove"):
+            client.get(hostile.url + "/report")
+        record = the_channel(ledger)
+        assert hostile.voucher is not None
+        assert hostile.voucher.max_claimable_amount == 2 * PRICE  # not 3 000: one request, one request's maximum
+        assert (record.charged, record.signed_max) == (PRICE, 2 * PRICE)
 
 
 def test_the_deposit_is_a_payment_in_the_ledger_held_as_escrow(

@@ -272,6 +272,22 @@ async def test_after_the_payers_store_is_wiped_a_corrective_402_restores_the_cha
         assert len(server.probe.calls) == 4  # the corrected attempt did not reach the app
 
 
+async def test_after_one_full_charge_and_a_wiped_store_the_servers_voucher_at_our_new_ceiling_is_believed(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, tmp_path: Path
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server:
+        with paying(devnet, payer, ledger) as client:
+            pay(client, server, [PRICE])
+        # The fresh payer's first ceiling (nothing claimed + PRICE) is the very voucher the server holds: signed
+        # before, by the payer that lost its store, so it proves the charge.
+        with Ledger.sqlite(tmp_path / "fresh.db") as fresh, paying(devnet, payer, fresh) as client:
+            (payment,) = pay(client, server, [PRICE])
+            assert payment.settled_amount == PRICE
+            record = only_channel(fresh)
+        assert (record.charged, record.signed_max) == (2 * PRICE, 2 * PRICE)
+
+
 async def test_a_withdrawal_the_manager_meets_in_time_leaves_the_payer_only_what_was_not_charged(
     x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
 ) -> None:

@@ -324,6 +324,25 @@ async def test_idle_channels_are_refunded_with_their_claim(
         assert [(result.success, result.amount) for result in await claims.sweep()] == [(True, charged)]
 
 
+async def test_an_idle_refund_leaves_a_channel_a_request_is_using_and_its_voucher_stays_claimable(
+    x402pay_chain: Devnet, tmp_path: Path
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server:
+        channel_id = channel_of(await pay_requests(server, tmp_path, "/quote", [PRICE]))  # deposits 10 prices
+        claims = server.claims()
+        scheme = official_scheme(devnet, devnet.payers[0], tmp_path)
+        async with official_http(devnet, scheme, server.url) as http:
+            held = asyncio.create_task(http.get("/quote", params={"hold": 1, "use": PRICE}))
+            await anyio.to_thread.run_sync(server.probe.entered.wait, 20)
+            refunded = await claims.refund_idle(0)  # the channel is in use: refunding it now strands this charge
+            server.probe.gate.set()
+            assert (await held).status_code == 200
+        assert refunded == []
+        assert [result.success for result in await claims.claim()] == [True]  # the request's voucher is money
+        assert server.settlement().functions.channels(channel_id).call() == [10 * PRICE, 2 * PRICE]
+
+
 async def test_a_deposit_whose_authorization_was_altered_is_refused(x402pay_chain: Devnet, tmp_path: Path) -> None:
     devnet, payer = x402pay_chain, x402pay_chain.payers[0]
     with channel_server(devnet) as server:

@@ -177,3 +177,22 @@ def test_a_settlement_that_says_no_amount_reads() -> None:
     assert SettleResponse.model_validate(said).amount is None
     with pytest.raises(ValidationError, match="amount"):
         SettleResponse.model_validate(said | {"amount": "1.5"})
+
+
+def test_no_channel_object_shows_a_signature_in_its_repr() -> None:
+    from x402pay.server._channel_actions import ClaimAction, RefundAction, VoucherClaim
+    from x402pay.server._channel_store import ChannelRecord
+
+    signature, config = bytes(range(65)), channel.ChannelConfig(PAYER.address, PAYER.address, RECEIVER, AUTHORIZER,
+                                                                TOKEN, 900)  # fmt: skip
+    voucher = wire.Voucher(b"\x01" * 32, 1_000, signature)
+    claim = VoucherClaim(config, 1_000, signature, 1_000)
+    shown = [
+        voucher, wire.VoucherState(1_000, signature), wire.Erc3009Deposit(0, 1, 2, signature),
+        wire.Permit2Deposit(PAYER.address, TOKEN, 1, RECEIVER, 3, 4, b"\x01" * 32, signature),
+        claim, ClaimAction((claim,), signature), RefundAction(config, voucher, 1, 0, (claim,), signature, signature),
+        ChannelRecord(b"\x01" * 32, config, 1_000, 1_000, signature, 10_000, 0),
+    ]  # fmt: skip
+    for value in shown:
+        assert signature.hex()[:32] not in repr(value), type(value).__name__
+        assert "signature=" not in repr(value), type(value).__name__

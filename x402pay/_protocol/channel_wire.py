@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from x402pay._schemes.channel import ChannelConfig, address
@@ -113,7 +113,7 @@ class Voucher:
 
     channel_id: bytes
     max_claimable_amount: int
-    signature: bytes
+    signature: bytes = field(repr=False)  # never in a repr or a log
 
     @classmethod
     def from_wire(cls, data: object, error: ErrorClass = MalformedPayment) -> Voucher:
@@ -141,7 +141,7 @@ class Erc3009Deposit:
     valid_after: int
     valid_before: int
     salt: int
-    signature: bytes
+    signature: bytes = field(repr=False)  # never in a repr or a log
 
     @classmethod
     def from_wire(cls, data: object, error: ErrorClass = MalformedPayment) -> Erc3009Deposit:
@@ -175,7 +175,7 @@ class Permit2Deposit:
     nonce: int
     deadline: int
     channel_id: bytes
-    signature: bytes
+    signature: bytes = field(repr=False)  # never in a repr or a log
 
     @classmethod
     def from_wire(cls, data: object, error: ErrorClass = MalformedPayment) -> Permit2Deposit:
@@ -358,7 +358,7 @@ class VoucherState:
     """The latest voucher the server holds for the channel (a corrective 402 proves it with the signature)."""
 
     signed_max_claimable: int | None = None
-    signature: bytes | None = None
+    signature: bytes | None = field(default=None, repr=False)  # never in a repr or a log
 
     @classmethod
     def from_wire(cls, data: object, error: ErrorClass = ChallengeError) -> VoucherState:

@@ -97,5 +97,6 @@ def run_finalize(args: argparse.Namespace) -> int:
     web3, where = connect(args)
     with existing_ledger(args) as (ledger, _), talking_to_chain(args, where, "finalizing the withdrawal"):
         tx_hash, record = finalize(ledger.channels, web3, wallet, channel_id)
-    print(f"finalizeWithdraw in {tx_hash}: {record.withdrawn} withdrawn in all, channel {record.state}")
+    said = f"finalizeWithdraw in {tx_hash}" if tx_hash else "finalized before (now in the book)"
+    print(f"{said}: {record.withdrawn} withdrawn in all, channel {record.state}")
     return EXIT_OK

@@ -9,7 +9,7 @@ and the receiverAuthorizer's signatures, which a facilitator holding that key ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_account.signers.base import BaseAccount
@@ -27,7 +27,7 @@ class VoucherClaim:
 
     config: ChannelConfig
     max_claimable_amount: int
-    signature: bytes
+    signature: bytes = field(repr=False)  # never in a repr or a log
     total_claimed: int
 
     @classmethod
@@ -64,7 +64,7 @@ class ClaimAction:
     """Claim these rows in one transaction (all of one receiverAuthorizer)."""
 
     claims: tuple[VoucherClaim, ...]
-    authorizer_signature: bytes | None = None
+    authorizer_signature: bytes | None = field(default=None, repr=False)
 
     def as_wire(self) -> dict[str, Any]:
         """The payload."""
@@ -95,8 +95,8 @@ class RefundAction:
     amount: int
     refund_nonce: int
     claims: tuple[VoucherClaim, ...] = ()
-    refund_signature: bytes | None = None
-    claim_signature: bytes | None = None
+    refund_signature: bytes | None = field(default=None, repr=False)
+    claim_signature: bytes | None = field(default=None, repr=False)
 
     def as_wire(self) -> dict[str, Any]:
         """The enriched refund payload."""

@@ -48,6 +48,8 @@ MAX_CLAIMS_PER_BATCH: Final = 100
 #: The longest a timer waits between claims, whatever the delays, and between looks at pending withdrawals.
 _CLAIM_EVERY_AT_MOST: Final = 60.0
 _WATCH_EVERY: Final = 15.0
+#: How long an idle refund holds a channel's reservation at most (the paid side's longest request hold).
+_REFUND_HOLD: Final = 600.0
 
 
 class ChannelClaims:
@@ -171,6 +173,18 @@ class ChannelClaims:
         return settled
 
     async def _refund(self, record: ChannelRecord) -> SettleResponse | None:
+        """Refund `record`'s channel under its reservation: a request using it is left alone (its charge would
+        be stranded), and the record is read again once reserved."""
+        token = self.store.reserve(record.channel_id, _REFUND_HOLD)
+        if token is None:
+            return None
+        try:
+            current = self.store.get(record.channel_id)
+            return None if current is None else await self._refund_reserved(current)
+        finally:
+            self.store.release(record.channel_id, token)
+
+    async def _refund_reserved(self, record: ChannelRecord) -> SettleResponse | None:
         if self._web3 is not None:
             record = await self._refreshed(record)
         claimed = max(record.charged, record.total_claimed)

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,7 +70,7 @@ class ChannelRecord:
     config: ChannelConfig
     charged: int
     signed_max: int
-    signature: bytes
+    signature: bytes = field(repr=False)  # never in a repr or a log
     balance: int
     total_claimed: int
     withdraw_requested_at: int = 0
