@@ -301,7 +301,8 @@ class ChannelPayer:
         self, attempt: Attempt, requirement: PaymentRequirements, channel: Channel, record: ChannelRecord,
         payment: Payment, deposit: Payment | None, answer: Answer,
     ) -> Program[Delivery]:  # fmt: skip
-        """Check the server's report (and a deposit on chain), then book what it charged."""
+        """Check the server's report (and a deposit on chain), then book what it charged (nothing, for an error answer
+        that carries no report: the app failed)."""
         report = report_of(answer.headers)
         added = deposit.signed_amount if deposit is not None else 0
         expected = Expected(channel.id, requirement.amount, record.charged, record.chain_balance + added)
@@ -309,7 +310,9 @@ class ChannelPayer:
         # A stream's headers leave before its charge is known (its report is in-band, at its end): until the server
         # says less (a corrective 402 proving our voucher), it has charged the most this voucher allows.
         streamed = extra is None and "text/event-stream" in answer.headers.get("content-type", "").lower()
-        problem = None if streamed else "no successful settlement response"
+        # An error answer without a report is the app's failure, charged nothing: the voucher stays committed.
+        failed = extra is None and report is None and answer.status >= 400
+        problem = None if streamed or failed else "no successful settlement response"
         problem = problem if extra is None else problem_with(extra, expected)
         if deposit is not None:
             believed = problem is None and report is not None
@@ -317,6 +320,8 @@ class ChannelPayer:
             problem = problem or deposit_problem
         if problem is not None:
             yield from self._caught(attempt.origin, channel, record, payment, problem)
+        if failed:
+            return Delivery(answer, payment)
         charged = requirement.amount if extra is None else extra.charged_amount
         assert charged is not None  # noqa: S101 - problem_with says so
         yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})

@@ -65,6 +65,8 @@ def make_app(probe: Probe) -> Starlette:
             import anyio.to_thread
 
             await anyio.to_thread.run_sync(probe.gate.wait, 20)
+        if request.query_params.get("fail"):
+            return JSONResponse({"error": "the app failed"}, status_code=500)
         return JSONResponse({"quote": 42})
 
     async def stream(request: Request) -> Response:

@@ -413,3 +413,27 @@ async def test_a_deposit_the_facilitator_fails_to_send_is_refused_before_the_app
         assert server.balance(payer.address) == payer_before
         (deposit,) = ledger.entries()
         assert deposit.held == DEPOSIT  # a deposit sent and refused may still land: held until reconcile decides
+
+
+async def test_an_answer_the_app_failed_is_not_charged_and_the_channel_stays_open(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
+        pay(client, server, [PRICE])
+        failed = client.get(server.url + "/quote", params={"fail": "1"})
+        assert failed.status_code == 500  # the app's own answer, handed back: no lie, no fraud mark
+        payment = x402pay.payment_of(failed)
+        assert payment is not None
+        assert payment.status is x402pay.PaymentStatus.UNSETTLED  # charged nothing; its voucher stays committed
+        record = only_channel(ledger)
+        assert (record.state, record.charged, record.signed_max) == ("open", PRICE, 2 * PRICE)
+        pay(client, server, [PRICE, 300])  # the next voucher starts from what was charged, as the server's does
+        record = only_channel(ledger)
+        served = server.middleware.channels.store.get(identity(record))
+        assert served is not None
+        assert (record.charged, record.state) == (served.charged, "open") == (2 * PRICE + 300, "open")
+        claims = server.claims()
+        assert all(claimed.success for claimed in await claims.claim())
+        await claims.sweep()
+        assert read_channel(devnet.web3(), identity(record), 900).total_claimed == 2 * PRICE + 300
