@@ -3,7 +3,6 @@ ledger lives (each backend)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +10,9 @@ from pathlib import Path
 import pytest
 from channel_support import Channels
 from eth_account.signers.local import LocalAccount
-from paid_channel_support import Place
+from paid_channel_support import Place, drop_schema, reachable_postgres
 
 from x402pay.testing import Devnet
-
-POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
 
 
 @pytest.fixture
@@ -46,19 +43,9 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     if request.param == "sqlite":
         yield Place(str(tmp_path / "ledger.db"))
         return
-    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-
-        psycopg.connect(dsn, connect_timeout=5).close()
-    except Exception as exc:  # psycopg missing, or any connection failure
-        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    dsn = reachable_postgres()
     schema = f"x402pay_e2e_{uuid.uuid4().hex[:12]}"
     try:
         yield Place(dsn, schema)
     finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        drop_schema(dsn, schema)

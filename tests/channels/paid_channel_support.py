@@ -4,6 +4,7 @@ batch-settlement client to pay it (x402 2.25: spend controls for the devnet's US
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from starlette.applications import Starlette
@@ -177,3 +179,30 @@ def official_http(devnet: Devnet, scheme: BatchSettlementEvmScheme, url: str) ->
     allowed = {"network": devnet.network, "asset": devnet.usdc, "max_amount_per_payment": str(CAP)}
     client.set_spend_controls({"allowed_assets": [allowed]})
     return httpx.AsyncClient(transport=x402_httpx_transport(client), base_url=url, timeout=30)
+
+
+POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
+
+
+def reachable_postgres() -> str:
+    """The test PostgreSQL's DSN (``$X402PAY_TEST_POSTGRES_DSN`` or the local default) once it answers; unreachable,
+    a skip that says what to set, except under CI, where it fails."""
+    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        psycopg.connect(dsn, connect_timeout=5).close()
+    except Exception as exc:  # psycopg missing, or any connection failure
+        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return dsn
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a test's own PostgreSQL schema."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

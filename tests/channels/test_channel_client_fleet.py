@@ -9,7 +9,6 @@ skip saying so, except under CI, where they fail.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import pytest
 from channel_support import Channels
 from eth_account.signers.local import LocalAccount
 from official_stack import PRICE, official_server
+from paid_channel_support import drop_schema, reachable_postgres
 
 import x402pay
 from x402pay.ledger import Ledger
@@ -26,28 +26,17 @@ from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
 
-POSTGRES_ENV = "X402PAY_TEST_POSTGRES_DSN"
 ROUNDS = 6
 
 
 @pytest.fixture
 def postgres_schema() -> Iterator[tuple[str, str]]:
     """A reachable PostgreSQL DSN and a schema of this test's own (dropped after); a skip (CI: a failure) without."""
-    dsn = os.environ.get(POSTGRES_ENV, "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import psycopg
-
-        psycopg.connect(dsn, connect_timeout=5).close()
-    except Exception as exc:  # psycopg missing, or any connection failure
-        message = f"needs PostgreSQL at {dsn} (set {POSTGRES_ENV}): {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    dsn = reachable_postgres()
     schema = f"x402pay_fleet_{uuid.uuid4().hex[:12]}"
     Ledger.postgres(dsn, schema=schema).close()
     yield dsn, schema
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    drop_schema(dsn, schema)
 
 
 def pay_rounds(chain: tuple[str, str], key: bytes, dsn: str, schema: str, url: str, rounds: int) -> list[int]:
