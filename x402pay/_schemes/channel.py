@@ -24,7 +24,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import is_checksum_address, to_checksum_address
 
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
-from x402pay._schemes.eip712 import TypedData
+from x402pay._schemes.eip712 import DOMAIN_WITH_VERSION, TypedData
 from x402pay._schemes.fast712 import domain_separator, keccak256
 from x402pay.errors import SigningError
 
@@ -55,12 +55,6 @@ _UINT40_LIMIT: Final = 1 << 40
 _UINT128_LIMIT: Final = 1 << 128
 _UINT256_LIMIT: Final = 1 << 256
 
-_DOMAIN_FIELDS: Final = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
 _CLAIM_ENTRY_FIELDS: Final = [
     {"name": "channelId", "type": "bytes32"},
     {"name": "maxClaimableAmount", "type": "uint128"},
@@ -227,7 +221,7 @@ def _typed(chain_id: int, primary: str, types: dict[str, Any], message: dict[str
         "verifyingContract": BATCH_SETTLEMENT_ADDRESS,
     }
     return {
-        "types": {"EIP712Domain": _DOMAIN_FIELDS, **types},
+        "types": {"EIP712Domain": DOMAIN_WITH_VERSION, **types},
         "primaryType": primary,
         "domain": domain,
         "message": message,

@@ -12,7 +12,8 @@ from x402pay._protocol.addresses import PERMIT2_ADDRESS
 
 TypedData = dict[str, Any]
 
-_DOMAIN_WITH_VERSION: Final = [
+#: The fields of an EIP-712 domain with a version (tokens, the batch-settlement contract).
+DOMAIN_WITH_VERSION: Final = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
     {"name": "chainId", "type": "uint256"},
@@ -55,7 +56,7 @@ def transfer_with_authorization(
     `authorization` holds ``from, to, value, validAfter, validBefore, nonce`` (ints, addresses, 0x nonce).
     """
     return {
-        "types": {"EIP712Domain": _DOMAIN_WITH_VERSION, "TransferWithAuthorization": _AUTHORIZATION_FIELDS},
+        "types": {"EIP712Domain": DOMAIN_WITH_VERSION, "TransferWithAuthorization": _AUTHORIZATION_FIELDS},
         "primaryType": "TransferWithAuthorization",
         "domain": {"name": token_name, "version": token_version, "chainId": chain_id, "verifyingContract": token},
         "message": authorization,
@@ -115,7 +116,7 @@ def eip2612_permit(
     """EIP-2612 ``Permit`` under the token's domain (e.g. letting Permit2 spend, for gas-sponsored approval)."""
     return {
         "types": {
-            "EIP712Domain": _DOMAIN_WITH_VERSION,
+            "EIP712Domain": DOMAIN_WITH_VERSION,
             "Permit": [
                 {"name": "owner", "type": "address"},
                 {"name": "spender", "type": "address"},
