@@ -8,7 +8,9 @@ book holds what the chain shows (`sync`): a channel being withdrawn is paid thro
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from x402pay._channel_chain import OnChain, finalize_withdraw, initiate_withdraw, read_channel
@@ -55,30 +57,20 @@ def sync(book: ChannelBook, holder: str, record: ChannelRecord, chain: OnChain) 
 
 def withdraw(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> tuple[str | None, ChannelRecord]:
     """Start withdrawing everything unclaimed from `channel_id`: (the transaction hash or None, the record)."""
-    holder = "x402pay-admin-" + secrets.token_hex(8)
-    record = _leased(book, channel_id, holder)
-    try:
-        config = config_of(record)
-        identity = bytes.fromhex(channel_id.removeprefix("0x"))
-        chain = read_channel(web3, identity, config.withdraw_delay)
+    with _held(book, web3, channel_id) as (holder, record, config, read):
+        chain = read()
         tx_hash = None
         if chain.available and not chain.withdrawing:
             tx_hash = initiate_withdraw(web3, wallet, config, chain.available)
-            chain = read_channel(web3, identity, config.withdraw_delay)
+            chain = read()
         return tx_hash, sync(book, holder, record, chain)
-    finally:
-        book.release(channel_id, holder)
 
 
 def finalize(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> tuple[str | None, ChannelRecord]:
     """Finish the withdrawal of `channel_id` (its delay must have passed): (the transaction hash, the record). A
     withdrawal the chain shows finalized but the book does not (a crash between the two) is booked, hash None."""
-    holder = "x402pay-admin-" + secrets.token_hex(8)
-    record = _leased(book, channel_id, holder)
-    try:
-        config = config_of(record)
-        identity = bytes.fromhex(channel_id.removeprefix("0x"))
-        before = read_channel(web3, identity, config.withdraw_delay)
+    with _held(book, web3, channel_id) as (holder, record, config, read):
+        before = read()
         if not before.withdrawing and record.state == "withdrawing":
             after = sync(book, holder, record, before)
             book.return_escrow(after, after.withdrawn - record.withdrawn)
@@ -87,8 +79,22 @@ def finalize(book: ChannelBook, web3: Any, wallet: Wallet, channel_id: str) -> t
             raise SigningError(f"channel {channel_id[:18]}... has no withdrawal to finalize (start one first)")
         record = sync(book, holder, record, before)
         tx_hash = finalize_withdraw(web3, wallet, config)
-        after = sync(book, holder, record, read_channel(web3, identity, config.withdraw_delay))
+        after = sync(book, holder, record, read())
         book.return_escrow(after, after.withdrawn - record.withdrawn)  # the budgets stop holding what came back
         return tx_hash, after
+
+
+@contextlib.contextmanager
+def _held(
+    book: ChannelBook, web3: Any, channel_id: str
+) -> Iterator[tuple[str, ChannelRecord, ChannelConfig, Callable[[], OnChain]]]:
+    """The channel under a lease of this call's own for the block: its holder name, record, config, and a reader of
+    its state on chain; the lease is given back however the block ends."""
+    holder = "x402pay-admin-" + secrets.token_hex(8)
+    record = _leased(book, channel_id, holder)
+    try:
+        config = config_of(record)
+        identity = bytes.fromhex(channel_id.removeprefix("0x"))
+        yield holder, record, config, lambda: read_channel(web3, identity, config.withdraw_delay)
     finally:
         book.release(channel_id, holder)
