@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import PRICE, UPTO_MAX, routes
+from paid_app import PRICE, UPTO_MAX, routes
 from server_support import RecordingRpc, automine_off, eip3009_payload, mine, permit2_payload
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements

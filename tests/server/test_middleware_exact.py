@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PRICE, PaidServer
 from eth_account import Account
+from paid_app import PRICE, PaidServer
 from server_support import decode, eip3009_payload, header, now, permit2_payload
 
 pytestmark = pytest.mark.chain

@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import PRICE, UPTO_MAX, PaidServer
 from eth_account import Account
+from paid_app import PRICE, UPTO_MAX, PaidServer
 from server_support import decode, eip3009_payload, header, permit2_payload
 
 pytestmark = pytest.mark.chain

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PRICE, PaidServer, paid_server
 from eth_account.signers.local import LocalAccount
+from paid_app import PRICE, PaidServer, paid_server
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
 from x402.http.utils import decode_payment_response_header

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from conftest import PRICE, PaidServer, Probe, make_app, routes
+from paid_app import PRICE, PaidServer, Probe, make_app, routes
 from server_support import decode, eip3009_payload, header, permit2_payload
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PRICE, UPTO_MAX, PaidServer, paid_server, routes
+from paid_app import PRICE, UPTO_MAX, PaidServer, paid_server, routes
 from server_support import automine_off, balance, decode, eip3009_payload, header, mine, unmined
 from web3 import Web3
 from x402 import x402Client

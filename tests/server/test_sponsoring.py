@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PRICE, UPTO_MAX, PaidServer, paid_server, routes
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from paid_app import PRICE, UPTO_MAX, PaidServer, paid_server, routes
 from server_support import decode, eip2612_extension, eip3009_payload, header, now, permit2_payload
 from web3 import Web3
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import PRICE, routes
 from eth_account import Account
+from paid_app import PRICE, routes
 from server_support import RecordingRpc, eip3009_payload, permit2_payload
 from x402.mechanisms.evm.batch_settlement import types as sdk_types
 from x402.mechanisms.evm.batch_settlement.client.eip3009 import create_batch_settlement_eip3009_deposit_payload
