@@ -40,7 +40,7 @@ from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepActi
 from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, failed_settlement, same_address
 from x402pay.server._facilitator import VerifyResponse
 from x402pay.server._mirror import Mirrors
-from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, answer, follow
+from x402pay.server._settlements import ESCROW, SETTLEMENT_PENDING, Broadcast, answer, follow
 
 if TYPE_CHECKING:
     from x402pay.server._local import LocalFacilitator
@@ -185,7 +185,7 @@ class ChannelFacilitation:
         auth = paid.deposit.authorization
         nonce = auth.salt if isinstance(auth, Erc3009Deposit) else auth.nonce
         deadline = auth.valid_before if isinstance(auth, Erc3009Deposit) else auth.deadline
-        key = f"channel-deposit:{paid.voucher.channel_id.hex()}:{nonce:x}"
+        key = f"{ESCROW}{paid.voucher.channel_id.hex()}:{nonce:x}"
         planned = Broadcast(key, "", requirements.network, paid.config.payer, paid.deposit.amount, deadline)
         call = self._deposit_call(paid, requirements)
         # The deposit takes the payer's tokens: their mirror (for exact and upto payments) counts it from now on.

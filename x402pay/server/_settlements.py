@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from web3.types import TxReceipt
 
 State = Literal["pending", "settled", "failed"]
+#: How the key of a payment channel's deposit begins: escrow, not a charge.
+ESCROW: Final = "channel-deposit:"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS settlements (
@@ -125,9 +127,11 @@ class SettlementStore:
         return [_broadcast(row) for row in rows]
 
     def settled_total(self, payer: str) -> int:
-        """What the settled broadcasts charged `payer`, in atomic units."""
-        sql = "SELECT amount FROM settlements WHERE state = 'settled' AND lower(payer) = ?"
-        rows = self._query(sql, (payer.lower(),))
+        """What the settled exact and upto payments charged `payer`, in atomic units. A payment channel's deposit is
+        not counted: it is escrow, which the payer can take back; what a channel charged is in its claims
+        (`ChannelClaims`)."""
+        sql = "SELECT amount FROM settlements WHERE state = 'settled' AND lower(payer) = ? AND key NOT LIKE ?"
+        rows = self._query(sql, (payer.lower(), f"{ESCROW}%"))
         return sum(int(row[0]) for row in rows)
 
     def close(self) -> None:
