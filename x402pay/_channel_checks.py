@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from x402pay._channel_chain import OnChain
-from x402pay._protocol.channel_wire import ChannelState, ResponseExtra, VoucherState
+from x402pay._protocol.channel_extra import ChannelState, ResponseExtra, VoucherState
 from x402pay._schemes.channel import voucher_digest
 from x402pay._schemes.fast712 import recover_signer
 

@@ -14,7 +14,7 @@ from x402pay._channel_sign import SignedChannelPayment
 from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._payment import Payment
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
-from x402pay._protocol.channel_wire import ChannelExtra, ResponseExtra
+from x402pay._protocol.channel_extra import ChannelExtra, ResponseExtra
 from x402pay._protocol.codec import decode_header
 from x402pay._protocol.headers import CHANNEL_REFUND
 from x402pay._protocol.models import PaymentRequirements

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from x402pay._protocol.channel_wire import ChannelExtra, TransferMethod
+from x402pay._protocol.channel_extra import ChannelExtra
+from x402pay._protocol.channel_wire import TransferMethod
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY, ChannelConfig
 from x402pay.errors import SigningError, SpendCapExceeded

@@ -33,14 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from x402pay._protocol.channel_wire import (
-    ChannelState,
-    DepositPayload,
-    Erc3009Deposit,
-    Voucher,
-    VoucherState,
-    parse_payload,
-)
+from x402pay._protocol.channel_extra import ChannelState, VoucherState
+from x402pay._protocol.channel_wire import DepositPayload, Erc3009Deposit, Voucher, parse_payload
 from x402pay._protocol.codec import decode_header, encode_header
 from x402pay._schemes import channel, channel_deposit
 from x402pay.errors import MalformedPayment

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from x402pay._protocol.channel_wire import ChannelExtra
+from x402pay._protocol.channel_extra import ChannelExtra
 from x402pay._schemes.channel import ChannelConfig, channel_id
 from x402pay.server import ChannelRecord, ChannelStore, Price
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI as CHANNEL_ABI

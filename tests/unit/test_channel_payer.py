@@ -13,14 +13,8 @@ from x402pay._channel_chain import OnChain
 from x402pay._channel_checks import Expected, problem_with, recover
 from x402pay._channel_sign import DepositTerms, sign_request
 from x402pay._channel_terms import channel_terms, deposit_size
-from x402pay._protocol.channel_wire import (
-    ChannelState,
-    DepositPayload,
-    Erc3009Deposit,
-    Permit2Deposit,
-    ResponseExtra,
-    VoucherState,
-)
+from x402pay._protocol.channel_extra import ChannelState, ResponseExtra, VoucherState
+from x402pay._protocol.channel_wire import DepositPayload, Erc3009Deposit, Permit2Deposit
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes import channel, channel_deposit
 from x402pay._schemes.fast712 import recover_signer

@@ -17,6 +17,7 @@ from x402.mechanisms.evm.batch_settlement.client.voucher import sign_voucher
 from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements
 
+from x402pay._protocol import channel_extra
 from x402pay._protocol import channel_wire as wire
 from x402pay._protocol.models import SettleResponse
 from x402pay._schemes import channel
@@ -90,10 +91,10 @@ def test_requirement_extra_agrees_with_the_sdks_types() -> None:
     voucher = sdk_types.VoucherStateExtra("4000", "0x" + "cd" * 65)
     sdk_extra = sdk_types.PaymentRequirementsExtra(AUTHORIZER, 900, "USD Coin", "2", "permit2", "10000", state, voucher)
     sent = sdk_extra.to_dict()
-    parsed = wire.ChannelExtra.from_wire(sent)
+    parsed = channel_extra.ChannelExtra.from_wire(sent)
     assert parsed.channel_state is not None
     assert parsed.channel_state.charged_cumulative_amount == 4_000
-    assert parsed.voucher_state == wire.VoucherState(4_000, bytes.fromhex("cd" * 65))
+    assert parsed.voucher_state == channel_extra.VoucherState(4_000, bytes.fromhex("cd" * 65))
     assert parsed.min_deposit == 10_000
     assert parsed.asset_transfer_method == "permit2"
     assert parsed.as_wire() == sent
@@ -103,7 +104,7 @@ def test_requirement_extra_agrees_with_the_sdks_types() -> None:
 def test_response_extra_agrees_with_the_sdks_types() -> None:
     state = sdk_types.ChannelStateExtra("0x" + "ab" * 32, "10000", "0", 0, "0", "1500")
     sent = sdk_types.PaymentResponseExtra(charged_amount="500", channel_state=state).to_dict()
-    parsed = wire.ResponseExtra.from_wire(sent)
+    parsed = channel_extra.ResponseExtra.from_wire(sent)
     assert parsed.charged_amount == 500
     assert parsed.voucher_state is None
     assert parsed.as_wire() == sent
@@ -161,13 +162,15 @@ def test_a_deposit_needs_exactly_one_authorization_and_a_positive_amount() -> No
 
 def test_the_error_class_follows_the_side() -> None:
     with pytest.raises(ChallengeError, match="receiverAuthorizer"):
-        wire.ChannelExtra.from_wire({"withdrawDelay": 900})
+        channel_extra.ChannelExtra.from_wire({"withdrawDelay": 900})
     with pytest.raises(ChallengeError, match="assetTransferMethod"):
-        wire.ChannelExtra.from_wire({"receiverAuthorizer": AUTHORIZER, "withdrawDelay": 900, "assetTransferMethod": 1})
+        channel_extra.ChannelExtra.from_wire(
+            {"receiverAuthorizer": AUTHORIZER, "withdrawDelay": 900, "assetTransferMethod": 1}
+        )
     with pytest.raises(SettlementError, match="chargedAmount"):
-        wire.ResponseExtra.from_wire({"chargedAmount": "1.5"})
+        channel_extra.ResponseExtra.from_wire({"chargedAmount": "1.5"})
     with pytest.raises(SettlementError, match=r"channelState\.balance"):
-        wire.ResponseExtra.from_wire({"channelState": {"channelId": "0x" + "00" * 32, "totalClaimed": "0"}})
+        channel_extra.ResponseExtra.from_wire({"channelState": {"channelId": "0x" + "00" * 32, "totalClaimed": "0"}})
     with pytest.raises(ChallengeError, match=r"voucher\.channelId"):
         wire.Voucher.from_wire({}, ChallengeError)
 
@@ -188,7 +191,7 @@ def test_no_channel_object_shows_a_signature_in_its_repr() -> None:
     voucher = wire.Voucher(b"\x01" * 32, 1_000, signature)
     claim = VoucherClaim(config, 1_000, signature, 1_000)
     shown = [
-        voucher, wire.VoucherState(1_000, signature), wire.Erc3009Deposit(0, 1, 2, signature),
+        voucher, channel_extra.VoucherState(1_000, signature), wire.Erc3009Deposit(0, 1, 2, signature),
         wire.Permit2Deposit(PAYER.address, TOKEN, 1, RECEIVER, 3, 4, b"\x01" * 32, signature),
         claim, ClaimAction((claim,), signature), RefundAction(config, voucher, 1, 0, (claim,), signature, signature),
         ChannelRecord(b"\x01" * 32, config, 1_000, 1_000, signature, 10_000, 0),

@@ -15,7 +15,8 @@ from typing import Any
 from eth_account.signers.base import BaseAccount
 from eth_typing import Hash32
 
-from x402pay._protocol.channel_wire import ErrorClass, Voucher, _address, _obj, _signature, _uint, parse_config
+from x402pay._protocol.channel_fields import ErrorClass, checked_address, json_object, signature_bytes, uint
+from x402pay._protocol.channel_wire import Voucher, parse_config
 from x402pay._protocol.models import PaymentPayload
 from x402pay._schemes.channel import ChannelConfig, ClaimEntry, channel_id, claim_batch_digest, refund_digest
 from x402pay.errors import MalformedPayment
@@ -33,13 +34,13 @@ class VoucherClaim:
     @classmethod
     def from_wire(cls, data: object, error: ErrorClass = MalformedPayment) -> VoucherClaim:
         """Parse ``{voucher: {channel, maxClaimableAmount}, signature, totalClaimed}``."""
-        obj = _obj(data, "claim", error)
-        voucher = _obj(obj.get("voucher"), "claim.voucher", error)
+        obj = json_object(data, "claim", error)
+        voucher = json_object(obj.get("voucher"), "claim.voucher", error)
         return cls(
             config=parse_config(voucher.get("channel"), error),
-            max_claimable_amount=_uint(voucher.get("maxClaimableAmount"), "claim.maxClaimableAmount", error, 128),
-            signature=_signature(obj.get("signature"), "claim.signature", error),
-            total_claimed=_uint(obj.get("totalClaimed"), "claim.totalClaimed", error, 128),
+            max_claimable_amount=uint(voucher.get("maxClaimableAmount"), "claim.maxClaimableAmount", error, 128),
+            signature=signature_bytes(obj.get("signature"), "claim.signature", error),
+            total_claimed=uint(obj.get("totalClaimed"), "claim.totalClaimed", error, 128),
         )
 
     def as_wire(self) -> dict[str, Any]:
@@ -120,18 +121,20 @@ Action = ClaimAction | SweepAction | RefundAction
 
 def parse_action(data: object, error: ErrorClass = MalformedPayment) -> Action | None:
     """A claim, sweep or enriched refund; None for anything else (a client's deposit, voucher or plain refund)."""
-    obj = _obj(data, "payload", error)
+    obj = json_object(data, "payload", error)
     kind = obj.get("type")
     if kind == "claim":
         return ClaimAction(_claims(obj.get("claims"), error), _optional_sig(obj, "claimAuthorizerSignature", error))
     if kind == "settle":
-        return SweepAction(_address(obj.get("receiver"), "receiver", error), _address(obj.get("token"), "token", error))
+        return SweepAction(
+            checked_address(obj.get("receiver"), "receiver", error), checked_address(obj.get("token"), "token", error)
+        )
     if kind == "refund" and "refundNonce" in obj:
         return RefundAction(
             config=parse_config(obj.get("channelConfig"), error),
             voucher=Voucher.from_wire(obj.get("voucher"), error),
-            amount=_uint(obj.get("amount"), "amount", error, 128),
-            refund_nonce=_uint(obj.get("refundNonce"), "refundNonce", error),
+            amount=uint(obj.get("amount"), "amount", error, 128),
+            refund_nonce=uint(obj.get("refundNonce"), "refundNonce", error),
             claims=_claims(obj.get("claims", []), error),
             refund_signature=_optional_sig(obj, "refundAuthorizerSignature", error),
             claim_signature=_optional_sig(obj, "claimAuthorizerSignature", error),
@@ -152,7 +155,7 @@ def _claims(value: object, error: ErrorClass) -> tuple[VoucherClaim, ...]:
 
 def _optional_sig(obj: Any, key: str, error: ErrorClass) -> bytes | None:
     value = obj.get(key)
-    return None if value is None else _signature(value, key, error)
+    return None if value is None else signature_bytes(value, key, error)
 
 
 def signed_by(action: Action, authorizer: BaseAccount | None, chain_id: int) -> Action:

@@ -23,14 +23,8 @@ from typing import Any
 from eth_account.signers.base import BaseAccount
 from starlette.types import Receive, Scope, Send
 
-from x402pay._protocol.channel_wire import (
-    ChannelPayload,
-    ChannelState,
-    DepositPayload,
-    RefundPayload,
-    ResponseExtra,
-    parse_payload,
-)
+from x402pay._protocol.channel_extra import ChannelState, ResponseExtra
+from x402pay._protocol.channel_wire import ChannelPayload, DepositPayload, RefundPayload, parse_payload
 from x402pay._protocol.codec import encode_header
 from x402pay._protocol.headers import PAYMENT_RESPONSE
 from x402pay._protocol.models import PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse

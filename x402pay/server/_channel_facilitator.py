@@ -23,13 +23,8 @@ from x402pay._protocol.addresses import (
     ERC3009_DEPOSIT_COLLECTOR_ADDRESS,
     PERMIT2_DEPOSIT_COLLECTOR_ADDRESS,
 )
-from x402pay._protocol.channel_wire import (
-    ChannelPayload,
-    ChannelState,
-    DepositPayload,
-    Erc3009Deposit,
-    parse_payload,
-)
+from x402pay._protocol.channel_extra import ChannelState
+from x402pay._protocol.channel_wire import ChannelPayload, DepositPayload, Erc3009Deposit, parse_payload
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._schemes import channel, channel_deposit
 from x402pay.errors import MalformedPayment

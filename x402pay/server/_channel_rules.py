@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from x402pay._protocol.channel_wire import ChannelExtra, Voucher
+from x402pay._protocol.channel_extra import ChannelExtra
+from x402pay._protocol.channel_wire import Voucher
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.channel import MAX_WITHDRAW_DELAY, MIN_WITHDRAW_DELAY, ChannelConfig, channel_id, voucher_digest
 from x402pay._schemes.fast712 import recover_signer

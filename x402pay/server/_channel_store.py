@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from x402pay._protocol.channel_wire import ChannelState, VoucherState, parse_config
+from x402pay._protocol.channel_extra import ChannelState, VoucherState
+from x402pay._protocol.channel_wire import parse_config
 from x402pay._schemes.channel import ChannelConfig
 from x402pay.errors import LedgerError
 from x402pay.server._sqlite import open_store

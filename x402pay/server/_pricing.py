@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 from eth_utils.address import is_address, to_checksum_address
 
-from x402pay._protocol.channel_wire import ChannelExtra
+from x402pay._protocol.channel_extra import ChannelExtra
 from x402pay._protocol.headers import MAX_AMOUNT
 from x402pay._protocol.models import UINT256_MAX, PaymentRequirements
 from x402pay._protocol.networks import known_asset
