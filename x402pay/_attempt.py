@@ -26,6 +26,7 @@ class Call:
     path: str
     headers: Mapping[str, str]
     fingerprint: str | None = None
+    timeout: float | None = None  # the longest its answer may take (its client's timeouts); inf: no limit; None: unsaid
 
 
 @dataclass(slots=True)
@@ -54,6 +55,7 @@ class Attempt:
     strip: tuple[str, ...] = ()  # ours, on a request to an origin the policy never pays (a redirect brought them)
     refund: str | None = None  # the caller asks for a channel's escrow back (`CHANNEL_REFUND`), not to pay
     presigned: Presigned | None = None  # a payment signed ahead for it, its key the request's (`x402pay._presign`)
+    timeout: float | None = None  # as the `Call` says
 
     @property
     def keys(self) -> tuple[str, str]:

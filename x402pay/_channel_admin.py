@@ -9,7 +9,6 @@ book holds what the chain shows (`sync`): a channel being withdrawn is paid thro
 from __future__ import annotations
 
 import contextlib
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from x402pay._schemes.channel import ChannelConfig
 from x402pay._wallet import Wallet
 from x402pay.errors import PaymentInFlight, SigningError
 from x402pay.ledger._channels import ChannelBook, ChannelRecord
+from x402pay.ledger._holder import new_holder
 
 _LEASE_SECONDS = 300
 
@@ -90,7 +90,7 @@ def _held(
 ) -> Iterator[tuple[str, ChannelRecord, ChannelConfig, Callable[[], OnChain]]]:
     """The channel under a lease of this call's own for the block: its holder name, record, config, and a reader of
     its state on chain; the lease is given back however the block ends."""
-    holder = "x402pay-admin-" + secrets.token_hex(8)
+    holder = new_holder("x402pay-admin")
     record = _leased(book, channel_id, holder)
     try:
         config = config_of(record)

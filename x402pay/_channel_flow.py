@@ -20,7 +20,6 @@ Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -53,15 +52,29 @@ from x402pay._schemes.channel import ChannelConfig, channel_id
 from x402pay._wallet import Wallet
 from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
 from x402pay.ledger._channels import ChannelRecord
+from x402pay.ledger._holder import new_holder
 
 logger = logging.getLogger(__name__)
 
-#: How long one request may hold a channel's lease (a holder that died frees it after this).
+#: How long one request may hold a channel's lease (a holder that died frees it after this), unless its client's
+#: timeouts let it wait longer for its answers (`lease_seconds`).
 LEASE_SECONDS: Final = 120
+#: The longest lease: a request whose client set no timeout. A holder that died blocks its channel this long.
+LONGEST_LEASE: Final = 3_600
+#: What a lease adds to the request's own waits: the books, the chain reads, the signature.
+LEASE_MARGIN: Final = 60
 #: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
 LEASE_PATIENCE: Final = 60.0
 #: The longest pause between two tries for a busy lease: requests on one channel follow each other closely.
 LEASE_POLL: Final = 0.05
+
+
+def lease_seconds(timeout: float | None) -> int:
+    """How long a request holds its channel's lease: long enough for two sends (a corrective 402 asks for a second)
+    within its client's timeouts, and `LEASE_MARGIN`; at least `LEASE_SECONDS`, at most `LONGEST_LEASE`."""
+    if timeout is None:
+        return LEASE_SECONDS
+    return int(min(max(LEASE_SECONDS, 2 * timeout + LEASE_MARGIN), LONGEST_LEASE))
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,7 @@ class ChannelPayer:
         """Pay `requirement` through its channel, under the channel's lease."""
         channel = self._channel(requirement)
         body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True)
-        return (yield from self._leased(channel, attempt.origin, requirement, body))
+        return (yield from self._leased(channel, attempt, requirement, body))
 
     def refund(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements
@@ -105,20 +118,21 @@ class ChannelPayer:
         amount = refund_amount(str(attempt.refund))
         channel = self._channel(requirement)
         body = partial(self._refund_leased, attempt, challenge, requirement, channel, amount)
-        return (yield from self._leased(channel, attempt.origin, requirement, body))
+        return (yield from self._leased(channel, attempt, requirement, body))
 
     def _channel(self, requirement: PaymentRequirements) -> Channel:
         terms = channel_terms(requirement)
         config = terms.config(self.wallet.address)
         chain_id = requirement.chain_id
-        return Channel(terms, config, channel_id(config, chain_id), chain_id, "x402pay-" + secrets.token_hex(8))
+        return Channel(terms, config, channel_id(config, chain_id), chain_id, new_holder("x402pay"))
 
     def _leased(
-        self, channel: Channel, origin: str, requirement: PaymentRequirements,
+        self, channel: Channel, attempt: Attempt, requirement: PaymentRequirements,
         body: Callable[[ChannelRecord], Program[Delivery]],
     ) -> Program[Delivery]:  # fmt: skip
-        """Run `body` with the channel's record, holding its lease; the lease is given back however it ends."""
-        record = yield from self._lease(channel, origin, requirement)
+        """Run `body` with the channel's record, holding its lease (for as long as `attempt` may take: see
+        `lease_seconds`); the lease is given back however it ends."""
+        record = yield from self._lease(channel, attempt.origin, requirement, attempt.timeout)
         try:
             delivery = yield from body(record)
         except GeneratorExit:  # nothing can be yielded: the lease expires on its own
@@ -159,12 +173,14 @@ class ChannelPayer:
         payment.status = PaymentStatus.SETTLED
         return Delivery(answer, payment)
 
-    def _lease(self, channel: Channel, origin: str, requirement: PaymentRequirements) -> Program[ChannelRecord]:
+    def _lease(
+        self, channel: Channel, origin: str, requirement: PaymentRequirements, timeout: float | None
+    ) -> Program[ChannelRecord]:
         new = ChannelRecord(channel.key, requirement.network, origin, channel.config.token,
                             channel.config.receiver, channel.config.as_wire())  # fmt: skip
         waited, step = 0.0, 0.005
         while True:
-            record = yield ChannelOp("lease", (new, channel.holder, LEASE_SECONDS))
+            record = yield ChannelOp("lease", (new, channel.holder, lease_seconds(timeout)))
             if record is not None:
                 return record  # type: ignore[no-any-return]
             if waited >= LEASE_PATIENCE:

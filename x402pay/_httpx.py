@@ -6,6 +6,7 @@ Nothing here knows the order of a payment; it turns requests and responses into 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from functools import cache
 from typing import Any, Final
@@ -35,7 +36,19 @@ def call_of(request: Any) -> Call:
     url = request.url
     origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
     print_ = fingerprint(request.method, origin.encode() + url.raw_path, request.content)
-    return Call(request.method, origin, url.path, request.headers, print_)
+    return Call(request.method, origin, url.path, request.headers, print_, timeout_of(request))
+
+
+def timeout_of(request: Any) -> float | None:
+    """The longest `request` may take to be sent and answered, in seconds, from the timeouts its client set (httpx's
+    ``timeout`` extension: connect, write, read and pool, summed); ``inf`` when one of them is unlimited, None when
+    the request says nothing."""
+    timeouts = request.extensions.get("timeout")
+    if not isinstance(timeouts, Mapping):
+        return None
+    limits = [timeouts.get(name) for name in ("connect", "write", "read", "pool")]
+    seconds = [float(limit) for limit in limits if limit is not None]
+    return sum(seconds) if len(seconds) == len(limits) else math.inf
 
 
 class Outgoing:

@@ -182,7 +182,7 @@ class PaymentProgram:
         refund = call.headers.get(CHANNEL_REFUND)
         strip += (CHANNEL_REFUND,) if refund is not None else ()
         return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
-                       presigned=presigned, refund=refund)  # fmt: skip
+                       presigned=presigned, refund=refund, timeout=call.timeout)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -437,3 +438,25 @@ async def test_an_answer_the_app_failed_is_not_charged_and_the_channel_stays_ope
         assert all(claimed.success for claimed in await claims.claim())
         await claims.sweep()
         assert read_channel(devnet.web3(), identity(record), 900).total_claimed == 2 * PRICE + 300
+
+
+@pytest.mark.parametrize(
+    ("timeout", "lease"), [(httpx.Timeout(30), 2 * 4 * 30 + 60), (httpx.Timeout(None), 3_600)], ids=["30s", "none"]
+)
+def test_a_request_holds_its_channel_for_as_long_as_its_timeouts_let_it_wait(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, timeout: httpx.Timeout, lease: int
+) -> None:
+    """Two sends (a corrective 402 asks for a second) within connect + write + read + pool, and a minute: a request
+    that waits long for its answer does not lose its channel to the next one meanwhile (none: at most an hour)."""
+    with channel_server(x402pay_chain) as server, paying(x402pay_chain, payer, ledger) as client:
+        client.timeout = timeout
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.get, server.url + "/quote", params={"use": 1, "hold": 1})
+            assert server.probe.entered.wait(20)
+            during = only_channel(ledger)
+            server.probe.gate.set()
+            assert pending.result().status_code == 200
+        after = only_channel(ledger)
+    assert during.lease is not None
+    assert lease - 10 <= during.lease_until - time.time() <= lease
+    assert (after.lease, after.lease_until) == (None, 0)  # given back with the answer

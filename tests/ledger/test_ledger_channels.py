@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import socket
 import threading
 
 import pytest
@@ -14,6 +16,7 @@ from ledger_support import ASSET, NETWORK, ORIGIN, PAY_TO, Backend, authorize, r
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
 from x402pay.ledger import Budget, Ledger
 from x402pay.ledger._channels import AsyncChannelBook, ChannelBook, ChannelRecord
+from x402pay.ledger._holder import new_holder
 
 CHANNEL = "0x" + "ab" * 32
 STEP = 7
@@ -48,6 +51,35 @@ def test_an_expired_lease_is_taken_over(backend: Backend) -> None:
         assert book.lease(record(), "alive", 30) is not None
         with pytest.raises(LookupError):
             book.update(CHANNEL, "dead", charged=5)
+
+
+def _lease_and_die(backend: Backend) -> None:
+    with backend.ledger() as ledger:
+        assert ledger.channels.lease(record(), new_holder("child"), 3_600) is not None
+        os._exit(0)  # no release, no close: as a process that was killed
+
+
+def test_the_lease_of_a_process_that_ended_is_taken_over_at_once(backend: Backend) -> None:
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_lease_and_die, args=(backend,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    with backend.ledger() as ledger:
+        book = ledger.channels
+        left = book.get(CHANNEL)
+        assert left is not None
+        assert left.lease is not None
+        assert left.lease.startswith(f"{socket.gethostname()}/{child.pid}/")  # held for the next hour, but ...
+        mine = new_holder("parent")
+        taken = book.lease(record(), mine, 60)  # ... its process is gone
+        assert taken is not None
+        assert taken.lease == mine
+        assert book.lease(record(), new_holder("sibling"), 60) is None  # this process is alive: its lease holds
+        book.release(CHANNEL, mine)
+        elsewhere = "another-machine/123/456#x402pay-0"
+        assert book.lease(record(), elsewhere, 60) is not None
+        assert book.lease(record(), new_holder("here"), 60) is None  # another machine's process cannot be asked
 
 
 def test_changes_need_the_lease_and_outlive_the_ledger_object(backend: Backend) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 
 from x402pay import SpendPolicy, Wallet
 from x402pay._channel_chain import OnChain
 from x402pay._channel_checks import Expected, problem_with, recover
+from x402pay._channel_flow import lease_seconds
 from x402pay._channel_sign import DepositTerms, sign_request
 from x402pay._channel_terms import channel_terms, deposit_size
+from x402pay._httpx import timeout_of
 from x402pay._protocol.channel_extra import ChannelState, ResponseExtra, VoucherState
 from x402pay._protocol.channel_wire import DepositPayload, Erc3009Deposit, Permit2Deposit
 from x402pay._protocol.models import PaymentRequirements
@@ -170,3 +173,15 @@ def test_a_corrective_402_is_believed_only_when_it_proves_our_own_voucher(
     state, voucher = corrective(charged, ceiling, signer)
     found = recover(b"\x01" * 32, CHAIN, OURS.address, state, voucher, OnChain(10_000, claimed))
     assert (found.charged, found.signed_max, found.proven) == believed
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "lease"),
+    [(None, 120), (httpx.Timeout(5), 120), (httpx.Timeout(600, connect=5), 3_600), (httpx.Timeout(None), 3_600)],
+    ids=["unsaid", "httpx-default", "openai-sdk", "no-limit"],
+)
+def test_a_channel_lease_lasts_as_long_as_the_requests_timeouts(timeouts: httpx.Timeout | None, lease: int) -> None:
+    request = httpx.Request("GET", "https://api.example/quote")
+    if timeouts is not None:
+        request.extensions["timeout"] = timeouts.as_dict()
+    assert lease_seconds(timeout_of(request)) == lease

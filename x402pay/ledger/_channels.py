@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
 from x402pay.errors import InvalidTransition
+from x402pay.ledger._holder import process_is_gone
 from x402pay.ledger._model import Entry, EntryState
 from x402pay.ledger._query import Program, Query
 
@@ -113,7 +114,8 @@ def every() -> Program[list[ChannelRecord]]:
 
 def lease(new: ChannelRecord, holder: str, until: int, now: int) -> Program[ChannelRecord | None]:
     """Create the channel if unknown, then take its lease for `holder` until `until` if it is free (or already
-    `holder`'s, or expired): the record, or None when another holder has it."""
+    `holder`'s, or expired, or its holder's process on this machine has ended): the record, or None when another
+    holder has it."""
     values = tuple(json.dumps(new.config) if name == "config" else getattr(new, name) for name in COLUMNS)
     yield Query(
         f"INSERT INTO {CHANNELS} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
@@ -125,6 +127,16 @@ def lease(new: ChannelRecord, holder: str, until: int, now: int) -> Program[Chan
         f"UPDATE {CHANNELS} SET lease = ?, lease_until = ? WHERE channel_id = ? "
         f"AND (lease IS NULL OR lease = ? OR lease_until < ?) RETURNING {', '.join(COLUMNS)}",
         (holder, until, new.channel_id, holder, now),
+    )
+    if rows:
+        return _record(rows[0])
+    held = yield Query(f"SELECT lease FROM {CHANNELS} WHERE channel_id = ?", (new.channel_id,))
+    if not held or held[0][0] is None or not process_is_gone(held[0][0]):
+        return None
+    rows = yield Query(  # the lease of a process that died: taken over, unless another took it first
+        f"UPDATE {CHANNELS} SET lease = ?, lease_until = ? WHERE channel_id = ? AND lease = ? "
+        f"RETURNING {', '.join(COLUMNS)}",
+        (holder, until, new.channel_id, held[0][0]),
     )
     return _record(rows[0]) if rows else None
 

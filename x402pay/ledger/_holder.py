@@ -10,6 +10,7 @@ signing take.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from functools import cache
 from typing import Final
@@ -21,6 +22,12 @@ LEASE: Final = 60
 def current_holder() -> str:
     """This process, as a reservation records it."""
     return _holder_of(os.getpid())
+
+
+def new_holder(role: str) -> str:
+    """A name for one holder of a lease: this process (so that another on this machine can tell when it has ended:
+    `process_is_gone`), `role`, and a random part of its own."""
+    return f"{current_holder()}#{role}-{secrets.token_hex(8)}"
 
 
 @cache
@@ -42,9 +49,18 @@ def holder_is_gone(holder: str | None, created_at: int, now: int) -> bool:
     """Whether the reservation's holder can no longer be signing for it."""
     if holder is None or holder.count("/") != 2:
         return False  # written before holders were recorded: the stale timeout of reconcile() frees it
-    host, pid_text, start = holder.split("/")
-    if host != socket.gethostname() or os.name != "posix" or not pid_text.isdigit():
+    if not _asks_here(holder):
         return now - created_at > LEASE
+    return process_is_gone(holder)
+
+
+def process_is_gone(holder: str) -> bool:
+    """Whether `holder` (``host/pid/start``, maybe followed by ``#`` and a name of the holder's own) is a process of
+    this machine that has ended; False for a process of another machine, which cannot be asked."""
+    process = holder.split("#", 1)[0]
+    if process.count("/") != 2 or not _asks_here(process):
+        return False
+    _, pid_text, start = process.split("/")
     pid = int(pid_text)
     try:
         os.kill(pid, 0)  # signal 0: a question, not a signal
@@ -53,3 +69,9 @@ def holder_is_gone(holder: str | None, created_at: int, now: int) -> bool:
     except PermissionError:
         pass  # alive, another user's
     return start != "?" and _start_time(pid) != start  # the pid was reused by another process
+
+
+def _asks_here(process: str) -> bool:
+    """Whether `process` (``host/pid/start``) is of this machine, and this system can ask whether it still runs."""
+    host, pid_text, _ = process.split("/")
+    return host == socket.gethostname() and os.name == "posix" and pid_text.isdigit()
