@@ -20,16 +20,15 @@ Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 from x402pay import _events, _flow
 from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
 from x402pay._channel_checks import Expected, Recovered, problem_with, recover
+from x402pay._channel_lease import Channel, leased
 from x402pay._channel_messages import (
     Report,
     corrective,
@@ -42,55 +41,19 @@ from x402pay._channel_messages import (
     transaction_of,
 )
 from x402pay._channel_sign import DepositTerms, SignedChannelPayment, sign_refund, sign_request
-from x402pay._channel_terms import CHANNEL_SCHEME, ChannelTerms, channel_terms, deposit_size
-from x402pay._effects import Answer, ChannelChain, ChannelOp, Close, Delivery, Pause, Program, Send, Sign
+from x402pay._channel_terms import CHANNEL_SCHEME, channel_terms, deposit_size
+from x402pay._effects import Answer, ChannelChain, ChannelOp, Close, Delivery, Program, Send, Sign
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._receipts import Receipt
-from x402pay._schemes.channel import ChannelConfig, channel_id
+from x402pay._schemes.channel import channel_id
 from x402pay._wallet import Wallet
-from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentRejected, ReceiptMismatch
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.ledger._holder import new_holder
 
 logger = logging.getLogger(__name__)
-
-#: How long one request may hold a channel's lease (a holder that died frees it after this), unless its client's
-#: timeouts let it wait longer for its answers (`lease_seconds`).
-LEASE_SECONDS: Final = 120
-#: The longest lease: a request whose client set no timeout. A holder that died blocks its channel this long.
-LONGEST_LEASE: Final = 3_600
-#: What a lease adds to the request's own waits: the books, the chain reads, the signature.
-LEASE_MARGIN: Final = 60
-#: How long a request waits for a channel's lease before it gives up (`PaymentInFlight`).
-LEASE_PATIENCE: Final = 60.0
-#: The longest pause between two tries for a busy lease: requests on one channel follow each other closely.
-LEASE_POLL: Final = 0.05
-
-
-def lease_seconds(timeout: float | None) -> int:
-    """How long a request holds its channel's lease: long enough for two sends (a corrective 402 asks for a second)
-    within its client's timeouts, and `LEASE_MARGIN`; at least `LEASE_SECONDS`, at most `LONGEST_LEASE`."""
-    if timeout is None:
-        return LEASE_SECONDS
-    return int(min(max(LEASE_SECONDS, 2 * timeout + LEASE_MARGIN), LONGEST_LEASE))
-
-
-@dataclass(frozen=True)
-class Channel:
-    """The channel one request pays through: its terms, config, id, and the lease `holder`'s name."""
-
-    terms: ChannelTerms
-    config: ChannelConfig
-    id: bytes
-    chain_id: int
-    holder: str
-
-    @property
-    def key(self) -> str:
-        """The channel id as the channel book keys it."""
-        return "0x" + self.id.hex()
 
 
 class ChannelPayer:
@@ -107,7 +70,7 @@ class ChannelPayer:
         """Pay `requirement` through its channel, under the channel's lease."""
         channel = self._channel(requirement)
         body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True)
-        return (yield from self._leased(channel, attempt, requirement, body))
+        return (yield from leased(channel, attempt.origin, requirement, body, timeout=attempt.timeout))
 
     def refund(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements
@@ -118,30 +81,13 @@ class ChannelPayer:
         amount = refund_amount(str(attempt.refund))
         channel = self._channel(requirement)
         body = partial(self._refund_leased, attempt, challenge, requirement, channel, amount)
-        return (yield from self._leased(channel, attempt, requirement, body))
+        return (yield from leased(channel, attempt.origin, requirement, body, timeout=attempt.timeout))
 
     def _channel(self, requirement: PaymentRequirements) -> Channel:
         terms = channel_terms(requirement)
         config = terms.config(self.wallet.address)
         chain_id = requirement.chain_id
         return Channel(terms, config, channel_id(config, chain_id), chain_id, new_holder("x402pay"))
-
-    def _leased(
-        self, channel: Channel, attempt: Attempt, requirement: PaymentRequirements,
-        body: Callable[[ChannelRecord], Program[Delivery]],
-    ) -> Program[Delivery]:  # fmt: skip
-        """Run `body` with the channel's record, holding its lease (for as long as `attempt` may take: see
-        `lease_seconds`); the lease is given back however it ends."""
-        record = yield from self._lease(channel, attempt.origin, requirement, attempt.timeout)
-        try:
-            delivery = yield from body(record)
-        except GeneratorExit:  # nothing can be yielded: the lease expires on its own
-            raise
-        except BaseException:
-            yield ChannelOp("release", (channel.key, channel.holder))
-            raise
-        yield ChannelOp("release", (channel.key, channel.holder))
-        return delivery
 
     def _refund_leased(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
@@ -172,22 +118,6 @@ class ChannelPayer:
                                   payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
         return Delivery(answer, payment)
-
-    def _lease(
-        self, channel: Channel, origin: str, requirement: PaymentRequirements, timeout: float | None
-    ) -> Program[ChannelRecord]:
-        new = ChannelRecord(channel.key, requirement.network, origin, channel.config.token,
-                            channel.config.receiver, channel.config.as_wire())  # fmt: skip
-        waited, step = 0.0, 0.005
-        while True:
-            record = yield ChannelOp("lease", (new, channel.holder, lease_seconds(timeout)))
-            if record is not None:
-                return record  # type: ignore[no-any-return]
-            if waited >= LEASE_PATIENCE:
-                raise PaymentInFlight(None, f"channel {channel.key[:18]}... (its lease)")
-            step = min(step * 2, LEASE_POLL)
-            yield Pause(step)
-            waited += step
 
     def _pay_leased(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,

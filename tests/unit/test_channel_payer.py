@@ -12,7 +12,7 @@ from eth_account import Account
 from x402pay import SpendPolicy, Wallet
 from x402pay._channel_chain import OnChain
 from x402pay._channel_checks import Expected, problem_with, recover
-from x402pay._channel_flow import lease_seconds
+from x402pay._channel_lease import lease_seconds
 from x402pay._channel_sign import DepositTerms, sign_request
 from x402pay._channel_terms import channel_terms, deposit_size
 from x402pay._httpx import timeout_of
