@@ -14,7 +14,9 @@ Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
    (`x402pay._channel_checks.recover`) and answered once more; any other 402 is a refusal. A paid answer's report
    is checked (`problem_with`), and a deposit is checked on chain. A server that lies is marked untrusted, charged
    (in our books) the whole voucher it holds, and the escrow it has not claimed starts to come back
-   (``initiateWithdraw``, with an ``rpc_url``).
+   (``initiateWithdraw``, with an ``rpc_url``);
+5. books a streamed answer, whose report comes in-band at its end, at the voucher's most until then: its receipt,
+   read by the caller's stream, books what it charged (`ChannelPayer.streamed`).
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ from x402pay._policy import SpendPolicy
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._receipts import Receipt
 from x402pay._schemes.channel import channel_id
+from x402pay._streams import ReceiptTap
 from x402pay._wallet import Wallet
-from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentRejected, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.ledger._holder import new_holder
 
@@ -59,8 +62,11 @@ logger = logging.getLogger(__name__)
 class ChannelPayer:
     """Pays ``batch-settlement`` options for one transport (see the module's theory of operation)."""
 
-    def __init__(self, *, wallet: Wallet, policy: SpendPolicy, books: Books, clock: Any, reads_chain: bool) -> None:
+    def __init__(
+        self, *, wallet: Wallet, policy: SpendPolicy, books: Books, clock: Any, reads_chain: bool, keep_frames: bool
+    ) -> None:
         self.wallet = wallet
+        self.keep_frames = keep_frames
         self.policy = policy
         self.books = books
         self._clock = clock
@@ -271,11 +277,58 @@ class ChannelPayer:
         charged = requirement.amount if extra is None else extra.charged_amount
         assert charged is not None  # noqa: S101 - problem_with says so
         yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})
+        if streamed:  # booked at the voucher's most until the stream's own receipt says what it charged (`streamed`)
+            return Delivery(answer, payment, tap=ReceiptTap(payment, sse=True, keep_frames=self.keep_frames))
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
                                   payer=self.wallet.address, transaction=transaction_of(report))  # fmt: skip
         payment.status = PaymentStatus.SETTLED
         self._received(payment)
         return Delivery(answer, payment)
+
+    def streamed(self, payment: Payment) -> Program[None]:
+        """What a channel stream's in-band receipt taught `payment` (the tap's hook, through `Program.record`).
+
+        A charge below the voucher's increment, which `_conclude` booked whole when the headers came, is booked
+        instead, so that the next voucher follows the server's charge without a corrective 402: only while this
+        voucher is still the channel's latest and its lease is free at once (the stream is not held up); otherwise
+        the server's next corrective 402 settles it, as before. A receipt that contradicts the payment marks the
+        server untrusted (see `_lied_in_stream`)."""
+        if payment.mismatch is not None:
+            if "mismatch" not in payment.booked:
+                payment.booked.add("mismatch")
+                yield from self._lied_in_stream(payment, payment.mismatch)
+            return
+        receipt = payment.receipt
+        if receipt is None or "receipt" in payment.booked:
+            return
+        payment.booked.add("receipt")
+        over = payment.signed.amount - receipt.amount
+        if over > 0:
+            requirement = payment.signed.requirement
+            channel = self._channel(requirement)
+            ceiling = int(payment.signed.payload["voucher"]["maxClaimableAmount"])
+            lower = partial(_charged_less, channel, ceiling, over)
+            try:
+                yield from leased(channel, payment.origin, requirement, lower, patience=0)
+            except PaymentInFlight:
+                logger.info("channel %s: busy as a stream's receipt came; the server's next 402 corrects the charge",
+                            channel.key[:18])  # fmt: skip
+        self._received(payment)
+
+    def _lied_in_stream(self, payment: Payment, problem: str) -> Program[None]:
+        """A stream's receipt contradicts its payment: as for a lying report (`_caught`), the whole voucher stays
+        booked as charged (as it was since the headers), the server is marked untrusted and, with an ``rpc_url``,
+        the escrow it has not claimed starts to come back. The stream raises `ReceiptMismatch` (its tap does)."""
+        if self._reads_chain:
+            requirement = payment.signed.requirement
+            channel = self._channel(requirement)
+            yield from leased(channel, payment.origin, requirement, partial(self._withdrawn, channel))
+        yield from self.books.caught(payment, problem)
+
+    def _withdrawn(self, channel: Channel, record: ChannelRecord) -> Program[None]:
+        changes = yield from self._withdraw(channel)
+        if changes:
+            yield ChannelOp("update", (channel.key, channel.holder), changes)
 
     def _deposited(
         self, channel: Channel, record: ChannelRecord, deposit: Payment, report: Report | None, believed: bool
@@ -339,6 +392,12 @@ class ChannelPayer:
             return {}
         after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
+
+
+def _charged_less(channel: Channel, ceiling: int, over: int, record: ChannelRecord) -> Program[None]:
+    """Book `over` less as charged, if the voucher of `ceiling` is still the channel's latest and was booked whole."""
+    if record.signed_max == ceiling == record.charged:
+        yield ChannelOp("update", (channel.key, channel.holder), {"charged": ceiling - over})
 
 
 def _only_just_sent(record: ChannelRecord, amount: int, believed: Recovered) -> bool:

@@ -104,7 +104,8 @@ class PaymentProgram:
         self._announce = announce_ceiling
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
-        self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
+        self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain,
+                                     keep_frames=keep_receipt_frames)  # fmt: skip
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -159,7 +160,10 @@ class PaymentProgram:
         return outcome
 
     def record(self, payment: Payment) -> Program[None]:
-        """What a tapped stream runs as its receipt arrives: the books take it (and verify it, if asked)."""
+        """What a tapped stream runs as its receipt arrives: the books take it (and verify it, if asked); a channel's
+        book takes a channel stream's."""
+        if payment.scheme == CHANNEL_SCHEME:
+            return self.channels.streamed(payment)
         return self.books.record(payment)
 
     def _attempt(self, call: Call) -> Attempt:

@@ -100,12 +100,22 @@ class Hostile:
             transaction = self._deposit(payload) if self.lie != "no_deposit" else "0x" + "ab" * 32
             self.balance += payload.deposit.amount if self.lie == "no_deposit" else 0
         self.charged += PRICE
+        if self.lie == "stream_overcharge":  # a stream whose in-band receipt charges more than the voucher allows
+            return self._stream(2 * PRICE, transaction)
         charged = 2 * PRICE if self.lie == "overcharge" else PRICE
         cumulative = self.charged + (500 if self.lie == "cumulative" else 0)
         state = self._state(cumulative, self.balance + (1 if self.lie == "balance" else 0))
         settled = {"success": True, "transaction": transaction, "network": self.channels.devnet.network, "amount": "",
                    "extra": {"chargedAmount": str(charged), "channelState": state.as_wire()}}  # fmt: skip
         return JSONResponse({"report": "paid"}, headers={"PAYMENT-RESPONSE": encode_header(settled)})
+
+    def _stream(self, charged: int, transaction: str) -> Response:
+        assert self.config is not None
+        receipt = {"finalAmountWei": str(charged), "network": self.channels.devnet.network, "settledAt": 0,
+                   "settlementStatus": "settled", "userAddress": self.config.payer}  # fmt: skip
+        receipt |= {"txHash": transaction} if transaction else {}
+        frames = f'data: {{"n":1}}\n\nevent: compose.receipt\ndata: {json.dumps(receipt)}\n\ndata: [DONE]\n\n'
+        return Response(frames, media_type="text/event-stream")
 
     def _state(self, cumulative: int, balance: int | None = None) -> ChannelState:
         assert self.voucher is not None

@@ -47,6 +47,25 @@ def the_channel(ledger: Ledger) -> ChannelRecord:
     return record
 
 
+def test_a_stream_whose_receipt_charges_past_the_voucher_stops_payment_and_the_escrow_comes_back(
+    channels: Channels, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = channels.devnet
+    with hostile_server(channels) as hostile, client_for(devnet, payer, ledger) as client:
+        assert client.get(hostile.url + "/report").status_code == 200, describe(hostile)  # the deposit, honestly
+        hostile.lie = "stream_overcharge"
+        with client.stream("GET", hostile.url + "/report") as response:
+            assert response.status_code == 200  # the headers carry no report: booked at the voucher's most
+            with pytest.raises(ReceiptMismatch, match="charged 2000, above the signed maximum 1000"):
+                response.read()
+        with pytest.raises(OriginUntrusted):  # nothing more is signed for it
+            client.get(hostile.url + "/report")
+        record = the_channel(ledger)
+        assert (record.signed_max, record.charged) == (2 * PRICE, 2 * PRICE)  # the voucher it holds, as spent
+        assert (record.state, record.deposited) == ("withdrawing", 10 * PRICE)
+        assert on_chain(channels, record) == [10 * PRICE, 0]  # nothing claimed yet: it can all come back
+
+
 @pytest.mark.parametrize(
     ("lie", "caught"),
     [

@@ -141,12 +141,20 @@ async def test_an_async_transport_pays_the_same_way(x402pay_chain: Devnet, payer
                 payment = x402pay.payment_of(response)
                 assert payment is not None
                 assert payment.settled_amount == use
+            async with client.stream("GET", server.url + "/stream", params={"use": 70}) as streamed:
+                await streamed.aread()
+            payment = x402pay.payment_of(streamed)
+            assert payment is not None
+            assert payment.settled_amount == 70  # its in-band receipt, read by the async tap
+            response = await client.get(server.url + "/quote", params={"use": 5})
+            assert response.status_code == 200, response.text  # the voucher followed the stream's real charge
         record = only_channel(ledger)
-        assert (record.charged, record.deposited) == (PRICE + 320, DEPOSIT)
+        assert (record.charged, record.deposited) == (PRICE + 395, DEPOSIT)
+        assert server.middleware.channels.store.get(identity(record)).charged == PRICE + 395  # type: ignore[union-attr]
         claims = server.claims()
         await claims.claim()
         await claims.sweep()
-    assert server.balance(devnet.payee.address) == payee_before + PRICE + 320
+    assert server.balance(devnet.payee.address) == payee_before + PRICE + 395
 
 
 async def test_an_async_ledger_books_the_channel_and_its_lease_queues_async_and_sync_payers(
@@ -335,40 +343,74 @@ async def test_a_claim_after_a_finalized_withdrawal_reverts_and_the_payer_keeps_
         assert [entry.held for entry in ledger.entries()] == [0]
 
 
-async def test_a_streamed_channel_answer_is_booked_at_its_voucher_until_the_server_proves_less(
+def counted_correctives(server: ChannelServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reasons of the corrective 402s the server sends from now on."""
+    corrected: list[str] = []
+    corrective = server.middleware.channels._corrective
+
+    async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
+        corrected.append(reason)
+        await corrective(request, record, reason, message, send)
+
+    monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+    return corrected
+
+
+async def test_a_streamed_channel_answer_is_booked_at_what_its_in_band_receipt_says(
     x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     devnet = x402pay_chain
     with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
-        corrected: list[str] = []
-        corrective = server.middleware.channels._corrective
-
-        async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
-            corrected.append(reason)
-            await corrective(request, record, reason, message, send)
-
-        monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+        corrected = counted_correctives(server, monkeypatch)
         pay(client, server, [PRICE])  # the deposit (a stream may carry it too: the next test)
+        charged = PRICE
         for use in (400, 300):
             with client.stream("GET", server.url + "/stream", params={"use": use}) as response:
                 assert response.status_code == 200
+                payment = x402pay.payment_of(response)
+                assert payment is not None
+                assert payment.settled_amount is None  # its headers left before its charge ...
+                assert only_channel(ledger).charged == charged + PRICE  # ... booked at the voucher's most ...
                 body = response.read().decode()
-            assert f'"finalAmountWei":"{use}"' in body.replace(" ", "")  # the charge, in-band
+            charged += use
+            assert "compose.receipt" not in body  # the transport read the in-band receipt (and took it out)
             assert body.rstrip().endswith("data: [DONE]")
-            payment = x402pay.payment_of(response)
-            assert payment is not None
             assert payment.mismatch is None
-            assert payment.settled_amount == PRICE  # its headers left before its charge: the voucher's most
+            assert payment.settled_amount == use  # ... until its receipt came
+            assert only_channel(ledger).charged == charged
         (after,) = pay(client, server, [100])
         assert after.settled_amount == 100
-        # each stream's real charge came back in one corrective 402 proving our own voucher
-        assert corrected == [rules.CUMULATIVE_MISMATCH, rules.CUMULATIVE_MISMATCH]
+        assert corrected == []  # each voucher followed the server's charge: no corrective round trip
         record = only_channel(ledger)
         served = server.middleware.channels.store.get(identity(record))
         assert served is not None
         assert record.charged == served.charged == PRICE + 800
-        assert (record.state, record.deposited) == ("open", DEPOSIT)  # not taken for a lie: nothing withdrawn
+        assert (record.state, record.deposited) == ("open", DEPOSIT)
         assert server.probe.calls == ["/quote", "/stream", "/stream", "/quote"]
+
+
+async def test_a_channel_stream_left_before_its_receipt_stays_booked_at_its_voucher_until_the_server_proves_less(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    devnet = x402pay_chain
+    with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
+        corrected = counted_correctives(server, monkeypatch)
+        pay(client, server, [PRICE])
+        with client.stream("GET", server.url + "/stream", params={"use": 400}) as response:
+            assert response.status_code == 200
+            payment = x402pay.payment_of(response)
+        assert payment is not None
+        assert payment.settled_amount is None  # never read: no receipt
+        assert only_channel(ledger).charged == 2 * PRICE
+        (after,) = pay(client, server, [100])
+        assert after.settled_amount == 100
+        # the stream's real charge came back in one corrective 402 proving our own voucher
+        assert corrected == [rules.CUMULATIVE_MISMATCH]
+        record = only_channel(ledger)
+        served = server.middleware.channels.store.get(identity(record))
+        assert served is not None
+        assert record.charged == served.charged == PRICE + 500
+        assert (record.state, record.deposited) == ("open", DEPOSIT)  # not taken for a lie: nothing withdrawn
 
 
 async def test_a_channels_first_request_may_be_a_stream(
