@@ -36,6 +36,7 @@ from x402pay._channel_messages import (
     corrective,
     deposit_payment,
     deposit_requirement,
+    new_terms,
     payment_of,
     refund_amount,
     refusal_reason,
@@ -72,10 +73,13 @@ class ChannelPayer:
         self._clock = clock
         self._reads_chain = reads_chain
 
-    def pay(self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements) -> Program[Delivery]:
-        """Pay `requirement` through its channel, under the channel's lease."""
+    def pay(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, *, prepaid: bool = False
+    ) -> Program[Delivery | _flow.Challenge]:
+        """Pay `requirement` through its channel, under the channel's lease. `prepaid`: from a route's remembered
+        challenge, on the first send; a 402 on new terms then comes back as its challenge, to be paid reactively."""
         channel = self._channel(requirement)
-        body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True)
+        body = partial(self._pay_leased, attempt, challenge, requirement, channel, retry=True, prepaid=prepaid)
         return (yield from leased(channel, attempt.origin, requirement, body, timeout=attempt.timeout))
 
     def refund(
@@ -127,8 +131,8 @@ class ChannelPayer:
 
     def _pay_leased(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
-        record: ChannelRecord, *, retry: bool,
-    ) -> Program[Delivery]:  # fmt: skip
+        record: ChannelRecord, *, retry: bool, prepaid: bool = False,
+    ) -> Program[Delivery | _flow.Challenge]:  # fmt: skip
         if record.state == "closed" and self._reads_chain:  # emptied before: a deposit opens it again
             record = yield from self._adopt_chain(channel, record, keep_charged=True, reopen=True)
         if record.state != "open":
@@ -147,6 +151,7 @@ class ChannelPayer:
             signed: SignedChannelPayment = yield Sign(signing)
             payment, header = payment_of(challenge, requirement, attempt.origin, signed, self.wallet.address)
             payment.idempotency_key = attempt.key
+            payment.prepaid = prepaid
             _events.signed(payment)
             deposit = deposit_payment(payment, signed, requirement) if due is not None else None
             signed_now = {"signed_max": ceiling, "signed_key": attempt.key} if ceiling >= record.signed_max else {}
@@ -164,7 +169,8 @@ class ChannelPayer:
         _events.sent(payment, resent=False)
         answer = yield from self._send(attempt, header, deposit)
         if answer.status == 402:
-            return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry))
+            return (yield from self._refused(attempt, challenge, requirement, channel, record, answer, deposit, retry,
+                                             prepaid))  # fmt: skip
         try:
             return (yield from self._conclude(attempt, requirement, channel, record, payment, deposit, answer))
         except BaseException:
@@ -218,13 +224,16 @@ class ChannelPayer:
 
     def _refused(
         self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, channel: Channel,
-        record: ChannelRecord, answer: Answer, deposit: Payment | None, retry: bool,
-    ) -> Program[Delivery]:  # fmt: skip
-        """A 402 to a signed request: a corrective one is answered once more; anything else is a refusal."""
+        record: ChannelRecord, answer: Answer, deposit: Payment | None, retry: bool, prepaid: bool,
+    ) -> Program[Delivery | _flow.Challenge]:  # fmt: skip
+        """A 402 to a signed request: a corrective one is answered once more; to a pre-payment, a challenge on new
+        terms is handed back to be paid reactively; anything else is a refusal."""
         yield Close(answer)
         if deposit is not None:
             yield from self.books.lost(deposit, "the server answered the deposit with a 402")
         state = corrective(answer.headers, channel.id, requirement)
+        if state is None and prepaid and (terms := new_terms(answer.headers, requirement)) is not None:
+            return terms
         if not retry or state is None or not self._reads_chain:
             reason = "a corrective 402 it could not prove" if state is not None else refusal_reason(answer.headers)
             raise PaymentRejected(f"{attempt.origin} refused the channel payment: {reason}")

@@ -13,13 +13,14 @@ from x402pay import _flow
 from x402pay._channel_sign import SignedChannelPayment
 from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._payment import Payment
+from x402pay._prepay import asks_for_signed
 from x402pay._protocol.addresses import BATCH_SETTLEMENT_ADDRESS
 from x402pay._protocol.channel_extra import ChannelExtra, ResponseExtra
 from x402pay._protocol.codec import decode_header
 from x402pay._protocol.headers import CHANNEL_REFUND
 from x402pay._protocol.models import PaymentRequirements
 from x402pay._schemes.exact import SignedPayment
-from x402pay.errors import SettlementError
+from x402pay.errors import ChallengeError, SettlementError
 
 
 def deposit_requirement(requirement: PaymentRequirements, amount: int) -> PaymentRequirements:
@@ -124,3 +125,16 @@ def corrective(headers: Mapping[str, str], channel: bytes, requirement: PaymentR
         if extra.channel_state is not None and extra.channel_state.channel_id == channel:
             return extra
     return None
+
+
+def new_terms(headers: Mapping[str, str], signed: PaymentRequirements) -> _flow.Challenge | None:
+    """The challenge of a 402 to a pre-paid voucher when it offers other terms than the ones signed (the route's
+    price changed since it was remembered): to be paid reactively. None for a refusal: no challenge, a malformed
+    one, or the very terms signed."""
+    try:
+        challenge = _flow.decode_challenge(headers, None)
+    except ChallengeError:
+        return None
+    if challenge is None or asks_for_signed(challenge, signed):
+        return None
+    return challenge

@@ -253,7 +253,7 @@ class PaymentProgram:
         if attempt.refund is not None:
             return (yield from self.channels.refund(attempt, challenge, requirement))
         if requirement.scheme == CHANNEL_SCHEME:  # its own program: a lease, a voucher, perhaps a deposit
-            return (yield from self.channels.pay(attempt, challenge, requirement))
+            return (yield from self._pay_channel(attempt, challenge, requirement, prepaid))
         if ready is not None and self.presigner is not None:  # signed ahead for exactly this: store it, send it
             payment, header = yield from self.presigner.authorize(ready, attempt.key, attempt.headers)
         else:
@@ -266,6 +266,19 @@ class PaymentProgram:
             yield Ahead(self.presigner.ahead(attempt.route, challenge, requirement))
         outcome = yield from self._send_paid(attempt, payment, header, fallback=prepaid)
         if self.prepayments is not None and payment.status is not PaymentStatus.FAILED:
+            yield from self.prepayments.accepted(attempt.route, challenge)
+        return outcome
+
+    def _pay_channel(
+        self, attempt: Attempt, challenge: _flow.Challenge, requirement: PaymentRequirements, prepaid: bool
+    ) -> Program[Delivery | Refused]:
+        """Pay through the requirement's channel; a route whose voucher was taken is remembered, so that with
+        pre-payment its next request sends a voucher at once (one round trip)."""
+        outcome = yield from self.channels.pay(attempt, challenge, requirement, prepaid=prepaid)
+        if isinstance(outcome, _flow.Challenge):  # the remembered price is no longer the route's
+            self._forget(attempt.route)
+            return Refused(outcome)
+        if self.prepayments is not None and outcome.payment is not None and outcome.answer.status < 400:
             yield from self.prepayments.accepted(attempt.route, challenge)
         return outcome
 

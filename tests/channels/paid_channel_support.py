@@ -134,22 +134,23 @@ class ChannelServer:
 
 @contextlib.contextmanager
 def channel_server(
-    devnet: Devnet, *, remote: bool = False, server_signs: bool = False, **price_options: Any
+    devnet: Devnet, *, remote: bool = False, server_signs: bool = False, port: int = 0, **price_options: Any
 ) -> Iterator[ChannelServer]:
-    """The app on loopback; `remote`: its facilitator reached over HTTP (facilitator_app + HTTPFacilitator);
-    `server_signs`: the receiverAuthorizer key is the server's (the middleware's and the claims manager's)."""
+    """The app on loopback (on `port`, or any free one); `remote`: its facilitator reached over HTTP
+    (facilitator_app + HTTPFacilitator); `server_signs`: the receiverAuthorizer key is the server's (the
+    middleware's and the claims manager's). Each server has a receiverAuthorizer of its own: its own channels."""
     authorizer = Account.create()
     key = None if server_signs else authorizer
     facilitator = LocalFacilitator(devnet.rpc_url, devnet.facilitator, channel_authorizer=key)
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(serve_app(facilitator_app(facilitator))) if remote else None
-        yield stack.enter_context(_served(devnet, facilitator, url, authorizer, server_signs, price_options))
+        yield stack.enter_context(_served(devnet, facilitator, url, authorizer, server_signs, port, price_options))
 
 
 @contextlib.contextmanager
 def _served(
     devnet: Devnet, facilitator: LocalFacilitator, facilitator_url: str | None, authorizer: LocalAccount,
-    server_signs: bool, price_options: dict[str, Any],
+    server_signs: bool, port: int, price_options: dict[str, Any],
 ) -> Iterator[ChannelServer]:  # fmt: skip
     talks_to: Facilitator = facilitator if facilitator_url is None else HTTPFacilitator(facilitator_url)
     probe = Probe()
@@ -163,7 +164,7 @@ def _served(
         make_app(probe), facilitator=talks_to, network=devnet.network, pay_to=devnet.payee.address, routes=routes,
         channel_authorizer=authorizer if server_signs else None,
     )  # fmt: skip
-    with serve_app(middleware) as url:
+    with serve_app(middleware, port=port) as url:
         yield ChannelServer(url, devnet, probe, middleware, facilitator, authorizer, facilitator_url, server_signs)
         probe.gate.set()
 

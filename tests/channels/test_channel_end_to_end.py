@@ -502,3 +502,61 @@ def test_a_request_holds_its_channel_for_as_long_as_its_timeouts_let_it_wait(
     assert during.lease is not None
     assert lease - 10 <= during.lease_until - time.time() <= lease
     assert (after.lease, after.lease_until) == (None, 0)  # given back with the answer
+
+
+class Counting(httpx.HTTPTransport):
+    """The wire below the payment transport: the status of every answer, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
+def test_with_prepay_a_channel_route_costs_one_round_trip_after_its_first_call(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = x402pay_chain
+    wire = Counting()
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    transport = x402pay.PaymentTransport(wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger,
+                                         prepay=True, inner=wire)  # fmt: skip
+    with channel_server(devnet) as server, httpx.Client(transport=transport, timeout=30) as client:
+        payments = pay(client, server, [PRICE, 300, 20, 7])
+        assert wire.statuses == [402, 200, 200, 200, 200]  # the first call learns the price; then a voucher at once
+        assert [payment.prepaid for payment in payments] == [False, True, True, True]
+        assert [payment.settled_amount for payment in payments] == [PRICE, 300, 20, 7]
+        record = only_channel(ledger)
+        served = server.middleware.channels.store.get(identity(record))
+        assert served is not None
+        assert record.charged == served.charged == PRICE + 327
+        assert server.probe.calls == ["/quote"] * 4
+
+
+def test_a_prepaid_voucher_on_terms_the_route_no_longer_offers_is_paid_again_from_the_new_challenge(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+) -> None:
+    devnet = x402pay_chain
+    wire = Counting()
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    transport = x402pay.PaymentTransport(wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger,
+                                         prepay=True, inner=wire)  # fmt: skip
+    with httpx.Client(transport=transport, timeout=30) as client:
+        with channel_server(devnet) as first:
+            pay(client, first, [PRICE, 300])
+            port = int(first.url.rsplit(":", 1)[1])
+        with channel_server(devnet, port=port) as replaced:  # the same route, another receiverAuthorizer
+            wire.statuses.clear()
+            (payment,) = pay(client, replaced, [100])
+            # the remembered terms are refused with a 402 offering the new ones, which are paid (a new channel)
+            assert (wire.statuses, payment.prepaid) == ([402, 200], False)
+            assert payment.settled_amount == 100
+            wire.statuses.clear()
+            (again,) = pay(client, replaced, [50])
+            assert (wire.statuses, again.prepaid) == ([200], True)  # and remembered
+            assert replaced.probe.calls == ["/quote", "/quote"]
+    assert sorted(record.charged for record in ledger.channels.all()) == [150, PRICE + 300]
