@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 _REASON_BYTES: Final = 64 * 1024
 #: How long a request waits for a twin with its key to finish signing before it gives up (`PaymentInFlight`).
 TWIN_PATIENCE: Final = 10.0
+#: How many of the policy's choices are kept (see `PaymentProgram._choice`); all are forgotten past that.
+_KEPT_CHOICES: Final = 1024
 
 
 @dataclass(slots=True)
@@ -105,6 +107,9 @@ class PaymentProgram:
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
         self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
+        # The policy's choice per challenge object, origin and ceiling (see `_choice`); the challenge is kept so that
+        # the id of a challenge gone from memory is never taken for another's.
+        self._choices: dict[tuple[int, str, int | None], tuple[_flow.Challenge, tuple[int, PaymentRequirements]]] = {}
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -233,11 +238,27 @@ class PaymentProgram:
 
     def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
         self.books.check_trust(attempt.origin)
-        index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
-                                          ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
+        index, requirement = self._choice(challenge, attempt.origin, attempt.ceiling)
         attempt.trail.chosen = requirement
         _events.chose(attempt.origin, attempt.key, index, requirement)
         return requirement
+
+    def _choice(self, challenge: _flow.Challenge, origin: str, ceiling: int | None) -> tuple[int, PaymentRequirements]:
+        """What the policy chooses from `challenge` for `origin` under `ceiling`. The policy is frozen and a challenge
+        never changes, so the choice for one challenge object (a route's remembered one, chosen again for each of its
+        pre-payments) is kept; not when the books' budgets take part (they change), nor a refusal."""
+        if self.uncovered is not None:
+            return _flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling,
+                                uncovered=self.uncovered)  # fmt: skip
+        key = (id(challenge), origin, ceiling)
+        kept = self._choices.get(key)
+        if kept is not None and kept[0] is challenge:
+            return kept[1]
+        choice = _flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling)
+        if len(self._choices) >= _KEPT_CHOICES:
+            self._choices.clear()
+        self._choices[key] = (challenge, choice)
+        return choice
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
