@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 _REASON_BYTES: Final = 64 * 1024
 #: How long a request waits for a twin with its key to finish signing before it gives up (`PaymentInFlight`).
 TWIN_PATIENCE: Final = 10.0
-#: How many of the policy's choices are kept (see `PaymentProgram._choice`); all are forgotten past that.
+#: How many of the policy's choices are kept (see `PaymentProgram._kept_choice`); all are forgotten past that.
 _KEPT_CHOICES: Final = 1024
 
 
@@ -107,8 +107,8 @@ class PaymentProgram:
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
         self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
-        # The policy's choice per challenge object, origin and ceiling (see `_choice`); the challenge is kept so that
-        # the id of a challenge gone from memory is never taken for another's.
+        # The policy's choice per remembered challenge, origin and ceiling (`_kept_choice`); the challenge is kept so
+        # that the id of a challenge gone from memory is never taken for another's.
         self._choices: dict[tuple[int, str, int | None], tuple[_flow.Challenge, tuple[int, PaymentRequirements]]] = {}
 
     def run(self, call: Call) -> Program[Delivery]:
@@ -236,20 +236,25 @@ class PaymentProgram:
             yield Close(answer)
         return challenge, body
 
-    def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
+    def _choose(self, challenge: _flow.Challenge, attempt: Attempt, remembered: bool = False) -> PaymentRequirements:
+        """The option the policy takes from `challenge` for `attempt` (`remembered`: a route's remembered challenge,
+        chosen from again for each of its pre-payments)."""
         self.books.check_trust(attempt.origin)
-        index, requirement = self._choice(challenge, attempt.origin, attempt.ceiling)
+        if remembered and self.uncovered is None:
+            index, requirement = self._kept_choice(challenge, attempt.origin, attempt.ceiling)
+        else:
+            index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
+                                              ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
         attempt.trail.chosen = requirement
         _events.chose(attempt.origin, attempt.key, index, requirement)
         return requirement
 
-    def _choice(self, challenge: _flow.Challenge, origin: str, ceiling: int | None) -> tuple[int, PaymentRequirements]:
-        """What the policy chooses from `challenge` for `origin` under `ceiling`. The policy is frozen and a challenge
-        never changes, so the choice for one challenge object (a route's remembered one, chosen again for each of its
-        pre-payments) is kept; not when the books' budgets take part (they change), nor a refusal."""
-        if self.uncovered is not None:
-            return _flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling,
-                                uncovered=self.uncovered)  # fmt: skip
+    def _kept_choice(
+        self, challenge: _flow.Challenge, origin: str, ceiling: int | None
+    ) -> tuple[int, PaymentRequirements]:
+        """What the policy chooses from `challenge` for `origin` under `ceiling`, kept: the policy is frozen and a
+        challenge never changes, so the answer for one challenge object stays the same (a refusal is not kept, and
+        without budgets in the books: they change)."""
         key = (id(challenge), origin, ceiling)
         kept = self._choices.get(key)
         if kept is not None and kept[0] is challenge:
@@ -414,7 +419,7 @@ class PaymentProgram:
         if isinstance(start, PaidElsewhere):  # the route is paid for: it would ask to be paid again
             raise start.refusal(attempt.origin)
         try:
-            return challenge, self._choose(challenge, attempt)
+            return challenge, self._choose(challenge, attempt, remembered=True)
         except PaymentError:  # the policy, the ceiling or the trust marks changed: pay reactively, if at all
             self._forget(attempt.route)
             return None

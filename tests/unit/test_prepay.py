@@ -151,7 +151,7 @@ def test_the_choice_for_a_remembered_challenge_is_kept_per_ceiling(monkeypatch: 
         with pytest.raises(OriginUntrusted):  # the trust marks are read for every request, kept choice or not
             http.get(URL)
     assert paid_flags(peer) == [False, True, True, True, True, True, False]  # the last: asked unpaid, never paid
-    assert ceilings == [50_000, 20_000]  # the 402's challenge is the one remembered: chosen once per ceiling
+    assert ceilings == [50_000, 50_000, 20_000]  # the 402's challenge, then the remembered one once per ceiling
 
 
 def test_the_choice_is_made_anew_when_the_ledger_has_a_say(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
