@@ -51,7 +51,7 @@ from x402pay._effects import Ahead, Answer, Close, Delivery, Pause, Program, Rea
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
-from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
+from x402pay._prepay import KeptChoices, Route, SharedPrepayments, asks_for_signed
 from x402pay._presign import Presigned, Presigner
 from x402pay._protocol.codec import MAX_BODY_BYTES
 from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
@@ -76,8 +76,6 @@ logger = logging.getLogger(__name__)
 _REASON_BYTES: Final = 64 * 1024
 #: How long a request waits for a twin with its key to finish signing before it gives up (`PaymentInFlight`).
 TWIN_PATIENCE: Final = 10.0
-#: How many of the policy's choices are kept (see `PaymentProgram._kept_choice`); all are forgotten past that.
-_KEPT_CHOICES: Final = 1024
 
 
 @dataclass(slots=True)
@@ -107,9 +105,7 @@ class PaymentProgram:
         self._keep_frames = keep_receipt_frames
         self._reads_chain = reads_chain
         self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain)
-        # The policy's choice per remembered challenge, origin and ceiling (`_kept_choice`); the challenge is kept so
-        # that the id of a challenge gone from memory is never taken for another's.
-        self._choices: dict[tuple[int, str, int | None], tuple[_flow.Challenge, tuple[int, PaymentRequirements]]] = {}
+        self._kept_choices = KeptChoices(policy)
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -241,29 +237,13 @@ class PaymentProgram:
         chosen from again for each of its pre-payments)."""
         self.books.check_trust(attempt.origin)
         if remembered and self.uncovered is None:
-            index, requirement = self._kept_choice(challenge, attempt.origin, attempt.ceiling)
+            index, requirement = self._kept_choices.choose(challenge, attempt.origin, attempt.ceiling)
         else:
             index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
                                               ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
         attempt.trail.chosen = requirement
         _events.chose(attempt.origin, attempt.key, index, requirement)
         return requirement
-
-    def _kept_choice(
-        self, challenge: _flow.Challenge, origin: str, ceiling: int | None
-    ) -> tuple[int, PaymentRequirements]:
-        """What the policy chooses from `challenge` for `origin` under `ceiling`, kept: the policy is frozen and a
-        challenge never changes, so the answer for one challenge object stays the same (a refusal is not kept, and
-        without budgets in the books: they change)."""
-        key = (id(challenge), origin, ceiling)
-        kept = self._choices.get(key)
-        if kept is not None and kept[0] is challenge:
-            return kept[1]
-        choice = _flow.choose(challenge, policy=self.policy, origin=origin, ceiling=ceiling)
-        if len(self._choices) >= _KEPT_CHOICES:
-            self._choices.clear()
-        self._choices[key] = (challenge, choice)
-        return choice
 
     def _pay(
         self, attempt: Attempt, start: Start, challenge: _flow.Challenge, requirement: PaymentRequirements,
@@ -442,8 +422,7 @@ class PaymentProgram:
         """A tap for the paid answer's body when a receipt may be inside it."""
         content_type = headers.get("content-type", "").lower()
         sse = "text/event-stream" in content_type
-        compressed = headers.get("content-encoding", "identity").lower() not in ("identity", "")
         wants_body = "json" in content_type and payment.receipt is None
-        if compressed or not (sse or wants_body):
+        if not (sse or wants_body) or headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             return None
         return ReceiptTap(payment, sse=sse, keep_frames=self._keep_frames)
