@@ -30,7 +30,7 @@ bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.bench_signing --messages 100 --rounds 9
 	$(BIN)/python -m bench.bench_transport --sequential 50 --concurrent 300 --rounds 5
 	$(BIN)/python -m bench.bench_streaming --rounds 5
-	$(BIN)/python -m bench.bench_latency --sequential 10 --first-calls 3 --concurrent 96 --streams 5 --rounds 3
+	$(BIN)/python -m bench.bench_latency --sequential 10 --first-calls 3 --concurrent 96 --turns 200 --rounds 3
 	$(BIN)/python -m bench.bench_mcp --calls 30 --rounds 5
 	$(BIN)/python -m bench.bench_ledger --rounds 5
 	$(BIN)/python -m bench.bench_fleet --cycles 250 --rounds 2

@@ -6,12 +6,17 @@ trips a real network would charge. Contenders, with the clients of `bench.bench_
 kept for the whole run): plain httpx on the unpaid route (the floor), x402pay paying reactively (two round trips),
 x402pay with ``prepay=True`` (one round trip once the route is known), the same with ``presign=True`` (the next
 payment signed while a request is in flight), the official x402 SDK. Measured at each
-round trip, in interleaved rounds:
+round trip:
 
-- sequential: one request at a time, latency per request and its ratio to unpaid; besides, the first call to a route
-  with ``prepay=True`` (a fresh transport on a warm connection: it must pay reactively);
-- concurrent: `--concurrency` requests in flight on one event loop, requests per second and the ratio to unpaid;
-- streamed: a short SSE answer, time to its first byte (which holds the first event): unpaid, reactive, pre-paid.
+- sequential, in interleaved rounds of batches: one request at a time, latency per request and its ratio to unpaid,
+  and CPU per request; besides, the first call to a route with ``prepay=True`` (a fresh transport on a warm
+  connection: it must pay reactively);
+- concurrent, in interleaved rounds: `--concurrency` requests in flight on one event loop, requests per second and
+  the ratio to unpaid;
+- taking turns request by request (`bench.latency_split.cycles`), for the 2% goal: unpaid, a fixed payment header,
+  both pre-paying clients, each request split into the client's work and the wait (the median of the paired ratios
+  to unpaid, with its 95% interval, judges the goal); and streamed, a short SSE answer's time to its first byte
+  (which holds the first event): unpaid, reactive, pre-paid.
 
 Prints the tables and writes the "latency" section of BENCHMARKS.md. Run from the repository root:
 ``.venv/bin/python -m bench.bench_latency`` (``--help``).
@@ -48,7 +53,16 @@ from bench.bench_transport import (
 )
 from bench.harness import Batch, interleaved_rates, machine, median, paired_ratio, today, versions, write_section
 from bench.latency_proxy import proxied
-from bench.latency_split import PRESIGN_ASYNC, Split, remaining, server_check_seconds, split_rows, splitting
+from bench.latency_split import (
+    PRESIGN_ASYNC,
+    Split,
+    cycles,
+    ratio_interval,
+    remaining,
+    server_check_seconds,
+    split_rows,
+    splitting,
+)
 from bench.stub_server import StubServer, running
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.ledger import Ledger
@@ -94,7 +108,7 @@ class AtRoundTrip:
     restarted: list[float]
     ttfb: dict[str, list[float]]
     split: dict[str, Split] = field(default_factory=dict)
-    server_check: float = 0.0
+    server_check: tuple[float, float] = (0.0, 0.0)
 
 
 async def first_call(account: LocalAccount, url: str, ledger: Path | None = None, prepaid: bool = False) -> float:
@@ -141,21 +155,16 @@ def presigning(account: LocalAccount) -> httpx.AsyncClient:
     )
 
 
-def stream_contenders(
+def stream_firsts(
     clients: Clients, presign: httpx.AsyncClient, url: str, loop: asyncio.AbstractEventLoop, count: int
-) -> dict[str, Timed]:
-    """`count` streamed answers per batch: unpaid, reactive, pre-paid (without and with payments signed ahead)."""
+) -> dict[str, list[float]]:
+    """Seconds to the first byte of `count` streamed answers each, taking turns (`cycles`): unpaid, reactive,
+    pre-paid (without and with payments signed ahead)."""
     by_name = {FLOOR_ASYNC: clients.free_async, X402PAY_ASYNC: clients.paid_async, PREPAY_ASYNC: clients.prepay_async,
                PRESIGN_ASYNC: presign}  # fmt: skip
     prepaid = {FLOOR_ASYNC: None, X402PAY_ASYNC: False, PREPAY_ASYNC: True, PRESIGN_ASYNC: True}
-
-    def timed(name: str) -> Timed:
-        async def requests() -> list[float]:
-            return [await first_byte(by_name[name], url + STREAMED[name], prepaid[name]) for _ in range(count)]
-
-        return Timed(lambda: loop.run_until_complete(requests()))
-
-    return {name: timed(name) for name in STREAMED}
+    requests = {name: partial(first_byte, by_name[name], url + STREAMED[name], prepaid[name]) for name in STREAMED}
+    return cycles(loop, requests, count)
 
 
 def _on(loop: asyncio.AbstractEventLoop, batch: Callable[[], Coroutine[object, object, int]]) -> Batch:
@@ -163,9 +172,9 @@ def _on(loop: asyncio.AbstractEventLoop, batch: Callable[[], Coroutine[object, o
     return lambda: loop.run_until_complete(batch())
 
 
-def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path) -> AtRoundTrip:
+def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path, turns: int) -> AtRoundTrip:
     """Every measurement against `url` (the proxy in front of `server`), with clients of its own; `ledger` is a
-    file for the restarted transports to share."""
+    file for the restarted transports to share; `turns`: cycles of the contenders taking turns."""
     loop = asyncio.new_event_loop()
     account = Account.create()
     clients = make_clients(account)
@@ -191,31 +200,47 @@ def measure(url: str, server: StubServer, args: argparse.Namespace, ledger: Path
         seq = interleaved_rates(sequential, args.rounds)
         in_flight = partial(run_concurrent, count=args.concurrent, concurrency=args.concurrency)
         conc = interleaved_rates({name: _on(loop, partial(in_flight, get)) for name, get in gets.items()}, args.rounds)
-        streams = stream_contenders(clients, presign, url, loop, args.streams)
-        interleaved_rates({name: timed.batch for name, timed in streams.items()}, args.rounds)
+        ttfb = stream_firsts(clients, presign, url, loop, turns)
         loop.run_until_complete(split.warm(url))
-        interleaved_rates(split.batches(url, loop, args.sequential), args.rounds)
+        split.run(url, loop, turns)
     finally:
         loop.run_until_complete(clients.aclose())
         loop.run_until_complete(presign.aclose())
         loop.run_until_complete(split.aclose())
         loop.close()
     del seq[FIRST_CALL], seq[RESTARTED]
-    ttfb = {name: timed.medians[1:] for name, timed in streams.items()}
     return AtRoundTrip(seq, costs, conc, first.medians[1:], restarted.medians[1:], ttfb, split.splits,
                        server_check_seconds(account))  # fmt: skip
 
 
-def _verdict(ratio: float) -> str:
-    return f"{ratio:.3f}x, {'met' if ratio <= TARGET_PREPAID else 'NOT met'}"
+def _verdict(ratio: float, low: float, high: float) -> str:
+    """A ratio to unpaid against the goal, with its 95% interval; said so when the interval straddles the goal."""
+    verdict = "met" if ratio <= TARGET_PREPAID else "NOT met"
+    close = ", within the noise of the goal" if low <= TARGET_PREPAID < high else ""
+    return f"{ratio:.3f}x (95% interval {low:.3f}-{high:.3f}x), {verdict}{close}"
+
+
+def _turns(result: AtRoundTrip, name: str) -> list[float] | None:
+    """The seconds of `name`'s requests taking turns with the others (see `bench.latency_split`), if it took any."""
+    split = result.split.get(name)
+    return split.total if split is not None and split.total else None
 
 
 def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]]:
-    """The table rows at one round trip (requests, streams) and its goal verdicts."""
+    """The table rows at one round trip (requests, streams) and its goal verdicts. A contender that took turns with
+    unpaid request by request is shown by those requests (median, paired ratio), the others by their batches."""
     seq, conc, unpaid = result.sequential, result.concurrent, result.sequential[FLOOR_ASYNC]
     unpaid_seconds = [1 / rate for rate in unpaid]
+    floor_turns = _turns(result, FLOOR_ASYNC)
+
+    def latency(name: str) -> str:
+        turns = _turns(result, name)
+        if turns is None or floor_turns is None:
+            return f"{1000 / median(seq[name]):.1f} | {paired_ratio(unpaid, seq[name]):.3f}x"
+        return f"{median(turns) * 1000:.1f} | {ratio_interval(turns, floor_turns)[0]:.3f}x"
+
     requests = [
-        f"| {rtt} | {name} | {1000 / median(seq[name]):.1f} | {paired_ratio(unpaid, seq[name]):.3f}x |"
+        f"| {rtt} | {name} | {latency(name)} |"
         f" {median(result.costs[name].client) * 1e6:,.0f} | {median(result.costs[name].server) * 1e6:,.0f} |"
         f" {median(conc[name]):,.0f} | {paired_ratio(conc[name], conc[FLOOR_ASYNC]):.2f}x |"
         for name in CONTENDERS
@@ -235,20 +260,21 @@ def rows(rtt: int, result: AtRoundTrip) -> tuple[list[str], list[str], list[str]
 
 
 def _verdicts(rtt: int, result: AtRoundTrip, name: str) -> str:
-    """The goal's verdicts at `rtt` for the pre-paying contender `name`."""
-    seq, unpaid, ttfb = result.sequential, result.sequential[FLOOR_ASYNC], result.ttfb
-    extra_ms = median([(1 / mine - 1 / theirs) * 1000 for mine, theirs in zip(seq[name], unpaid, strict=True)])
+    """The goal's verdicts at `rtt` for the pre-paying contender `name`, from the requests that took turns."""
+    mine, floor, ttfb = result.split[name].total, result.split[FLOOR_ASYNC].total, result.ttfb
+    extra_ms = median([(each - theirs) * 1000 for each, theirs in zip(mine, floor, strict=True)])
     extra_cpu = median(result.costs[name].client) - median(result.costs[FLOOR_ASYNC].client)
     how = "`prepay=True, presign=True`" if name == PRESIGN_ASYNC else "`prepay=True`"
     return (
-        f"  - {rtt} ms round trip, {how}: pre-paid latency {_verdict(paired_ratio(unpaid, seq[name]))}"
+        f"  - {rtt} ms round trip, {how}: pre-paid latency {_verdict(*ratio_interval(mine, floor))}"
         f" ({extra_ms:+.2f} ms per request; client CPU {extra_cpu * 1e6:+,.0f} µs per request); pre-paid time to"
-        f" first byte of a stream {_verdict(paired_ratio(ttfb[name], ttfb[FLOOR_ASYNC]))}."
+        f" first byte of a stream {_verdict(*ratio_interval(ttfb[name], ttfb[FLOOR_ASYNC]))}."
     )
 
 
 def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
     """The BENCHMARKS.md section."""
+    turns = [len(result.split[FLOOR_ASYNC].total) for result in results.values()]
     requests, streams, verdicts, splits, left = [], [], [], [], []
     for rtt, result in results.items():
         more = rows(rtt, result)
@@ -256,11 +282,11 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
         streams += more[1]
         verdicts += more[2]
         splits += split_rows(rtt, result.split)
-        left.append(remaining(rtt, result.split, 1 / median(result.sequential[FLOOR_ASYNC]), TARGET_PREPAID))
-    server_check = median([result.server_check for result in results.values()])
+        left.append(remaining(rtt, result.split, median(result.split[FLOOR_ASYNC].total), TARGET_PREPAID))
+    server_check = [median([result.server_check[hot_or_not] for result in results.values()]) for hot_or_not in (0, 1)]
     command = (
         f".venv/bin/python -m bench.bench_latency --sequential {args.sequential} --first-calls {args.first_calls}"
-        f" --concurrent {args.concurrent} --concurrency {args.concurrency} --streams {args.streams}"
+        f" --concurrent {args.concurrent} --concurrency {args.concurrency} --turns {args.turns}"
         f" --rounds {args.rounds}"
     )
     return "\n".join(
@@ -286,15 +312,24 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  restart: the same, with a SQLite ledger (a file in a temporary directory, default durability) that",
             "  an earlier transport taught the route: the call pre-pays (one round trip) and pays the ledger's",
             "  commits besides.",
-            f"- Method: at each round trip, {args.rounds} interleaved rounds (order rotating, one warm-up round not",
-            f"  counted). Sequential: {args.sequential} requests one after another per batch ({args.first_calls}",
-            "  first calls), median ms per request; ratio to unpaid = median of the per-round latency ratios;",
-            "  CPU µs per request of this process (the client) and of the server (`/proc`, 10 ms ticks),",
-            "  medians over the sequential batches.",
+            "- Method: at each round trip, the contenders the goal must tell apart at 2% take turns request by",
+            f"  request: {turns[0]} cycles at {ROUND_TRIPS_MS[0]} ms, {turns[1]} at {ROUND_TRIPS_MS[1]} ms (the noise",
+            "  is about the same in µs, so a longer round trip needs fewer), one request of each per cycle, the order",
+            "  rotating, after warm-up requests not counted: unpaid, the fixed payment header, both pre-paying",
+            '  clients (table "where the time goes"), and for streams unpaid, reactive and both pre-paying',
+            "  clients. Latency: the median over their requests; ratio to unpaid: the median of the ratios of",
+            "  requests of the same cycle, with the 95% confidence interval of that median (order statistics).",
+            "  The goal is judged on those. The interval covers the noise within one run, not the drift between",
+            "  runs at different times on a shared machine (other work on its 2 cores: see the load average).",
+            "  The other contenders (reactive, the SDK, first calls) and the CPU costs:",
+            f"  {args.rounds} interleaved rounds of batches (order rotating, one warm-up round not counted),",
+            f"  {args.sequential} requests one after another per batch ({args.first_calls} first calls), median ms",
+            "  per request, ratio to unpaid = median of the per-round ratios; CPU µs per request of this process",
+            "  (the client) and of the server (`/proc`, 10 ms ticks), medians over the sequential batches.",
             f"  Concurrent: {args.concurrent} requests per batch, {args.concurrency} in flight on one event loop,",
-            f"  median requests/s and per-round ratios. Streamed: {args.streams} short SSE answers per batch (ten",
-            "  ~1 KB `data:` frames and the in-band receipt, `/stream` unpaid, `/paid-stream` paid), time to the",
-            "  first body chunk (it holds the first event), median per batch, then over rounds; ratio per round.",
+            "  median requests/s and per-round ratios. Streamed: short SSE answers (ten ~1 KB `data:` frames and",
+            "  the in-band receipt, `/stream` unpaid, `/paid-stream` paid), time to the first body chunk (it holds",
+            "  the first event).",
             f"- Goal (issue 18): pre-paid within {TARGET_PREPAID}x of unpaid, per request and to the first byte:",
             *verdicts,
             "- Reading: a pre-paid request waits one round trip, as an unpaid one does; what it adds is the client's",
@@ -311,14 +346,20 @@ def report(results: dict[int, AtRoundTrip], args: argparse.Namespace) -> str:
             "  unpaid client, of httpx sending one fixed payment header signed beforehand (the floor of any",
             "  payment in one round trip: no client work), and of the two pre-paying clients, split into the",
             "  client's work before its request reaches the connection, the wait for the answer (network, proxy,",
-            "  server) and the client's work after the answer,",
-            f"  {args.sequential} requests per batch, interleaved like the rest, median per batch then over rounds;",
-            "  in brackets, the extra over unpaid. The wait's extra is the server's check of the payment (the stub",
-            f"  paywall's decode, EIP-712 digest and recovery: {server_check * 1e6:,.0f} µs, timed alone) and the",
-            "  larger request and answer through httpcore, the proxy and uvicorn: the fixed payment header (signed",
-            "  once, beforehand) pays it as well, with no client work at all. Work done after an idle wait",
-            "  runs slower than the same work in a tight loop (caches and branch predictors cold): measured apart,",
-            "  x402pay's part before the send took about 0.3 ms per request on loopback, 0.6 ms here.",
+            "  server) and the client's work after the answer; the requests that took turns, the median of each",
+            "  part over them; in brackets, the extra over unpaid. The wait's extra is mostly the server's check of",
+            "  the payment: the stub paywall's decode, EIP-712 digest and signer recovery (what any server that",
+            f"  checks signatures must do) cost {server_check[0] * 1e6:,.0f} µs in a tight loop and"
+            f" {server_check[1] * 1e6:,.0f} µs after 20 ms",
+            "  of sleep, timed alone: work done after an idle wait runs slower (caches and branch predictors cold),",
+            "  and a caller making one request at a time leaves the server idle a round trip between requests.",
+            "  The fixed payment header pays that with no client work at all. The same holds in the client:",
+            "  measured apart on loopback, x402pay's own work on a pre-signed request's path (program, headers,",
+            "  receipt) took about 0.15 ms in a tight loop and 0.3 ms with 20 ms of idle between requests. The",
+            "  pre-paying clients wait about 0.1 ms longer than the fixed header, though their request is no",
+            "  harder for the server (plain httpx sending the same headers waits as long as the fixed header,",
+            "  measured apart): the difference is the client's, most likely httpcore writing the request with",
+            "  caches that x402pay's work before the send has cooled.",
             *left,
             "",
             "Where the time goes, µs per request (extra over unpaid in brackets):",
@@ -350,7 +391,9 @@ def main() -> None:
     parser.add_argument("--first-calls", type=int, default=5, help="first calls per batch (default 5)")
     parser.add_argument("--concurrent", type=int, default=160, help="requests per concurrent batch (default 160)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    parser.add_argument("--streams", type=int, default=10, help="streamed answers per batch (default 10)")
+    parser.add_argument("--turns", type=int, default=200,
+                        help="cycles of the contenders taking turns request by request at a 20 ms round trip, two"
+                             " fifths as many at 100 ms (default 200)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -359,7 +402,8 @@ def main() -> None:
         host, port = server.url.removeprefix("http://").split(":")
         for rtt in ROUND_TRIPS_MS:
             with proxied((host, int(port)), delay=rtt / 2000) as url:
-                results[rtt] = measure(url, server, args, Path(scratch) / f"ledger-{rtt}.db")
+                turns = args.turns if rtt == ROUND_TRIPS_MS[0] else max(10, args.turns * 2 // 5)
+                results[rtt] = measure(url, server, args, Path(scratch) / f"ledger-{rtt}.db", turns)
     section = report(results, args)
     print(section)
     if not args.no_write:

@@ -9,22 +9,30 @@ wire = answer minus hand-over (httpcore, the proxy's delays, the server, which c
 after = end minus answer (x402pay: the receipt read and booked). Contenders: unpaid; httpx sending one fixed
 payment header signed beforehand (what any payment in one round trip costs on the wire and at the server, with no
 client work at all); ``prepay=True``; and ``prepay=True, presign=True``, each paying on its first send.
+
+The contenders take turns request by request (`cycles`), so that the i-th request of each ran under the same load;
+the median of the paired ratios of their whole times to unpaid's is what the latency goal is judged on, with its
+confidence interval (`ratio_interval`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import math
 import statistics
 import time
 import timeit
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
 
 from bench.bench_transport import FLOOR_ASYNC, PREPAY_ASYNC, PRESIGNED, presigned_header
-from bench.harness import Batch, median
+from bench.harness import median
 from bench.stub_server import payer_of
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 
@@ -49,16 +57,52 @@ class Marked(httpx.AsyncHTTPTransport):
 
 @dataclass
 class Split:
-    """Seconds before the hand-over, on the wire, after the answer: the median of each batch."""
+    """Seconds before the hand-over, on the wire, after the answer, and in all, of each request (one per cycle)."""
 
     before: list[float] = field(default_factory=list)
     wire: list[float] = field(default_factory=list)
     after: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+
+
+def cycles(
+    loop: asyncio.AbstractEventLoop, requests: Mapping[str, Callable[[], Awaitable[float]]], count: int
+) -> dict[str, list[float]]:
+    """`count` cycles of one request of each contender (each returns its own seconds), the order rotating from cycle
+    to cycle, the garbage collector off as in the harness: the i-th figure of every contender comes from the same
+    cycle, so that load drifting across the run cancels out of the ratio of two contenders' i-th figures."""
+    names = list(requests)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+
+    async def run() -> None:
+        for cycle in range(count):
+            shift = cycle % len(names)
+            for name in names[shift:] + names[:shift]:
+                seconds[name].append(await requests[name]())
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return seconds
+
+
+def ratio_interval(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """The median of the paired ratios ``numerator[i] / denominator[i]``, and the 95% confidence interval of that
+    median (the order statistics around it that a binomial count puts it between, normal approximation)."""
+    ratios = sorted(top / bottom for top, bottom in zip(numerator, denominator, strict=True))
+    spread = 0.98 * math.sqrt(len(ratios))
+    low = max(0, math.floor(len(ratios) / 2 - spread))
+    high = min(len(ratios) - 1, math.ceil(len(ratios) / 2 + spread))
+    return statistics.median(ratios), ratios[low], ratios[high]
 
 
 @dataclass
 class Splitting:
-    """The split contenders' clients, their batches and what they measured."""
+    """The split contenders' clients, their requests and what they measured."""
 
     clients: dict[str, httpx.AsyncClient]
     inners: dict[str, Marked]
@@ -76,27 +120,21 @@ class Splitting:
             if name in (PREPAY_ASYNC, PRESIGN_ASYNC) and (payment is None or not payment.prepaid):
                 raise SystemExit(f"{name}: not pre-paid after warming up")
 
-    def batches(self, url: str, loop: asyncio.AbstractEventLoop, count: int) -> dict[str, Batch]:
-        """`count` requests one after another per batch, each split."""
-        return {name: self._batch(name, url, loop, count) for name in self.clients}
+    def run(self, url: str, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        """`count` cycles of one request per contender (see `cycles`), each request split."""
+        cycles(loop, {name: partial(self._request, name, url) for name in self.clients}, count)
 
-    def _batch(self, name: str, url: str, loop: asyncio.AbstractEventLoop, count: int) -> Batch:
-        client, inner, split = self.clients[name], self.inners[name], self.splits.setdefault(name, Split())
-
-        async def requests() -> int:
-            parts: list[tuple[float, float, float]] = []
-            for _ in range(count):
-                start = time.perf_counter()
-                (await client.get(url + self.paths[name])).raise_for_status()
-                end = time.perf_counter()
-                handed, answered = inner.last
-                parts.append((handed - start, answered - handed, end - answered))
-            split.before.append(median([part[0] for part in parts]))
-            split.wire.append(median([part[1] for part in parts]))
-            split.after.append(median([part[2] for part in parts]))
-            return count
-
-        return lambda: loop.run_until_complete(requests())
+    async def _request(self, name: str, url: str) -> float:
+        split = self.splits.setdefault(name, Split())
+        start = time.perf_counter()
+        (await self.clients[name].get(url + self.paths[name])).raise_for_status()
+        end = time.perf_counter()
+        handed, answered = self.inners[name].last
+        split.before.append(handed - start)
+        split.wire.append(answered - handed)
+        split.after.append(end - answered)
+        split.total.append(end - start)
+        return end - start
 
     async def aclose(self) -> None:
         """Close every client (a pre-signing one releases what it signed ahead)."""
@@ -126,12 +164,20 @@ def splitting(account: LocalAccount) -> Splitting:
     return Splitting(clients, inners, paths)
 
 
-def server_check_seconds(account: LocalAccount) -> float:
-    """What the stub paywall's check of one payment costs it (decode, EIP-712 digest, recovery), timed alone."""
+def server_check_seconds(account: LocalAccount, idle: float = 0.02, samples: int = 50) -> tuple[float, float]:
+    """What the stub paywall's check of one payment costs it (decode, EIP-712 digest, recovery), timed alone: in a
+    tight loop, and after `idle` seconds of sleep each time (as a server between the requests of one caller)."""
     header = presigned_header(Wallet(account)).encode()
     if payer_of(header) is None:
         raise SystemExit("the stub paywall does not accept the timed payment")
-    return statistics.median(timeit.repeat(lambda: payer_of(header), number=200, repeat=5)) / 200
+    hot = statistics.median(timeit.repeat(lambda: payer_of(header), number=200, repeat=5)) / 200
+    after_idle = []
+    for _ in range(samples):
+        time.sleep(idle)
+        start = time.perf_counter()
+        payer_of(header)
+        after_idle.append(time.perf_counter() - start)
+    return hot, statistics.median(after_idle)
 
 
 def split_rows(rtt: int, splits: dict[str, Split]) -> list[str]:

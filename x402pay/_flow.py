@@ -212,7 +212,7 @@ def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], bod
     (after recording it). An unreadable claim on a paid answer is recorded, not raised: the answer was paid for.
     """
     try:
-        settlement = read_settlement(headers)
+        settlement, sent = read_settlement(headers)
         receipt = receipt_from_header(headers)
     except SettlementError as exc:
         if status_code == 402:
@@ -237,7 +237,7 @@ def conclude(payment: Payment, status_code: int, headers: Mapping[str, str], bod
         reason = _rejection_reason(settlement, headers, body)
         raise PaymentRejected(f"{payment.origin} refused the signed payment: {reason or 'no reason given'}", reason)
     if settlement is not None and settlement.success:
-        receipt = receipt_from_settlement(settlement, payment.signed_amount, "PAYMENT-RESPONSE") or receipt
+        receipt = receipt_from_settlement(settlement, payment.signed_amount, "PAYMENT-RESPONSE", sent) or receipt
     if receipt is not None:
         accept_receipt(payment, receipt)
 
@@ -337,14 +337,15 @@ def _chain_id_or_none(network: str) -> int | None:
         return None
 
 
-def read_settlement(headers: Mapping[str, str]) -> SettleResponse | None:
-    """The settlement the server reported in ``PAYMENT-RESPONSE`` / ``X-PAYMENT-RESPONSE``, if any."""
+def read_settlement(headers: Mapping[str, str]) -> tuple[SettleResponse | None, dict[str, Any] | None]:
+    """The settlement the server reported in ``PAYMENT-RESPONSE`` / ``X-PAYMENT-RESPONSE`` and the JSON object it
+    was read from, if any."""
     for name in SETTLEMENT_HEADERS:
         value = headers.get(name)
         if value is not None:
             data = decode_header(value, what=name, error=SettlementError)
-            return parse_model(data, SettleResponse, what=name, error=SettlementError)
-    return None
+            return parse_model(data, SettleResponse, what=name, error=SettlementError), data
+    return None, None
 
 
 def _rejection_reason(settlement: SettleResponse | None, headers: Mapping[str, str], body: bytes | None) -> str | None:

@@ -4,7 +4,8 @@ Reactive payment costs two round trips: the request, its 402, and the paid retry
 transport remembers the challenge of each route (method, origin and path; not the query) that it paid and the
 server accepted, and for the next request to that route signs a fresh payment from the remembered challenge and
 sends it with the first request. Each pre-payment passes the policy and the budget again (the remembered challenge
-is re-chosen under the current ceiling), and each is signed anew.
+is chosen from under the current ceiling, and the origin's trust read again; a frozen policy's answer for one
+challenge, origin and ceiling is the same every time, so `KeptChoices` keeps it), and each is signed anew.
 
 A server that answers a pre-payment with a 402 did not take it. If the new challenge asks for exactly what was
 signed, the refusal stands (`PaymentRejected`, no second signature). If it asks for something else (the price
@@ -30,7 +31,8 @@ from typing import Final
 
 from x402pay._books import Books
 from x402pay._effects import Program
-from x402pay._flow import Challenge, challenge_from_wire
+from x402pay._flow import Challenge, challenge_from_wire, choose
+from x402pay._policy import SpendPolicy
 from x402pay._protocol.models import PaymentRequirements
 from x402pay.errors import ChallengeError
 
@@ -38,6 +40,8 @@ from x402pay.errors import ChallengeError
 MAX_ROUTES: Final = 1024
 #: How long pre-payment stays off for an origin that refused one.
 BAR_SECONDS: Final = 3600.0
+#: How many of the policy's choices `KeptChoices` keeps; all are forgotten past that.
+KEPT_CHOICES: Final = 1024
 
 Route = tuple[str, str, str]
 
@@ -47,6 +51,29 @@ logger = logging.getLogger(__name__)
 def asks_for_signed(challenge: Challenge, signed: PaymentRequirements) -> bool:
     """Whether `challenge` offers exactly the requirement that was signed (a refusal on the server's own terms)."""
     return any(option.raw == signed.raw for option in challenge.requirements.values())
+
+
+class KeptChoices:
+    """What a frozen policy chooses from each remembered challenge, per origin and ceiling, chosen once: a challenge
+    never changes, so the answer for one challenge object stays the same. (Not for books with budgets, which change;
+    a refusal is not kept.)"""
+
+    def __init__(self, policy: SpendPolicy) -> None:
+        self._policy = policy
+        # The challenge is kept beside its choice so that the id of one gone from memory is never taken for another's.
+        self._kept: dict[tuple[int, str, int | None], tuple[Challenge, tuple[int, PaymentRequirements]]] = {}
+
+    def choose(self, challenge: Challenge, origin: str, ceiling: int | None) -> tuple[int, PaymentRequirements]:
+        """The policy's choice from `challenge` for `origin` under `ceiling` (see `x402pay._flow.choose`)."""
+        key = (id(challenge), origin, ceiling)
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] is challenge:
+            return kept[1]
+        choice = choose(challenge, policy=self._policy, origin=origin, ceiling=ceiling)
+        if len(self._kept) >= KEPT_CHOICES:
+            self._kept.clear()
+        self._kept[key] = (challenge, choice)
+        return choice
 
 
 class Prepayments:

@@ -51,7 +51,7 @@ from x402pay._effects import Ahead, Answer, Close, Delivery, Pause, Program, Rea
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
-from x402pay._prepay import Route, SharedPrepayments, asks_for_signed
+from x402pay._prepay import KeptChoices, Route, SharedPrepayments, asks_for_signed
 from x402pay._presign import Presigned, Presigner
 from x402pay._protocol.codec import MAX_BODY_BYTES
 from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
@@ -106,6 +106,7 @@ class PaymentProgram:
         self._reads_chain = reads_chain
         self.channels = ChannelPayer(wallet=wallet, policy=policy, books=books, clock=clock, reads_chain=reads_chain,
                                      keep_frames=keep_receipt_frames)  # fmt: skip
+        self._kept_choices = KeptChoices(policy)
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
@@ -235,10 +236,15 @@ class PaymentProgram:
             yield Close(answer)
         return challenge, body
 
-    def _choose(self, challenge: _flow.Challenge, attempt: Attempt) -> PaymentRequirements:
+    def _choose(self, challenge: _flow.Challenge, attempt: Attempt, remembered: bool = False) -> PaymentRequirements:
+        """The option the policy takes from `challenge` for `attempt` (`remembered`: a route's remembered challenge,
+        chosen from again for each of its pre-payments)."""
         self.books.check_trust(attempt.origin)
-        index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
-                                          ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
+        if remembered and self.uncovered is None:
+            index, requirement = self._kept_choices.choose(challenge, attempt.origin, attempt.ceiling)
+        else:
+            index, requirement = _flow.choose(challenge, policy=self.policy, origin=attempt.origin,
+                                              ceiling=attempt.ceiling, uncovered=self.uncovered)  # fmt: skip
         attempt.trail.chosen = requirement
         _events.chose(attempt.origin, attempt.key, index, requirement)
         return requirement
@@ -410,7 +416,7 @@ class PaymentProgram:
         if isinstance(start, PaidElsewhere):  # the route is paid for: it would ask to be paid again
             raise start.refusal(attempt.origin)
         try:
-            return challenge, self._choose(challenge, attempt)
+            return challenge, self._choose(challenge, attempt, remembered=True)
         except PaymentError:  # the policy, the ceiling or the trust marks changed: pay reactively, if at all
             self._forget(attempt.route)
             return None
@@ -433,8 +439,7 @@ class PaymentProgram:
         """A tap for the paid answer's body when a receipt may be inside it."""
         content_type = headers.get("content-type", "").lower()
         sse = "text/event-stream" in content_type
-        compressed = headers.get("content-encoding", "identity").lower() not in ("identity", "")
         wants_body = "json" in content_type and payment.receipt is None
-        if compressed or not (sse or wants_body):
+        if not (sse or wants_body) or headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             return None
         return ReceiptTap(payment, sse=sse, keep_frames=self._keep_frames)

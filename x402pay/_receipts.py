@@ -27,7 +27,8 @@ class Receipt:
     """What a server says it charged for one paid request.
 
     `amount` is in atomic units of the signed asset; `transaction` may be None (queued or batched settlement);
-    `source` names where it came from (``PAYMENT-RESPONSE``, ``X-Receipt``, ``body``, ``sse``).
+    `source` names where it came from (``PAYMENT-RESPONSE``, ``X-Receipt``, ``body``, ``sse``); `raw` is the JSON
+    object the server sent.
     """
 
     amount: int
@@ -41,8 +42,11 @@ class Receipt:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
-def receipt_from_settlement(settlement: SettleResponse, signed_amount: int, source: str) -> Receipt | None:
-    """The receipt in an x402 settlement response; None when it reports failure.
+def receipt_from_settlement(
+    settlement: SettleResponse, signed_amount: int, source: str, sent: Mapping[str, Any] | None = None
+) -> Receipt | None:
+    """The receipt in an x402 settlement response (`sent`: the JSON object it was read from, kept as the receipt's
+    `raw`); None when it reports failure.
 
     Without ``amount`` (exact servers omit it) the charge is the signed amount: all an exact payment can move.
     """
@@ -54,7 +58,7 @@ def receipt_from_settlement(settlement: SettleResponse, signed_amount: int, sour
         transaction=settlement.transaction or None,
         network=settlement.network or None,
         payer=settlement.payer,
-        raw=settlement.to_wire(),
+        raw=sent if sent is not None else settlement.to_wire(),
     )
 
 

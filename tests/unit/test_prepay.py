@@ -13,12 +13,13 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from x402pay import AlreadyPaid, PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
+from x402pay import AlreadyPaid, OriginUntrusted, PaymentRejected, SpendCapExceeded, SpendPolicy, Wallet, payment_of
 from x402pay._books import PREPAY_SUFFIX as KEY_SUFFIX
 from x402pay._flow import decode_challenge
 from x402pay._prepay import BAR_SECONDS, MAX_ROUTES, Prepayments, asks_for_signed
 from x402pay._schemes.eip712 import transfer_with_authorization
 from x402pay._transport import AsyncPaymentTransport, PaymentTransport
+from x402pay._trust import TrustStore
 from x402pay.ledger import EntryState, Ledger
 
 WALLET = Wallet.from_key("0x" + "44" * 32)
@@ -123,6 +124,45 @@ def test_a_lost_answer_is_re_sent_with_the_same_pre_payment() -> None:
     assert response.status_code == 200
     assert peer.seen[2] is not None
     assert peer.seen[3] == peer.seen[2]  # re-sent byte for byte, not re-signed
+
+
+def counted_choices(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The ceiling of every choice the policy makes from now on."""
+    ceilings: list[int | None] = []
+    choose = SpendPolicy.choose
+
+    def counting(policy: SpendPolicy, *args: Any, **kwargs: Any) -> Any:
+        ceilings.append(args[3] if len(args) > 3 else kwargs.get("ceiling"))
+        return choose(policy, *args, **kwargs)
+
+    monkeypatch.setattr(SpendPolicy, "choose", counting)
+    return ceilings
+
+
+def test_the_choice_for_a_remembered_challenge_is_kept_per_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    ceilings = counted_choices(monkeypatch)
+    peer, trust = Peer(), TrustStore()
+    with client(peer, trust=trust) as http:
+        for _ in range(3):
+            http.get(URL)
+        http.get(URL, headers={"x-x402-max-amount-wei": "20000"})
+        http.get(URL, headers={"x-x402-max-amount-wei": "20000"})
+        trust.mark("https://paid.example", "a test's lie")
+        with pytest.raises(OriginUntrusted):  # the trust marks are read for every request, kept choice or not
+            http.get(URL)
+    assert paid_flags(peer) == [False, True, True, True, True, True, False]  # the last: asked unpaid, never paid
+    assert ceilings == [50_000, 50_000, 20_000]  # the 402's challenge, then the remembered one once per ceiling
+
+
+def test_the_choice_is_made_anew_when_the_ledger_has_a_say(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    ceilings = counted_choices(monkeypatch)
+    peer, ledger = Peer(), Ledger.sqlite(tmp_path / "ledger.db")
+    with client(peer, ledger=ledger) as http:
+        for _ in range(3):
+            http.get(URL)
+    ledger.close()
+    assert paid_flags(peer) == [False, True, True, True]
+    assert ceilings == [50_000] * 3  # budgets may change between requests: the choice is not kept
 
 
 def test_a_pre_payment_above_the_cap_is_never_signed() -> None:

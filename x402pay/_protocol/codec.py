@@ -43,14 +43,22 @@ def decode_header(value: str, *, what: str, error: type[X402PayError]) -> Any:
     text = value.strip()
     if len(text) > MAX_HEADER_CHARS:
         raise error(f"{what} header is {len(text)} characters, over the {MAX_HEADER_CHARS} limit")
+    try:  # what the reference servers send: standard base64, padded, decoded in one strict step
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # another alphabet, padding left out, not ASCII, not base64: read leniently below
+        return decode_json(_lenient_base64(text, what, error), what=f"{what} header", error=error)
+    return decode_json(raw, what=f"{what} header", error=error)
+
+
+def _lenient_base64(text: str, what: str, error: type[X402PayError]) -> bytes:
+    """The bytes of base64 `text` in either alphabet, padded or not; raise `error` naming `what` otherwise."""
     if not _BASE64_TEXT.fullmatch(text):
         raise error(f"{what} header is not base64")
     standard = text.replace("-", "+").replace("_", "/").rstrip("=")
     try:
-        raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise error(f"{what} header is not valid base64: {exc}") from exc
-    return decode_json(raw, what=f"{what} header", error=error)
 
 
 def decode_json(raw: bytes, *, what: str, error: type[X402PayError]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from eth_typing import ChecksumAddress
@@ -87,6 +88,7 @@ KNOWN_ASSETS: Final[dict[tuple[int, str], Asset]] = {
 }
 
 
+@lru_cache(maxsize=256)  # every paid request asks it of the same few networks, several times
 def chain_id_of(network: str) -> int:
     """The chain id of a CAIP-2 ``eip155:<id>`` network or a v1 network name; ValueError if not an EVM network."""
     if network in V1_NETWORK_CHAIN_IDS:
