@@ -39,6 +39,12 @@ _SERVER_FLUSH: Final[Statement] = ("SET LOCAL synchronous_commit TO DEFAULT", ()
 #: The same in an implicit transaction, where SET LOCAL works but warns: the setting the connection started with.
 _IMPLICIT_SERVER_FLUSH: Final = "SELECT set_config('synchronous_commit', %s, true)"
 _SHOW_FLUSH: Final = "SHOW synchronous_commit"
+#: A statement psycopg prepared (the fifth run of one text) keeps one plan for every parameter. Left to choose, the
+#: server plans each budget check again (a custom plan) and, for the bucket ranges, probes the totals index for
+#: its actual ends: most of a reservation's server time, and more the larger the totals grow. The statements that
+#: repeat (reserve, authorize, settle, the budget checks) find their rows through a key's equality and ranges, so
+#: the generic plan is the one a custom plan finds.
+_GENERIC_PLANS: Final = "SET plan_cache_mode = force_generic_plan"
 #: libpq's ``PGRES_TUPLES_OK``: the statement returned rows (possibly none).
 _TUPLES_OK: Final = 2
 
@@ -140,9 +146,9 @@ class _PostgresSettings:
         return _ADVISORY_CLASS, self.schema or "public"
 
     def setup_statements(self) -> list[Any]:
-        """Statements for a fresh connection: create the schema (under the lock) and make it the search path; stop
-        waiting for commit flushes unless every commit must wait."""
-        statements: list[Any] = []
+        """Statements for a fresh connection: plan prepared statements once; create the schema (under the lock) and
+        make it the search path; stop waiting for commit flushes unless every commit must wait."""
+        statements: list[Any] = [_GENERIC_PLANS]
         if self.durability is not Durability.FULL:
             statements.append("SET synchronous_commit = off")
         if self.schema is not None:
