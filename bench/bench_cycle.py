@@ -6,9 +6,9 @@ through the public `Ledger` API, default durability, budgets with room). Each st
 (all reservations, then all authorizations, then all settlements), and the CPU that the worker process and its
 PostgreSQL backend spent on them is read from /proc (user + system, so the backend's WAL flush counts too). The
 statements and round trips of one cycle are counted on the connection (psycopg's ``execute`` calls, and each
-pipeline sync or statement sent alone), and a third as many cycles run again under cProfile (process clock) to
-say which code the worker's CPU goes to: psycopg, x402pay, json, the benchmark itself, or the rest (the standard
-library, the interpreter).
+pipeline sync, pipeline exit (which syncs too) or statement sent alone), and a third as many cycles run again
+under cProfile (process clock) to say which code the worker's CPU goes to: psycopg, x402pay, json, the benchmark
+itself, or the rest (the standard library, the interpreter).
 
 With ``--baseline PATH`` (a checkout of another version of x402pay, e.g. a git worktree of the previous commit),
 the same measurement runs there too, in interleaved rounds, each contender in a child process that imports its
@@ -110,7 +110,7 @@ def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, i
     import psycopg
 
     counts = {"statements": 0, "round trips": 0}
-    execute, sync = connection.execute, psycopg.Pipeline.sync
+    execute, sync, leave = connection.execute, psycopg.Pipeline.sync, psycopg.Pipeline.__exit__
 
     def counted_execute(*args: Any, **kwargs: Any) -> Any:
         counts["statements"] += 1
@@ -122,9 +122,13 @@ def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, i
         counts["round trips"] += 1
         sync(pipeline)
 
+    def counted_exit(pipeline: Any, *exc_info: Any) -> None:  # leaving pipeline mode syncs once more
+        counts["round trips"] += 1
+        leave(pipeline, *exc_info)
+
     statements: dict[str, int] = {}
     trips: dict[str, int] = {}
-    connection.execute, psycopg.Pipeline.sync = counted_execute, counted_sync
+    connection.execute, psycopg.Pipeline.sync, psycopg.Pipeline.__exit__ = counted_execute, counted_sync, counted_exit
     try:
         argument: Any = -100_000
         for name, step in zip(STEPS, steps, strict=True):
@@ -134,6 +138,7 @@ def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, i
             trips[name] = counts["round trips"] - before["round trips"]
     finally:
         connection.execute, psycopg.Pipeline.sync = execute, sync  # type: ignore[method-assign]
+        psycopg.Pipeline.__exit__ = leave  # type: ignore[method-assign]
     return statements, trips
 
 
@@ -145,6 +150,14 @@ def child(tree: Path, conninfo: str, cycles: int) -> dict[str, Any]:
     output = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True, check=True).stdout
     figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return figures
+
+
+def _commit_of(tree: str) -> str:
+    """The commit checked out in `tree`, by its short hash and subject (a path does not outlive its checkout)."""
+    output = subprocess.run(["git", "-C", tree, "log", "-1", "--format=%h %s"], capture_output=True, text=True,  # noqa: S607
+                            check=False).stdout.strip()  # fmt: skip
+    short, _, subject = output.partition(" ")
+    return f"commit {short} ({subject[:80]})" if short else f"the tree at {tree}"
 
 
 def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
@@ -176,6 +189,9 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
             enumerate(("worker", "server"))}  # fmt: skip
         ratios = (f"- This tree vs the baseline, CPU per cycle (median of the per-round ratios): worker "
                   f"{ratio['worker']:.2f}x, server {ratio['server']:.2f}x.")  # fmt: skip
+    baseline = (
+        [f"- Baseline: {_commit_of(args.baseline)}, checked out where the command says."] if args.baseline else []
+    )
     command = f".venv/bin/python -m bench.bench_cycle --cycles {args.cycles} --rounds {args.rounds}" + (
         f" --baseline {args.baseline}" if args.baseline else "")  # fmt: skip
     return "\n".join(
@@ -190,6 +206,7 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
             f"  {args.cycles} times in a row; CPU µs per call read from /proc (user + system) for the worker and for",
             "  its PostgreSQL backend (which flushes the WAL itself for the durable `authorize`); median over rounds.",
             "  Statements and round trips of one cycle counted on the connection.",
+            *baseline,
             *([ratios] if ratios else []),
             profile,
             "",

@@ -41,6 +41,21 @@ TOTAL_SHARE, ORIGIN_SHARE = 0.75, 0.35  # of all attempts' amounts; half the att
 ONE, FLEET = "one process, one connection (baseline)", "fleet: 8 processes on 2 machines"
 
 
+#: What a cycle costs in the fleet beyond its cost in one process (measured outside this script, on this code).
+BEYOND_ONE_PROCESS = (
+    "- Why a cycle costs more CPU in the fleet than in one process: `pg_stat_activity` sampled every 20 ms",
+    "  during a fleet run (1,000 attempts per worker) found on average 0.28 backends waiting for the advisory",
+    "  lock (reservations serialize on it) and 0.27 inside a transaction waiting for the rest of it from their",
+    "  client: psycopg sends each statement of a pipeline as it is executed, so a reservation's backend takes the",
+    "  lock on the first one and waits for the next ones from a client that 16 processes on 2 cores may not be",
+    "  running (a trial that held the statements back until the sync, through psycopg's internals, did not",
+    "  measure better on this shared machine, so it is not in). Refusals are a third of the fleet's attempts and",
+    "  cost a second round trip each (one process: about 560 µs of CPU for a refusal, 510 for a reservation).",
+    "  Left to try: a reservation sent in one write, a refusal answered by the reservation's own statement",
+    "  (PostgreSQL's data-modifying WITH), fewer totals rows per write than 10.",
+)
+
+
 @dataclass(frozen=True)
 class Plan:
     """One run: where, how many machines and workers, how many cycles each."""
@@ -281,6 +296,7 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, server: str) ->
             f" {'met' if every_run_within else 'NOT met'} (every run checked below).",
             f"- Where the fleet's time goes: {_where(runs[FLEET])} One cycle's statements, round trips and CPU per"
             ' step, in the worker and in the server: the "Ledger cycle" section.',
+            *BEYOND_ONE_PROCESS,
             "",
             "| contender | cycles/s | vs one process | reserve p50 ms | reserve p99 ms | refused | worker CPU µs/cycle"
             " | machine CPU µs/cycle |",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from ledger_support import ORIGIN, Backend, authorize, reserve
+from ledger_support import ORIGIN, Backend, areserve, authorize, reserve
 
 from x402pay.errors import BudgetExceeded, InvalidTransition, LedgerError, OriginUntrusted, PaymentInFlight
 from x402pay.ledger import Budget, EntryState
@@ -166,3 +166,32 @@ def test_entry_ids_are_unique_and_newer_ones_sort_last(backend: Backend) -> None
     assert all(len(entry_id) == 32 and int(entry_id, 16) >= 0 for entry_id in ids + made)
     times = [entry_id[:16] for entry_id in ids + made]  # the time part: never smaller than an earlier id's
     assert times == sorted(times)
+
+
+def _end_the_session(dsn: str, pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_postgres_ledger_whose_session_ended_goes_on_with_a_new_one(postgres: str, postgres_schema: str) -> None:
+    with Backend("postgres", postgres, postgres_schema).ledger() as ledger:
+        reserve(ledger, "before", 10)
+        _end_the_session(postgres, ledger._db._conn.info.backend_pid)  # type: ignore[attr-defined]
+        with pytest.raises(LedgerError):  # the call that finds the connection gone says so, and changes nothing
+            reserve(ledger, "lost", 10)
+        reserve(ledger, "after", 10)
+        assert [ledger._db.run(_count(key)) for key in ("before", "lost", "after")] == [1, 0, 1]
+
+
+async def test_an_async_postgres_ledger_whose_session_ended_goes_on_with_a_new_one(
+    postgres: str, postgres_schema: str
+) -> None:
+    async with await Backend("postgres", postgres, postgres_schema).aledger() as ledger:
+        await areserve(ledger, "before", 10)
+        _end_the_session(postgres, ledger._db._conn.info.backend_pid)  # type: ignore[attr-defined]
+        with pytest.raises(LedgerError):
+            await areserve(ledger, "lost", 10)
+        await areserve(ledger, "after", 10)
+        assert [await ledger._db.run(_count(key)) for key in ("before", "lost", "after")] == [1, 0, 1]

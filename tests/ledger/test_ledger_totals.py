@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import random
 import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from ledger_support import PAY_TO, Backend, Clock
 
 from x402pay.errors import BudgetExceeded, InvalidTransition, PaymentInFlight
@@ -166,17 +166,25 @@ def _back_to_schema_4() -> Program[None]:
     yield Query("UPDATE x402pay_schema SET version = 4")
 
 
-def test_a_window_is_cut_into_whole_buckets_finest_first() -> None:
-    now = 1_800_000_000 + 3_725  # 1 h 2 min 5 s past a day boundary
-    ranges = window_ranges(DAY, now)
-    start = now - DAY + 1
-    assert ranges[0][1] == start
-    assert ranges[-1][2] is None
-    for (span, first, end), following in itertools.pairwise(ranges):
+@pytest.mark.parametrize("past_midnight", [0, 30, 31, 3_725, 3_779, 86_399])
+@pytest.mark.parametrize("window", [1, 90, 3_631, DAY, 7 * DAY + 13])
+def test_a_window_is_cut_into_whole_buckets_that_count_each_second_of_it_once(past_midnight: int, window: int) -> None:
+    now = 1_800_000_000 - 1_800_000_000 % DAY + past_midnight
+    ranges = window_ranges(window, now)
+    for span, first, end, _sign in ranges:
+        assert first % span == 0
+        assert end is None or end % span == 0
+    for span, first, end, _sign in ranges[:-1]:
         assert end is not None
-        assert (end, first % span, end % span) == (following[1], 0, 0)
-        assert end - first < 60 * span
-    assert window_ranges(None, now) == [(ALL_TIME, 0, None)]
+        assert (end - first) // span <= 30  # the nearer side of each coarser bucket
+    for created in range(now - window - DAY, now + HOUR, 7):  # every residue of 60 and of 3,600 (7 is prime)
+        counted = sum(
+            sign
+            for span, first, end, sign in ranges
+            if first <= created - created % span and (end is None or created - created % span < end)
+        )
+        assert counted == (created > now - window), created
+    assert window_ranges(None, now) == [(ALL_TIME, 0, None, 1)]
 
 
 def test_sqlite_checks_a_budget_from_the_totals_key_without_scanning(tmp_path: Path) -> None:

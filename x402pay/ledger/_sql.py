@@ -376,7 +376,13 @@ def require(entry: Entry, allowed: Collection[EntryState], step: str, hint: str 
         raise InvalidTransition(f"cannot {step} entry {entry.id}: it is {entry.state}{hint}", entry)
 
 
+#: Values stored as they are; the first check of `_stored`, before the slower ABC check of a mapping.
+_PLAIN: Final = (int, str, type(None))
+
+
 def _stored(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, EntryState):
         return str(value)
     if isinstance(value, Mapping):

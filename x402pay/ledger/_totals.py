@@ -8,8 +8,11 @@ all origins together (origin ``''``), and span 0 is all time. Every write of an 
 same transaction (`adjust`), so they always equal the sums over the entries.
 
 A rolling window counts the entries created in (now - window, now] and after (a clock behind another process's):
-that interval is cut into whole buckets, finest at its start (`window_ranges`): at most 59 one-second buckets, 59
-minutes, 23 hours and then the days, whatever the number of entries. A budget's check is one statement over them.
+that interval is cut into whole buckets, finest at its start (`window_ranges`). At each span the ragged head is
+read from whichever side of the coarser bucket holding it is nearer: the fine buckets from the window's start up
+to the coarser boundary, or that whole coarser bucket less the fine ones before the start. So at most 30
+one-second buckets, 30 minutes, 12 hours and then the days, whatever the number of entries (a long history fills
+every bucket; reading the nearer side halves what a check reads). A budget's check is one statement over them.
 """
 
 from __future__ import annotations
@@ -108,19 +111,25 @@ _ADJUST: Final = _adjust_sql("1 = 1")
 _ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)") + " RETURNING span"
 
 
-def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None]]:
-    """(span, first bucket, end bucket or None) ranges that together cover the entries a budget counts at `now`:
-    created after ``now - window``, or ever when `window` is None. Always the same number of ranges for a window
-    (some may be empty), so that a budget's statement keeps one text and stays prepared."""
+def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None, int]]:
+    """(span, first bucket, end bucket or None, sign) ranges whose sums, times their signs, add up to the money held
+    by the entries a budget counts at `now`: created after ``now - window``, or ever when `window` is None. A range
+    of sign -1 holds the fine buckets before the window's start within a coarser bucket that the next range counts
+    whole. Always the same number of ranges for a window (some may be empty), so that a budget's statement keeps
+    one text and stays prepared."""
     if window is None:
-        return [(ALL_TIME, 0, None)]
+        return [(ALL_TIME, 0, None, 1)]
     start = now - window + 1
-    ranges: list[tuple[int, int, int | None]] = []
+    ranges: list[tuple[int, int, int | None, int]] = []
     for span, coarser in itertools.pairwise(SPANS):
-        end = -(-start // coarser) * coarser
-        ranges.append((span, start, end))
-        start = end
-    ranges.append((SPANS[-1], start, None))
+        up, down = -(-start // coarser) * coarser, start // coarser * coarser
+        if start - down < up - start:  # fewer fine buckets before the start than after it
+            ranges.append((span, down, start, -1))
+            start = down
+        else:
+            ranges.append((span, start, up, 1))
+            start = up
+    ranges.append((SPANS[-1], start, None, 1))
     return ranges
 
 
@@ -148,20 +157,20 @@ def budget_sum(budget: Budget, origin: str | None, now: int) -> tuple[str, list[
     """An SQL expression for the money held against `budget` (for `origin` if it is per origin) at `now`."""
     scoped = origin if budget.origin == EACH_ORIGIN else budget.origin
     terms, params = [], []
-    for span, first, end in window_ranges(budget.window, now):
+    for span, first, end, sign in window_ranges(budget.window, now):
         where, values = _range_filter(budget.covered, span, first, end)
-        terms.append(f"COALESCE((SELECT SUM(held) FROM {TOTALS} WHERE origin = ? AND {where}), 0)")
-        params += [(scoped or ALL_ORIGINS).lower(), *values]
+        terms.append(f"? * COALESCE((SELECT SUM(held) FROM {TOTALS} WHERE origin = ? AND {where}), 0)")
+        params += [sign, (scoped or ALL_ORIGINS).lower(), *values]
     return f"CAST({' + '.join(terms)} AS BIGINT)", params
 
 
 def held_by_origin(budget: Budget, now: int) -> Program[list[tuple[str, int]]]:
     """(origin, held) for each origin holding money against `budget`, most held first."""
     parts, params = [], []
-    for span, first, end in window_ranges(budget.window, now):
+    for span, first, end, sign in window_ranges(budget.window, now):
         where, values = _range_filter(budget.covered, span, first, end)
-        parts.append(f"SELECT origin, held FROM {TOTALS} WHERE origin <> ? AND {where}")
-        params += [ALL_ORIGINS, *values]
+        parts.append(f"SELECT origin, ? * held AS held FROM {TOTALS} WHERE origin <> ? AND {where}")
+        params += [sign, ALL_ORIGINS, *values]
     rows = yield Query(
         f"SELECT origin, CAST(SUM(held) AS BIGINT) AS total FROM ({' UNION ALL '.join(parts)}) AS ranges "
         "GROUP BY origin HAVING SUM(held) > 0 ORDER BY total DESC, origin",
