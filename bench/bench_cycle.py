@@ -157,7 +157,8 @@ def _commit_of(tree: str) -> str:
     output = subprocess.run(["git", "-C", tree, "log", "-1", "--format=%h %s"], capture_output=True, text=True,  # noqa: S607
                             check=False).stdout.strip()  # fmt: skip
     short, _, subject = output.partition(" ")
-    return f"commit {short} ({subject[:80]})" if short else f"the tree at {tree}"
+    shown = subject if len(subject) <= 80 else subject[:79].rstrip() + "…"
+    return f"commit {short} (“{shown}”)" if short else f"the tree at {tree}"
 
 
 def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> str:
@@ -190,7 +191,9 @@ def report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> s
         ratios = (f"- This tree vs the baseline, CPU per cycle (median of the per-round ratios): worker "
                   f"{ratio['worker']:.2f}x, server {ratio['server']:.2f}x.")  # fmt: skip
     baseline = (
-        [f"- Baseline: {_commit_of(args.baseline)}, checked out where the command says."] if args.baseline else []
+        [f"- Baseline: {_commit_of(args.baseline)}, checked out apart (the command's `--baseline`)."]
+        if args.baseline
+        else []
     )
     command = f".venv/bin/python -m bench.bench_cycle --cycles {args.cycles} --rounds {args.rounds}" + (
         f" --baseline {args.baseline}" if args.baseline else "")  # fmt: skip
