@@ -157,7 +157,7 @@ class LocalFacilitator(ChainState):
             auth = self._read(payload, requirements)
             payer = auth.payer
             if self._in_flight(auth, requirements):  # settle follows its transaction instead of sending one
-                return VerifyResponse(is_valid=True, payer=payer)
+                return VerifyResponse.valid(payer)
             if not self._passes_at_once(auth, requirements, payload.extensions):
                 permit = self._check(auth, requirements, payload.extensions)
                 self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
@@ -166,7 +166,7 @@ class LocalFacilitator(ChainState):
         except RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
         self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
-        return VerifyResponse(is_valid=True, payer=payer)
+        return VerifyResponse.valid(payer)
 
     def _verify_locally(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse | None:
         """A repeat payer's payment against its fresh mirror: valid; refused, as settled here before; or None, for
@@ -188,7 +188,7 @@ class LocalFacilitator(ChainState):
         if not signed_by_payer(auth, requirements):  # eth-account decides, in a worker thread
             return None
         self._mirrors.hold(payer, key, auth.amount, auth.deadline)
-        return VerifyResponse(is_valid=True, payer=auth.payer)
+        return VerifyResponse.valid(auth.payer)
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
