@@ -12,6 +12,7 @@ import http.client
 import json
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +32,45 @@ class RpcAnswerError(ValueError):
     """The node's answer is not a JSON-RPC answer to the batch sent (a ValueError, as web3's are)."""
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an RPC URL's requests go, and the headers they carry (its credentials as Basic auth)."""
+
+    https: bool
+    host: str
+    port: int | None
+    target: str
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, url: str) -> Endpoint:
+        """`url` read; ValueError (which does not name it) unless it is http:// or https:// with a host."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an RPC URL is http:// or https://")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"content-type": "application/json"}
+        if parts.username is not None:  # user:password@host, as requests (web3's transport) reads it
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["authorization"] = "Basic " + base64.b64encode(secret).decode("ascii")
+        return cls(parts.scheme == "https", parts.hostname, parts.port, target, headers)
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header's value."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+def batch_body(calls: Sequence[Call]) -> bytes:
+    """The JSON-RPC batch of `calls`, numbered 0..n-1."""
+    return json.dumps(
+        [{"jsonrpc": "2.0", "id": index, "method": method, "params": params} for index, (method, params) in
+         enumerate(calls)],
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+
+
 class HttpJsonRpc:
     """JSON-RPC over HTTP(S) to `url`: each batch is one POST on an idle kept-alive connection (thread-safe).
 
@@ -40,16 +80,9 @@ class HttpJsonRpc:
     """
 
     def __init__(self, url: str, *, timeout: float = RPC_TIMEOUT) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("an RPC URL is http:// or https://")
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._headers = {"content-type": "application/json"}
-        if parts.username is not None:  # user:password@host, as requests (web3's transport) reads it
-            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self._headers["authorization"] = "Basic " + base64.b64encode(secret).decode("ascii")
+        endpoint = Endpoint.of(url)
+        self._https, self._host, self._port = endpoint.https, endpoint.host, endpoint.port
+        self._target, self._headers = endpoint.target, endpoint.headers
         self._timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -59,12 +92,7 @@ class HttpJsonRpc:
 
     def batch(self, calls: Sequence[Call]) -> list[dict[str, Any]]:
         """Each call's response object, in order."""
-        body = json.dumps(
-            [{"jsonrpc": "2.0", "id": index, "method": method, "params": params} for index, (method, params) in
-             enumerate(calls)],
-            separators=(",", ":"),
-        ).encode()  # fmt: skip
-        return _in_order(self._post(body), len(calls))
+        return in_order(self._post(batch_body(calls)), len(calls))
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -106,8 +134,13 @@ def _exchange(connection: http.client.HTTPConnection, target: str, body: bytes, 
     data = response.read()
     if response.will_close:
         connection.close()
-    if response.status != 200:
-        raise RpcAnswerError(f"the RPC endpoint answered HTTP {response.status}")
+    return decoded(response.status, data)
+
+
+def decoded(status: int, data: bytes) -> Any:
+    """The JSON of an HTTP answer from the node; `RpcAnswerError` unless it is a 200 with JSON."""
+    if status != 200:
+        raise RpcAnswerError(f"the RPC endpoint answered HTTP {status}")
     try:
         return json.loads(data)
     except ValueError:
@@ -128,7 +161,7 @@ def provider_batch(web3: Web3) -> BatchSender:
     return send
 
 
-def _in_order(data: Any, count: int) -> list[dict[str, Any]]:
+def in_order(data: Any, count: int) -> list[dict[str, Any]]:
     """The batch's response objects by id 0..count-1; `RpcAnswerError` if any is missing or malformed."""
     if not isinstance(data, list):
         raise RpcAnswerError("the RPC endpoint did not answer the batch with a list")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_support import decode
 
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
@@ -16,7 +18,7 @@ from x402pay.server._evm import Refusal
 from x402pay.server._mirror import Mirrors
 from x402pay.server._pricing import client_ceiling, compile_routes, match_route
 from x402pay.server._receipts import make_compose_receipt, x_receipt_header
-from x402pay.server._responses import DoneHoldback
+from x402pay.server._responses import DoneHoldback, _Start
 from x402pay.server._sponsoring import offer, read_permit
 
 USDC = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -53,6 +55,62 @@ def test_without_done_the_receipt_goes_last_after_an_unterminated_frame() -> Non
 
 def test_a_data_line_that_merely_mentions_done_is_not_the_end() -> None:
     assert run_tap([b'data: {"text":"[DONE]"}\n\n'])[0] == b'data: {"text":"[DONE]"}\n\n'
+
+
+frames = st.lists(
+    st.tuples(
+        st.sampled_from([b"data: 1", b"data: [DONE]", b"data:[DONE]", b": c", b"", b"\n", b"\r", b"data: a\nb"]),
+        st.sampled_from([b"\n\n", b"\r\n\r\n", b"\r\r", b"\n", b""]),
+    ).map(b"".join),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, database=None)
+@given(frames=frames, cuts=st.lists(st.integers(0, 60), max_size=6), by_frame=st.booleans())
+def test_the_tap_does_not_depend_on_how_the_stream_is_chunked(
+    frames: list[bytes], cuts: list[int], by_frame: bool
+) -> None:
+    stream = b"".join(frames)
+    if by_frame:  # one frame per chunk, as most servers write
+        chunks = frames
+    else:
+        points = sorted({min(cut, len(stream)) for cut in cuts})
+        chunks = [stream[start:end] for start, end in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert b"".join(run_tap(chunks)) == b"".join(run_tap([stream]))
+
+
+def test_a_stream_goes_out_without_length_marked_private_and_without_overrides() -> None:
+    start = _Start(
+        [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"Content-Length", b"12"),
+            (b"settlement-overrides", b'{"amount":"5"}'),
+            (b"cache-control", b"no-cache"),
+            (b"Settlement-Overrides", b'{"amount":"6"}'),
+            (b"x-app", b"1"),
+        ]
+    )
+    assert start.streams
+    assert start.overrides == '{"amount":"5"}'
+    assert start.headers == [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"Content-Length", b"12"),
+        (b"cache-control", b"no-cache"),
+        (b"x-app", b"1"),
+    ]
+    assert start.streamed() == [
+        (b"cache-control", b"no-cache, private"),
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"x-app", b"1"),
+    ]
+
+
+def test_a_private_stream_keeps_its_cache_control_and_the_first_content_type_decides() -> None:
+    private = _Start([(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store, Private")])
+    assert private.streamed() == [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store, Private")]
+    assert not _Start([(b"content-type", b"application/json"), (b"content-type", b"text/event-stream")]).streams
+    assert _Start([]).streamed() == [(b"cache-control", b"private")]
 
 
 def test_routes_match_method_and_path_templates() -> None:

@@ -8,6 +8,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from eth_account import Account
 from paid_app import PRICE, routes
@@ -18,6 +19,7 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from x402.schemas import PaymentRequirements as SdkRequirements
 
 from x402pay._jsonrpc import HttpJsonRpc, RpcAnswerError, result_of
+from x402pay._jsonrpc_async import AsyncHttpJsonRpc
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay._rpc import web3_for
 from x402pay._schemes.channel import MIN_WITHDRAW_DELAY
@@ -227,6 +229,87 @@ def test_the_simulated_settlement_is_the_call_web3_would_make(x402pay_chain: Dev
     by_web3 = facilitator._settle_call(auth, wanted.asset, wanted.amount - 1, None)
     ours = _calldata.settlement(auth, wanted.asset, wanted.amount - 1)
     assert ours == {"to": by_web3.address, "data": by_web3._encode_transaction_data()}
+
+
+@pytest.mark.parametrize("route", ["GET /paid", "GET /paid-permit2", "POST /metered"])
+async def test_a_first_payment_is_verified_on_the_event_loop(
+    x402pay_chain: Devnet, rpc: RecordingRpc, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the chain id and the token's code are known, a payment that passes needs no worker thread."""
+    wanted = requirement(x402pay_chain, route)
+    facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator, verify_ttl=0)
+    assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid  # learns them, in a thread
+    rpc.batches.clear()
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("verified in a worker thread")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(anyio.to_thread, "run_sync", no_thread)
+        assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid
+        late = signed(x402pay_chain, wanted, **{deadline_field(wanted): x402pay_chain.chain_time() + 3})
+        refused = await facilitator.verify(late, wanted)  # refused by its terms, at chain time, here too
+        assert (refused.is_valid, refused.invalid_reason) == (False, late_code(wanted))
+    assert len(rpc.batches) == 2
+    assert len(rpc.batches[0]) == len(rpc.batches[1]) >= 3
+    short = wanted.model_copy(update={"amount": 10**15})
+    refused = await facilitator.verify(signed(x402pay_chain, short), short)  # the thread says why
+    assert refused.invalid_reason in ("insufficient_funds", "permit2_insufficient_balance")
+
+
+def paid_by_permit2(wanted: PaymentRequirements) -> bool:
+    return wanted.scheme == "upto" or wanted.extra_str("assetTransferMethod") == "permit2"
+
+
+def deadline_field(wanted: PaymentRequirements) -> str:
+    return "deadline" if paid_by_permit2(wanted) else "validBefore"
+
+
+def late_code(wanted: PaymentRequirements) -> str:
+    eip3009_code = "invalid_exact_evm_payload_authorization_valid_before"
+    return "permit2_deadline_expired" if paid_by_permit2(wanted) else eip3009_code
+
+
+async def test_an_async_batch_answers_in_order_on_a_kept_alive_connection(x402pay_chain: Devnet) -> None:
+    rpc = AsyncHttpJsonRpc(x402pay_chain.rpc_url)
+    payer = x402pay_chain.payers[0].address
+    block, failed, balance = await rpc.batch([
+        ("eth_getBlockByNumber", ["latest", False]),
+        ("eth_call", [{"to": x402pay_chain.usdc, "data": "0xdeadbeef"}, "latest"]),
+        ("eth_call", [_calldata.balance_of(x402pay_chain.usdc, payer), "latest"]),
+    ])  # fmt: skip
+    assert int(result_of(block)["timestamp"], 16) == x402pay_chain.chain_time()
+    assert "error" in failed
+    assert int(result_of(balance), 16) == usdc_balance(x402pay_chain, payer)
+    (kept,) = rpc._idle
+    await kept.stream.aclose()  # as if the node had closed it: the batch goes again on a fresh connection
+    assert "result" in (await rpc.batch([("eth_blockNumber", [])]))[0]
+    assert len(rpc._idle) == 1
+    assert rpc._idle[0] is not kept
+    await rpc.aclose()
+
+
+def test_an_async_batch_never_uses_a_connection_of_another_event_loop(x402pay_chain: Devnet) -> None:
+    rpc = AsyncHttpJsonRpc(x402pay_chain.rpc_url)
+    for _ in range(2):
+        assert "result" in asyncio.run(rpc.batch([("eth_blockNumber", [])]))[0]
+    assert len(rpc._idle) == 1
+
+
+async def test_an_async_rpc_endpoint_that_does_not_answer_is_an_oserror_that_hides_the_url() -> None:
+    rpc = AsyncHttpJsonRpc("http://127.0.0.1:9/secret-api-key", timeout=1)
+    with pytest.raises(ConnectionError, match="the RPC request failed") as raised:
+        await rpc.batch([("eth_blockNumber", [])])
+    assert "secret-api-key" not in str(raised.value)
+    assert "secret-api-key" not in repr(rpc)
+
+
+async def test_credentials_in_the_rpc_url_are_sent_as_basic_auth_from_async_code(rpc: RecordingRpc) -> None:
+    host = rpc.url.removeprefix("http://")
+    client = AsyncHttpJsonRpc(f"http://user:p%40ss@{host}")
+    assert "result" in (await client.batch([("eth_blockNumber", [])]))[0]
+    assert rpc.authorizations == ["Basic " + base64.b64encode(b"user:p@ss").decode()]
+    assert client._idle == []  # the relay speaks HTTP/1.0: it closes each connection
 
 
 def test_a_batch_answers_in_order_and_a_failed_call_in_place(x402pay_chain: Devnet) -> None:

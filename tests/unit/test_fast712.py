@@ -121,6 +121,52 @@ def recover(typed_data: dict[str, Any], signature: bytes) -> str:
     return Account.recover_message(encode_typed_data(full_message=typed_data), signature=signature)
 
 
+# -- the verifier's path: the same digests without building the typed data ------------------------------------
+
+
+@settings(deadline=None, max_examples=100, database=None)
+@given(typed_data=transfer_with_authorization())
+def test_a_transfer_digest_from_its_values_is_the_typed_datas(typed_data: dict[str, Any]) -> None:
+    domain = typed_data["domain"]
+    digest = fast712.transfer_with_authorization_digest(
+        token_name=domain["name"],
+        token_version=domain["version"],
+        chain_id=domain["chainId"],
+        token=domain["verifyingContract"],
+        authorization=typed_data["message"],
+    )
+    assert digest == fast712.typed_data_digest(typed_data)
+
+
+@pytest.mark.parametrize("upto", [False, True], ids=["exact witness", "upto witness"])
+@settings(deadline=None, max_examples=100, database=None)
+@given(data=st.data())
+def test_a_permit_witness_digest_from_its_values_is_the_typed_datas(upto: bool, data: Any) -> None:
+    typed_data = data.draw(permit_witness(upto=upto))
+    domain = typed_data["domain"]
+    digest = fast712.permit_witness_digest(
+        chain_id=domain["chainId"], message=typed_data["message"], upto=upto, permit2=domain["verifyingContract"]
+    )
+    assert digest == fast712.typed_data_digest(typed_data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"chain_id": True}, {"chain_id": 2**256}, {"permit2": "0xnot-an-address"}, {"message": {"spender": 1}}],
+    ids=["bool chain id", "chain id out of range", "bad verifying contract", "bad message"],
+)
+def test_a_permit_witness_digest_of_values_fast712_does_not_vouch_for_is_none(change: dict[str, Any]) -> None:
+    typed_data = valid_permit2()
+    arguments: dict[str, Any] = {
+        "chain_id": typed_data["domain"]["chainId"],
+        "message": typed_data["message"],
+        "upto": False,
+        "permit2": typed_data["domain"]["verifyingContract"],
+    }
+    assert fast712.permit_witness_digest(**arguments) == fast712.typed_data_digest(typed_data)
+    assert fast712.permit_witness_digest(**(arguments | change)) is None
+
+
 # -- the property: byte-identical to eth-account, for every shape -----------------------------------------------
 
 

@@ -240,6 +240,39 @@ def typed_data_digest(typed_data: Any) -> bytes | None:
     return keccak256(_EIP191_TYPED_DATA + domain + message)
 
 
+def transfer_with_authorization_digest(
+    *, token_name: str, token_version: str, chain_id: int, token: str, authorization: dict[str, Any]
+) -> bytes | None:
+    """`typed_data_digest` of ``eip712.transfer_with_authorization`` with these arguments, without building and
+    recognising the typed data (a verifier's path: the shape is known); None where that would be None."""
+    return _known_digest(_TRANSFER, (token_name, token_version, chain_id, token), authorization)
+
+
+def permit_witness_digest(*, chain_id: int, message: dict[str, Any], upto: bool, permit2: str) -> bytes | None:
+    """`typed_data_digest` of ``eip712.permit_witness_transfer_from`` (the upto witness when `upto`, else the exact
+    one) whose ``message`` is `message`, without building and recognising the typed data; None where that would be.
+    """
+    return _known_digest(_PERMIT_WITNESS[upto], ("Permit2", _NO_VERSION, chain_id, permit2), message)
+
+
+def _known_digest(struct: _Struct, domain: tuple[str, object, Any, Any], message: dict[str, Any]) -> bytes | None:
+    name, version, chain_id, contract = domain
+    if type(chain_id) is not int or type(contract) is not str:
+        return None
+    try:
+        separator = _domain_separator(name, version, chain_id, contract)
+        return keccak256(_EIP191_TYPED_DATA + separator + struct.hash(message))
+    except _Unrecognised:
+        return None
+
+
+_TRANSFER: Final = _SHAPES["TransferWithAuthorization"][0].message
+_PERMIT_WITNESS: Final = {  # by upto: True for the upto witness, False for the exact one
+    shape.types["Witness"] == eip712.UPTO_WITNESS_FIELDS: shape.message
+    for shape in _SHAPES["PermitWitnessTransferFrom"]
+}
+
+
 def _recognise(typed_data: Any) -> _Shape | None:
     """The shape whose builder made `typed_data` (same primaryType, same types), or None."""
     if type(typed_data) is not dict:
@@ -267,4 +300,10 @@ def recover_signer(digest: bytes, signature: bytes) -> str | None:
         public = PublicKey.from_signature_and_message(recoverable, digest, hasher=None)
     except ValueError:
         return None
-    return "0x" + keccak256(public.format(compressed=False)[1:])[-20:].hex()
+    return _address_of(public.format(compressed=False))
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_of(public_key: bytes) -> str:
+    """The lower-case address of an uncompressed public key (signers repeat: each is a keccak)."""
+    return "0x" + keccak256(public_key[1:])[-20:].hex()

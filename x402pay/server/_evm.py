@@ -14,10 +14,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_typing import ChecksumAddress
 from eth_utils.address import is_address, to_checksum_address
-from pydantic import TypeAdapter
 
-from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
-from x402pay._protocol.models import PaymentRequirements, SettleResponse, Uint
+from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
+from x402pay._protocol.models import PaymentRequirements, SettleResponse, parse_uint
 from x402pay._protocol.networks import chain_id_of
 from x402pay._schemes.eip712 import (
     EXACT_WITNESS_FIELDS,
@@ -26,11 +25,9 @@ from x402pay._schemes.eip712 import (
     permit_witness_transfer_from,
     transfer_with_authorization,
 )
-from x402pay._schemes.fast712 import recover_signer, typed_data_digest
+from x402pay._schemes.fast712 import permit_witness_digest, recover_signer, transfer_with_authorization_digest
 
 TransferMethod = Literal["eip3009", "permit2"]
-
-_UINT: Final = TypeAdapter(Uint)
 
 #: Seconds of validity an authorization must have left to be accepted (the reference facilitators' buffer).
 DEADLINE_BUFFER: Final = 6
@@ -114,6 +111,24 @@ class Eip3009Authorization:
             authorization=message,
         )
 
+    def digest(self, requirements: PaymentRequirements) -> bytes | None:
+        """The EIP-712 digest of `typed_data` (fast712's; None when it does not vouch for the values)."""
+        extra = requirements.extra or {}
+        return transfer_with_authorization_digest(
+            token_name=str(extra.get("name", "")),
+            token_version=str(extra.get("version", "")),
+            chain_id=requirements.chain_id,
+            token=requirements.asset,
+            authorization={
+                "from": self.payer,
+                "to": self.to,
+                "value": self.amount,
+                "validAfter": self.valid_after,
+                "validBefore": self.deadline,
+                "nonce": self.nonce,
+            },
+        )
+
 
 @dataclass(frozen=True)
 class Permit2Authorization:
@@ -154,6 +169,20 @@ class Permit2Authorization:
             deadline=self.deadline,
             witness=self.witness,
             witness_fields=EXACT_WITNESS_FIELDS if self.facilitator is None else UPTO_WITNESS_FIELDS,
+        )
+
+    def digest(self, requirements: PaymentRequirements) -> bytes | None:
+        """The EIP-712 digest of `typed_data` (fast712's; None when it does not vouch for the values)."""
+        message = {
+            "permitted": {"token": self.token, "amount": self.amount},
+            "spender": self.spender,
+            "nonce": self.nonce,
+            "deadline": self.deadline,
+            "witness": self.witness,
+        }
+        upto = self.facilitator is not None
+        return permit_witness_digest(
+            chain_id=requirements.chain_id, message=message, upto=upto, permit2=PERMIT2_ADDRESS
         )
 
 
@@ -199,7 +228,7 @@ def check_terms(auth: Authorization, requirements: PaymentRequirements, *, now: 
 
 def signed_by_payer(auth: Authorization, requirements: PaymentRequirements) -> bool:
     """Whether x402pay's own digest and coincurve recover the payer (False: `check_signer` has the last word)."""
-    digest = typed_data_digest(auth.typed_data(requirements))  # a tenth of eth-account's time
+    digest = auth.digest(requirements)  # a tenth of eth-account's time
     return digest is not None and same_address(recover_signer(digest, auth.signature) or "", auth.payer)
 
 
@@ -242,7 +271,7 @@ def _check_permit2_terms(auth: Permit2Authorization, requirements: PaymentRequir
 
 
 def _uint(value: Any) -> int:
-    return _UINT.validate_python(value)
+    return parse_uint(value)  # what the wire models' Uint validates with
 
 
 def parse_address(value: Any) -> ChecksumAddress:

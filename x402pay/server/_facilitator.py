@@ -38,6 +38,11 @@ class VerifyResponse(WireModel):
     extra: dict[str, Any] | None = None
 
     @classmethod
+    def valid(cls, payer: str) -> VerifyResponse:
+        """An acceptance for `payer` (built from a facilitator's own values, so not validated again)."""
+        return cls.model_construct(is_valid=True, payer=payer)
+
+    @classmethod
     def invalid(cls, reason: str, message: str, payer: str | None = None) -> VerifyResponse:
         """A refusal with its reason code and a sentence for people."""
         return cls(is_valid=False, invalid_reason=reason, invalid_message=message, payer=payer)

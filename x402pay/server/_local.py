@@ -9,7 +9,6 @@ extension): it is checked, and the settlement goes through the proxy's ``settleW
 from __future__ import annotations
 
 import threading
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,14 @@ from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
 
 from x402pay._allowance import GAS_SPONSORING
-from x402pay._jsonrpc import BatchSender, HttpJsonRpc, block_timestamp, provider_batch
+from x402pay._jsonrpc import BatchSender, HttpJsonRpc, provider_batch
+from x402pay._jsonrpc_async import AsyncBatchSender, AsyncHttpJsonRpc
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements, SettleResponse
 from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
-from x402pay.server import _calldata
-from x402pay.server._chainstate import RPC_FAILURES, ChainState
+from x402pay.server._at_once import AtOnce, payer_of
+from x402pay.server._chainstate import RPC_FAILURES
 from x402pay.server._channel_facilitator import ChannelFacilitation
 from x402pay.server._channel_rules import CHANNEL_SCHEME
 from x402pay.server._evm import (
@@ -42,7 +42,6 @@ from x402pay.server._evm import (
     payment_key,
     read_authorization,
     required_method,
-    same_address,
     signed_by_payer,
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
@@ -58,7 +57,7 @@ from x402pay.server._settlements import (
 from x402pay.server._sponsoring import Eip2612Permit, read_permit
 
 
-class LocalFacilitator(ChainState):
+class LocalFacilitator(AtOnce):
     """A facilitator that checks payments against the chain and settles them with its own account.
 
     `web3` is a ``Web3`` or an RPC URL; `account` is any eth-account signer (``Account.from_key(...)``) holding
@@ -66,7 +65,9 @@ class LocalFacilitator(ChainState):
     and spender, the time window (against the later of the latest block and the wall clock), for upto that this
     facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
     short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
-    simulation of the settlement call. Blocking web3 calls run in a worker thread.
+    simulation of the settlement call. A payment that passes at once is checked on the event loop, its
+    batch of chain reads awaited there (given an RPC URL; a ready-made ``Web3``'s provider is used from a worker
+    thread); everything else, and every blocking web3 call, runs in a worker thread.
 
     Settling waits up to `receipt_timeout` seconds for the transaction's receipt. A transaction sent and not
     mined by then is answered ``settlement_pending`` with its hash in ``transaction``, never as a failure: it
@@ -97,6 +98,8 @@ class LocalFacilitator(ChainState):
         self._mirrors = Mirrors(verify_ttl)
         self._web3 = web3 if isinstance(web3, Web3) else web3_for(web3)
         self._rpc: BatchSender = provider_batch(web3) if isinstance(web3, Web3) else HttpJsonRpc(web3).batch
+        # A ready-made Web3's provider may carry headers and auth of its own: its batches go through it, in a thread.
+        self._arpc: AsyncBatchSender | None = None if isinstance(web3, Web3) else AsyncHttpJsonRpc(web3).batch
         self._account = account
         self._receipt_timeout = receipt_timeout
         if not isinstance(settlements, SettlementStore):
@@ -130,6 +133,8 @@ class LocalFacilitator(ChainState):
     async def verify(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse:
         """Check the payment against the requirement and the chain (or a repeat payer's mirror); nothing is sent."""
         known = self._verify_locally(payload, requirements)
+        if known is None:
+            known = await self._verify_at_once(payload, requirements)
         if known is not None:
             return known
         return await anyio.to_thread.run_sync(self.verify_blocking, payload, requirements)
@@ -157,7 +162,7 @@ class LocalFacilitator(ChainState):
             auth = self._read(payload, requirements)
             payer = auth.payer
             if self._in_flight(auth, requirements):  # settle follows its transaction instead of sending one
-                return VerifyResponse(is_valid=True, payer=payer)
+                return VerifyResponse.valid(payer)
             if not self._passes_at_once(auth, requirements, payload.extensions):
                 permit = self._check(auth, requirements, payload.extensions)
                 self._simulate(self._settle_call(auth, requirements.asset, requirements.amount, permit), auth.codes)
@@ -165,8 +170,8 @@ class LocalFacilitator(ChainState):
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except RPC_FAILURES as exc:
             raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
-        self._mirrors.hold(_payer(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
-        return VerifyResponse(is_valid=True, payer=payer)
+        self._mirrors.hold(payer_of(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
+        return VerifyResponse.valid(payer)
 
     def _verify_locally(self, payload: PaymentPayload, requirements: PaymentRequirements) -> VerifyResponse | None:
         """A repeat payer's payment against its fresh mirror: valid; refused, as settled here before; or None, for
@@ -175,7 +180,7 @@ class LocalFacilitator(ChainState):
             return None  # no mirror yet (nor, then, a chain id known without asking)
         try:
             auth = self._read(payload, requirements)
-            payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+            payer, key = payer_of(auth, requirements), payment_key(auth, requirements)
             known = self._mirrors.check(payer, key, auth.amount, permit2=isinstance(auth, Permit2Authorization))
             if known == "settled":
                 return VerifyResponse.invalid(auth.codes.nonce_used, "this payment was settled already", auth.payer)
@@ -188,7 +193,28 @@ class LocalFacilitator(ChainState):
         if not signed_by_payer(auth, requirements):  # eth-account decides, in a worker thread
             return None
         self._mirrors.hold(payer, key, auth.amount, auth.deadline)
-        return VerifyResponse(is_valid=True, payer=auth.payer)
+        return VerifyResponse.valid(auth.payer)
+
+    async def _verify_at_once(
+        self, payload: PaymentPayload, requirements: PaymentRequirements
+    ) -> VerifyResponse | None:
+        """`verify_blocking`'s common case on the event loop: a payment that passes at once, or that its terms refuse
+        (`AtOnce.passes_at_once_async`). None leaves it to `verify_blocking`, in a worker thread, as it does a chain
+        id not learnt yet and a channel."""
+        if "chain_id" not in vars(self) or requirements.scheme == CHANNEL_SCHEME:
+            return None
+        payer = None
+        try:
+            auth = self._read(payload, requirements)
+            payer = auth.payer
+            if not await self._passes_at_once_async(auth, requirements, payload.extensions):
+                return None
+        except Refusal as refusal:
+            return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
+        except RPC_FAILURES as exc:
+            raise FacilitatorError(f"verifying on chain {self.chain_id} failed: {exc}") from exc
+        self._mirrors.hold(payer_of(auth, requirements), payment_key(auth, requirements), auth.amount, auth.deadline)
+        return VerifyResponse.valid(auth.payer)
 
     def settle_blocking(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse:
         """`settle`, in the calling thread."""
@@ -201,7 +227,7 @@ class LocalFacilitator(ChainState):
             auth = self._read(payload, requirements)
         except Refusal as refusal:
             return failed_settlement(requirements, refusal.reason, refusal.message, None)
-        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        payer, key = payer_of(auth, requirements), payment_key(auth, requirements)
         try:
             known = self.settlements.find(key)
             if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
@@ -226,7 +252,7 @@ class LocalFacilitator(ChainState):
     def _noted(self, auth: Authorization, requirements: PaymentRequirements, broadcast: Broadcast) -> SettleResponse:
         """The answer for `broadcast`, its outcome noted in the payer's mirror (a failure drops the mirror)."""
         settled = answer(broadcast)
-        payer, key = _payer(auth, requirements), payment_key(auth, requirements)
+        payer, key = payer_of(auth, requirements), payment_key(auth, requirements)
         if settled.success:
             self._mirrors.settled(payer, key)
         elif settled.error_reason != SETTLEMENT_PENDING:
@@ -282,47 +308,6 @@ class LocalFacilitator(ChainState):
         if payload_method(payload.payload) != required_method(requirements):
             raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
 
-    def _passes_at_once(
-        self,
-        auth: Authorization,
-        requirements: PaymentRequirements,
-        extensions: dict[str, Any] | None,
-        *,
-        simulate: bool = True,
-    ) -> bool:
-        """Whether the payment passes its terms, the off-chain signature check and one simulated settlement.
-
-        The simulation runs every on-chain check (nonce, allowance, balance, signature), so a payment that passes
-        needs no other read: the latest block (the clock), the simulation and the payer's funds (for its mirror) go
-        in one JSON-RPC batch. False sends it through `_check`, which reads each state and
-        says which check failed: a short allowance with a permit to use, a payer that is a contract, a revert.
-        An asset without code is never simulated: a call to it succeeds without doing anything. Settling passes
-        `simulate=False`: the settlement's gas estimate is the simulation, and its revert names the failed check.
-        """
-        if read_permit(extensions) is not None or not self._holds_code(requirements.asset):
-            return False
-        try:
-            check_signer(auth, requirements)
-        except Refusal:
-            return False
-        if not simulate:
-            check_terms(auth, requirements, now=self.now())
-            self._check_witness(auth)
-            return True
-        began = time.monotonic()
-        block, simulation, *funds = self._rpc(_calldata.verification(auth, requirements, self.address))
-        chain_time = block_timestamp(block)
-        check_terms(auth, requirements, now=max(chain_time, int(time.time())))
-        self._check_witness(auth)
-        if "result" not in simulation:
-            return False
-        balance = _uint_result(funds[0])
-        allowance = _uint_result(funds[1]) if len(funds) > 1 else None
-        if balance is not None and (allowance is not None or len(funds) == 1):
-            payer = _payer(auth, requirements)
-            self._mirrors.read(payer, balance, allowance, began=began, chain_time=chain_time)
-        return True
-
     def _checked(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
     ) -> Eip2612Permit | None:
@@ -342,17 +327,6 @@ class LocalFacilitator(ChainState):
         if eoa:
             check_signer(auth, requirements)
         return self._check_state(auth, requirements.asset, extensions, now=now, eoa=eoa)
-
-    def _check_witness(self, auth: Authorization) -> None:
-        upto_witness = auth.facilitator if isinstance(auth, Permit2Authorization) else None
-        if upto_witness is not None and not same_address(upto_witness, self.address):
-            raise Refusal("upto_facilitator_mismatch", f"the witness names {upto_witness}, not {self.address}")
-
-    def now(self) -> int:
-        """The earliest timestamp a transaction sent now can be mined at: the later of the latest block's and the
-        wall clock's (anvil's clock may run ahead of the wall clock)."""
-        block = self._rpc([("eth_getBlockByNumber", ["latest", False])])[0]
-        return max(block_timestamp(block), int(time.time()))
 
     # -- settlement -------------------------------------------------------------------------------------------
 
@@ -383,16 +357,3 @@ class LocalFacilitator(ChainState):
         return self.send_call(
             call, Broadcast(key, "", requirements.network, auth.payer, charge, auth.deadline), auth.codes
         )
-
-
-def _payer(auth: Authorization, requirements: PaymentRequirements) -> tuple[str, str]:
-    """How `Mirrors` names a payer of an asset."""
-    return requirements.asset.lower(), auth.payer.lower()
-
-
-def _uint_result(entry: dict[str, Any]) -> int | None:
-    """A uint256 ``eth_call`` result, or None if the call failed or answered something else."""
-    result = entry.get("result")
-    if not isinstance(result, str) or len(result) != 66 or not result.startswith("0x"):
-        return None
-    return int(result, 16)

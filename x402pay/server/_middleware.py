@@ -59,6 +59,7 @@ _REPLAY_REASONS: Final = {"eip3009": "invalid_exact_evm_nonce_already_used", "pe
 
 
 _Key = tuple[str, str, str]  # (transfer method, payer, nonce)
+_Offer = tuple[list[PaymentRequirements], dict[str, Any] | None]  # (requirements, challenge extensions)
 _Challenge = Callable[[], PaymentRequired]
 
 
@@ -106,8 +107,9 @@ class PaymentMiddleware:
         self._supported: SupportedResponse | None = None
         store = channels if isinstance(channels, ChannelStore) else ChannelStore(channels or ":memory:")
         self.channels = ChannelDesk(facilitator, store, self._chain_id, channel_authorizer)
-        # A route's requirements, by (route, client ceiling, upto facilitator): built once, not per request.
-        self._offers: dict[tuple[str, int | None, str | None], list[PaymentRequirements]] = {}
+        # A route's requirements and challenge extensions, by (route, client ceiling): built once, not per request
+        # (they depend on the facilitator's `/supported` only, which is asked once).
+        self._offers: dict[tuple[str, int | None], _Offer] = {}
         for route in self._routes:  # fail at startup, not on the first paying request
             for price in route.prices:
                 if price.pay_to is None and pay_to is None:
@@ -200,20 +202,18 @@ class PaymentMiddleware:
             settlement = settlement.model_copy(update={"network": paid.payload.network or settlement.network})
         return settlement
 
-    async def _offer(self, route: Route, headers: Headers) -> tuple[list[PaymentRequirements], dict[str, Any] | None]:
+    async def _offer(self, route: Route, headers: Headers) -> _Offer:
         """The route's requirements for this request, and the challenge's extensions."""
-        ceiling = client_ceiling(headers.get(wire.MAX_AMOUNT))
-        facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
-        return self._offered(route, ceiling, facilitator), await self._extensions(route)
-
-    def _offered(self, route: Route, ceiling: int | None, facilitator: str | None) -> list[PaymentRequirements]:
-        key = (route.key, ceiling, facilitator)
-        offered = self._offers.get(key)
-        if offered is None:
+        key = (route.key, client_ceiling(headers.get(wire.MAX_AMOUNT)))
+        offer = self._offers.get(key)
+        if offer is None:
+            facilitator = await self._upto_facilitator() if any(p.scheme == "upto" for p in route.prices) else None
+            offered = [self._requirement(price, key[1], facilitator) for price in route.prices]
+            offer = (offered, await self._extensions(route))
             if len(self._offers) >= _OFFERS_KEPT:  # clients choose their ceilings: keep a bounded few
                 self._offers.clear()
-            offered = self._offers[key] = [self._requirement(price, ceiling, facilitator) for price in route.prices]
-        return offered
+            self._offers[key] = offer
+        return offer
 
     async def _extensions(self, route: Route) -> dict[str, Any] | None:
         """The offer of gas-free Permit2 approval, for a route paid by Permit2 through a facilitator that can."""
@@ -313,7 +313,9 @@ def _select(payload: PaymentPayload, accepts: list[PaymentRequirements]) -> Paym
     candidates = [
         entry
         for entry in accepts
-        if entry.scheme == scheme and entry.chain_id == chain_id and required_method(entry) == method
+        if entry.scheme == scheme
+        and (entry.network == network or entry.chain_id == chain_id)
+        and required_method(entry) == method
     ]
     asset = accepted.get("asset")
     named = [entry for entry in candidates if isinstance(asset, str) and same_address(entry.asset, asset)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import anyio
@@ -45,6 +45,8 @@ logger = logging.getLogger("x402pay.server")
 #: Response header by which an app that does not use `PaidRequest.charge` reports an upto amount (stripped).
 OVERRIDES_HEADER: Final = "settlement-overrides"
 _FRAME_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\r\r")
+_OVERRIDES: Final = OVERRIDES_HEADER.encode()
+_REPLACED_WHEN_STREAMED: Final = (b"content-length", b"cache-control")
 #: ``Cache-Control`` of every 402: a challenge or a refusal is for one request, never to be reused.
 NO_STORE: Final = "no-store"
 
@@ -63,6 +65,8 @@ class DoneHoldback:
         if self._done is not None:
             self._done += chunk
             return b""
+        if not self._pending and _one_frame(chunk):  # what most servers write: one whole frame per chunk
+            return chunk
         data, ready = self._pending + chunk, []
         while (end := _frame_end(data)) > 0:
             frame, data = data[:end], data[end:]
@@ -79,6 +83,15 @@ class DoneHoldback:
         if pending.strip() and _frame_end(pending) < 0:
             pending += b"\n\n"
         return pending + inserted + (self._done or b"")
+
+
+def _one_frame(chunk: bytes) -> bool:
+    """Whether `chunk` is exactly one frame (ended by its first blank line, ``\\n\\n``) and not ``[DONE]``."""
+    return (
+        chunk.find(b"\n\n") == len(chunk) - 2 > 0
+        and b"\r" not in chunk
+        and chunk.strip() not in (b"data: [DONE]", b"data:[DONE]")
+    )
 
 
 def _frame_end(data: bytes) -> int:
@@ -128,17 +141,15 @@ class SettlingSend:
             await self._send(message)
 
     async def _on_start(self, message: Message) -> None:
-        headers = MutableHeaders(raw=list(message.get("headers", [])))
-        self._apply_overrides(headers.get(OVERRIDES_HEADER))
-        del headers[OVERRIDES_HEADER]
-        message = {**message, "headers": headers.raw}
+        start = _Start(message.get("headers", ()))
+        self._apply_overrides(start.overrides)
+        message = {**message, "headers": start.headers}
         if message["status"] >= 400:
             self._mode = "passthrough"
             logger.debug("the app answered %s: passing through, nothing charged", message["status"])
-        elif headers.get("content-type", "").startswith("text/event-stream"):
+        elif start.streams:
             self._mode = "stream"
-            del headers["content-length"]
-            _private(headers)
+            message["headers"] = start.streamed()
         else:
             self._mode, self._start = "buffer", message
             return
@@ -208,6 +219,38 @@ class SettlingSend:
     @property
     def _response_header(self) -> str:
         return PAYMENT_RESPONSE if self._version == 2 else X_PAYMENT_RESPONSE
+
+
+class _Start:
+    """The app's response headers read in one pass: `headers` without ``Settlement-Overrides`` (whose first value
+    is `overrides`), whether the answer `streams` (SSE), and the headers a stream goes out with (`streamed`)."""
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.overrides: str | None = None
+        content_type: bytes | None = None
+        self._cache_control: bytes | None = None
+        for name, value in raw:
+            lowered = name.lower()
+            if lowered == _OVERRIDES:
+                self.overrides = value.decode("latin-1") if self.overrides is None else self.overrides
+                continue
+            if lowered == b"content-type" and content_type is None:
+                content_type = value
+            elif lowered == b"cache-control" and self._cache_control is None:
+                self._cache_control = value
+            self.headers.append((name, value))
+        self.streams = content_type is not None and content_type.startswith(b"text/event-stream")
+
+    def streamed(self) -> list[tuple[bytes, bytes]]:
+        """The headers without ``Content-Length`` (a stream is sent as it comes), and marked ``private``."""
+        existing = self._cache_control
+        if existing is not None and b"private" in (part.strip().lower() for part in existing.split(b",")):
+            return [(name, value) for name, value in self.headers if name.lower() != b"content-length"]
+        marked = b"private" if not existing else existing + b", private"
+        headers = [(b"cache-control", marked)]  # in place of the app's (there is one at most, then)
+        headers += [(name, value) for name, value in self.headers if name.lower() not in _REPLACED_WHEN_STREAMED]
+        return headers
 
 
 def _response_form(settlement: SettleResponse, paid: PaidRequest) -> dict[str, Any]:
