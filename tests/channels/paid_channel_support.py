@@ -207,3 +207,16 @@ def drop_schema(dsn: str, schema: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def counted_correctives(server: ChannelServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reasons of the corrective 402s the server sends from now on."""
+    corrected: list[str] = []
+    corrective = server.middleware.channels._corrective
+
+    async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
+        corrected.append(reason)
+        await corrective(request, record, reason, message, send)
+
+    monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+    return corrected

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from paid_channel_support import PRICE, ChannelServer, Place, channel_server
+from paid_channel_support import PRICE, ChannelServer, Place, channel_server, counted_correctives
 
 import x402pay
 from x402pay._channel_admin import finalize, sync, withdraw
@@ -343,19 +343,6 @@ async def test_a_claim_after_a_finalized_withdrawal_reverts_and_the_payer_keeps_
         assert [entry.held for entry in ledger.entries()] == [0]
 
 
-def counted_correctives(server: ChannelServer, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The reasons of the corrective 402s the server sends from now on."""
-    corrected: list[str] = []
-    corrective = server.middleware.channels._corrective
-
-    async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
-        corrected.append(reason)
-        await corrective(request, record, reason, message, send)
-
-    monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
-    return corrected
-
-
 async def test_a_streamed_channel_answer_is_booked_at_what_its_in_band_receipt_says(
     x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -517,14 +504,19 @@ class Counting(httpx.HTTPTransport):
         return response
 
 
+def prepaying(devnet: Devnet, payer: LocalAccount, ledger: Ledger, wire: Counting) -> x402pay.PaymentTransport:
+    """A transport with `prepay=True` over `wire`."""
+    wallet = x402pay.Wallet.from_key(bytes(payer.key))
+    return x402pay.PaymentTransport(wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger,
+                                    prepay=True, inner=wire)  # fmt: skip
+
+
 def test_with_prepay_a_channel_route_costs_one_round_trip_after_its_first_call(
     x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
 ) -> None:
     devnet = x402pay_chain
     wire = Counting()
-    wallet = x402pay.Wallet.from_key(bytes(payer.key))
-    transport = x402pay.PaymentTransport(wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger,
-                                         prepay=True, inner=wire)  # fmt: skip
+    transport = prepaying(devnet, payer, ledger, wire)
     with channel_server(devnet) as server, httpx.Client(transport=transport, timeout=30) as client:
         payments = pay(client, server, [PRICE, 300, 20, 7])
         assert wire.statuses == [402, 200, 200, 200, 200]  # the first call learns the price; then a voucher at once
@@ -542,9 +534,7 @@ def test_a_prepaid_voucher_on_terms_the_route_no_longer_offers_is_paid_again_fro
 ) -> None:
     devnet = x402pay_chain
     wire = Counting()
-    wallet = x402pay.Wallet.from_key(bytes(payer.key))
-    transport = x402pay.PaymentTransport(wallet=wallet, policy=policy(devnet), rpc_url=devnet.rpc_url, ledger=ledger,
-                                         prepay=True, inner=wire)  # fmt: skip
+    transport = prepaying(devnet, payer, ledger, wire)
     with httpx.Client(transport=transport, timeout=30) as client:
         with channel_server(devnet) as first:
             pay(client, first, [PRICE, 300])

@@ -14,7 +14,15 @@ import anyio.to_thread
 import pytest
 from channel_support import sign, transact
 from eth_account.signers.local import LocalAccount
-from paid_channel_support import CAP, PRICE, ChannelServer, channel_server, official_http, official_scheme
+from paid_channel_support import (
+    CAP,
+    PRICE,
+    ChannelServer,
+    channel_server,
+    counted_correctives,
+    official_http,
+    official_scheme,
+)
 from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.batch_settlement.client import RefundOptions, create_batch_settlement_eip3009_deposit_payload
 from x402.mechanisms.evm.signers import EthAccountSigner
@@ -372,14 +380,7 @@ async def test_a_streamed_answer_carries_its_receipt_in_band(
 ) -> None:
     devnet = x402pay_chain
     with channel_server(devnet) as server:
-        corrected: list[str] = []
-        corrective = server.middleware.channels._corrective
-
-        async def counted(request: Any, record: Any, reason: str, message: str, send: Any) -> None:
-            corrected.append(reason)
-            await corrective(request, record, reason, message, send)
-
-        monkeypatch.setattr(server.middleware.channels, "_corrective", counted)
+        corrected = counted_correctives(server, monkeypatch)
         scheme = official_scheme(devnet, devnet.payers[0], tmp_path)
         async with official_http(devnet, scheme, server.url) as http:
             streamed = [await http.get("/stream", params={"use": use}) for use in (400, 300)]

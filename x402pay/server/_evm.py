@@ -95,20 +95,12 @@ class Eip3009Authorization:
     def typed_data(self, requirements: PaymentRequirements) -> TypedData:
         """The EIP-712 message the payer signed, under the domain the requirement names."""
         extra = requirements.extra or {}
-        message = {
-            "from": self.payer,
-            "to": self.to,
-            "value": self.amount,
-            "validAfter": self.valid_after,
-            "validBefore": self.deadline,
-            "nonce": self.nonce,
-        }
         return transfer_with_authorization(
             token_name=str(extra.get("name", "")),
             token_version=str(extra.get("version", "")),
             chain_id=requirements.chain_id,
             token=to_checksum_address(requirements.asset),
-            authorization=message,
+            authorization=self._message(),
         )
 
     def digest(self, requirements: PaymentRequirements) -> bytes | None:
@@ -119,15 +111,19 @@ class Eip3009Authorization:
             token_version=str(extra.get("version", "")),
             chain_id=requirements.chain_id,
             token=requirements.asset,
-            authorization={
-                "from": self.payer,
-                "to": self.to,
-                "value": self.amount,
-                "validAfter": self.valid_after,
-                "validBefore": self.deadline,
-                "nonce": self.nonce,
-            },
+            authorization=self._message(),
         )
+
+    def _message(self) -> dict[str, Any]:
+        """The ``TransferWithAuthorization`` message's fields."""
+        return {
+            "from": self.payer,
+            "to": self.to,
+            "value": self.amount,
+            "validAfter": self.valid_after,
+            "validBefore": self.deadline,
+            "nonce": self.nonce,
+        }
 
 
 @dataclass(frozen=True)
