@@ -3,8 +3,9 @@
 A fresh anvil (automine: a block per transaction) gets the devnet; `bench.channel_server` (a subprocess) serves one
 tiny app at the same price three ways (`exact` EIP-3009, `upto` Permit2 charging all of its maximum, and
 ``batch-settlement`` with EIP-3009 deposits of the SDKs' hint, ten times the price). Each contender is a bot of its
-own: x402pay's `PaymentTransport` on an httpx client, its own payer, a SQLite ledger and the chain's RPC URL (the
-channel's deposits are checked there). Calls run in interleaved rounds (one untimed warm-up round of
+own: x402pay's `PaymentTransport` on an httpx client with ``prepay=True`` (a bot calling one route again and again:
+one round trip a call after its first), its own payer, a SQLite ledger and the chain's RPC URL (the channel's
+deposits are checked there). Calls run in interleaved rounds (one untimed warm-up round of
 `WARM_UP` calls each, then `--rounds` rounds of ``calls / rounds`` calls each, the order rotating), every answer
 checked (200, charged the price). Measured for the timed calls:
 
@@ -152,7 +153,7 @@ def bot(devnet: Devnet, index: int, ledger: Ledger) -> tuple[CountingWallet, htt
     wallet.signed = Counter()
     policy = SpendPolicy(max_per_request=server.PRICE, assets=frozenset({devnet.usdc}), schemes=("exact", "upto",
                          "batch-settlement"))  # fmt: skip
-    transport = PaymentTransport(wallet=wallet, policy=policy, ledger=ledger, rpc_url=devnet.rpc_url)
+    transport = PaymentTransport(wallet=wallet, policy=policy, ledger=ledger, rpc_url=devnet.rpc_url, prepay=True)
     return wallet, httpx.Client(transport=transport, timeout=60)
 
 
@@ -254,7 +255,8 @@ def markdown(contenders: list[Contender], claims: Claims, calls: int, rounds: in
         f"## {calls:,} paid calls, x402pay to x402pay on anvil: exact vs upto vs payment channel "
         "(`bench/bench_channels.py`)",
         "",
-        f"Each contender is a bot of its own (x402pay's `PaymentTransport`, a SQLite ledger, the chain's RPC URL; "
+        f"Each contender is a bot of its own (x402pay's `PaymentTransport` with `prepay=True`, so one round trip a "
+        "call after its first; a SQLite ledger, the chain's RPC URL; "
         "receipts not verified, the default, but the channel payer reads `channels(id)` after each deposit) "
         f"paying `bench/channel_server.py` (x402pay's `PaymentMiddleware` + `LocalFacilitator`, a subprocess) "
         f"{server.PRICE:,} atomic units a call, {rounds} interleaved rounds of {calls // rounds:,} calls after "
