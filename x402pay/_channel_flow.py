@@ -285,7 +285,8 @@ class ChannelPayer:
             return Delivery(answer, payment)
         charged = requirement.amount if extra is None else extra.charged_amount
         assert charged is not None  # noqa: S101 - problem_with says so
-        yield ChannelOp("update", (channel.key, channel.holder), {"charged": record.charged + charged})
+        # The voucher's ceiling went out durably: a crash that loses this charge is corrected by the server's next 402.
+        yield ChannelOp("note", (channel.key, channel.holder), {"charged": record.charged + charged})
         if streamed:  # booked at the voucher's most until the stream's own receipt says what it charged (`streamed`)
             return Delivery(answer, payment, tap=ReceiptTap(payment, sse=True, keep_frames=self.keep_frames))
         payment.receipt = Receipt(amount=charged, source="PAYMENT-RESPONSE", network=requirement.network,
@@ -406,7 +407,7 @@ class ChannelPayer:
 def _charged_less(channel: Channel, ceiling: int, over: int, record: ChannelRecord) -> Program[None]:
     """Book `over` less as charged, if the voucher of `ceiling` is still the channel's latest and was booked whole."""
     if record.signed_max == ceiling == record.charged:
-        yield ChannelOp("update", (channel.key, channel.holder), {"charged": ceiling - over})
+        yield ChannelOp("note", (channel.key, channel.holder), {"charged": ceiling - over})
 
 
 def _only_just_sent(record: ChannelRecord, amount: int, believed: Recovered) -> bool:

@@ -240,11 +240,18 @@ class ChannelBook(_Book):
         """Take the lease of `new`'s channel (created as `new` if unknown) for `seconds`; None while another holds
         it."""
         now = self.now()
-        return self._db.run(lease(new, holder, now + seconds, now), write=True, durable=True)  # type: ignore[no-any-return]
+        # Not flushed: a lease matters only while its holder lives, and a crash of the machine ends them all.
+        return self._db.run(lease(new, holder, now + seconds, now), write=True)  # type: ignore[no-any-return]
 
     def update(self, channel_id: str, holder: str, **changes: Any) -> ChannelRecord:
         """Change a leased channel (see `CHANGEABLE`); LookupError when `holder` no longer holds its lease."""
         return self._db.run(update(channel_id, holder, changes, self.now()), write=True, durable=True)  # type: ignore[no-any-return]
+
+    def note(self, channel_id: str, holder: str, **changes: Any) -> ChannelRecord:
+        """`update`, without waiting for the commit to reach stable storage: for what a crash may lose because the
+        voucher already written (durably, by `update`) covers it and the server's next corrective 402, which proves
+        that voucher, restores it (the charge an answer reported)."""
+        return self._db.run(update(channel_id, holder, changes, self.now()), write=True)  # type: ignore[no-any-return]
 
     def release(self, channel_id: str, holder: str) -> None:
         """Give the lease back."""
@@ -275,11 +282,16 @@ class AsyncChannelBook(_Book):
         """Take the lease of `new`'s channel (created as `new` if unknown) for `seconds`; None while another holds
         it."""
         now = self.now()
-        return await self._db.run(lease(new, holder, now + seconds, now), write=True, durable=True)  # type: ignore[no-any-return]
+        # Not flushed: see `ChannelBook.lease`.
+        return await self._db.run(lease(new, holder, now + seconds, now), write=True)  # type: ignore[no-any-return]
 
     async def update(self, channel_id: str, holder: str, **changes: Any) -> ChannelRecord:
         """Change a leased channel (see `CHANGEABLE`); LookupError when `holder` no longer holds its lease."""
         return await self._db.run(update(channel_id, holder, changes, self.now()), write=True, durable=True)  # type: ignore[no-any-return]
+
+    async def note(self, channel_id: str, holder: str, **changes: Any) -> ChannelRecord:
+        """See `ChannelBook.note`."""
+        return await self._db.run(update(channel_id, holder, changes, self.now()), write=True)  # type: ignore[no-any-return]
 
     async def release(self, channel_id: str, holder: str) -> None:
         """Give the lease back."""
