@@ -281,6 +281,29 @@ async def test_after_the_payers_store_is_wiped_a_corrective_402_restores_the_cha
         assert len(server.probe.calls) == 4  # the corrected attempt did not reach the app
 
 
+async def test_a_charge_a_crash_lost_is_restored_by_the_servers_corrective_402(
+    x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger
+) -> None:
+    """The charge an answer reported is committed without waiting for the disk: a crash may lose it. The voucher's
+    ceiling, written durably before it left, is what the server proves in its corrective 402."""
+    devnet = x402pay_chain
+    with channel_server(devnet) as server, paying(devnet, payer, ledger) as client:
+        pay(client, server, [PRICE, 300])
+        record = only_channel(ledger)
+        assert (record.charged, record.signed_max) == (PRICE + 300, 2 * PRICE)
+        holder = "test-crash"
+        assert ledger.channels.lease(record, holder, 60) is not None
+        ledger.channels.update(record.channel_id, holder, charged=PRICE)  # as the crash left it: the 300 is lost
+        ledger.channels.release(record.channel_id, holder)
+        (payment,) = pay(client, server, [200])
+        assert payment.settled_amount == 200
+        record = only_channel(ledger)
+        served = server.middleware.channels.store.get(identity(record))
+        assert served is not None
+        assert record.charged == served.charged == PRICE + 500
+        assert len(server.probe.calls) == 3  # the corrected attempt did not reach the app
+
+
 async def test_after_one_full_charge_and_a_wiped_store_the_servers_voucher_at_our_new_ceiling_is_believed(
     x402pay_chain: Devnet, payer: LocalAccount, ledger: Ledger, tmp_path: Path
 ) -> None:
