@@ -26,6 +26,8 @@ Call = tuple[str, list[Any]]
 BatchSender = Callable[[Sequence[Call]], list[dict[str, Any]]]
 
 _IDLE_KEPT: Final = 8
+#: The largest answer read from the node: a batch of a few reads answers in a few hundred bytes.
+MAX_ANSWER_BYTES: Final = 16 * 1024 * 1024
 
 
 class RpcAnswerError(ValueError):
@@ -131,10 +133,18 @@ class HttpJsonRpc:
 def _exchange(connection: http.client.HTTPConnection, target: str, body: bytes, headers: dict[str, str]) -> Any:
     connection.request("POST", target, body=body, headers=headers)
     response = connection.getresponse()
-    data = response.read()
+    data = response.read(MAX_ANSWER_BYTES + 1)
+    if len(data) > MAX_ANSWER_BYTES:
+        connection.close()
+        raise too_large()
     if response.will_close:
         connection.close()
     return decoded(response.status, data)
+
+
+def too_large() -> RpcAnswerError:
+    """The error for an answer over `MAX_ANSWER_BYTES` (not read further)."""
+    return RpcAnswerError(f"the RPC endpoint's answer is over {MAX_ANSWER_BYTES} bytes")
 
 
 def decoded(status: int, data: bytes) -> Any:

@@ -16,7 +16,7 @@ import anyio.abc
 from anyio.lowlevel import current_token
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from x402pay._jsonrpc import Call, Endpoint, batch_body, decoded, in_order
+from x402pay._jsonrpc import MAX_ANSWER_BYTES, Call, Endpoint, batch_body, decoded, in_order, too_large
 from x402pay._rpc import RPC_TIMEOUT
 
 #: Awaits calls as one batch; returns each call's response object (``result`` or ``error``), in the calls' order.
@@ -138,7 +138,7 @@ class _Connection:
         if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
             data = await self._chunks()
         elif (length := headers.get(b"content-length")) is not None:
-            data = await self._reader.receive_exactly(_length(length))
+            data = await self._reader.receive_exactly(_bounded(_length(length)))
         else:  # the answer ends with the connection
             return status, await self._rest()
         self.reusable = version == b"HTTP/1.1" and headers.get(b"connection", b"").lower() != b"close"
@@ -157,8 +157,9 @@ class _Connection:
         return int(code), version, headers
 
     async def _chunks(self) -> bytes:
-        parts = []
+        parts, total = [], 0
         while size := _length(((await self._reader.receive_until(b"\r\n", _MAX_HEAD)).split(b";")[0]), base=16):
+            total = _bounded(total + size)
             parts.append(await self._reader.receive_exactly(size))
             await self._reader.receive_exactly(2)  # the CRLF after each chunk
         while await self._reader.receive_until(b"\r\n", _MAX_HEAD):  # trailers, up to the empty line
@@ -167,15 +168,24 @@ class _Connection:
 
     async def _rest(self) -> bytes:
         parts = [self._reader.buffer]
+        total = _bounded(len(parts[0]))
         try:
             while True:
                 parts.append(await self.stream.receive(_READ_SIZE))
+                total = _bounded(total + len(parts[-1]))
         except anyio.EndOfStream:
             return b"".join(parts)
 
 
 class _NotHttp(OSError):
     """What the node sent is not an HTTP/1.1 answer (the connection is of no further use)."""
+
+
+def _bounded(size: int) -> int:
+    """`size`, an answer's length so far; `RpcAnswerError` past `MAX_ANSWER_BYTES` (the connection is then closed)."""
+    if size > MAX_ANSWER_BYTES:
+        raise too_large()
+    return size
 
 
 def _length(text: bytes, base: int = 10) -> int:

@@ -13,7 +13,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from x402pay._jsonrpc import RpcAnswerError
+from x402pay import _jsonrpc, _jsonrpc_async
+from x402pay._jsonrpc import HttpJsonRpc, RpcAnswerError
 from x402pay._jsonrpc_async import AsyncHttpJsonRpc
 
 ANSWER = json.dumps([{"jsonrpc": "2.0", "id": 0, "result": "0x1"}]).encode()
@@ -111,3 +112,20 @@ async def test_a_node_that_does_not_answer_in_time_is_a_timeout() -> None:
     async with serving(Node(lambda body: b"")) as url:
         with pytest.raises(TimeoutError, match="timed out"):
             await AsyncHttpJsonRpc(url, timeout=0.2).batch([("eth_blockNumber", [])])
+
+
+@pytest.mark.parametrize("framing", [by_length, chunked, until_closed], ids=["length", "chunked", "until closed"])
+async def test_an_answer_over_the_size_limit_is_refused_sync_and_async(
+    framing: Framing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_jsonrpc, "MAX_ANSWER_BYTES", len(ANSWER) - 1)
+    monkeypatch.setattr(_jsonrpc_async, "MAX_ANSWER_BYTES", len(ANSWER) - 1)
+    async with serving(Node(framing)) as url:
+        rpc = AsyncHttpJsonRpc(url, timeout=5)
+        with pytest.raises(RpcAnswerError, match=f"over {len(ANSWER) - 1} bytes"):
+            await rpc.batch([("eth_blockNumber", [])])
+        assert rpc._idle == []  # the connection is not kept: the rest of the answer was never read
+        blocking = HttpJsonRpc(url, timeout=5)
+        with pytest.raises(RpcAnswerError, match=f"over {len(ANSWER) - 1} bytes"):
+            await anyio.to_thread.run_sync(blocking.batch, [("eth_blockNumber", [])])
+        blocking.close()
