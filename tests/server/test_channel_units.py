@@ -80,6 +80,7 @@ def test_the_store_survives_a_restart(tmp_path: Path) -> None:
     saved = record()
     token = first.reserve(saved.channel_id, 30)
     assert token is not None
+    assert first._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # a hold is not flushed; what follows is
     first.save(saved)
     first.release(saved.channel_id, token)
     first.close()

@@ -167,7 +167,7 @@ class ChannelStore:
     def reserve(self, channel_id: bytes, ttl: float) -> str | None:
         """Reserve the channel for one request for at most `ttl` s; its token, or None if another request holds it."""
         token, now = secrets.token_hex(8), time.time()
-        with self._lock:
+        with self._guard(flushed=False):
             self._conn.execute(
                 "INSERT OR IGNORE INTO channels (channel_id, config, charged, signed_max, signature, balance, "
                 "total_claimed, withdraw_requested_at, refund_nonce, synced_at, last_used) "
@@ -182,7 +182,7 @@ class ChannelStore:
 
     def release(self, channel_id: bytes, token: str) -> None:
         """End the reservation `token` (a placeholder row of a channel never paid on goes with it)."""
-        with self._lock:
+        with self._guard(flushed=False):
             self._conn.execute(
                 "UPDATE channels SET busy_token = NULL, busy_until = 0 WHERE channel_id = ? AND busy_token = ?",
                 (channel_id.hex(), token),
@@ -202,17 +202,25 @@ class ChannelStore:
             return self._conn.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """The store's lock, inside one transaction; SQLite's errors as `LedgerError`."""
+    def _guard(self, *, flushed: bool = True) -> Iterator[None]:
+        """The store's lock, inside one transaction; SQLite's errors as `LedgerError`. Not `flushed`: committed
+        without waiting for the disk, for a request's hold on a channel (a power loss ends every request; a hold it
+        kept expires), never for a voucher or a charge."""
         try:
             with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
+                if not flushed:
+                    self._conn.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    yield
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        raise
+                    self._conn.execute("COMMIT")
+                finally:
+                    if not flushed:
+                        self._conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
             raise LedgerError(f"the channel store {self.path!r} failed: {exc}") from exc
 

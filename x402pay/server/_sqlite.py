@@ -12,5 +12,6 @@ def open_store(path: str | Path, schema: str) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     if str(path) != ":memory:":
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # every commit reaches the disk, unless a store says otherwise
     conn.executescript(schema)
     return conn
