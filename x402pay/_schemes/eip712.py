@@ -91,13 +91,22 @@ def permit_witness_transfer_from(
         },
         "primaryType": "PermitWitnessTransferFrom",
         "domain": {"name": "Permit2", "chainId": chain_id, "verifyingContract": permit2},
-        "message": {
-            "permitted": {"token": token, "amount": amount},
-            "spender": spender,
-            "nonce": nonce,
-            "deadline": deadline,
-            "witness": witness,
-        },
+        "message": permit_witness_message(
+            token=token, amount=amount, spender=spender, nonce=nonce, deadline=deadline, witness=witness
+        ),
+    }
+
+
+def permit_witness_message(
+    *, token: str, amount: int, spender: str, nonce: int, deadline: int, witness: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``message`` of `permit_witness_transfer_from`."""
+    return {
+        "permitted": {"token": token, "amount": amount},
+        "spender": spender,
+        "nonce": nonce,
+        "deadline": deadline,
+        "witness": witness,
     }
 
 

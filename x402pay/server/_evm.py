@@ -22,6 +22,7 @@ from x402pay._schemes.eip712 import (
     EXACT_WITNESS_FIELDS,
     UPTO_WITNESS_FIELDS,
     TypedData,
+    permit_witness_message,
     permit_witness_transfer_from,
     transfer_with_authorization,
 )
@@ -169,13 +170,10 @@ class Permit2Authorization:
 
     def digest(self, requirements: PaymentRequirements) -> bytes | None:
         """The EIP-712 digest of `typed_data` (fast712's; None when it does not vouch for the values)."""
-        message = {
-            "permitted": {"token": self.token, "amount": self.amount},
-            "spender": self.spender,
-            "nonce": self.nonce,
-            "deadline": self.deadline,
-            "witness": self.witness,
-        }
+        message = permit_witness_message(
+            token=self.token, amount=self.amount, spender=self.spender, nonce=self.nonce, deadline=self.deadline,
+            witness=self.witness,
+        )  # fmt: skip
         upto = self.facilitator is not None
         return permit_witness_digest(
             chain_id=requirements.chain_id, message=message, upto=upto, permit2=PERMIT2_ADDRESS
