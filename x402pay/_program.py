@@ -281,8 +281,8 @@ class PaymentProgram:
         """Pay through the requirement's channel; a route whose voucher was taken is remembered, so that with
         pre-payment its next request sends a voucher at once (one round trip)."""
         outcome = yield from self.channels.pay(attempt, challenge, requirement, prepaid=prepaid)
-        if isinstance(outcome, _flow.Challenge):  # the remembered price is no longer the route's
-            self._forget(attempt.route)
+        if isinstance(outcome, _flow.Challenge):  # the remembered terms are no longer the route's
+            yield from self._prepayment_refused(attempt.origin)
             return Refused(outcome)
         if self.prepayments is not None and outcome.payment is not None and outcome.answer.status < 400:
             yield from self.prepayments.accepted(attempt.route, challenge)
@@ -380,16 +380,21 @@ class PaymentProgram:
             yield from self.books.record(payment)
             if not fallback:
                 raise
-            if self.prepayments is not None:
-                yield from self.prepayments.refused(payment.origin)
-            if self.presigner is not None:
-                yield from self.presigner.dropped(payment.origin)
+            yield from self._prepayment_refused(payment.origin)
             return Refused(self._after_refusal(rejected, payment, answer.headers, body))
         except (ReceiptMismatch, SettlementPending):
             yield from self.books.record(payment)
             raise
         yield from self.books.record(payment)
         return Delivery(answer, payment, tap=self._tap(payment, answer.headers))
+
+    def _prepayment_refused(self, origin: str) -> Program[None]:
+        """`origin` answered a pre-payment with a 402: it is not pre-paid (nor signed ahead for) again for a while,
+        so that refusing cannot collect signatures."""
+        if self.prepayments is not None:
+            yield from self.prepayments.refused(origin)
+        if self.presigner is not None:
+            yield from self.presigner.dropped(origin)
 
     def _after_refusal(
         self, rejected: PaymentRejected, payment: Payment, headers: Mapping[str, str], body: bytes | None

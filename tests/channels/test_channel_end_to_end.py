@@ -570,6 +570,7 @@ def test_a_prepaid_voucher_on_terms_the_route_no_longer_offers_is_paid_again_fro
             assert payment.settled_amount == 100
             wire.statuses.clear()
             (again,) = pay(client, replaced, [50])
-            assert (wire.statuses, again.prepaid) == ([200], True)  # and remembered
+            # an origin that refused a pre-payment is not pre-paid again for a while: refusing collects no signatures
+            assert (wire.statuses, again.prepaid) == ([402, 200], False)
             assert replaced.probe.calls == ["/quote", "/quote"]
     assert sorted(record.charged for record in ledger.channels.all()) == [150, PRICE + 300]
