@@ -6,14 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from x402pay._books import PREPAY_SUFFIX
+from x402pay._books import IDEMPOTENCY_KEY, PREPAY_SUFFIX, is_our_key, new_key
+from x402pay._flow import announced_ceiling
 from x402pay._payment import Payment
+from x402pay._policy import SpendPolicy
 from x402pay._prepay import Route
-from x402pay._protocol.headers import MAX_AMOUNT
+from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
+from x402pay._repeats import Repeats, retry_mark
 
 if TYPE_CHECKING:
-    from x402pay._presign import Presigned
+    from x402pay._presign import Presigned, Presigner
 
 
 @dataclass(slots=True)
@@ -69,3 +72,31 @@ class Attempt:
     def resent(self, headers: Mapping[str, str]) -> Attempt:
         """The same attempt carrying `headers` (a stored payment's) instead of today's values for them."""
         return replace(self, headers={**self.headers, **headers}) if headers else self
+
+
+def attempt_of(
+    call: Call, *, repeats: Repeats, presigner: Presigner | None, policy: SpendPolicy, announce: bool
+) -> Attempt:
+    """The logical request `call` starts: its key (the caller's, a repeat's, a payment signed ahead's, or a new
+    one), the ceiling it announces (`announce`: always, else only where the caller set one) and the headers it
+    carries, or strips on its way to an origin the `policy` never pays."""
+    given_key = call.headers.get(IDEMPOTENCY_KEY)
+    fingerprint = None if given_key or repeats.window <= 0 else call.fingerprint
+    mark = retry_mark(call.headers)
+    repeated = repeats.key_of(fingerprint, mark) if fingerprint else None
+    route = (call.method, call.origin.lower(), call.path)
+    fresh = not (given_key or repeated)
+    presigned = presigner.take(route) if fresh and presigner is not None else None
+    key = given_key or repeated or (presigned.key if presigned is not None else new_key())
+    given = call.headers.get(MAX_AMOUNT)
+    ceiling = announced_ceiling(policy, given) if announce or given is not None else None
+    headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
+    strip: tuple[str, ...] = ()
+    if not policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
+        headers = {}
+        strip = (MAX_AMOUNT,) + ((IDEMPOTENCY_KEY,) if given_key and is_our_key(given_key) else ())
+    repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
+    refund = call.headers.get(CHANNEL_REFUND)
+    strip += (CHANNEL_REFUND,) if refund is not None else ()
+    return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
+                   presigned=presigned, refund=refund, timeout=call.timeout)  # fmt: skip

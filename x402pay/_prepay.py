@@ -26,15 +26,16 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from x402pay._books import Books
 from x402pay._effects import Program
-from x402pay._flow import Challenge, challenge_from_wire, choose
+from x402pay._flow import Challenge, challenge_from_wire, choose, decode_challenge
+from x402pay._payment import Payment
 from x402pay._policy import SpendPolicy
 from x402pay._protocol.models import PaymentRequirements
-from x402pay.errors import ChallengeError
+from x402pay.errors import ChallengeError, PaymentRejected
 
 #: How many routes a transport remembers for pre-payment (least recently used are forgotten first).
 MAX_ROUTES: Final = 1024
@@ -51,6 +52,20 @@ logger = logging.getLogger(__name__)
 def asks_for_signed(challenge: Challenge, signed: PaymentRequirements) -> bool:
     """Whether `challenge` offers exactly the requirement that was signed (a refusal on the server's own terms)."""
     return any(option.raw == signed.raw for option in challenge.requirements.values())
+
+
+def challenge_after_refusal(
+    rejected: PaymentRejected, payment: Payment, headers: Mapping[str, str], body: bytes | None
+) -> Challenge:
+    """A pre-payment was answered with a 402 (`headers`, and `body` when read): the new challenge to pay
+    reactively, or `rejected` re-raised when there is none or it asks for exactly what was signed."""
+    try:
+        challenge = decode_challenge(headers, body)
+    except ChallengeError as exc:
+        raise rejected from exc
+    if challenge is None or asks_for_signed(challenge, payment.signed.requirement):
+        raise rejected
+    return challenge
 
 
 class KeptChoices:

@@ -25,39 +25,27 @@ moves or holds money is logged at INFO where it is taken, here and in the books 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
 from x402pay import _events, _flow
 from x402pay._allowance import GAS_SPONSORING, gas_sponsoring_extension
-from x402pay._attempt import Attempt, Call
-from x402pay._books import (
-    IDEMPOTENCY_KEY,
-    Books,
-    Hold,
-    InFlight,
-    New,
-    PaidElsewhere,
-    Replay,
-    Start,
-    is_our_key,
-    new_key,
-)
+from x402pay._attempt import Attempt, Call, attempt_of
+from x402pay._books import Books, Hold, InFlight, New, PaidElsewhere, Replay, Start
 from x402pay._channel_flow import ChannelPayer
 from x402pay._channel_terms import CHANNEL_SCHEME
 from x402pay._effects import Ahead, Answer, Close, Delivery, Pause, Program, ReadBody, ReadChain, Send, Sign
 from x402pay._identifier import payment_identifier
 from x402pay._payment import Payment, PaymentStatus
 from x402pay._policy import SpendPolicy
-from x402pay._prepay import KeptChoices, Route, SharedPrepayments, asks_for_signed
+from x402pay._prepay import KeptChoices, Route, SharedPrepayments, challenge_after_refusal
 from x402pay._presign import Presigned, Presigner
 from x402pay._protocol.codec import MAX_BODY_BYTES
-from x402pay._protocol.headers import CHANNEL_REFUND, MAX_AMOUNT
 from x402pay._protocol.models import PaymentRequirements
-from x402pay._repeats import Repeats, retry_mark, unanswered
-from x402pay._streams import ReceiptTap
+from x402pay._repeats import Repeats, unanswered
+from x402pay._streams import receipt_tap
 from x402pay._wallet import Wallet
 from x402pay.errors import (
     BudgetExceeded,
@@ -110,7 +98,8 @@ class PaymentProgram:
 
     def run(self, call: Call) -> Program[Delivery]:
         """The whole of one request: see the module's theory of operation."""
-        attempt = self._attempt(call)
+        attempt = attempt_of(call, repeats=self.repeats, presigner=self.presigner, policy=self.policy,
+                             announce=self._announce)  # fmt: skip
         try:
             remembered = attempt.fingerprint is not None
             return (yield from self._run_remembered(attempt) if remembered else self._run(attempt))
@@ -166,28 +155,6 @@ class PaymentProgram:
         if payment.scheme == CHANNEL_SCHEME:
             return self.channels.streamed(payment)
         return self.books.record(payment)
-
-    def _attempt(self, call: Call) -> Attempt:
-        given_key = call.headers.get(IDEMPOTENCY_KEY)
-        fingerprint = None if given_key or self.repeats.window <= 0 else call.fingerprint
-        mark = retry_mark(call.headers)
-        repeated = self.repeats.key_of(fingerprint, mark) if fingerprint else None
-        route = (call.method, call.origin.lower(), call.path)
-        fresh = not (given_key or repeated)
-        presigned = self.presigner.take(route) if fresh and self.presigner is not None else None
-        key = given_key or repeated or (presigned.key if presigned is not None else new_key())
-        given = call.headers.get(MAX_AMOUNT)
-        ceiling = _flow.announced_ceiling(self.policy, given) if self._announce or given is not None else None
-        headers = {IDEMPOTENCY_KEY: key} | ({MAX_AMOUNT: str(ceiling)} if ceiling is not None else {})
-        strip: tuple[str, ...] = ()
-        if not self.policy.pays(call.origin):  # it will not be paid: it learns neither our ceiling nor our key
-            headers = {}
-            strip = (MAX_AMOUNT,) + ((IDEMPOTENCY_KEY,) if given_key and is_our_key(given_key) else ())
-        repeat_of = fingerprint if mark != 0 else None  # an SDK's first attempt repeats nothing
-        refund = call.headers.get(CHANNEL_REFUND)
-        strip += (CHANNEL_REFUND,) if refund is not None else ()
-        return Attempt(key, call.origin, route, ceiling, headers, fresh, fingerprint, repeat_of, strip=strip,
-                       presigned=presigned, refund=refund, timeout=call.timeout)  # fmt: skip
 
     def _first_send(self, attempt: Attempt, start: Start) -> Program[Delivery | Refused]:
         try:
@@ -381,12 +348,12 @@ class PaymentProgram:
             if not fallback:
                 raise
             yield from self._prepayment_refused(payment.origin)
-            return Refused(self._after_refusal(rejected, payment, answer.headers, body))
+            return Refused(challenge_after_refusal(rejected, payment, answer.headers, body))
         except (ReceiptMismatch, SettlementPending):
             yield from self.books.record(payment)
             raise
         yield from self.books.record(payment)
-        return Delivery(answer, payment, tap=self._tap(payment, answer.headers))
+        return Delivery(answer, payment, tap=receipt_tap(payment, answer.headers, keep_frames=self._keep_frames))
 
     def _prepayment_refused(self, origin: str) -> Program[None]:
         """`origin` answered a pre-payment with a 402: it is not pre-paid (nor signed ahead for) again for a while,
@@ -395,19 +362,6 @@ class PaymentProgram:
             yield from self.prepayments.refused(origin)
         if self.presigner is not None:
             yield from self.presigner.dropped(origin)
-
-    def _after_refusal(
-        self, rejected: PaymentRejected, payment: Payment, headers: Mapping[str, str], body: bytes | None
-    ) -> _flow.Challenge:
-        """A pre-payment was answered with a 402: the new challenge to pay reactively, or `rejected` re-raised
-        when there is none or it asks for exactly what was signed."""
-        try:
-            challenge = _flow.decode_challenge(headers, body)
-        except ChallengeError as exc:
-            raise rejected from exc
-        if challenge is None or asks_for_signed(challenge, payment.signed.requirement):
-            raise rejected
-        return challenge
 
     def _prepayable(
         self, attempt: Attempt, start: Start
@@ -439,12 +393,3 @@ class PaymentProgram:
     def _forget(self, route: Route) -> None:
         if self.prepayments is not None:
             self.prepayments.forget(route)
-
-    def _tap(self, payment: Payment, headers: Mapping[str, str]) -> ReceiptTap | None:
-        """A tap for the paid answer's body when a receipt may be inside it."""
-        content_type = headers.get("content-type", "").lower()
-        sse = "text/event-stream" in content_type
-        wants_body = "json" in content_type and payment.receipt is None
-        if not (sse or wants_body) or headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-            return None
-        return ReceiptTap(payment, sse=sse, keep_frames=self._keep_frames)

@@ -10,7 +10,7 @@ library (httpx or httpx2), which their clients insist on.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
@@ -69,6 +69,17 @@ class ReceiptTap:
         except (SettlementFailed, ReceiptMismatch) as exc:
             return exc
         return None
+
+
+def receipt_tap(payment: Payment, headers: Mapping[str, str], *, keep_frames: bool) -> ReceiptTap | None:
+    """A tap for a paid answer's body (its `headers` say what it is) when a receipt may be inside it: an SSE
+    stream, or JSON when the headers carried none; never a compressed body."""
+    content_type = headers.get("content-type", "").lower()
+    sse = "text/event-stream" in content_type
+    wants_body = "json" in content_type and payment.receipt is None
+    if not (sse or wants_body) or headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+        return None
+    return ReceiptTap(payment, sse=sse, keep_frames=keep_frames)
 
 
 def tapped(chunks: Iterable[bytes], tap: ReceiptTap, hook: Hook) -> Iterator[bytes]:
