@@ -14,11 +14,15 @@ chain is believed. Nothing here can make us sign a ceiling above what we signed 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from x402pay._channel_chain import OnChain
 from x402pay._protocol.channel_extra import ChannelState, ResponseExtra, VoucherState
 from x402pay._schemes.channel import voucher_digest
 from x402pay._schemes.fast712 import recover_signer
+
+if TYPE_CHECKING:
+    from x402pay.ledger._channels import ChannelRecord
 
 
 @dataclass(frozen=True)
@@ -85,3 +89,21 @@ def recover(
     if not chain.total_claimed <= charged <= ceiling or charged > chain.balance:
         return fallback
     return Recovered(charged, ceiling, chain.balance, proven=True)
+
+
+def only_just_sent(record: ChannelRecord, amount: int, believed: Recovered) -> bool:
+    """Whether a corrective 402's proof is only the voucher this request sent (our record, kept since our first
+    voucher here, has none that high): it proves no earlier charge. A record started from the chain cannot tell."""
+    ceiling = record.charged + amount
+    return believed.proven and record.signed_key is not None and believed.signed_max == ceiling > record.signed_max
+
+
+def served_before(key: str, record: ChannelRecord, believed: Recovered) -> bool:
+    """Whether a corrective 402 proves that the voucher this logical request signed before (our highest, signed
+    under `key`) was served and charged: a retry after a lost answer, which must not be paid again."""
+    return (
+        believed.proven
+        and record.signed_key == key
+        and believed.signed_max == record.signed_max
+        and believed.charged > record.charged
+    )

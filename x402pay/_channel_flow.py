@@ -14,7 +14,7 @@ Theory of operation. For a channel option the policy chose, `ChannelPayer.pay`:
    (`x402pay._channel_checks.recover`) and answered once more; any other 402 is a refusal. A paid answer's report
    is checked (`problem_with`), and a deposit is checked on chain. A server that lies is marked untrusted, charged
    (in our books) the whole voucher it holds, and the escrow it has not claimed starts to come back
-   (``initiateWithdraw``, with an ``rpc_url``);
+   (``initiateWithdraw``, with an ``rpc_url``; `x402pay._channel_lies`);
 5. books a streamed answer, whose report comes in-band at its end, at the voucher's most until then: its receipt,
    read by the caller's stream, books what it charged (`ChannelPayer.streamed`).
 """
@@ -29,8 +29,9 @@ from x402pay import _events, _flow
 from x402pay._attempt import Attempt
 from x402pay._books import Books, Hold, Replay
 from x402pay._channel_chain import OnChain
-from x402pay._channel_checks import Expected, Recovered, problem_with, recover
+from x402pay._channel_checks import Expected, Recovered, only_just_sent, problem_with, recover, served_before
 from x402pay._channel_lease import Channel, leased
+from x402pay._channel_lies import caught, lied_in_stream
 from x402pay._channel_messages import (
     Report,
     corrective,
@@ -53,7 +54,7 @@ from x402pay._receipts import Receipt
 from x402pay._schemes.channel import channel_id
 from x402pay._streams import ReceiptTap
 from x402pay._wallet import Wallet
-from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected, ReceiptMismatch
+from x402pay.errors import AlreadyPaid, NoAcceptableRequirement, PaymentInFlight, PaymentRejected
 from x402pay.ledger._channels import ChannelRecord
 from x402pay.ledger._holder import new_holder
 
@@ -240,7 +241,7 @@ class ChannelPayer:
         chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
         believed = recover(channel.id, channel.chain_id, channel.config.payer_authorizer,
                            state.channel_state, state.voucher_state, chain)  # fmt: skip
-        if _only_just_sent(record, requirement.amount, believed):
+        if only_just_sent(record, requirement.amount, believed):
             believed = Recovered(chain.total_claimed, 0, chain.balance, proven=False)
         logger.info("channel %s: a corrective 402 from %s, %s: charged %d", channel.key[:18], attempt.origin,
                     "proven by our own voucher" if believed.proven else "not proven, the chain believed",
@@ -249,7 +250,7 @@ class ChannelPayer:
         changes = {"charged": charged, "chain_balance": believed.balance, "chain_claimed":
                    chain.total_claimed, "signed_max": max(record.signed_max, believed.signed_max)}  # fmt: skip
         updated = yield ChannelOp("update", (channel.key, channel.holder), changes)
-        if _served_before(attempt.key, record, believed):
+        if served_before(attempt.key, record, believed):
             raise AlreadyPaid(
                 f"this request (Idempotency-Key {attempt.key[:80]!r}) was served by {attempt.origin} and charged "
                 f"{believed.charged - record.charged} through channel {channel.key[:18]}... before its answer was "
@@ -280,7 +281,7 @@ class ChannelPayer:
             record, deposit_problem = yield from self._deposited(channel, record, deposit, report, believed)
             problem = problem or deposit_problem
         if problem is not None:
-            yield from self._caught(attempt.origin, channel, record, payment, problem)
+            yield from caught(self.books, attempt.origin, channel, record, payment, problem, withdraw=self._reads_chain)
         if failed:
             return Delivery(answer, payment)
         charged = requirement.amount if extra is None else extra.charged_amount
@@ -302,11 +303,12 @@ class ChannelPayer:
         instead, so that the next voucher follows the server's charge without a corrective 402: only while this
         voucher is still the channel's latest and its lease is free at once (the stream is not held up); otherwise
         the server's next corrective 402 settles it, as before. A receipt that contradicts the payment marks the
-        server untrusted (see `_lied_in_stream`)."""
+        server untrusted (see `x402pay._channel_lies.lied_in_stream`)."""
         if payment.mismatch is not None:
             if "mismatch" not in payment.booked:
                 payment.booked.add("mismatch")
-                yield from self._lied_in_stream(payment, payment.mismatch)
+                channel = self._channel(payment.signed.requirement) if self._reads_chain else None
+                yield from lied_in_stream(self.books, channel, payment, payment.mismatch)
             return
         receipt = payment.receipt
         if receipt is None or "receipt" in payment.booked:
@@ -324,21 +326,6 @@ class ChannelPayer:
                 logger.info("channel %s: busy as a stream's receipt came; the server's next 402 corrects the charge",
                             channel.key[:18])  # fmt: skip
         self._received(payment)
-
-    def _lied_in_stream(self, payment: Payment, problem: str) -> Program[None]:
-        """A stream's receipt contradicts its payment: as for a lying report (`_caught`), the whole voucher stays
-        booked as charged (as it was since the headers), the server is marked untrusted and, with an ``rpc_url``,
-        the escrow it has not claimed starts to come back. The stream raises `ReceiptMismatch` (its tap does)."""
-        if self._reads_chain:
-            requirement = payment.signed.requirement
-            channel = self._channel(requirement)
-            yield from leased(channel, payment.origin, requirement, partial(self._withdrawn, channel))
-        yield from self.books.caught(payment, problem)
-
-    def _withdrawn(self, channel: Channel, record: ChannelRecord) -> Program[None]:
-        changes = yield from self._withdraw(channel)
-        if changes:
-            yield ChannelOp("update", (channel.key, channel.holder), changes)
 
     def _deposited(
         self, channel: Channel, record: ChannelRecord, deposit: Payment, report: Report | None, believed: bool
@@ -377,52 +364,8 @@ class ChannelPayer:
         deposit.status = PaymentStatus.SETTLED
         yield from self.books.escrowed(deposit, verified=self._reads_chain)
 
-    def _caught(
-        self, origin: str, channel: Channel, record: ChannelRecord, payment: Payment, problem: str
-    ) -> Program[None]:
-        """A lying server: book the whole voucher it holds as charged, stop paying it, start taking the escrow back."""
-        payment.mismatch = problem
-        payment.status = PaymentStatus.SETTLED
-        changes: dict[str, Any] = {"charged": max(record.signed_max, payment.signed.amount + record.charged)}
-        if self._reads_chain:
-            changes |= yield from self._withdraw(channel)
-        yield ChannelOp("update", (channel.key, channel.holder), changes)
-        yield from self.books.caught(payment, problem)
-        raise ReceiptMismatch(f"the channel server {origin} lied: {problem}", payment)
-
-    def _withdraw(self, channel: Channel) -> Program[dict[str, Any]]:
-        """Start the withdrawal of whatever the server has not claimed (the payer's own transaction)."""
-        chain: OnChain = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
-        if chain.available == 0 or chain.withdrawing:
-            return {"state": "withdrawing" if chain.withdrawing else "closed"}
-        try:
-            yield ChannelChain("initiate_withdraw", (channel.config, chain.available))
-        except Exception:  # the lie is raised either way; the CLI can start the withdrawal again
-            logger.info("channel %s: the withdrawal could not be started", channel.key[:18], exc_info=True)
-            return {}
-        after = yield ChannelChain("read", (channel.id, channel.config.withdraw_delay))
-        return {"state": "withdrawing", "withdraw_after": after.withdraw_after}
-
 
 def _charged_less(channel: Channel, ceiling: int, over: int, record: ChannelRecord) -> Program[None]:
     """Book `over` less as charged, if the voucher of `ceiling` is still the channel's latest and was booked whole."""
     if record.signed_max == ceiling == record.charged:
         yield ChannelOp("note", (channel.key, channel.holder), {"charged": ceiling - over})
-
-
-def _only_just_sent(record: ChannelRecord, amount: int, believed: Recovered) -> bool:
-    """Whether a corrective 402's proof is only the voucher this request sent (our record, kept since our first
-    voucher here, has none that high): it proves no earlier charge. A record started from the chain cannot tell."""
-    ceiling = record.charged + amount
-    return believed.proven and record.signed_key is not None and believed.signed_max == ceiling > record.signed_max
-
-
-def _served_before(key: str, record: ChannelRecord, believed: Recovered) -> bool:
-    """Whether a corrective 402 proves that the voucher this logical request signed before (our highest, signed
-    under `key`) was served and charged: a retry after a lost answer, which must not be paid again."""
-    return (
-        believed.proven
-        and record.signed_key == key
-        and believed.signed_max == record.signed_max
-        and believed.charged > record.charged
-    )
