@@ -36,7 +36,7 @@ def test_rlp_of_the_yellow_paper_examples() -> None:
 @pytest.mark.parametrize("data_size", [0, 1, 55, 56, 400, 70_000])
 def test_the_transaction_signed_here_is_the_one_eth_account_signs(data_size: int) -> None:
     account = Account.from_key("0x" + "42" * 32)
-    quote = Quote("0x" + "a1" * 20, "0x" + "7f" * data_size, 91_234, 10**9, 3 * 10**9 + 7, 0, 0)
+    quote = Quote("0x" + "a1" * 20, "0x" + "7f" * data_size, 91_234, 10**9, 3 * 10**9 + 7, 0, 0, 0)
     sender = Sender(lambda calls: [], account, SettlementStore(), lambda: 31337)
     raw, tx_hash = sender.signed(quote, 12)
     theirs = account.sign_transaction({
@@ -71,6 +71,19 @@ async def test_a_transaction_from_the_same_account_between_settlements_takes_no_
     web3 = x402pay_chain.web3()
     assert web3.eth.get_transaction_receipt(other)["status"] == 1
     assert web3.eth.get_transaction(settled.transaction)["nonce"] == web3.eth.get_transaction(other)["nonce"] + 1
+
+
+@pytest.mark.chain
+async def test_a_transaction_the_chain_forgot_leaves_no_nonce_gap(x402pay_chain: Devnet) -> None:
+    """A settlement mined, then undone (a snapshot reverted, as a reorganisation or a restarted node would): the next
+    settlement takes the nonce the node counts, not one past the forgotten transaction (which would never be mined)."""
+    wanted = requirement(x402pay_chain, PRICE_ROUTE)
+    facilitator = LocalFacilitator(x402pay_chain.rpc_url, x402pay_chain.facilitator, receipt_timeout=5)
+    before = x402pay_chain.snapshot()
+    assert (await facilitator.settle(signed(x402pay_chain, wanted), wanted)).success
+    x402pay_chain.revert(before)
+    settled = await facilitator.settle(signed(x402pay_chain, wanted), wanted)
+    assert settled.success, settled
 
 
 def racing_rpc(upstream: str, devnet: Devnet) -> Any:

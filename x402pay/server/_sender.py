@@ -8,10 +8,12 @@ revert refuses the transaction), and the EIP-1559 transaction is RLP-encoded her
 account's ``unsafe_sign_hash`` (a test checks the bytes against eth-account's ``sign_transaction``). The fees are
 web3's defaults: the node's priority fee, and a maximum of that plus twice the base fee.
 
-The account's next nonce is tracked here, one send at a time: the larger of the node's pending count (as quoted) and
-one past this sender's last broadcast, since a quote read before the lock may be older than a send that came
-between. A node that refuses a nonce (another sender on the same account, a quote lost to a race) is asked the
-count again and the transaction is signed again, once; one that gave no answer leaves the next nonce to the node.
+Sends are one at a time, and each takes the node's pending count as quoted for its nonce, unless this sender
+broadcast since the quote was asked (which the count may not show yet): then it takes one past that broadcast, if
+that is larger. The node's count has the last word whenever it is fresh, so a chain that forgot a transaction (a
+reorganisation, a node restarted, a test's snapshot reverted) leaves no gap. A node that refuses a nonce (another
+program on the same account, a race the count lost) is asked the count again and the transaction signed again,
+once.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Quote:
     max_fee: int
     pending_nonce: int
     chain_time: int
+    sends: int  # how many broadcasts this sender had made when the quote was asked
     refusal: Refusal | None = None  # the estimate reverted: `Sender.send` raises it
 
 
@@ -68,13 +71,14 @@ class Sender:
         self._store = store
         self._chain_id = chain_id
         self._lock = threading.Lock()
-        self._next_nonce: int | None = None
+        self._sends = 0
+        self._next_nonce = 0  # one past the last broadcast's nonce
 
     def quote(self, to: str, data: str, codes: Codes) -> Quote:
         """One batch: block, priority fee, pending nonce, gas estimate. A revert is kept as the quote's `refusal` (its
         code from `codes`), for the caller's own checks to come first; a node that answers anything else amiss
         raises `RpcAnswerError`."""
-        sender = self._account.address
+        sender, sends = self._account.address, self._sends
         block, tip, nonce, gas = self._rpc([
             ("eth_getBlockByNumber", ["latest", False]),
             ("eth_maxPriorityFeePerGas", []),
@@ -86,7 +90,7 @@ class Sender:
         priority = _quantity(result_of(tip))
         return Quote(
             to, data, 0 if refusal else _quantity(result_of(gas)), priority, priority + 2 * base_fee,
-            _quantity(result_of(nonce)), block_timestamp(block), refusal,
+            _quantity(result_of(nonce)), block_timestamp(block), sends, refusal,
         )  # fmt: skip
 
     def send(self, quote: Quote, planned: Broadcast) -> Broadcast:
@@ -97,7 +101,10 @@ class Sender:
         if quote.refusal is not None:
             raise quote.refusal
         with self._lock:
-            return self._send_at(quote, planned, max(quote.pending_nonce, self._next_nonce or 0), retry=True)
+            nonce = quote.pending_nonce
+            if quote.sends != self._sends:
+                nonce = max(nonce, self._next_nonce)
+            return self._send_at(quote, planned, nonce, retry=True)
 
     def _send_at(self, quote: Quote, planned: Broadcast, nonce: int, *, retry: bool) -> Broadcast:
         raw, tx_hash = self.signed(quote, nonce)
@@ -129,15 +136,19 @@ class Sender:
             (answer,) = self._rpc([("eth_sendRawTransaction", ["0x" + raw.hex()])])
         except (OSError, ValueError):  # no answer: it may have gone out, so it stays pending for `follow` to decide
             logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
-            self._next_nonce = None  # the node's count decides the next one
+            self._noted(nonce)  # not past it: if it did go out, the next send's refused nonce is read again
             return None
         error = answer.get("error")
         if error is not None:
             reason = str(error.get("message", error))
             if not any(text in reason.lower() for text in _ALREADY_KNOWN) and not self._known(sent.tx_hash):
                 return reason
-        self._next_nonce = nonce + 1
+        self._noted(nonce + 1)
         return None
+
+    def _noted(self, next_nonce: int) -> None:
+        self._sends += 1
+        self._next_nonce = next_nonce
 
     def _known(self, tx_hash: str) -> bool:
         """Whether the node has the transaction (a send retried after its first answer was lost is refused as a used
