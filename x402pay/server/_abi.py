@@ -46,12 +46,16 @@ REVERT_REASONS: Final = {
 
 
 def revert_code(exc: Exception, codes: Codes) -> str:
-    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
+    """The reason code of a reverted settlement call raised by web3 (`revert_code_of` its data and message)."""
     data = getattr(exc, "data", None)
+    return revert_code_of(data if isinstance(data, str) else None, str(getattr(exc, "message", exc)), codes)
+
+
+def revert_code_of(data: str | None, message: str, codes: Codes) -> str:
+    """The reason code of a reverted settlement call: custom error selector first, then FiatToken's text."""
     code = None
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+    if data is not None and data.startswith("0x") and len(data) >= 10:
         code = REVERT_CODES.get(bytes.fromhex(data[2:10]))
-    message = str(getattr(exc, "message", exc))
     code = code or next((value for text, value in REVERT_REASONS.items() if text in message), None)
     if code is None:
         return codes.simulation

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from eth_abi.abi import encode
 from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
+from web3.contract.contract import ContractFunction
 
 from x402pay._jsonrpc import Call
 from x402pay._protocol.abi import EXACT_PROXY_ABI, TOKEN_ABI, UPTO_PROXY_ABI
@@ -49,6 +50,12 @@ def settlement(auth: Authorization, asset: str, amount: int) -> dict[str, str]:
         return {"to": EXACT_PERMIT2_PROXY_ADDRESS, "data": data}
     data = _data(_UPTO_SETTLE, auth.permit, amount, auth.payer, witness, auth.signature)
     return {"to": UPTO_PERMIT2_PROXY_ADDRESS, "data": data}
+
+
+def of_call(call: ContractFunction) -> str:
+    """The call data of a web3 contract call, for a transaction sent without web3 (its arguments as given)."""
+    abi: Any = call.abi
+    return "0x" + (function_abi_to_4byte_selector(abi) + encode(get_abi_input_types(abi), call.args)).hex()
 
 
 def balance_of(asset: str, owner: str) -> dict[str, str]:

@@ -1,33 +1,32 @@
 """The chain state a `LocalFacilitator` reads through web3 when a payment does not pass at once (which check
 failed, and the EIP-2612 permit a short Permit2 allowance may be settled with), its settlement calls, and how it
-sends a transaction (signed, recorded, then broadcast).
+sends a transaction (through its `Sender`: quoted, signed, recorded, then broadcast) and follows it.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from dataclasses import replace
-from typing import Any, cast
+import time
+from collections.abc import Callable
+from typing import Any
 
-from eth_account.datastructures import SignedTransaction
 from eth_account.signers.base import BaseAccount
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception, Web3RPCError
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3Exception
 
+from x402pay._jsonrpc import BatchSender
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.server._abi import revert_code
+from x402pay.server._calldata import of_call
 from x402pay.server._evm import Authorization, Codes, Eip3009Authorization, Permit2Authorization, Refusal
-from x402pay.server._settlements import Broadcast, SettlementStore
+from x402pay.server._sender import Sender
+from x402pay.server._settlements import Broadcast, SettlementStore, follow
 from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
 
 REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
 RPC_FAILURES = (Web3Exception, OSError, ValueError)
-
-logger = logging.getLogger("x402pay.server")
 
 
 class ChainState:
@@ -38,7 +37,9 @@ class ChainState:
     _account: BaseAccount
     _contracts: dict[tuple[str, int], Contract]
     _tokens: set[str]  # assets seen holding code
-    _send_lock: threading.Lock
+    _rpc: BatchSender
+    _sender: Sender
+    _receipt_timeout: float
     settlements: SettlementStore
 
     def _holds_code(self, asset: str) -> bool:
@@ -116,34 +117,21 @@ class ChainState:
         return self._contracts[key]
 
     def send_call(self, call: ContractFunction, planned: Broadcast, codes: Codes) -> Broadcast:
-        """Sign `call`, record it as `planned` (its hash filled in), broadcast it; a revert in gas estimation is a
-        `Refusal` with the code `codes` give it. Returns the broadcast that stands for `planned.key` (another one
-        recorded first is followed, never sent twice)."""
-        with self._send_lock:  # one pending nonce at a time for this account
-            signed = self._signed(call, codes)
-            sent = replace(planned, tx_hash=signed.hash.to_0x_hex())
-            standing = self.settlements.sending(sent)  # before it leaves: a crash after sending cannot lose it
-            if standing.tx_hash != sent.tx_hash:  # another settlement of this payment was first: follow that one
-                return standing
-            self._broadcast(signed.raw_transaction, sent)
-        return sent
+        """`send_data` of a web3 contract call."""
+        return self.send_data(call.address, of_call(call), planned, codes)
 
-    def _signed(self, call: ContractFunction, codes: Codes) -> SignedTransaction:
-        sender = self._account.address
-        try:
-            tx = call.build_transaction(
-                {"from": sender, "nonce": self._web3.eth.get_transaction_count(sender, "pending")}
-            )
-        except REVERTS as exc:
-            raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
-        # web3's TxParams and eth-account's transaction dict describe the same thing with different types.
-        return self._account.sign_transaction(cast(Any, tx))
+    def send_data(
+        self, to: str, data: str, planned: Broadcast, codes: Codes, check: Callable[[int], None] | None = None
+    ) -> Broadcast:
+        """Send a call of `to` with `data` as `planned` (its hash filled in), recorded before it leaves; a revert in
+        gas estimation is a `Refusal` with the code `codes` give it, and `check`, given the earliest time the
+        transaction can be mined at, may refuse it before it is signed. Returns the broadcast that stands for
+        `planned.key` (another one recorded first is followed, never sent twice)."""
+        quote = self._sender.quote(to, data, codes)
+        if check is not None:
+            check(max(quote.chain_time, int(time.time())))
+        return self._sender.send(quote, planned)
 
-    def _broadcast(self, raw: bytes, sent: Broadcast) -> None:
-        try:
-            self._web3.eth.send_raw_transaction(raw)
-        except Web3RPCError:  # the node answered, refusing it: it was never broadcast
-            self.settlements.forget(sent.key)
-            raise
-        except RPC_FAILURES:  # no answer: it may have gone out, so it stays pending for `follow` to decide
-            logger.info("broadcasting settlement %s got no answer; following it", sent.tx_hash, exc_info=True)
+    def followed(self, broadcast: Broadcast, wait: float | None = None) -> Broadcast:
+        """`broadcast` as the chain decided it within `wait` seconds (by default the receipt timeout; 0: one look)."""
+        return follow(self._rpc, self.settlements, broadcast, self._receipt_timeout if wait is None else wait)

@@ -35,7 +35,7 @@ from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepActi
 from x402pay.server._evm import DEADLINE_BUFFER, Codes, Refusal, failed_settlement, same_address
 from x402pay.server._facilitator import VerifyResponse
 from x402pay.server._mirror import Mirrors
-from x402pay.server._settlements import ESCROW, SETTLEMENT_PENDING, Broadcast, answer, follow
+from x402pay.server._settlements import ESCROW, SETTLEMENT_PENDING, Broadcast, answer
 
 if TYPE_CHECKING:
     from x402pay.server._local import LocalFacilitator
@@ -261,7 +261,7 @@ class ChannelFacilitation:
             sent = known
         else:
             sent = owner.send_call(call, planned, _codes(reason))
-        settled = answer(follow(owner.web3, owner.settlements, sent, owner.receipt_timeout))
+        settled = answer(owner.followed(sent))
         if settled.success and channel_id is not None:
             settled = settled.model_copy(update={"extra": {"channelState": self.state(channel_id).as_wire()}})
         return settled

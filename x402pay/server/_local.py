@@ -1,4 +1,4 @@
-"""`LocalFacilitator`: verifies and settles EVM payments itself, with web3 and its own key (it pays the gas).
+"""`LocalFacilitator`: verifies and settles EVM payments itself, with its own key (it pays the gas).
 
 Supports ``exact`` by EIP-3009 ``transferWithAuthorization`` or by Permit2 through the x402 exact proxy, and
 ``upto`` by Permit2 through the x402 upto proxy (whose witness names this facilitator as the only caller).
@@ -8,7 +8,8 @@ extension): it is checked, and the settlement goes through the proxy's ``settleW
 
 from __future__ import annotations
 
-import threading
+import functools
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import anyio.to_thread
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
-from web3.contract.contract import Contract, ContractFunction
+from web3.contract.contract import Contract
 
 from x402pay._allowance import GAS_SPONSORING
 from x402pay._jsonrpc import BatchSender, HttpJsonRpc, provider_batch
@@ -26,6 +27,7 @@ from x402pay._protocol.models import PaymentPayload, PaymentRequirements, Settle
 from x402pay._protocol.networks import caip2
 from x402pay._rpc import web3_for
 from x402pay.errors import FacilitatorError
+from x402pay.server import _calldata
 from x402pay.server._at_once import AtOnce, payer_of
 from x402pay.server._chainstate import RPC_FAILURES
 from x402pay.server._channel_facilitator import ChannelFacilitation
@@ -46,14 +48,8 @@ from x402pay.server._evm import (
 )
 from x402pay.server._facilitator import SupportedKind, SupportedResponse, VerifyResponse
 from x402pay.server._mirror import Mirrors
-from x402pay.server._settlements import (
-    SETTLEMENT_PENDING,
-    Broadcast,
-    SettlementStore,
-    answer,
-    follow,
-    reconcile_pending,
-)
+from x402pay.server._sender import Sender
+from x402pay.server._settlements import SETTLEMENT_PENDING, Broadcast, SettlementStore, answer, reconcile_pending
 from x402pay.server._sponsoring import Eip2612Permit, read_permit
 
 
@@ -105,7 +101,7 @@ class LocalFacilitator(AtOnce):
         if not isinstance(settlements, SettlementStore):
             settlements = SettlementStore(":memory:" if settlements is None else settlements)
         self.settlements = settlements
-        self._send_lock = threading.Lock()
+        self._sender = Sender(self._rpc, account, settlements, lambda: self.chain_id)
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
         self.channels = ChannelFacilitation(self, channel_authorizer, self._mirrors)
@@ -231,14 +227,18 @@ class LocalFacilitator(AtOnce):
         try:
             known = self.settlements.find(key)
             if known is not None and known.state != "failed":  # sent before: follow it, never send it twice
-                followed = follow(self._web3, self.settlements, known, self._receipt_timeout)
-                return self._noted(auth, requirements, followed)
+                return self._noted(auth, requirements, self.followed(known))
             charge = self._charge(auth, requirements)
-            permit = self._checked(auth, requirements.model_copy(update={"amount": auth.amount}), payload.extensions)
+            signed = requirements.model_copy(update={"amount": auth.amount})
+            at_once = self._passes_at_once(auth, signed, payload.extensions, simulate=False)
+            permit = None if at_once else self._check(auth, signed, payload.extensions)
             if charge == 0:
+                if at_once:
+                    self._check_at(auth, signed, self.now())
                 self._mirrors.release(payer, key)
                 return SettleResponse(success=True, network=requirements.network, payer=auth.payer, amount=0)
-            sent = self._send(self._settle_call(auth, requirements.asset, charge, permit), auth, requirements, charge)
+            check = functools.partial(self._check_at, auth, signed) if at_once else None
+            sent = self._send(auth, requirements, charge, permit, check)
             self._mirrors.sent(payer, key, charge, auth.deadline)
         except Refusal as refusal:
             self._mirrors.failed(payer, key)
@@ -247,7 +247,7 @@ class LocalFacilitator(AtOnce):
             return failed_settlement(
                 requirements, "unexpected_settle_error", f"{type(exc).__name__}: {exc}", auth.payer
             )
-        return self._noted(auth, requirements, follow(self._web3, self.settlements, sent, self._receipt_timeout))
+        return self._noted(auth, requirements, self.followed(sent))
 
     def _noted(self, auth: Authorization, requirements: PaymentRequirements, broadcast: Broadcast) -> SettleResponse:
         """The answer for `broadcast`, its outcome noted in the payer's mirror (a failure drops the mirror)."""
@@ -264,7 +264,7 @@ class LocalFacilitator(AtOnce):
 
         Returns them as they now stand; those still pending are the ones that may yet be mined.
         """
-        return reconcile_pending(self._web3, self.settlements)
+        return reconcile_pending(self._rpc, self.settlements)
 
     def supported_blocking(self) -> SupportedResponse:
         """`supported`, in the calling thread."""
@@ -308,13 +308,10 @@ class LocalFacilitator(AtOnce):
         if payload_method(payload.payload) != required_method(requirements):
             raise Refusal("invalid_payload", f"the requirement is paid by {required_method(requirements)}")
 
-    def _checked(
-        self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
-    ) -> Eip2612Permit | None:
-        """For settling: `_check`, unless the payment passes at once (then there is no permit to settle with)."""
-        if self._passes_at_once(auth, requirements, extensions, simulate=False):
-            return None
-        return self._check(auth, requirements, extensions)
+    def _check_at(self, auth: Authorization, requirements: PaymentRequirements, now: int) -> None:
+        """The terms at chain time `now`, and an upto witness's facilitator."""
+        check_terms(auth, requirements, now=now)
+        self._check_witness(auth)
 
     def _check(
         self, auth: Authorization, requirements: PaymentRequirements, extensions: dict[str, Any] | None
@@ -344,16 +341,28 @@ class LocalFacilitator(AtOnce):
         known = self.settlements.find(payment_key(auth, requirements))
         if known is None or known.state != "pending":
             return False
-        if follow(self._web3, self.settlements, known, 0).state != "pending":
+        if self.followed(known, 0).state != "pending":
             return False  # decided meanwhile: the chain's state (a used nonce) answers from now on
         check_terms(auth, requirements, now=self.now())
         return True
 
     def _send(
-        self, call: ContractFunction, auth: Authorization, requirements: PaymentRequirements, charge: int
+        self,
+        auth: Authorization,
+        requirements: PaymentRequirements,
+        charge: int,
+        permit: Eip2612Permit | None,
+        check: Callable[[int], None] | None,
     ) -> Broadcast:
-        """Sign the settlement, record it, broadcast it; the record stays pending unless the node refuses it."""
-        key = payment_key(auth, requirements)
-        return self.send_call(
-            call, Broadcast(key, "", requirements.network, auth.payer, charge, auth.deadline), auth.codes
+        """Send the settlement charging `charge` (with `permit`, through web3's contract objects; without, from
+        call data encoded here), recorded before it leaves; `check` as `send_data` runs it."""
+        if permit is None:
+            call = _calldata.settlement(auth, requirements.asset, charge)
+            to, data = call["to"], call["data"]
+        else:
+            contract_call = self._settle_call(auth, requirements.asset, charge, permit)
+            to, data = contract_call.address, _calldata.of_call(contract_call)
+        planned = Broadcast(
+            payment_key(auth, requirements), "", requirements.network, auth.payer, charge, auth.deadline
         )
+        return self.send_data(to, data, planned, auth.codes, check)

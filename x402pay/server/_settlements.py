@@ -15,17 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from eth_typing import HexStr
-from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
-
+from x402pay._jsonrpc import BatchSender, RpcAnswerError, block_timestamp, result_of
 from x402pay._protocol.models import SettleResponse
 from x402pay.server._sqlite import open_store
-
-if TYPE_CHECKING:
-    from web3 import Web3
-    from web3.types import TxReceipt
 
 State = Literal["pending", "settled", "failed"]
 #: How the key of a payment channel's deposit begins: escrow, not a charge.
@@ -151,42 +145,49 @@ def _broadcast(row: tuple[Any, ...]) -> Broadcast:
 
 #: The reason code of a settlement that was broadcast and not yet confirmed (the official facilitators' code).
 SETTLEMENT_PENDING: Final = "settlement_pending"
-# What waiting on a broadcast can raise that leaves it undecided: the wait ran out, or the node did not answer.
-_UNDECIDED: Final = (TimeExhausted, Web3Exception, OSError, ValueError)
+# What asking for a receipt can raise: the node did not answer, or answered nonsense (RpcAnswerError).
+_UNDECIDED: Final = (OSError, ValueError)
 # Seconds between asks for a receipt, doubling from the first to the last.
 _FIRST_ASK, _LAST_ASK = 0.002, 0.5
 
 
-def follow(web3: Web3, store: SettlementStore, broadcast: Broadcast, wait: float) -> Broadcast:
+def follow(rpc: BatchSender, store: SettlementStore, broadcast: Broadcast, wait: float) -> Broadcast:
     """Wait up to `wait` seconds (0: one look) for `broadcast`'s receipt; record and return what the chain decided.
 
     A transaction still unmined (or a node that does not answer) leaves it pending: never failed on a guess.
     """
     try:
-        receipt = receipt_of(web3, HexStr(broadcast.tx_hash), wait)
+        receipt = receipt_of(rpc, broadcast.tx_hash, wait)
     except _UNDECIDED:
         return broadcast
-    state: State = "settled" if receipt["status"] == 1 else "failed"
-    detail = f"mined in block {receipt['blockNumber']}" + ("" if state == "settled" else ", reverted")
+    if receipt is None:
+        return broadcast
+    state: State = "settled" if receipt.get("status") == "0x1" else "failed"
+    detail = f"mined in block {int(receipt['blockNumber'], 16)}" + ("" if state == "settled" else ", reverted")
     store.decide(broadcast.key, state, detail)
     return replace(broadcast, state=state, detail=detail)
 
 
-def receipt_of(web3: Web3, tx_hash: HexStr, wait: float) -> TxReceipt:
+def receipt_of(rpc: BatchSender, tx_hash: str, wait: float) -> dict[str, Any] | None:
     """The receipt of `tx_hash`, asked for at once, again 2 ms later, then twice as long each time up to 0.5 s, for
-    `wait` seconds (0: one look); TimeExhausted when it has not come. web3's own wait sleeps 100 ms between asks,
-    many times what a local chain takes to mine."""
+    `wait` seconds (0: one look); None when it has not come. web3's own wait sleeps 100 ms between asks, many times
+    what a local chain takes to mine. A node that does not answer raises an OSError or a ValueError."""
     deadline = time.monotonic() + wait
     pause = _FIRST_ASK
-    while True:
-        try:
-            return web3.eth.get_transaction_receipt(tx_hash)
-        except TransactionNotFound:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeExhausted(f"no receipt for {tx_hash} within {wait} s") from None
-            time.sleep(min(pause, left))
-            pause = min(2 * pause, _LAST_ASK)
+    while (receipt := _receipt(rpc, tx_hash)) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, _LAST_ASK)
+    return receipt
+
+
+def _receipt(rpc: BatchSender, tx_hash: str) -> dict[str, Any] | None:
+    receipt = result_of(rpc([("eth_getTransactionReceipt", [tx_hash])])[0])
+    if receipt is not None and not (isinstance(receipt, dict) and isinstance(receipt.get("blockNumber"), str)):
+        raise RpcAnswerError("the RPC endpoint's receipt has no block number")
+    return receipt
 
 
 def answer(broadcast: Broadcast) -> SettleResponse:
@@ -207,15 +208,15 @@ def answer(broadcast: Broadcast) -> SettleResponse:
     )  # fmt: skip
 
 
-def reconcile_pending(web3: Web3, store: SettlementStore) -> list[Broadcast]:
+def reconcile_pending(rpc: BatchSender, store: SettlementStore) -> list[Broadcast]:
     """Decide `store`'s pending broadcasts from the chain: mined (settled or reverted), or expired unmined (failed).
 
     Returns them as they now stand; those still pending are the ones that may yet be mined.
     """
-    chain_time = int(web3.eth.get_block("latest")["timestamp"])
+    chain_time = block_timestamp(rpc([("eth_getBlockByNumber", ["latest", False])])[0])
     decided = []
     for broadcast in store.pending():
-        followed = follow(web3, store, broadcast, 0)
+        followed = follow(rpc, store, broadcast, 0)
         if followed.state == "pending" and chain_time > followed.valid_before:
             # Blocks only move forward: past its authorization's deadline, the transaction can only revert.
             store.decide(followed.key, "failed", f"not mined before {followed.valid_before}")
