@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.bench_ledger import AMOUNT, NETWORK, PAY_TO, PAYER, USDC, drop_schemas, stored_payment
-from bench.harness import machine, median, paired_ratio, today, versions, write_section
+from bench.harness import cpu_seconds, machine, median, paired_ratio, today, versions, write_section
 from x402pay.ledger import DAY, EACH_ORIGIN, Budget, BudgetExceeded, Ledger
 
 TARGET_RATE = 1_000  # issue 18: cycles/s for the 8-process fleet
@@ -89,6 +89,7 @@ class Worker:
     start: float = 0.0
     end: float = 0.0
     cpu: float = 0.0
+    server: float = 0.0  # CPU seconds of this worker's PostgreSQL backend over its cycles
     busy: tuple[float, float] = (0.0, 0.0)  # the machine's CPU seconds at this worker's start and end
 
 
@@ -100,11 +101,14 @@ def work(plan: Plan, name: str) -> Worker:
             cycle(ledger, f"{name}-warm-{number}", ORIGINS[number % 4], 0, result)
         result.reserve.clear()
         barrier(plan, name)
+        backend = ledger._db._conn.info.backend_pid  # type: ignore[attr-defined]
+        server = cpu_seconds(backend)
         busy, cpu, result.start = machine_busy(), time.process_time(), time.time()
         for number in range(plan.cycles):
             origin = ORIGINS[0] if number % 2 == 0 else ORIGINS[1 + number // 2 % 3]
             cycle(ledger, f"{name}-{number}", origin, AMOUNT, result)
         result.end, result.cpu, result.busy = time.time(), time.process_time() - cpu, (busy, machine_busy())
+        result.server = cpu_seconds(backend) - server
     return result
 
 
@@ -299,8 +303,8 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace, server: str) ->
             *BEYOND_ONE_PROCESS,
             "",
             "| contender | cycles/s | vs one process | reserve p50 ms | reserve p99 ms | refused | worker CPU µs/cycle"
-            " | machine CPU µs/cycle |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            " | their backends' CPU µs/cycle | machine CPU µs/cycle |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
             "Each run's check, after it ended: held + settled summed over the entries, in total and for the origin",
@@ -331,11 +335,12 @@ def _row(name: str, contender: list[Run], ratio: float) -> str:
     reserve = [latency for one_run in contender for worker in one_run.workers for latency in worker.reserve]
     done = sum(one_run.done for one_run in contender)
     cpu = sum(worker.cpu for one_run in contender for worker in one_run.workers) / done
+    server = sum(worker.server for one_run in contender for worker in one_run.workers) / done
     busy = sum(one_run.busy for one_run in contender) / done
     refused = sum(sum(one_run.refused.values()) for one_run in contender) / len(contender)
     return (f"| {name} | {median([r.rate for r in contender]):,.0f} | {ratio:.2f}x | "
             f"{statistics.median(reserve) * 1e3:.2f} | {percentile(reserve, 0.99) * 1e3:.2f} | {refused:,.0f} | "
-            f"{cpu * 1e6:,.0f} | {busy * 1e6:,.0f} |")  # fmt: skip
+            f"{cpu * 1e6:,.0f} | {server * 1e6:,.0f} | {busy * 1e6:,.0f} |")  # fmt: skip
 
 
 def _proof(name: str, number: int, one_run: Run) -> str:

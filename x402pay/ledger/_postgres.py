@@ -41,8 +41,9 @@ T = TypeVar("T")
 #: First half of the PostgreSQL advisory lock key (the second is the hash of the schema name).
 _ADVISORY_CLASS: Final = 0x402
 _ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
-#: A statement for the pipeline: SQL, parameters, and psycopg's `prepare` (False for the few-parameter ones around
-#: the program's, None to let psycopg prepare what repeats).
+#: A statement for the pipeline: SQL, parameters, and psycopg's `prepare` (False for the transaction control
+#: statements of the rarer explicit transactions, None to let psycopg prepare what repeats: the advisory lock and
+#: the commit flush setting too, which the server would otherwise parse and plan again in every transaction).
 Statement = tuple[str, tuple[Any, ...], bool | None]
 #: This transaction's commit waits for the flush the server is configured for (the session turned it off).
 _SERVER_FLUSH: Final[Statement] = ("SET LOCAL synchronous_commit TO DEFAULT", (), False)
@@ -201,9 +202,9 @@ class _PostgresSettings:
         session turned it off and the write is durable, the advisory lock when exclusive."""
         statements: list[Statement] = [] if implicit else [("BEGIN", (), False)]
         if durable and self.durability is Durability.SIGNED:
-            statements.append((_IMPLICIT_SERVER_FLUSH, (self.server_flush,), False) if implicit else _SERVER_FLUSH)
+            statements.append((_IMPLICIT_SERVER_FLUSH, (self.server_flush,), None) if implicit else _SERVER_FLUSH)
         if exclusive:
-            statements.append((_ADVISORY_LOCK, self.lock_params, False))
+            statements.append((_ADVISORY_LOCK, self.lock_params, None))
         return statements
 
 
