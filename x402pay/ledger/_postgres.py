@@ -56,6 +56,7 @@ _SHOW_FLUSH: Final = "SHOW synchronous_commit"
 #: entries than on an empty ledger. The statements that repeat (reserve, authorize, settle, the budget checks) find
 #: their rows through a key's equality and ranges, so the generic plan (index scans) costs the same at any size.
 _GENERIC_PLANS: Final = "SET plan_cache_mode = force_generic_plan"
+_COMMIT: Final[Statement] = ("COMMIT", (), False)
 #: libpq's ``PGRES_TUPLES_OK``: the statement returned rows (possibly none).
 _TUPLES_OK: Final = 2
 #: Linux's option that holds a TCP socket's partial segments until it is cleared (absent elsewhere).
@@ -212,13 +213,16 @@ class _Transaction:
     """Which statements go out, and when the driver waits, for one program's transaction (sans-IO, both drivers).
 
     Statements whose rows the program ignores wait in `pending` until one it reads (or the last) comes. When that one
-    is the program's last, everything goes out in one round trip without BEGIN and COMMIT: the server runs the
-    statements before a pipeline's sync as one implicit transaction, committed at the sync or rolled back whole on an
-    error. Otherwise BEGIN goes first, and COMMIT with the last statement or at the end.
+    is the program's last, everything goes out in one round trip without BEGIN: the server runs the statements before
+    a pipeline's sync as one implicit transaction, committed at the sync or rolled back whole on an error. An
+    exclusive one ends with COMMIT all the same, which commits it (and frees the advisory lock) as soon as the server
+    has run it, whether or not the sync, written after it, has arrived. Otherwise BEGIN goes first, and COMMIT with
+    the last statement or at the end.
     """
 
     def __init__(self, settings: _PostgresSettings, exclusive: bool, durable: bool) -> None:
         self._opening = functools.partial(settings.opening, exclusive, durable)
+        self._exclusive = exclusive
         self._pending: list[Statement] = []
         self._opened = False
         self._explicit = False
@@ -239,8 +243,11 @@ class _Transaction:
         answer = len(statements) - 1
         if query.last:
             self._committed = True
-            statements += [("COMMIT", (), False)] if self._explicit else []
+            statements += self._commit()
         return statements, answer
+
+    def _commit(self) -> list[Statement]:
+        return [_COMMIT] if self._explicit or self._exclusive else []
 
     def _open(self, implicit: bool) -> list[Statement]:
         if self._opened:
@@ -255,9 +262,7 @@ class _Transaction:
         if self._committed:
             return []
         self._committed = True
-        if not self._opened:
-            return self._open(implicit=True)
-        return [("COMMIT", (), False)] if self._explicit else []
+        return self._open(implicit=True) + self._commit()
 
     def abort(self) -> list[Statement]:
         """The statements that roll an explicit transaction back after an error (then sync); an implicit one was."""
