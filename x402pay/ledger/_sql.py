@@ -311,15 +311,17 @@ def _reserve_checks(new: NewEntry, sums: list[tuple[str, list[Any]]], *, unless:
     params = [value for _, values in sums for value in values]
     checks = ", ".join([f"(SELECT reason FROM {UNTRUSTED} WHERE origin = ?)", *columns])
     live = ", ".join(f"live.{column}" for column in ENTRY_FIELDS)
-    sql = (
-        f"SELECT checks.*, {live} FROM (SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
+    rest = (
+        f"(SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
         "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1"
     )
     if unless is None:
-        return Query(sql, (new.origin.lower(), *params, new.key))
+        return Query(f"SELECT checks.*, {live} FROM {rest}", (new.origin.lower(), *params, new.key))
+    # The gate leads the join, so that neither database reads the sums nor the key's entry once the entry is stored.
+    gate = f"(SELECT 1 AS one WHERE NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)) AS gate"
     return Query(
-        f"{sql} WHERE NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)",
-        (new.origin.lower(), *params, new.key, unless),
+        f"SELECT checks.*, {live} FROM {gate} CROSS JOIN {rest}",
+        (unless, new.origin.lower(), *params, new.key),
         last=True,
     )
 
