@@ -106,17 +106,18 @@ def _profiled(cycle: Callable[[int], Any], cycles: int) -> dict[str, float]:
 
 
 def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, int], dict[str, int]]:
-    """Statements and round trips of each step of one cycle, counted on the connection's calls."""
+    """Statements and round trips of each step of one cycle, counted on the connection's calls (a statement: any
+    cursor's ``execute``, whether the connection's ``execute`` made the cursor or the ledger keeps its own)."""
     import psycopg
 
     counts = {"statements": 0, "round trips": 0}
-    execute, sync, leave = connection.execute, psycopg.Pipeline.sync, psycopg.Pipeline.__exit__
+    execute, sync, leave = psycopg.Cursor.execute, psycopg.Pipeline.sync, psycopg.Pipeline.__exit__
 
-    def counted_execute(*args: Any, **kwargs: Any) -> Any:
+    def counted_execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
         counts["statements"] += 1
         if connection._pipeline is None:  # sent alone: its own round trip
             counts["round trips"] += 1
-        return execute(*args, **kwargs)
+        return execute(cursor, *args, **kwargs)
 
     def counted_sync(pipeline: Any) -> None:
         counts["round trips"] += 1
@@ -128,7 +129,8 @@ def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, i
 
     statements: dict[str, int] = {}
     trips: dict[str, int] = {}
-    connection.execute, psycopg.Pipeline.sync, psycopg.Pipeline.__exit__ = counted_execute, counted_sync, counted_exit
+    psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
+    psycopg.Pipeline.sync, psycopg.Pipeline.__exit__ = counted_sync, counted_exit  # type: ignore[method-assign]
     try:
         argument: Any = -100_000
         for name, step in zip(STEPS, steps, strict=True):
@@ -137,7 +139,7 @@ def _counted(connection: Any, *steps: Callable[[Any], Any]) -> tuple[dict[str, i
             statements[name] = counts["statements"] - before["statements"]
             trips[name] = counts["round trips"] - before["round trips"]
     finally:
-        connection.execute, psycopg.Pipeline.sync = execute, sync  # type: ignore[method-assign]
+        psycopg.Cursor.execute, psycopg.Pipeline.sync = execute, sync  # type: ignore[method-assign]
         psycopg.Pipeline.__exit__ = leave  # type: ignore[method-assign]
     return statements, trips
 

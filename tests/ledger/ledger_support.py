@@ -93,6 +93,26 @@ def process_worker(backend: Backend, budgets: tuple[Budget, ...], prefix: str, a
     results.put(racing_cycles(backend, budgets, prefix, attempts, amount, start))
 
 
+def refusing_worker(backend: Backend, budgets: tuple[Budget, ...], prefix: str, origins: list[str], amount: int,
+                    start: Any, results: Any) -> None:  # fmt: skip
+    """In a child process: a reserve -> authorize -> settle cycle to each of `origins` in turn, once `start` lets every
+    racer go; (entries paid per origin, (budget name, room it said it had) per refusal) go to `results`."""
+    paid: dict[str, int] = {}
+    refusals: list[tuple[str | None, int]] = []
+    with backend.ledger(budgets) as ledger:
+        start.wait(60)
+        for number, origin in enumerate(origins):
+            try:
+                entry = reserve(ledger, f"{prefix}-{number}", amount, origin=origin)
+            except BudgetExceeded as refused:
+                refusals.append((refused.budget.name, refused.remaining))
+                continue
+            authorize(ledger, entry.id, nonce=f"{prefix}-{number}")
+            ledger.settle(entry.id, amount=amount, tx_hash=f"0x{prefix}{number}")
+            paid[origin] = paid.get(origin, 0) + 1
+    results.put((paid, refusals))
+
+
 def run_threads(count: int, target: Any, *args: Any) -> list[Any]:
     """Run `target(index, *args)` in `count` threads released together; return results in order."""
     barrier = threading.Barrier(count)

@@ -15,11 +15,12 @@ from ledger_support import (
     authorize,
     process_worker,
     racing_cycles,
+    refusing_worker,
     reserve,
     run_threads,
 )
 
-from x402pay.ledger import Budget, BudgetExceeded, EntryState, PaymentInFlight
+from x402pay.ledger import EACH_ORIGIN, Budget, BudgetExceeded, EntryState, PaymentInFlight
 
 AMOUNT = 7
 
@@ -80,6 +81,38 @@ def test_four_processes_pay_exactly_n(backend: Backend) -> None:
         assert process.exitcode == 0
     assert sum(paid) == 30
     assert_exactly(backend, 30)
+
+
+def test_eight_processes_fill_a_total_and_a_per_origin_budget_exactly_and_each_refusal_says_why(
+    backend: Backend,
+) -> None:
+    """Three attempts in four go to one origin, whose budget may run out before the total does. Every refusal is
+    read in the transaction that tried to reserve, so the room it reports is the room there was: less than one
+    payment."""
+    busy, other = "https://busy.example", "https://other.example"
+    budgets = (Budget(ASSET, AMOUNT * 30, name="total"), Budget(ASSET, AMOUNT * 20, origin=EACH_ORIGIN, name="each"))
+    backend.ledger(budgets).close()
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(8), context.Queue()
+    origins = [busy, busy, busy, other] * 3
+    processes = [
+        context.Process(target=refusing_worker, args=(backend, budgets, f"p{index}", origins, AMOUNT, start, results))
+        for index in range(8)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    paid = {origin: sum(done.get(origin, 0) for done, _ in outcomes) for origin in (busy, other)}
+    refusals = [refusal for _, refused in outcomes for refusal in refused]
+    assert (sum(paid.values()), len(refusals)) == (30, 96 - 30)
+    assert max(paid.values()) <= 20
+    assert "total" in {name for name, _ in refusals} <= {"total", "each"}
+    assert all(0 <= room < AMOUNT for _, room in refusals)
+    with backend.ledger(budgets) as ledger:
+        assert sum(entry.held for entry in ledger.entries(limit=10_000)) == AMOUNT * 30
 
 
 async def test_a_thousand_async_tasks_reserve_exactly_n(backend: Backend) -> None:

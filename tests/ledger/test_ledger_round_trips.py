@@ -146,7 +146,7 @@ def test_a_step_the_one_statement_cannot_take_goes_the_full_way(backend: Backend
         assert ledger.get(over.id).state is EntryState.AUTHORIZED
 
 
-def test_a_refusal_reads_once_after_the_one_statement_and_takes_no_lock(backend: Backend) -> None:
+def test_a_refusal_is_read_in_the_transaction_that_tried_to_reserve(backend: Backend) -> None:
     budget = Budget(_ASSET, 100, name="small")
     with backend.ledger((budget,)) as ledger:
         reserve(ledger, "k", 60)
@@ -154,8 +154,10 @@ def test_a_refusal_reads_once_after_the_one_statement_and_takes_no_lock(backend:
         with pytest.raises(BudgetExceeded) as refused:
             reserve(ledger, "other", 50)
         assert (refused.value.remaining, counting.statements) == (40, 3)  # the insert, the totals, the checks
-        assert counting.exclusive == [True, False]  # the one-statement reservation, then a read without the lock
-        assert [status.held for status in ledger.budget_status()] == [60]
+        assert counting.exclusive == [True]  # one transaction (one round trip on PostgreSQL)
+        assert reserve(ledger, "fits", 40).held == 40  # the same three statements, and no row from the checks
+        assert (counting.statements, counting.exclusive) == (6, [True, True])
+        assert [status.held for status in ledger.budget_status()] == [100]
 
 
 def test_entry_ids_are_unique_and_newer_ones_sort_last(backend: Backend) -> None:

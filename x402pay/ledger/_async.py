@@ -96,13 +96,9 @@ class AsyncLedger:
     ) -> Entry:  # fmt: skip
         """Hold `amount` for `key` against the budgets, atomically; see `Ledger.reserve`."""
         new = new_entry(key, origin, asset, network, amount, scheme, pay_to)
-        if fingerprint is None:
-            reserved = await self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
-            if reserved is not None:
-                return reserved
         try:
-            if fingerprint is None:  # the one statement did not reserve: a refusal needs no lock
-                known = await self._db.run(self._steps.refusal(new))
+            if fingerprint is None:  # one round trip reserves, refuses, or finds the key's entry
+                known = await self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
                 if known is not None:
                     return known
             return await self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)

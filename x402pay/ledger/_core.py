@@ -133,13 +133,9 @@ class Ledger:
         signing, or its process died while signing: `release_stale` frees such a reservation once it is stale).
         """
         new = new_entry(key, origin, asset, network, amount, scheme, pay_to)
-        if fingerprint is None:
-            reserved = self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
-            if reserved is not None:
-                return reserved
         try:
-            if fingerprint is None:  # the one statement did not reserve: a refusal needs no lock
-                known = self._db.run(self._steps.refusal(new))
+            if fingerprint is None:  # one round trip reserves, refuses, or finds the key's entry
+                known = self._db.run(self._steps.reserve_at_once(new), write=True, exclusive=True)
                 if known is not None:
                     return known
             return self._db.run(self._steps.reserve(new, fingerprint), write=True, exclusive=True)

@@ -10,6 +10,12 @@ server in order, in one READ COMMITTED transaction, and any error rolls it back.
 
 The connection stays in pipeline mode for as long as it is open, and each transaction ends at its own sync:
 leaving pipeline mode costs a sync of its own, a second round trip for every transaction that entered it.
+
+Over TCP (Linux), a transaction's statements leave in one write: psycopg sends each pipelined statement as it is
+executed, so without it the server would run the first (the advisory lock of a reservation) and wait, holding the
+lock, for the rest from a client process that may not be running. Statements go through two raw cursors kept for
+the connection's lifetime (``$1`` placeholders): one for the statement whose rows the program reads, one for the
+others; a cursor per statement and psycopg's placeholder conversion cost the client more than the server spends.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -32,14 +40,15 @@ T = TypeVar("T")
 
 #: First half of the PostgreSQL advisory lock key (the second is the hash of the schema name).
 _ADVISORY_CLASS: Final = 0x402
-_ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
-#: A statement for the pipeline: SQL, parameters, and psycopg's `prepare` (False for the few-parameter ones around
-#: the program's, None to let psycopg prepare what repeats).
+_ADVISORY_LOCK: Final = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+#: A statement for the pipeline: SQL, parameters, and psycopg's `prepare` (False for the transaction control
+#: statements of the rarer explicit transactions, None to let psycopg prepare what repeats: the advisory lock and
+#: the commit flush setting too, which the server would otherwise parse and plan again in every transaction).
 Statement = tuple[str, tuple[Any, ...], bool | None]
 #: This transaction's commit waits for the flush the server is configured for (the session turned it off).
 _SERVER_FLUSH: Final[Statement] = ("SET LOCAL synchronous_commit TO DEFAULT", (), False)
 #: The same in an implicit transaction, where SET LOCAL works but warns: the setting the connection started with.
-_IMPLICIT_SERVER_FLUSH: Final = "SELECT set_config('synchronous_commit', %s, true)"
+_IMPLICIT_SERVER_FLUSH: Final = "SELECT set_config('synchronous_commit', $1, true)"
 _SHOW_FLUSH: Final = "SHOW synchronous_commit"
 #: A statement psycopg prepared (the fifth run of one text) keeps one plan for every parameter. Left to choose, the
 #: server plans a reservation's budget check again each time (a custom plan, by the tables' statistics): bitmap
@@ -47,8 +56,11 @@ _SHOW_FLUSH: Final = "SHOW synchronous_commit"
 #: entries than on an empty ledger. The statements that repeat (reserve, authorize, settle, the budget checks) find
 #: their rows through a key's equality and ranges, so the generic plan (index scans) costs the same at any size.
 _GENERIC_PLANS: Final = "SET plan_cache_mode = force_generic_plan"
+_COMMIT: Final[Statement] = ("COMMIT", (), False)
 #: libpq's ``PGRES_TUPLES_OK``: the statement returned rows (possibly none).
 _TUPLES_OK: Final = 2
+#: Linux's option that holds a TCP socket's partial segments until it is cleared (absent elsewhere).
+_TCP_CORK: Final[int | None] = getattr(socket, "TCP_CORK", None)
 
 
 def _psycopg() -> Any:
@@ -69,7 +81,14 @@ def _postgres_errors() -> Iterator[None]:
 
 
 def _pg_sql(query: Query) -> str:
-    return query.sql.replace("?", "%s")
+    return _numbered(query.sql)
+
+
+@functools.lru_cache(maxsize=1024)
+def _numbered(sql: str) -> str:
+    """`sql` with its ``?`` placeholders numbered as PostgreSQL's ``$1``, ``$2``... (for raw cursors)."""
+    first, *rest = sql.split("?")
+    return first + "".join(f"${number}{part}" for number, part in enumerate(rest, 1))
 
 
 def _tuples(cursor: Any) -> bool:
@@ -78,38 +97,77 @@ def _tuples(cursor: Any) -> bool:
     return result is not None and result.status == _TUPLES_OK
 
 
+class _Cork:
+    """Holds a TCP connection's outgoing statements back until `release`, so that they leave in one write."""
+
+    def __init__(self, fileno: int) -> None:
+        probe = socket.socket(fileno=fileno)
+        tcp = probe.family in (socket.AF_INET, socket.AF_INET6)
+        probe.detach()  # the connection's own socket, only looked at
+        self._socket = socket.socket(fileno=os.dup(fileno)) if tcp and _TCP_CORK is not None else None
+
+    def hold(self) -> None:
+        """Hold what is written from now on (a no-op where there is no cork)."""
+        if self._socket is not None:
+            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK or 0, 1)
+
+    def release(self) -> None:
+        """Send everything held."""
+        if self._socket is not None:
+            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK or 0, 0)
+
+    def close(self) -> None:
+        """Close this handle on the socket (the connection keeps its own)."""
+        if self._socket is not None:
+            self._socket.close()
+
+
 class _Link:
     """Sends a transaction's statements through the connection's pipeline, and syncs when an answer is due."""
 
     def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
-        self._conn, self._pipeline = conn, pipeline
+        self._pipeline = pipeline
+        self._quiet, self._reading = conn.cursor(), conn.cursor()
+        self.cork = _Cork(conn.pgconn.socket)
 
     def answer(self, statements: list[Statement], answer: int | None) -> Rows:
         """Send `statements`; when `answer` is an index, sync and return that statement's rows; -1: sync."""
         if not statements:
             return []
-        cursors = [self._conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+        self.cork.hold()
+        try:
+            for index, (sql, params, prepare) in enumerate(statements):
+                (self._reading if index == answer else self._quiet).execute(sql, params, prepare=prepare)
+        finally:
+            self.cork.release()
         if answer is None:
             return []
         self._pipeline.sync()
-        return cursors[answer].fetchall() if answer >= 0 and _tuples(cursors[answer]) else []
+        return self._reading.fetchall() if answer >= 0 and _tuples(self._reading) else []
 
 
 class _AsyncLink:
     """`_Link` for an async connection."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline) -> None:
-        self._conn, self._pipeline = conn, pipeline
+        self._pipeline = pipeline
+        self._quiet, self._reading = conn.cursor(), conn.cursor()
+        self.cork = _Cork(conn.pgconn.socket)
 
     async def answer(self, statements: list[Statement], answer: int | None) -> Rows:
         """See `_Link.answer`."""
         if not statements:
             return []
-        cursors = [await self._conn.execute(sql, params, prepare=prepare) for sql, params, prepare in statements]
+        self.cork.hold()
+        try:
+            for index, (sql, params, prepare) in enumerate(statements):
+                await (self._reading if index == answer else self._quiet).execute(sql, params, prepare=prepare)
+        finally:
+            self.cork.release()
         if answer is None:
             return []
         await self._pipeline.sync()
-        return await cursors[answer].fetchall() if answer >= 0 and _tuples(cursors[answer]) else []
+        return await self._reading.fetchall() if answer >= 0 and _tuples(self._reading) else []
 
 
 class _PostgresSettings:
@@ -145,9 +203,9 @@ class _PostgresSettings:
         session turned it off and the write is durable, the advisory lock when exclusive."""
         statements: list[Statement] = [] if implicit else [("BEGIN", (), False)]
         if durable and self.durability is Durability.SIGNED:
-            statements.append((_IMPLICIT_SERVER_FLUSH, (self.server_flush,), False) if implicit else _SERVER_FLUSH)
+            statements.append((_IMPLICIT_SERVER_FLUSH, (self.server_flush,), None) if implicit else _SERVER_FLUSH)
         if exclusive:
-            statements.append((_ADVISORY_LOCK, self.lock_params, False))
+            statements.append((_ADVISORY_LOCK, self.lock_params, None))
         return statements
 
 
@@ -155,13 +213,16 @@ class _Transaction:
     """Which statements go out, and when the driver waits, for one program's transaction (sans-IO, both drivers).
 
     Statements whose rows the program ignores wait in `pending` until one it reads (or the last) comes. When that one
-    is the program's last, everything goes out in one round trip without BEGIN and COMMIT: the server runs the
-    statements before a pipeline's sync as one implicit transaction, committed at the sync or rolled back whole on an
-    error. Otherwise BEGIN goes first, and COMMIT with the last statement or at the end.
+    is the program's last, everything goes out in one round trip without BEGIN: the server runs the statements before
+    a pipeline's sync as one implicit transaction, committed at the sync or rolled back whole on an error. An
+    exclusive one ends with COMMIT all the same, which commits it (and frees the advisory lock) as soon as the server
+    has run it, whether or not the sync, written after it, has arrived. Otherwise BEGIN goes first, and COMMIT with
+    the last statement or at the end.
     """
 
     def __init__(self, settings: _PostgresSettings, exclusive: bool, durable: bool) -> None:
         self._opening = functools.partial(settings.opening, exclusive, durable)
+        self._exclusive = exclusive
         self._pending: list[Statement] = []
         self._opened = False
         self._explicit = False
@@ -182,8 +243,11 @@ class _Transaction:
         answer = len(statements) - 1
         if query.last:
             self._committed = True
-            statements += [("COMMIT", (), False)] if self._explicit else []
+            statements += self._commit()
         return statements, answer
+
+    def _commit(self) -> list[Statement]:
+        return [_COMMIT] if self._explicit or self._exclusive else []
 
     def _open(self, implicit: bool) -> list[Statement]:
         if self._opened:
@@ -198,9 +262,7 @@ class _Transaction:
         if self._committed:
             return []
         self._committed = True
-        if not self._opened:
-            return self._open(implicit=True)
-        return [("COMMIT", (), False)] if self._explicit else []
+        return self._open(implicit=True) + self._commit()
 
     def abort(self) -> list[Statement]:
         """The statements that roll an explicit transaction back after an error (then sync); an implicit one was."""
@@ -232,7 +294,10 @@ class PostgresDatabase:
             settings = self._settings
             with contextlib.suppress(_psycopg().Error):  # the broken connection's pipeline, if any
                 self._pipeline.close()
-            conn = _psycopg().connect(settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout)
+            conn = _psycopg().connect(
+                settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout,
+                cursor_factory=_psycopg().RawCursor,
+            )  # fmt: skip
             with conn.transaction():
                 conn.execute(_ADVISORY_LOCK, settings.lock_params)
                 settings.server_flush = str(conn.execute(_SHOW_FLUSH).fetchall()[0][0])
@@ -241,6 +306,7 @@ class PostgresDatabase:
             self._conn = conn
             self._pipeline = contextlib.ExitStack()  # kept: the pipeline lasts as long as it
             self._link = _Link(conn, self._pipeline.enter_context(conn.pipeline()))
+            self._pipeline.callback(self._link.cork.close)
         return self._link
 
     def run(self, program: Program[T], *, write: bool = False, exclusive: bool = False, durable: bool = False) -> T:
@@ -286,8 +352,9 @@ class AsyncPostgresDatabase:
             with contextlib.suppress(_psycopg().Error):  # the broken connection's pipeline, if any
                 await self._pipeline.aclose()
             conn = await _psycopg().AsyncConnection.connect(
-                settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout
-            )
+                settings.conninfo, autocommit=True, connect_timeout=settings.connect_timeout,
+                cursor_factory=_psycopg().AsyncRawCursor,
+            )  # fmt: skip
             async with conn.transaction():
                 await conn.execute(_ADVISORY_LOCK, settings.lock_params)
                 settings.server_flush = str((await (await conn.execute(_SHOW_FLUSH)).fetchall())[0][0])
@@ -296,6 +363,7 @@ class AsyncPostgresDatabase:
             self._conn = conn
             self._pipeline = contextlib.AsyncExitStack()  # kept: the pipeline lasts as long as it
             self._link = _AsyncLink(conn, await self._pipeline.enter_async_context(conn.pipeline()))
+            self._pipeline.callback(self._link.cork.close)
         return self._link
 
     async def run(

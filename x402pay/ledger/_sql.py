@@ -221,7 +221,7 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     Run under the backend's exclusive lock: the budget sums and the insert must see no concurrent reservation.
     """
     applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
-    rows = yield _reserve_checks(new, applying, now)
+    rows = yield _reserve_checks(new, _budget_sums(new, applying, now))
     existing = _decided(new, budgets, applying, rows[0])
     if existing is not None:
         return existing
@@ -229,15 +229,6 @@ def reserve(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int)
     yield Query(f"{_INSERT} VALUES ({_marks(_INSERTED)})", _values(entry), reads=False)
     yield from _totals.adjust(entry, entry.held)
     return entry
-
-
-def refusal(new: NewEntry, budgets: Collection[Budget], now: int) -> Program[Entry | None]:
-    """What `reserve` would say of `new` without reserving, read in one statement (no lock: a refusal needs none,
-    the sums of one snapshot are consistent): it raises the refusal, or returns the live entry of its key, else
-    None (then `reserve` decides under the lock)."""
-    applying = [budget for budget in budgets if budget.applies_to(new.asset, new.network, new.origin)]
-    rows = yield _reserve_checks(new, applying, now, last=True)
-    return _decided(new, budgets, applying, rows[0])
 
 
 def _decided(new: NewEntry, budgets: Collection[Budget], applying: list[Budget], row: tuple[Any, ...]) -> Entry | None:
@@ -280,9 +271,10 @@ def _marks(values: Collection[Any]) -> str:
 
 def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], now: int) -> Program[Entry | None]:
     """`reserve` for a key without entries, an origin without a mark and budgets with room, in one statement whose
-    insert is conditional on all that, then the totals, then the commit: one round trip on PostgreSQL, which holds
-    the exclusive lock no longer than the server runs it. None when it did not reserve: `reserve` then says why
-    (or reserves, if room was freed meanwhile).
+    insert is conditional on all that, then the totals, then what `reserve` decides on unless the entry was stored,
+    then the commit: one round trip on PostgreSQL, which holds the exclusive lock no longer than the server runs it.
+    So a refusal is raised (or the live entry of the key returned) from that same round trip. None when `reserve`
+    must decide: a key whose entries were all released, a payment that no budget covers or that exceeds a limit.
 
     Run under the backend's exclusive lock, like `reserve`.
     """
@@ -295,30 +287,42 @@ def reserve_at_once(new: NewEntry, entry_id: str, budgets: Collection[Budget], n
     conditions = [f"NOT EXISTS (SELECT 1 FROM {UNTRUSTED} WHERE origin = ?)",
                   f"NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE key = ?)"]  # fmt: skip
     params: list[Any] = [*_values(entry), entry.origin, entry.key]
-    for budget in applying:
-        total, values = _totals.budget_sum(budget, new.origin, now)
+    sums = _budget_sums(new, applying, now)
+    for budget, (total, values) in zip(applying, sums, strict=True):
         conditions.append(f"{total} <= ?")
         params += [*values, budget.limit - new.amount]
-    sql = f"{_INSERT} SELECT {_marks(_INSERTED)} WHERE {' AND '.join(conditions)}"
-    if entry.held == 0:  # no totals to add to: the insert says whether it stored the entry
-        rows = yield Query(f"{sql} RETURNING id", tuple(params), last=True)
-    else:
-        yield Query(sql, tuple(params), reads=False)
-        rows = yield _totals.add_if_stored(entry)
-    return entry if rows else None
+    yield Query(f"{_INSERT} SELECT {_marks(_INSERTED)} WHERE {' AND '.join(conditions)}", tuple(params), reads=False)
+    yield from _totals.add_if_stored(entry)
+    rows = yield _reserve_checks(new, sums, unless=entry.id)
+    return _decided(new, budgets, applying, rows[0]) if rows else entry
 
 
-def _reserve_checks(new: NewEntry, applying: Collection[Budget], now: int, *, last: bool = False) -> Query:
+def _budget_sums(new: NewEntry, applying: Collection[Budget], now: int) -> list[tuple[str, list[Any]]]:
+    """For each budget that applies to `new`: an SQL expression for the money held against it, and its parameters."""
+    return [_totals.budget_sum(budget, new.origin, now) for budget in applying]
+
+
+def _reserve_checks(new: NewEntry, sums: list[tuple[str, list[Any]]], *, unless: str | None = None) -> Query:
     """What `reserve` decides on, in one statement (one round trip): the origin's trust mark, the money held against
-    each budget that applies, and the columns of the key's entry (see `lookup`; NULLs when it has none)."""
-    columns, params = _totals.sums(list(applying), new.origin, now)
+    each budget that applies (`sums`, see `_budget_sums`), and the columns of the key's entry (see `lookup`; NULLs
+    when it has none). With `unless` (an entry's id), the last statement of its transaction, which answers no row
+    once that entry is stored."""
+    columns = [column for column, _ in sums]
+    params = [value for _, values in sums for value in values]
     checks = ", ".join([f"(SELECT reason FROM {UNTRUSTED} WHERE origin = ?)", *columns])
     live = ", ".join(f"live.{column}" for column in ENTRY_FIELDS)
+    rest = (
+        f"(SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
+        "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1"
+    )
+    if unless is None:
+        return Query(f"SELECT checks.*, {live} FROM {rest}", (new.origin.lower(), *params, new.key))
+    # The gate leads the join, so that neither database reads the sums nor the key's entry once the entry is stored.
+    gate = f"(SELECT 1 AS one WHERE NOT EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)) AS gate"
     return Query(
-        f"SELECT checks.*, {live} FROM (SELECT {checks}) AS checks LEFT JOIN (SELECT {COLUMNS} FROM {ENTRIES} "
-        "WHERE key = ? ORDER BY state = 'released', created_at DESC, id LIMIT 1) AS live ON 1 = 1",
-        (new.origin.lower(), *params, new.key),
-        last=last,
+        f"SELECT checks.*, {live} FROM {gate} CROSS JOIN {rest}",
+        (unless, new.origin.lower(), *params, new.key),
+        last=True,
     )
 
 

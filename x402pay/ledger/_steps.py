@@ -43,12 +43,9 @@ class Operations:
         return self._reserve(_checked(new), fingerprint, self.now())
 
     def reserve_at_once(self, new: NewEntry) -> Program[Entry | None]:
-        """Reserve `new` in one statement if nothing stands in the way, else None (see `_sql.reserve_at_once`)."""
+        """Reserve `new` in one round trip, or raise its refusal from it; None: `reserve` decides (see
+        `_sql.reserve_at_once`)."""
         return _sql.reserve_at_once(_checked(new), new_entry_id(), self.budgets, self.now())
-
-    def refusal(self, new: NewEntry) -> Program[Entry | None]:
-        """Raise the refusal of `new`, or return the live entry of its key, without reserving (see `_sql.refusal`)."""
-        return _sql.refusal(_checked(new), self.budgets, self.now())
 
     def _reserve(self, new: NewEntry, fingerprint: str | None, now: int) -> Program[Entry]:
         if fingerprint is not None:

@@ -81,10 +81,10 @@ def adjust(entry: Entry, delta: int) -> Program[None]:
         yield Query(_ADJUST, (delta, *_keys(entry)), reads=False)
 
 
-def add_if_stored(entry: Entry) -> Query:
-    """The last statement of a conditional insert of `entry`: add its `held` (not 0) to its totals if it is in the
-    table. Its rows (one per total) say whether it is."""
-    return Query(_ADJUST_STORED, (entry.held, *_keys(entry), entry.id), last=True)
+def add_if_stored(entry: Entry) -> Program[None]:
+    """After a conditional insert of `entry`: add its `held` to its totals if it is in the table."""
+    if entry.held != 0:
+        yield Query(_ADJUST_STORED, (entry.held, *_keys(entry), entry.id), reads=False)
 
 
 def _keys(entry: Entry) -> list[Any]:
@@ -108,7 +108,7 @@ def _adjust_sql(condition: str) -> str:
 
 
 _ADJUST: Final = _adjust_sql("1 = 1")
-_ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)") + " RETURNING span"
+_ADJUST_STORED: Final = _adjust_sql(f"EXISTS (SELECT 1 FROM {ENTRIES} WHERE id = ?)")
 
 
 def window_ranges(window: int | None, now: int) -> list[tuple[int, int, int | None, int]]:
