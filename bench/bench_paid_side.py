@@ -42,6 +42,7 @@ from bench.harness import (
     interleaved_rates,
     machine,
     median,
+    median_interval,
     paired_ratio,
     serving,
     today,
@@ -59,6 +60,7 @@ from x402pay.server import _calldata
 from x402pay.testing import Anvil, Devnet, deploy_devnet
 
 UNPAID, X402PAY, X402PAY_CHAIN, OFFICIAL = "unpaid", "x402pay", "x402pay-chain", "official"
+PAIRED = (UNPAID, X402PAY, X402PAY_CHAIN)  # the first-byte goal's contenders
 NAMES = {
     UNPAID: "the app alone (unpaid floor)",
     X402PAY: "x402pay PaymentMiddleware + LocalFacilitator (repeat payer)",
@@ -203,27 +205,46 @@ def exact_concurrent(
     return batch
 
 
+def stream_once(server: Server, client: httpx.Client, headers: dict[str, str]) -> tuple[float, float]:
+    """One paid streamed answer (POST /stream), checked: ms to its first byte and to its end."""
+    sent = time.perf_counter()
+    with client.stream("POST", "/stream", headers=headers) as response:
+        chunks = response.iter_raw()
+        first = next(chunks)
+        ttfb = (time.perf_counter() - sent) * 1000
+        body = first + b"".join(chunks)
+    total = (time.perf_counter() - sent) * 1000
+    stream_settled(body, response.headers, server.stack)
+    return ttfb, total
+
+
 def upto_streams(
     server: Server, client: httpx.Client, pool: list[dict[str, str]], count: int, samples: Samples
 ) -> Batch:
-    """`count` paid streamed answers (POST /stream) one at a time: time to first byte and to the end."""
+    """`count` paid streamed answers one at a time: time to first byte and to the end."""
 
     def batch() -> int:
-        ttfb, total = [], []
-        for _ in range(count):
-            sent = time.perf_counter()
-            with client.stream("POST", "/stream", headers=pool.pop()) as response:
-                chunks = response.iter_raw()
-                first = next(chunks)
-                ttfb.append((time.perf_counter() - sent) * 1000)
-                body = first + b"".join(chunks)
-            total.append((time.perf_counter() - sent) * 1000)
-            stream_settled(body, response.headers, server.stack)
-        samples.ttfb.append(ttfb)
-        samples.total.append(total)
+        ttfb, total = zip(*(stream_once(server, client, pool.pop()) for _ in range(count)), strict=True)
+        samples.ttfb.append(list(ttfb))
+        samples.total.append(list(total))
         return count
 
     return batch
+
+
+def paired_first_bytes(
+    servers: dict[str, Server], clients: dict[str, httpx.Client], pools: dict[str, list[dict[str, str]]], count: int
+) -> dict[str, list[float]]:
+    """`count` cycles of one streamed answer from each of `servers`, the order rotating: ms to each one's first byte,
+    the i-th of every server from the same cycle, so that load drifting across the run cancels out of the paired
+    differences."""
+    names = list(servers)
+    first_bytes: dict[str, list[float]] = {name: [] for name in names}
+    for cycle in range(count):
+        shift = cycle % len(names)
+        for name in names[shift:] + names[:shift]:
+            first_bytes[name].append(stream_once(servers[name], clients[name], pools[name].pop())[0])
+    return first_bytes
 
 
 @dataclass
@@ -325,6 +346,7 @@ class Results:
     samples: dict[str, dict[str, Samples]]
     args: argparse.Namespace
     rpc_ms: RpcTimes  # JSON-RPC requests to anvil, the ways the paid side may send them
+    first_bytes: dict[str, list[float]]  # ms, the unpaid app's and x402pay's, cycle by cycle (`paired_first_bytes`)
 
 
 def measure(servers: dict[str, Server], devnet: Devnet, chain: Chain, args: argparse.Namespace) -> Results:
@@ -335,7 +357,8 @@ def measure(servers: dict[str, Server], devnet: Devnet, chain: Chain, args: argp
     now = devnet.chain_time()
     exact_pools = {s: presign(server, "GET", "/exact", wallets[s], now, batches * (args.sequential + args.concurrent))
                    for s, server in servers.items()}  # fmt: skip
-    stream_pools = {s: presign(server, "POST", "/stream", wallets[s], now, batches * args.streams)
+    stream_pools = {s: presign(server, "POST", "/stream", wallets[s], now,
+                               batches * args.streams + (args.pairs if s in PAIRED else 0))
                     for s, server in servers.items()}  # fmt: skip
     samples = {kind: {stack: Samples() for stack in servers} for kind in ("sequential", "concurrent", "streams")}
     loop = asyncio.new_event_loop()
@@ -363,13 +386,14 @@ def measure(servers: dict[str, Server], devnet: Devnet, chain: Chain, args: argp
                 for stack, server in servers.items()
             }
             rates[kind] = interleaved_rates(batches, args.rounds)
+        first_bytes = paired_first_bytes({s: servers[s] for s in PAIRED}, sync, stream_pools, args.pairs)
     finally:
         for client in sync.values():
             client.close()
         for async_client in concurrent.values():
             loop.run_until_complete(async_client.aclose())
         loop.close()
-    return Results(rates, samples, args, rpc_round_trip_ms(devnet))
+    return Results(rates, samples, args, rpc_round_trip_ms(devnet), first_bytes)
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -386,6 +410,12 @@ def rpc_summary(samples: Samples) -> str:
 
 def _verdict(met: bool) -> str:
     return "met" if met else "NOT met"
+
+
+def _added(interval: tuple[float, float, float]) -> str:
+    """The verdict on a first byte's paired extra time, and the figures it rests on."""
+    extra, low, high = interval
+    return f"{_verdict(extra <= TARGET_TTFB_MS)}, {extra:+.2f} ms (95% interval {low:+.2f} to {high:+.2f} ms)"
 
 
 def _us(values: list[float]) -> str:
@@ -430,6 +460,10 @@ def report(results: Results) -> str:
     stream_ratio = paired_ratio(results.rates["streams"][X402PAY], results.rates["streams"][OFFICIAL])
     ttfb_added = median(stream[X402PAY].timed("ttfb")) - median(stream[UNPAID].timed("ttfb"))
     first_added = median(stream[X402PAY_CHAIN].timed("ttfb")) - median(stream[UNPAID].timed("ttfb"))
+    first_bytes = results.first_bytes
+    added = {s: median_interval([paid - unpaid for paid, unpaid in zip(first_bytes[s], first_bytes[UNPAID],
+                                                                       strict=True)])
+             for s in (X402PAY, X402PAY_CHAIN)}  # fmt: skip
     settle_ms = median(stream[X402PAY].timed("total")) - median(stream[UNPAID].timed("total")) - ttfb_added
     exact_timing = {stack: results.samples["sequential"][stack] for stack in NAMES}
     paid = (X402PAY, X402PAY_CHAIN, OFFICIAL)
@@ -442,7 +476,7 @@ def report(results: Results) -> str:
     rpc = results.rpc_ms
     command = (
         f".venv/bin/python -m bench.bench_paid_side --sequential {args.sequential} --concurrent {args.concurrent}"
-        f" --in-flight {args.in_flight} --streams {args.streams} --rounds {args.rounds}"
+        f" --in-flight {args.in_flight} --streams {args.streams} --rounds {args.rounds} --pairs {args.pairs}"
     )
     throughput_met = min(seq_ratio, conc_ratio, stream_ratio, *chain_ratios) >= 1.0
     return "\n".join([
@@ -471,7 +505,11 @@ def report(results: Results) -> str:
         f"{args.concurrent} requests per batch, {args.in_flight} in flight (httpx.AsyncClient). Upto streamed: "
         f"{args.streams} per batch, one at a time; the app sends {app.FRAMES} SSE frames "
         f"{app.FRAME_GAP * 1000:.0f} ms apart, then `[DONE]`. CPU µs per request of the server process and of anvil "
-        "from `/proc` (10 ms ticks), medians over the concurrent batches.",
+        "from `/proc` (10 ms ticks), medians over the concurrent batches. The first-byte goal is judged apart, after "
+        f"the rounds: {args.pairs} cycles of one streamed answer from the unpaid app and from each x402pay paid side, "
+        "the order rotating; the median of the paired differences (paid minus the unpaid answer of the same cycle), "
+        "with the 95% confidence interval of that median (order statistics). The interval covers the noise within "
+        "the run, not the drift between runs on a shared machine.",
         "",
         f"- Goal, at least the official stack's throughput: {_verdict(throughput_met)}. x402pay / official paid "
         f"requests/s settled: exact one at a time {seq_ratio:.2f}x, exact {args.in_flight} in flight "
@@ -480,14 +518,13 @@ def report(results: Results) -> str:
         "facilitator's blocking web3 calls run on the event loop, so its requests wait for each other; x402pay's "
         "run in worker threads.",
         f"- Goal, time to first byte of a streamed upto answer within {TARGET_TTFB_MS:.0f} ms of the unpaid app: "
-        f"repeat payer {_verdict(ttfb_added <= TARGET_TTFB_MS)}, {ttfb_added:+.2f} ms; a payer's first payment "
-        f"(every payment with `verify_ttl=0`) {_verdict(first_added <= TARGET_TTFB_MS)}, {first_added:+.2f} ms "
-        f"(before the work described below, run the same way just before: {TTFB_BEFORE_MS[0]:+.2f} ms and "
-        f"{TTFB_BEFORE_MS[1]:+.2f} ms; +9.49 ms for a first payment before the batch and the mirror). The first byte "
-        "does not wait for settlement: it goes "
-        f"out after verification, and the settlement ({settle_ms:.1f} ms) is paid at the end of the stream, before "
-        "the in-band receipt and `[DONE]`. The official middleware buffers the whole answer and settles before "
-        "sending any of it.",
+        f"repeat payer {_added(added[X402PAY])}; a payer's first payment (every payment with `verify_ttl=0`) "
+        f"{_added(added[X402PAY_CHAIN])} (the batches' medians, as in the table below: {ttfb_added:+.2f} ms and "
+        f"{first_added:+.2f} ms; before the work described below, run the same way just before: "
+        f"{TTFB_BEFORE_MS[0]:+.2f} ms and {TTFB_BEFORE_MS[1]:+.2f} ms; +9.49 ms for a first payment before the batch "
+        "and the mirror). The first byte does not wait for settlement: it goes out after verification, and the "
+        f"settlement ({settle_ms:.1f} ms) is paid at the end of the stream, before the in-band receipt and "
+        "`[DONE]`. The official middleware buffers the whole answer and settles before sending any of it.",
         f"- Latency added on the exact route, x402pay repeat payer / x402pay `verify_ttl=0` / official: before the "
         f"app (verification) {verify_added[X402PAY]:.2f} / {verify_added[X402PAY_CHAIN]:.2f} / "
         f"{verify_added[OFFICIAL]:.2f} ms; after it (settlement) {settle_added[X402PAY]:.2f} / "
@@ -575,6 +612,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, default=8, help="requests in flight in the concurrent batches")
     parser.add_argument("--streams", type=int, default=20, help="streamed upto answers per batch")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (one more warms up)")
+    parser.add_argument("--pairs", type=int, default=100, help="cycles of the paired first-byte measurement")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
     with Anvil() as anvil, contextlib.ExitStack() as stack:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import math
 import os
 import platform
 import re
@@ -54,6 +55,16 @@ def interleaved_rates(
 def median(values: list[float]) -> float:
     """The median of `values`."""
     return statistics.median(values)
+
+
+def median_interval(values: list[float]) -> tuple[float, float, float]:
+    """The median of `values`, and the 95% confidence interval of that median (the order statistics around it that a
+    binomial count puts it between, normal approximation)."""
+    ordered = sorted(values)
+    spread = 0.98 * math.sqrt(len(ordered))
+    low = max(0, math.floor(len(ordered) / 2 - spread))
+    high = min(len(ordered) - 1, math.ceil(len(ordered) / 2 + spread))
+    return statistics.median(ordered), ordered[low], ordered[high]
 
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:

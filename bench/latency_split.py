@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import math
 import statistics
 import time
 import timeit
@@ -32,7 +31,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 
 from bench.bench_transport import FLOOR_ASYNC, PREPAY_ASYNC, PRESIGNED, presigned_header
-from bench.harness import median
+from bench.harness import median, median_interval
 from bench.stub_server import payer_of
 from x402pay import AsyncPaymentTransport, SpendPolicy, Wallet, payment_of
 
@@ -92,12 +91,8 @@ def cycles(
 
 def ratio_interval(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
     """The median of the paired ratios ``numerator[i] / denominator[i]``, and the 95% confidence interval of that
-    median (the order statistics around it that a binomial count puts it between, normal approximation)."""
-    ratios = sorted(top / bottom for top, bottom in zip(numerator, denominator, strict=True))
-    spread = 0.98 * math.sqrt(len(ratios))
-    low = max(0, math.floor(len(ratios) / 2 - spread))
-    high = min(len(ratios) - 1, math.ceil(len(ratios) / 2 + spread))
-    return statistics.median(ratios), ratios[low], ratios[high]
+    median (see `median_interval`)."""
+    return median_interval([top / bottom for top, bottom in zip(numerator, denominator, strict=True)])
 
 
 @dataclass
