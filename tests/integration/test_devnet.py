@@ -17,7 +17,7 @@ from x402pay._protocol.addresses import (
 )
 from x402pay._protocol.networks import known_asset
 from x402pay.testing import Devnet, anvil_account, load_artifact
-from x402pay.testing._devnet import DEFAULT_PAYER_USDC, MAX_UINT256
+from x402pay.testing._devnet import DEFAULT_PAYER_USDC, MAX_UINT256, STALE_SECONDS
 
 pytestmark = pytest.mark.chain
 
@@ -145,3 +145,11 @@ def test_the_devnet_token_is_the_known_devnet_usdc(x402pay_chain: Devnet) -> Non
     assert asset is not None
     usdc = x402pay_chain.contract("TestUSDC", x402pay_chain.usdc)
     assert (asset.name, asset.decimals) == (usdc.functions.name().call(), usdc.functions.decimals().call())
+
+
+def test_a_stale_latest_block_is_brought_to_the_present_and_a_fresh_one_is_left_alone(x402pay_chain: Devnet) -> None:
+    latest = x402pay_chain.web3().eth.block_number
+    x402pay_chain.keep_time(now=x402pay_chain.chain_time() + STALE_SECONDS - 1)
+    assert x402pay_chain.web3().eth.block_number == latest
+    x402pay_chain.keep_time(now=x402pay_chain.chain_time() + STALE_SECONDS + 120)
+    assert x402pay_chain.web3().eth.block_number == latest + 1

@@ -9,7 +9,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -239,3 +239,24 @@ class RecordingRpc:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def rpc_relay(upstream: str, loses: Callable[[bytes], bool]) -> Any:
+    """An ASGI JSON-RPC relay in front of `upstream` (anvil): it forwards each request, after `loses` has seen its
+    body and said whether the answer is lost on the way back (a 502 after the node took it)."""
+
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        lost = loses(body)
+        async with httpx.AsyncClient() as http:
+            answered = await http.post(upstream, content=body, headers={"content-type": "application/json"})
+        status, content = (502, b"bad gateway") if lost else (200, answered.content)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return relay

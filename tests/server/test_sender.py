@@ -6,11 +6,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from server_support import automine_off, balance, eip3009_payload, mine
+from server_support import automine_off, balance, eip3009_payload, mine, rpc_relay
 from test_local_facilitator import requirement, signed
 from web3 import Web3
 
@@ -91,22 +90,13 @@ def racing_rpc(upstream: str, devnet: Devnet) -> Any:
     same account itself: the settlement's nonce, quoted a moment before, is then used."""
     raced = threading.Event()
 
-    async def relay(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    def race(body: bytes) -> bool:
         if b'"eth_sendRawTransaction"' in body and not raced.is_set():
             raced.set()
             send_first(devnet)
-        async with httpx.AsyncClient() as http:
-            answered = await http.post(upstream, content=body, headers={"content-type": "application/json"})
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": answered.content})
+        return False
 
-    return relay
+    return rpc_relay(upstream, race)
 
 
 @pytest.mark.chain

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from paid_app import PRICE, UPTO_MAX, PaidServer, paid_server, routes
-from server_support import automine_off, balance, decode, eip3009_payload, header, mine, unmined
+from server_support import automine_off, balance, decode, eip3009_payload, header, mine, rpc_relay, unmined
 from web3 import Web3
 from x402 import x402Client
 from x402.http.clients.httpx import x402_httpx_transport
@@ -313,22 +313,7 @@ def test_a_settle_without_a_verdict_is_pending_never_not_charged(x402pay_chain: 
 def answer_lost_rpc(upstream: str) -> Any:
     """A JSON-RPC relay in front of anvil that forwards everything but loses the answer to a broadcast (a 502 after
     the node took it), as a proxy or a network that fails at the wrong moment would."""
-
-    async def relay(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        async with httpx.AsyncClient() as http:
-            answered = await http.post(upstream, content=body, headers={"content-type": "application/json"})
-        lost = b'"eth_sendRawTransaction"' in body
-        status, content = (502, b"bad gateway") if lost else (200, answered.content)
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": content})
-
-    return relay
+    return rpc_relay(upstream, lambda body: b'"eth_sendRawTransaction"' in body)
 
 
 def test_a_broadcast_whose_answer_is_lost_is_followed_never_failed(x402pay_chain: Devnet, tmp_path: Path) -> None:

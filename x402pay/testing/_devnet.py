@@ -3,6 +3,7 @@ the `batch-settlement` escrow with its two deposit collectors."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
@@ -33,6 +34,8 @@ MAX_UINT256: Final = 2**256 - 1
 #: 1,000 USDC in atomic units, minted to each payer.
 DEFAULT_PAYER_USDC: Final = 1_000 * 10**6
 _FIRST_PAYER_INDEX: Final = 3  # 0 deployer, 1 facilitator, 2 payee
+#: How far behind the wall clock the latest block may fall before `Devnet.keep_time` mines a fresh one.
+STALE_SECONDS: Final = 60
 
 # Contracts whose runtime code is copied to their canonical address (they keep no constructor state).
 _CANONICAL: Final = {
@@ -107,6 +110,16 @@ class Devnet:
     def chain_time(self) -> int:
         """The latest block's timestamp: the clock that authorizations are checked against."""
         return int(self._web3.eth.get_block("latest")["timestamp"])
+
+    def keep_time(self, now: float | None = None) -> None:
+        """Mine an empty block when the latest one is more than `STALE_SECONDS` behind `now` (the wall clock).
+
+        Calls are evaluated at the latest block, its timestamp included: a settlement's simulation or gas estimate
+        with it. With automine, an idle chain makes no blocks, and a test reverted to its snapshot takes its blocks
+        away, so after ten minutes (the default backdating of `validAfter`) every fresh authorization would look
+        "not yet valid" to such a call. The `x402pay_chain` fixture calls this before each test's snapshot."""
+        if self.chain_time() < (time.time() if now is None else now) - STALE_SECONDS:
+            self._rpc("evm_mine")
 
     def increase_time(self, seconds: int) -> int:
         """Move the chain clock forward by `seconds`, mine a block, and return the new chain time."""

@@ -68,7 +68,9 @@ def x402pay_devnet(x402pay_anvil: Anvil) -> Devnet:
 
 @pytest.fixture
 def x402pay_chain(x402pay_devnet: Devnet) -> Iterator[Devnet]:
-    """The session's devnet, returned to its earlier state after the test (``evm_snapshot`` / ``evm_revert``)."""
+    """The session's devnet, returned to its earlier state after the test (``evm_snapshot`` / ``evm_revert``), its
+    latest block no older than a minute when the test starts (`Devnet.keep_time`)."""
+    x402pay_devnet.keep_time()
     snapshot_id = x402pay_devnet.snapshot()
     try:
         yield x402pay_devnet
