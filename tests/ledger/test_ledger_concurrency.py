@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ledger_support import (
     ASSET,
@@ -63,22 +65,26 @@ def test_eight_threads_sharing_one_ledger_pay_exactly_n(backend: Backend) -> Non
     assert_exactly(backend, 11)
 
 
+def in_processes(count: int, worker: Callable[..., None], args_of: Callable[[int], tuple[Any, ...]]) -> list[Any]:
+    """Run `worker` in `count` spawned processes, each given ``args_of(index)`` then a shared start barrier and a
+    results queue; what each put on the queue, once all have exited cleanly."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(count), context.Queue()
+    processes = [context.Process(target=worker, args=(*args_of(index), start, results)) for index in range(count)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    return outcomes
+
+
 def test_four_processes_pay_exactly_n(backend: Backend) -> None:
     """On PostgreSQL these are four "machines": separate processes, separate connections, one budget."""
     budgets = budget_for(30)
     backend.ledger(budgets).close()
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(4), context.Queue()
-    processes = [
-        context.Process(target=process_worker, args=(backend, budgets, f"p{index}", 15, AMOUNT, start, results))
-        for index in range(4)
-    ]
-    for process in processes:
-        process.start()
-    paid = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
+    paid = in_processes(4, process_worker, lambda index: (backend, budgets, f"p{index}", 15, AMOUNT))
     assert sum(paid) == 30
     assert_exactly(backend, 30)
 
@@ -92,19 +98,8 @@ def test_eight_processes_fill_a_total_and_a_per_origin_budget_exactly_and_each_r
     busy, other = "https://busy.example", "https://other.example"
     budgets = (Budget(ASSET, AMOUNT * 30, name="total"), Budget(ASSET, AMOUNT * 20, origin=EACH_ORIGIN, name="each"))
     backend.ledger(budgets).close()
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Barrier(8), context.Queue()
     origins = [busy, busy, busy, other] * 3
-    processes = [
-        context.Process(target=refusing_worker, args=(backend, budgets, f"p{index}", origins, AMOUNT, start, results))
-        for index in range(8)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
+    outcomes = in_processes(8, refusing_worker, lambda index: (backend, budgets, f"p{index}", origins, AMOUNT))
     paid = {origin: sum(done.get(origin, 0) for done, _ in outcomes) for origin in (busy, other)}
     refusals = [refusal for _, refused in outcomes for refusal in refused]
     assert (sum(paid.values()), len(refusals)) == (30, 96 - 30)

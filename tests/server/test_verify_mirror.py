@@ -270,14 +270,19 @@ def late_code(wanted: PaymentRequirements) -> str:
     return "permit2_deadline_expired" if paid_by_permit2(wanted) else eip3009_code
 
 
+def _block_failure_balance(devnet: Devnet, payer: str) -> list[tuple[str, list[Any]]]:
+    """A batch of three: the latest block, a call that fails, `payer`'s USDC balance."""
+    return [
+        ("eth_getBlockByNumber", ["latest", False]),
+        ("eth_call", [{"to": devnet.usdc, "data": "0xdeadbeef"}, "latest"]),
+        ("eth_call", [_calldata.balance_of(devnet.usdc, payer), "latest"]),
+    ]
+
+
 async def test_an_async_batch_answers_in_order_on_a_kept_alive_connection(x402pay_chain: Devnet) -> None:
     rpc = AsyncHttpJsonRpc(x402pay_chain.rpc_url)
     payer = x402pay_chain.payers[0].address
-    block, failed, balance = await rpc.batch([
-        ("eth_getBlockByNumber", ["latest", False]),
-        ("eth_call", [{"to": x402pay_chain.usdc, "data": "0xdeadbeef"}, "latest"]),
-        ("eth_call", [_calldata.balance_of(x402pay_chain.usdc, payer), "latest"]),
-    ])  # fmt: skip
+    block, failed, balance = await rpc.batch(_block_failure_balance(x402pay_chain, payer))
     assert int(result_of(block)["timestamp"], 16) == x402pay_chain.chain_time()
     assert "error" in failed
     assert int(result_of(balance), 16) == usdc_balance(x402pay_chain, payer)
@@ -315,11 +320,7 @@ async def test_credentials_in_the_rpc_url_are_sent_as_basic_auth_from_async_code
 def test_a_batch_answers_in_order_and_a_failed_call_in_place(x402pay_chain: Devnet) -> None:
     rpc = HttpJsonRpc(x402pay_chain.rpc_url)
     payer = x402pay_chain.payers[0].address
-    block, failed, balance = rpc.batch([
-        ("eth_getBlockByNumber", ["latest", False]),
-        ("eth_call", [{"to": x402pay_chain.usdc, "data": "0xdeadbeef"}, "latest"]),
-        ("eth_call", [_calldata.balance_of(x402pay_chain.usdc, payer), "latest"]),
-    ])  # fmt: skip
+    block, failed, balance = rpc.batch(_block_failure_balance(x402pay_chain, payer))
     assert int(result_of(block)["timestamp"], 16) == x402pay_chain.chain_time()
     assert "error" in failed
     with pytest.raises(RpcAnswerError):
