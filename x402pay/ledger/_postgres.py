@@ -101,25 +101,27 @@ class _Cork:
     """Holds a TCP connection's outgoing statements back until `release`, so that they leave in one write."""
 
     def __init__(self, fileno: int) -> None:
-        probe = socket.socket(fileno=fileno)
-        tcp = probe.family in (socket.AF_INET, socket.AF_INET6)
-        probe.detach()  # the connection's own socket, only looked at
-        self._socket = socket.socket(fileno=os.dup(fileno)) if tcp and _TCP_CORK is not None else None
+        handle = socket.socket(fileno=os.dup(fileno))  # our own handle on the connection's socket
+        if _TCP_CORK is None or handle.family not in (socket.AF_INET, socket.AF_INET6):
+            handle.close()  # a Unix socket, or no cork on this system: statements leave as they are written
+            self._corked: tuple[socket.socket, int] | None = None
+        else:
+            self._corked = handle, _TCP_CORK
 
     def hold(self) -> None:
         """Hold what is written from now on (a no-op where there is no cork)."""
-        if self._socket is not None:
-            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK or 0, 1)
+        if self._corked is not None:
+            self._corked[0].setsockopt(socket.IPPROTO_TCP, self._corked[1], 1)
 
     def release(self) -> None:
         """Send everything held."""
-        if self._socket is not None:
-            self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_CORK or 0, 0)
+        if self._corked is not None:
+            self._corked[0].setsockopt(socket.IPPROTO_TCP, self._corked[1], 0)
 
     def close(self) -> None:
         """Close this handle on the socket (the connection keeps its own)."""
-        if self._socket is not None:
-            self._socket.close()
+        if self._corked is not None:
+            self._corked[0].close()
 
 
 class _Link:
