@@ -18,6 +18,11 @@ from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADD
 from x402pay._protocol.models import PaymentRequirements
 from x402pay.server._evm import Authorization, Eip3009Authorization, Permit2Authorization
 
+#: The block a settlement is simulated and estimated in: the one a transaction sent now would be mined in, timed by
+#: the node's clock. The latest block may be far older on a chain that mines only on demand (anvil's automine, idle):
+#: there, an authorization whose ``validAfter`` is recent would look not yet valid, and stay so.
+SETTLING_BLOCK: Final = "pending"
+
 
 def _function(abi: list[dict[str, Any]], name: str, arity: int) -> tuple[bytes, list[str]]:
     entry: Any = next(
@@ -69,12 +74,12 @@ def permit2_allowance(asset: str, owner: str) -> dict[str, str]:
 
 
 def verification(auth: Authorization, requirements: PaymentRequirements, sender: str) -> list[Call]:
-    """One batch: the latest block (the clock), the settlement simulated from `sender`, the payer's balance (and
-    Permit2 allowance)."""
+    """One batch: the latest block (the clock), the settlement simulated from `sender` in the block it would be mined
+    in (`SETTLING_BLOCK`), the payer's balance (and Permit2 allowance)."""
     simulation = {"from": sender, **settlement(auth, requirements.asset, requirements.amount)}
     reads: list[Call] = [
         ("eth_getBlockByNumber", ["latest", False]),
-        ("eth_call", [simulation, "latest"]),
+        ("eth_call", [simulation, SETTLING_BLOCK]),
         ("eth_call", [balance_of(requirements.asset, auth.payer), "latest"]),
     ]
     if isinstance(auth, Permit2Authorization):

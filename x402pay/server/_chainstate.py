@@ -18,7 +18,7 @@ from x402pay._jsonrpc import BatchSender
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.server._abi import revert_code
-from x402pay.server._calldata import of_call
+from x402pay.server._calldata import SETTLING_BLOCK, of_call
 from x402pay.server._evm import Authorization, Codes, Eip3009Authorization, Permit2Authorization, Refusal
 from x402pay.server._sender import Sender
 from x402pay.server._settlements import Broadcast, SettlementStore, follow
@@ -106,7 +106,7 @@ class ChainState:
 
     def _simulate(self, call: ContractFunction, codes: Codes) -> None:
         try:
-            call.call({"from": self._account.address})
+            call.call({"from": self._account.address}, block_identifier=SETTLING_BLOCK)
         except REVERTS as exc:
             raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
 

@@ -61,7 +61,8 @@ class LocalFacilitator(AtOnce):
     and spender, the time window (against the later of the latest block and the wall clock), for upto that this
     facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
     short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
-    simulation of the settlement call. A payment that passes at once is checked on the event loop, its
+    simulation of the settlement call in the pending block (the one it would be mined in, however long ago the
+    latest block was mined). A payment that passes at once is checked on the event loop, its
     batch of chain reads awaited there (given an RPC URL; a ready-made ``Web3``'s provider is used from a worker
     thread); everything else, and every blocking web3 call, runs in a worker thread.
 

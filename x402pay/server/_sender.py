@@ -30,6 +30,7 @@ from eth_utils.crypto import keccak
 
 from x402pay._jsonrpc import BatchSender, RpcAnswerError, block_timestamp, result_of
 from x402pay.server._abi import revert_code_of
+from x402pay.server._calldata import SETTLING_BLOCK
 from x402pay.server._evm import Codes, Refusal
 from x402pay.server._settlements import Broadcast, SettlementStore
 
@@ -83,7 +84,7 @@ class Sender:
             ("eth_getBlockByNumber", ["latest", False]),
             ("eth_maxPriorityFeePerGas", []),
             ("eth_getTransactionCount", [sender, "pending"]),
-            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}]),
+            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, SETTLING_BLOCK]),
         ])  # fmt: skip
         refusal = _refusal(gas["error"], codes) if "error" in gas else None
         base_fee = _quantity(result_of(block).get("baseFeePerGas", "0x0"))

@@ -114,10 +114,11 @@ class Devnet:
     def keep_time(self, now: float | None = None) -> None:
         """Mine an empty block when the latest one is more than `STALE_SECONDS` behind `now` (the wall clock).
 
-        Calls are evaluated at the latest block, its timestamp included: a settlement's simulation or gas estimate
-        with it. With automine, an idle chain makes no blocks, and a test reverted to its snapshot takes its blocks
-        away, so after ten minutes (the default backdating of `validAfter`) every fresh authorization would look
-        "not yet valid" to such a call. The `x402pay_chain` fixture calls this before each test's snapshot."""
+        Calls at the latest block run at its timestamp: a test's own ``eth_call``, or a facilitator that simulates a
+        settlement there (`LocalFacilitator` simulates in the pending block, timed by the node's clock). With
+        automine, an idle chain makes no blocks, and a test reverted to its snapshot takes its blocks away, so after
+        ten minutes (the default backdating of `validAfter`) every fresh authorization would look "not yet valid" to
+        such a call. The `x402pay_chain` fixture calls this before each test's snapshot."""
         if self.chain_time() < (time.time() if now is None else now) - STALE_SECONDS:
             self._rpc("evm_mine")
 
