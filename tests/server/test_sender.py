@@ -3,9 +3,11 @@ settlement."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -13,11 +15,12 @@ from server_support import automine_off, balance, eip3009_payload, mine, rpc_rel
 from test_local_facilitator import requirement, signed
 from web3 import Web3
 
+from x402pay._jsonrpc import RpcAnswerError
 from x402pay._protocol.models import PaymentPayload, PaymentRequirements
 from x402pay.server import LocalFacilitator, SettlementStore
 from x402pay.server._calldata import settlement
 from x402pay.server._evm import payment_key, read_authorization
-from x402pay.server._sender import Quote, Sender, rlp
+from x402pay.server._sender import Quote, Sender, rlp, tip_from_history
 from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
@@ -174,3 +177,65 @@ async def test_a_settlement_that_reverts_when_mined_is_failed_and_takes_no_later
     again = await facilitator.settle(paid, wanted)  # a failed row may be sent again: the chain refuses it now
     assert (again.success, again.error_reason) == (False, "invalid_exact_evm_nonce_already_used")
     assert (await facilitator.settle(signed(devnet, wanted), wanted)).success
+
+
+def without_tip_method(upstream: str, asked: list[str]) -> Any:
+    """An ASGI JSON-RPC relay to `upstream` whose node does not know ``eth_maxPriorityFeePerGas`` (as some nodes and
+    providers answer); it notes every method asked, in order."""
+
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        calls = json.loads(body)
+        batch = calls if isinstance(calls, list) else [calls]
+        asked.extend(call["method"] for call in batch)
+        async with httpx.AsyncClient() as http:
+            answered = (await http.post(upstream, content=body, headers={"content-type": "application/json"})).json()
+        unknown = {call["id"] for call in batch if call["method"] == "eth_maxPriorityFeePerGas"}
+        answers = [
+            {"jsonrpc": "2.0", "id": answer["id"], "error": {"code": -32601, "message": "method not found"}}
+            if answer["id"] in unknown else answer
+            for answer in (answered if isinstance(answered, list) else [answered])
+        ]  # fmt: skip
+        content = json.dumps(answers if isinstance(calls, list) else answers[0]).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return relay
+
+
+@pytest.mark.chain
+async def test_a_node_without_a_priority_fee_method_prices_the_tip_from_fee_history(x402pay_chain: Devnet) -> None:
+    devnet, asked = x402pay_chain, []
+    wanted = requirement(devnet, PRICE_ROUTE)
+    with serve_app(without_tip_method(devnet.rpc_url, asked)) as rpc_url:
+        facilitator = LocalFacilitator(rpc_url, devnet.facilitator)
+        first = await facilitator.settle(signed(devnet, wanted), wanted)
+        assert first.success, first
+        asked.clear()
+        second = await facilitator.settle(signed(devnet, wanted), wanted)
+        assert second.success, second
+    assert "eth_maxPriorityFeePerGas" not in asked  # the node said it has none: not asked again
+    assert asked.count("eth_feeHistory") == 1  # in the quote's batch
+    web3 = devnet.web3()
+    history = web3.eth.fee_history(10, "latest", [50])
+    tips = sorted(tip for (tip,) in history["reward"] if tip > 0)
+    assert web3.eth.get_transaction(first.transaction)["maxPriorityFeePerGas"] > 0
+    mined = web3.eth.get_transaction(second.transaction)
+    assert mined["maxPriorityFeePerGas"] in tips or (not tips and mined["maxPriorityFeePerGas"] == 10**9)
+
+
+def test_the_tip_from_fee_history_is_the_median_tip_paid_or_a_quiet_chains_default() -> None:
+    def history(*tips: int | None) -> dict[str, Any]:
+        return {"result": {"reward": [[hex(tip)] if tip is not None else [] for tip in tips]}}
+
+    assert tip_from_history(history(5, 0, 3, 9, None)) == 5
+    assert tip_from_history(history(0, 0, None)) == 10**9
+    with pytest.raises(RpcAnswerError):
+        tip_from_history({"result": {"oldestBlock": "0x1"}})
+    with pytest.raises(RpcAnswerError):
+        tip_from_history({"error": {"code": -32601, "message": "method not found"}})

@@ -6,7 +6,8 @@ most of the server's CPU for a settlement, the chain aside. Here one batch asks 
 and the base fee), the priority fee, the account's pending nonce and the gas estimate (which is the simulation: a
 revert refuses the transaction), and the EIP-1559 transaction is RLP-encoded here and its hash signed with the
 account's ``unsafe_sign_hash`` (a test checks the bytes against eth-account's ``sign_transaction``). The fees are
-web3's defaults: the node's priority fee, and a maximum of that plus twice the base fee.
+web3's defaults: the node's priority fee, and a maximum of that plus twice the base fee. A node without
+``eth_maxPriorityFeePerGas`` is asked ``eth_feeHistory`` instead, from then on: the median tip recent blocks paid.
 
 Sends are one at a time, and each takes the node's pending count as quoted for its nonce, unless this sender
 broadcast since the quote was asked (which the count may not show yet): then it takes one past that broadcast, if
@@ -28,7 +29,7 @@ from eth_account.signers.base import BaseAccount
 from eth_typing import Hash32
 from eth_utils.crypto import keccak
 
-from x402pay._jsonrpc import BatchSender, RpcAnswerError, block_timestamp, result_of
+from x402pay._jsonrpc import BatchSender, Call, RpcAnswerError, block_timestamp, result_of
 from x402pay.server._abi import revert_code_of
 from x402pay.server._calldata import SETTLING_BLOCK
 from x402pay.server._evm import Codes, Refusal
@@ -40,6 +41,11 @@ _EIP1559: Final = b"\x02"
 # What a node says when the nonce is not the account's next one (geth, anvil, reth, erigon, besu).
 _NONCE_REFUSALS: Final = ("nonce too low", "nonce too high", "invalid nonce", "underpriced", "already imported")
 _ALREADY_KNOWN: Final = ("already known", "known transaction")
+_PRIORITY_FEE: Final[Call] = ("eth_maxPriorityFeePerGas", [])
+#: The median tip of each of the last ten blocks, for a node without ``eth_maxPriorityFeePerGas``.
+_FEE_HISTORY: Final[Call] = ("eth_feeHistory", ["0xa", "latest", [50]])
+#: The tip when recent blocks paid none: what nodes suggest on a quiet chain (geth's default).
+_QUIET_CHAIN_TIP: Final = 10**9
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Sender:
         self._lock = threading.Lock()
         self._sends = 0
         self._next_nonce = 0  # one past the last broadcast's nonce
+        self._tip_call = _PRIORITY_FEE
 
     def quote(self, to: str, data: str, codes: Codes) -> Quote:
         """One batch: block, priority fee, pending nonce, gas estimate. A revert is kept as the quote's `refusal` (its
@@ -82,17 +89,29 @@ class Sender:
         sender, sends = self._account.address, self._sends
         block, tip, nonce, gas = self._rpc([
             ("eth_getBlockByNumber", ["latest", False]),
-            ("eth_maxPriorityFeePerGas", []),
+            self._tip_call,
             ("eth_getTransactionCount", [sender, "pending"]),
             ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, SETTLING_BLOCK]),
         ])  # fmt: skip
         refusal = _refusal(gas["error"], codes) if "error" in gas else None
         base_fee = _quantity(result_of(block).get("baseFeePerGas", "0x0"))
-        priority = _quantity(result_of(tip))
+        priority = self._priority_fee(tip)
         return Quote(
             to, data, 0 if refusal else _quantity(result_of(gas)), priority, priority + 2 * base_fee,
             _quantity(result_of(nonce)), block_timestamp(block), sends, refusal,
         )  # fmt: skip
+
+    def _priority_fee(self, answer: dict[str, Any]) -> int:
+        """The tip from the batch's answer; from ``eth_feeHistory`` when the node has no ``eth_maxPriorityFeePerGas``
+        (it is then asked for history in every batch)."""
+        if self._tip_call is _FEE_HISTORY:
+            return tip_from_history(answer)
+        if "error" not in answer:
+            return _quantity(result_of(answer))
+        logger.info("the node did not answer eth_maxPriorityFeePerGas (%s): tips from eth_feeHistory", answer["error"])
+        self._tip_call = _FEE_HISTORY
+        (history,) = self._rpc([_FEE_HISTORY])
+        return tip_from_history(history)
 
     def send(self, quote: Quote, planned: Broadcast) -> Broadcast:
         """Sign `quote`, record it as `planned` (its hash filled in), broadcast it. Returns the broadcast that stands
@@ -170,6 +189,18 @@ def _refusal(error: dict[str, Any], codes: Codes) -> Refusal:
     data = error.get("data")
     code = revert_code_of(data if isinstance(data, str) else None, message, codes)
     return Refusal(code, f"the settlement would revert: {message[:300]}")
+
+
+def tip_from_history(answer: dict[str, Any]) -> int:
+    """The median of the tips that recent blocks paid (an ``eth_feeHistory`` answer, one percentile asked), or
+    `_QUIET_CHAIN_TIP` when none paid any."""
+    history = result_of(answer)
+    rewards = history.get("reward") if isinstance(history, dict) else None
+    if not isinstance(rewards, list):
+        raise RpcAnswerError(f"the RPC endpoint answered {str(history)[:80]!r} for a fee history")
+    tips = [_quantity(block[0]) for block in rewards if isinstance(block, list) and block]
+    paid = sorted(tip for tip in tips if tip > 0)
+    return paid[len(paid) // 2] if paid else _QUIET_CHAIN_TIP
 
 
 def _quantity(value: Any) -> int:
