@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,5 +25,8 @@ def web3(x402pay_chain: Devnet) -> Web3:
 
 
 @pytest.fixture
-def aweb3(x402pay_chain: Devnet) -> AsyncWeb3[Any]:
-    return AsyncWeb3(AsyncCountingProvider(x402pay_chain.rpc_url))
+async def aweb3(x402pay_chain: Devnet) -> AsyncIterator[AsyncWeb3[Any]]:
+    """An AsyncWeb3 that counts its HTTP requests; its session is closed after the test."""
+    web3 = AsyncWeb3(AsyncCountingProvider(x402pay_chain.rpc_url))
+    yield web3
+    await web3.provider.disconnect()

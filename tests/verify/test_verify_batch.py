@@ -81,7 +81,10 @@ async def test_a_batch_agrees_with_one_by_one_in_a_few_requests_async(
 ) -> None:
     expected = verify_claims(Web3(HTTPProvider(x402pay_devnet.rpc_url)), claims)
     provider = AsyncCountingProvider(x402pay_devnet.rpc_url)
-    assert await averify_claims(AsyncWeb3(provider), claims, batch_size=100) == expected
+    try:
+        assert await averify_claims(AsyncWeb3(provider), claims, batch_size=100) == expected
+    finally:
+        await provider.disconnect()
     assert provider.posts <= 12
 
 

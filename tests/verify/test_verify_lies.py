@@ -214,6 +214,9 @@ async def test_an_unreachable_rpc_leaves_the_claim_pending_async(
 ) -> None:
     signed = sign(x402pay_chain, x402pay_payer, requirement(x402pay_chain))
     down: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider("http://127.0.0.1:9/v3/secret-api-key"))
-    verification = await averify_claim(down, claim_of(signed, None))
+    try:
+        verification = await averify_claim(down, claim_of(signed, None))
+    finally:
+        await down.provider.disconnect()
     assert (verification.verdict, verification.check) == (Verdict.PENDING, Check.RPC)
     assert "secret-api-key" not in verification.reason
