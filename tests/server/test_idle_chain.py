@@ -7,13 +7,10 @@ block refuses it as "not yet valid", and nothing is mined to make it right. The 
 the block it would settle in.
 
 Each test here gets its own anvil started an hour in the past with its clock then set to the present and no block
-since: the latest block is an hour old, as after an hour of idling.
+since (the ``idle_chain`` fixture of tests/conftest.py): the latest block is an hour old, as after an hour of idling.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,23 +19,9 @@ from test_local_facilitator import requirement, signed
 
 from x402pay import PaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.server import LocalFacilitator
-from x402pay.testing import Anvil, Devnet
-from x402pay.testing._devnet import deploy_devnet
+from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
-
-IDLE_SECONDS = 3600
-
-
-@pytest.fixture
-def idle_chain(x402pay_anvil: Anvil) -> Iterator[Devnet]:
-    """A devnet whose latest block is an hour old and whose clock is the present. (`x402pay_anvil` makes a missing
-    anvil skip or fail as the other chain tests do.)"""
-    with Anvil(binary=x402pay_anvil.binary, extra_args=["--timestamp", str(int(time.time()) - IDLE_SECONDS)]) as anvil:
-        devnet = deploy_devnet(anvil.rpc_url, payers=1)
-        devnet.web3().provider.make_request("evm_setTime", [int(time.time())])  # type: ignore[arg-type]
-        assert devnet.chain_time() < time.time() - IDLE_SECONDS + 60
-        yield devnet
 
 
 @pytest.mark.parametrize("route", ["GET /paid", "GET /paid-permit2", "POST /metered"])

@@ -3,9 +3,10 @@ refunds on the settlement contract, with the facilitator's own sending machinery
 `SettlementStore` before it is broadcast, followed to its receipt, pending when it is not mined in time).
 
 Verification reads the channel (``channels``, ``pendingWithdrawals``, ``refundNonce``), checks the config against the
-requirement, the voucher's signer and that its ceiling is covered; a deposit is simulated with ``eth_call`` first.
-It reports the state read in ``extra.channelState``. Claims and refunds need the receiverAuthorizer's signature:
-the server's, or this facilitator's own `authorizer` key when it holds it (it then advertises that address).
+requirement, the voucher's signer and that its ceiling is covered; a deposit is simulated with ``eth_call`` first (in
+the block it would be mined in). It reports the state read in ``extra.channelState``. Claims and refunds need the
+receiverAuthorizer's signature: the server's, or this facilitator's own `authorizer` key when it holds it (it then
+advertises that address).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from x402pay._protocol.models import PaymentPayload, PaymentRequirements, Settle
 from x402pay._schemes import channel, channel_deposit
 from x402pay.errors import MalformedPayment
 from x402pay.server import _channel_rules as rules
+from x402pay.server._calldata import SETTLING_BLOCK
 from x402pay.server._chainstate import REVERTS
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
 from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, parse_action
@@ -88,7 +90,8 @@ class ChannelFacilitation:
             added = paid.deposit.amount if isinstance(paid, DepositPayload) else 0
             rules.check_covered(paid.voucher, state.balance + added, state.total_claimed)
             if isinstance(paid, DepositPayload):
-                self._deposit_call(paid, requirements).call({"from": self._owner.address})
+                deposit = self._deposit_call(paid, requirements)
+                deposit.call({"from": self._owner.address}, block_identifier=SETTLING_BLOCK)
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except REVERTS as exc:
