@@ -241,17 +241,22 @@ class RecordingRpc:
         self._thread.join(5)
 
 
+async def request_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 def rpc_relay(upstream: str, loses: Callable[[bytes], bool]) -> Any:
     """An ASGI JSON-RPC relay in front of `upstream` (anvil): it forwards each request, after `loses` has seen its
     body and said whether the answer is lost on the way back (a 502 after the node took it)."""
 
     async def relay(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         lost = loses(body)
         async with httpx.AsyncClient() as http:
             answered = await http.post(upstream, content=body, headers={"content-type": "application/json"})

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from server_support import automine_off, balance, eip3009_payload, mine, rpc_relay
+from server_support import automine_off, balance, eip3009_payload, mine, request_body, rpc_relay
 from test_local_facilitator import requirement, signed
 from web3 import Web3
 
@@ -184,12 +184,7 @@ def without_tip_method(upstream: str, asked: list[str]) -> Any:
     providers answer); it notes every method asked, in order."""
 
     async def relay(scope: Any, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         calls = json.loads(body)
         batch = calls if isinstance(calls, list) else [calls]
         asked.extend(call["method"] for call in batch)
