@@ -44,7 +44,7 @@ _ALREADY_KNOWN: Final = ("already known", "known transaction")
 _PRIORITY_FEE: Final[Call] = ("eth_maxPriorityFeePerGas", [])
 #: The median tip of each of the last ten blocks, for a node without ``eth_maxPriorityFeePerGas``.
 _FEE_HISTORY: Final[Call] = ("eth_feeHistory", ["0xa", "latest", [50]])
-#: The tip when recent blocks paid none: what nodes suggest on a quiet chain (geth's default).
+#: The tip when recent blocks paid none: 1 gwei, what anvil suggests on a quiet chain.
 _QUIET_CHAIN_TIP: Final = 10**9
 
 
