@@ -8,17 +8,23 @@ the block it would settle in.
 
 Each test here gets its own anvil started an hour in the past with its clock then set to the present and no block
 since (the ``idle_chain`` fixture of tests/conftest.py): the latest block is an hour old, as after an hour of idling.
+Some nodes refuse calls in the pending block: the facilitator asks once, and simulates in the latest block there.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import httpx
 import pytest
 from paid_app import PRICE, UPTO_MAX, paid_server
+from server_support import RecordingRpc, request_body
 from test_local_facilitator import requirement, signed
 
 from x402pay import PaymentTransport, SpendPolicy, Wallet, payment_of
 from x402pay.server import LocalFacilitator
+from x402pay.server._serving import serve_app
 from x402pay.testing import Devnet
 
 pytestmark = pytest.mark.chain
@@ -49,3 +55,55 @@ def test_x402pay_pays_a_paid_side_whose_chain_was_idle(idle_chain: Devnet) -> No
         payment = payment_of(response)
         assert payment is not None
         assert payment.settled_amount == PRICE
+
+
+def refusing_pending(upstream: str, asked: list[tuple[str, str]]) -> Any:
+    """An ASGI JSON-RPC relay to `upstream` whose node refuses calls and estimates in the pending block (as some nodes
+    do: "pending block number is not supported"); it notes each call and estimate with its block tag."""
+
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
+        calls = json.loads(await request_body(receive))
+        batch = calls if isinstance(calls, list) else [calls]
+        judged = [call for call in batch if call["method"] in ("eth_call", "eth_estimateGas")]
+        asked.extend((call["method"], call["params"][1] if len(call["params"]) > 1 else "latest") for call in judged)
+        refused = {call["id"] for call in judged if call["params"][1:] == ["pending"]}
+        async with httpx.AsyncClient() as http:
+            answered = (await http.post(upstream, json=batch)).json()
+        error = {"code": -32000, "message": "pending block number is not supported: method not implemented"}
+        answers = [{"jsonrpc": "2.0", "id": a["id"], "error": error} if a["id"] in refused else a for a in answered]
+        content = json.dumps(answers if isinstance(calls, list) else answers[0]).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return relay
+
+
+@pytest.mark.parametrize("route", ["GET /paid", "POST /metered"])
+async def test_a_node_that_refuses_the_pending_block_gets_its_settlements_simulated_in_the_latest(
+    x402pay_chain: Devnet, route: str
+) -> None:
+    devnet, asked = x402pay_chain, []
+    wanted = requirement(devnet, route)
+    with serve_app(refusing_pending(devnet.rpc_url, asked)) as rpc_url:
+        facilitator = LocalFacilitator(rpc_url, devnet.facilitator, verify_ttl=0)
+        assert (await facilitator.verify(signed(devnet, wanted), wanted)).is_valid  # in a worker thread
+        paid = signed(devnet, wanted)
+        assert (await facilitator.verify(paid, wanted)).is_valid  # on the event loop
+        settled = await facilitator.settle(paid, wanted)
+        assert settled.success, settled
+    assert facilitator.settling_block == "latest"
+    assert asked[:2] == [("eth_call", "pending"), ("eth_estimateGas", "pending")]  # asked once, first
+    assert ("eth_call", "pending") not in asked[2:]
+    assert ("eth_estimateGas", "pending") not in asked[2:]
+    assert ("eth_estimateGas", "latest") in asked  # the settlement's estimate
+
+
+async def test_a_node_that_takes_the_pending_block_is_asked_once(x402pay_chain: Devnet) -> None:
+    wanted = requirement(x402pay_chain, "GET /paid")
+    with RecordingRpc(x402pay_chain.rpc_url) as rpc:
+        facilitator = LocalFacilitator(rpc.url, x402pay_chain.facilitator, verify_ttl=0)
+        for _ in range(2):
+            assert (await facilitator.verify(signed(x402pay_chain, wanted), wanted)).is_valid
+        assert (await facilitator.settle(signed(x402pay_chain, wanted), wanted)).success
+    assert facilitator.settling_block == "pending"
+    assert rpc.methods.count("eth_estimateGas") == 2  # the probe's, and the settlement's

@@ -60,7 +60,7 @@ class AtOnce(ChainState):
         if not simulate:
             return True  # settling checks the terms at the time its transaction is quoted
         began = time.monotonic()
-        answers = self._rpc(_calldata.verification(auth, requirements, self._account.address))
+        answers = self._rpc(_calldata.verification(auth, requirements, self._account.address, self.settling_block))
         return self._passed_at_once(auth, requirements, answers, began)
 
     def _signed_at_once(
@@ -103,7 +103,8 @@ class AtOnce(ChainState):
         if self._arpc is None or not self._signed_at_once(auth, requirements, extensions):
             return False
         began = time.monotonic()
-        answers = await self._arpc(_calldata.verification(auth, requirements, self._account.address))
+        block = self.settling_block  # known: `_verify_at_once` comes here only once the thread's checks learnt it
+        answers = await self._arpc(_calldata.verification(auth, requirements, self._account.address, block))
         return self._passed_at_once(auth, requirements, answers, began)
 
     def _check_witness(self, auth: Authorization) -> None:

@@ -18,10 +18,11 @@ from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADD
 from x402pay._protocol.models import PaymentRequirements
 from x402pay.server._evm import Authorization, Eip3009Authorization, Permit2Authorization
 
-#: The block a settlement is simulated and estimated in: the one a transaction sent now would be mined in, timed by
-#: the node's clock. The latest block may be far older on a chain that mines only on demand (anvil's automine, idle):
-#: there, an authorization whose ``validAfter`` is recent would look not yet valid, and stay so.
-SETTLING_BLOCK: Final = "pending"
+#: The block a settlement is simulated and estimated in, where the node allows it: the one a transaction sent now would
+#: be mined in, timed by the node's clock. The latest block may be far older on a chain that mines only on demand
+#: (anvil's automine, idle): there, an authorization whose ``validAfter`` is recent would look not yet valid, and stay
+#: so. Some nodes refuse this tag for calls; `settling_probe` tells.
+PENDING: Final = "pending"
 
 
 def _function(abi: list[dict[str, Any]], name: str, arity: int) -> tuple[bytes, list[str]]:
@@ -73,13 +74,20 @@ def permit2_allowance(asset: str, owner: str) -> dict[str, str]:
     return {"to": asset, "data": _data(_ALLOWANCE, owner, PERMIT2_ADDRESS)}
 
 
-def verification(auth: Authorization, requirements: PaymentRequirements, sender: str) -> list[Call]:
-    """One batch: the latest block (the clock), the settlement simulated from `sender` in the block it would be mined
-    in (`SETTLING_BLOCK`), the payer's balance (and Permit2 allowance)."""
+def settling_probe(sender: str) -> list[Call]:
+    """One batch that asks whether the node simulates and estimates in the `PENDING` block: a call and an estimate of
+    an empty transfer from `sender` to itself there."""
+    empty = {"from": sender, "to": sender}
+    return [("eth_call", [empty, PENDING]), ("eth_estimateGas", [empty, PENDING])]
+
+
+def verification(auth: Authorization, requirements: PaymentRequirements, sender: str, block: str) -> list[Call]:
+    """One batch: the latest block (the clock), the settlement simulated from `sender` in `block` (the facilitator's
+    settling block), the payer's balance (and Permit2 allowance)."""
     simulation = {"from": sender, **settlement(auth, requirements.asset, requirements.amount)}
     reads: list[Call] = [
         ("eth_getBlockByNumber", ["latest", False]),
-        ("eth_call", [simulation, SETTLING_BLOCK]),
+        ("eth_call", [simulation, block]),
         ("eth_call", [balance_of(requirements.asset, auth.payer), "latest"]),
     ]
     if isinstance(auth, Permit2Authorization):

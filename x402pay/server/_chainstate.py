@@ -5,9 +5,11 @@ sends a transaction (through its `Sender`: quoted, signed, recorded, then broadc
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import cached_property
+from typing import Any, Literal
 
 from eth_account.signers.base import BaseAccount
 from web3 import Web3
@@ -18,11 +20,13 @@ from x402pay._jsonrpc import BatchSender
 from x402pay._protocol.abi import EXACT_PROXY_ABI, PERMIT2_ABI, TOKEN_ABI, UPTO_PROXY_ABI
 from x402pay._protocol.addresses import EXACT_PERMIT2_PROXY_ADDRESS, PERMIT2_ADDRESS, UPTO_PERMIT2_PROXY_ADDRESS
 from x402pay.server._abi import revert_code
-from x402pay.server._calldata import SETTLING_BLOCK, of_call
+from x402pay.server._calldata import PENDING, of_call, settling_probe
 from x402pay.server._evm import Authorization, Codes, Eip3009Authorization, Permit2Authorization, Refusal
 from x402pay.server._sender import Sender
 from x402pay.server._settlements import Broadcast, SettlementStore, follow
 from x402pay.server._sponsoring import Eip2612Permit, check_permit, check_permit_signer, read_permit
+
+logger = logging.getLogger("x402pay.server")
 
 REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError)
 # What a broken RPC connection raises through web3 (requests' errors are OSErrors).
@@ -41,6 +45,15 @@ class ChainState:
     _sender: Sender
     _receipt_timeout: float
     settlements: SettlementStore
+
+    @cached_property
+    def settling_block(self) -> Literal["pending", "latest"]:
+        """The block tag settlements are simulated and estimated at: ``pending`` (the block they would be mined in)
+        where the node takes it for calls and estimates (asked once), else ``latest``."""
+        if all("result" in answer for answer in self._rpc(settling_probe(self._account.address))):
+            return PENDING
+        logger.info("the node refuses calls in the pending block: settlements are simulated in the latest block")
+        return "latest"
 
     def _holds_code(self, asset: str) -> bool:
         """Whether `asset` holds code (remembered once seen: code does not leave an address)."""
@@ -106,7 +119,7 @@ class ChainState:
 
     def _simulate(self, call: ContractFunction, codes: Codes) -> None:
         try:
-            call.call({"from": self._account.address}, block_identifier=SETTLING_BLOCK)
+            call.call({"from": self._account.address}, block_identifier=self.settling_block)
         except REVERTS as exc:
             raise Refusal(revert_code(exc, codes), f"the settlement would revert: {exc}") from exc
 

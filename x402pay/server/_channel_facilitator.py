@@ -30,7 +30,6 @@ from x402pay._protocol.models import PaymentPayload, PaymentRequirements, Settle
 from x402pay._schemes import channel, channel_deposit
 from x402pay.errors import MalformedPayment
 from x402pay.server import _channel_rules as rules
-from x402pay.server._calldata import SETTLING_BLOCK
 from x402pay.server._chainstate import REVERTS
 from x402pay.server._channel_abi import BATCH_SETTLEMENT_ABI
 from x402pay.server._channel_actions import ClaimAction, RefundAction, SweepAction, parse_action
@@ -91,7 +90,7 @@ class ChannelFacilitation:
             rules.check_covered(paid.voucher, state.balance + added, state.total_claimed)
             if isinstance(paid, DepositPayload):
                 deposit = self._deposit_call(paid, requirements)
-                deposit.call({"from": self._owner.address}, block_identifier=SETTLING_BLOCK)
+                deposit.call({"from": self._owner.address}, block_identifier=self._owner.settling_block)
         except Refusal as refusal:
             return VerifyResponse.invalid(refusal.reason, refusal.message, payer)
         except REVERTS as exc:

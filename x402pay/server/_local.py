@@ -62,9 +62,10 @@ class LocalFacilitator(AtOnce):
     facilitator is the witness's, the EIP-712 signature, the unused nonce, the Permit2 allowance (or, when it is
     short, the payment's EIP-2612 permit for Permit2: terms, token nonce, signature), the balance, and finally a
     simulation of the settlement call in the pending block (the one it would be mined in, however long ago the
-    latest block was mined). A payment that passes at once is checked on the event loop, its
-    batch of chain reads awaited there (given an RPC URL; a ready-made ``Web3``'s provider is used from a worker
-    thread); everything else, and every blocking web3 call, runs in a worker thread.
+    latest block was mined; the latest block on a node that refuses the pending one for calls). A payment that
+    passes at once is checked on the event loop, its batch of chain reads awaited there (given an RPC URL; a
+    ready-made ``Web3``'s provider is used from a worker thread); everything else, and every blocking web3 call,
+    runs in a worker thread.
 
     Settling waits up to `receipt_timeout` seconds for the transaction's receipt. A transaction sent and not
     mined by then is answered ``settlement_pending`` with its hash in ``transaction``, never as a failure: it
@@ -102,7 +103,7 @@ class LocalFacilitator(AtOnce):
         if not isinstance(settlements, SettlementStore):
             settlements = SettlementStore(":memory:" if settlements is None else settlements)
         self.settlements = settlements
-        self._sender = Sender(self._rpc, account, settlements, lambda: self.chain_id)
+        self._sender = Sender(self._rpc, account, settlements, lambda: self.chain_id, lambda: self.settling_block)
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
         self.channels = ChannelFacilitation(self, channel_authorizer, self._mirrors)
@@ -197,8 +198,8 @@ class LocalFacilitator(AtOnce):
     ) -> VerifyResponse | None:
         """`verify_blocking`'s common case on the event loop: a payment that passes at once, or that its terms refuse
         (`AtOnce.passes_at_once_async`). None leaves it to `verify_blocking`, in a worker thread, as it does a chain
-        id not learnt yet and a channel."""
-        if "chain_id" not in vars(self) or requirements.scheme == CHANNEL_SCHEME:
+        id or settling block not learnt yet and a channel."""
+        if not {"chain_id", "settling_block"} <= vars(self).keys() or requirements.scheme == CHANNEL_SCHEME:
             return None
         payer = None
         try:

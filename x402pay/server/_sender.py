@@ -31,7 +31,6 @@ from eth_utils.crypto import keccak
 
 from x402pay._jsonrpc import BatchSender, Call, RpcAnswerError, block_timestamp, result_of
 from x402pay.server._abi import revert_code_of
-from x402pay.server._calldata import SETTLING_BLOCK
 from x402pay.server._evm import Codes, Refusal
 from x402pay.server._settlements import Broadcast, SettlementStore
 
@@ -65,18 +64,24 @@ class Quote:
 
 class Sender:
     """Sends `account`'s transactions through `rpc`, recording each in `store` before it leaves; `chain_id` says the
-    chain's id when a transaction is signed.
+    chain's id when a transaction is signed, `settling_block` the block tag its gas is estimated at.
 
     Thread-safe: sends are serialized (one nonce at a time); quotes are not.
     """
 
     def __init__(
-        self, rpc: BatchSender, account: BaseAccount, store: SettlementStore, chain_id: Callable[[], int]
+        self,
+        rpc: BatchSender,
+        account: BaseAccount,
+        store: SettlementStore,
+        chain_id: Callable[[], int],
+        settling_block: Callable[[], str],
     ) -> None:
         self._rpc = rpc
         self._account = account
         self._store = store
         self._chain_id = chain_id
+        self._settling_block = settling_block
         self._lock = threading.Lock()
         self._sends = 0
         self._next_nonce = 0  # one past the last broadcast's nonce
@@ -91,7 +96,7 @@ class Sender:
             ("eth_getBlockByNumber", ["latest", False]),
             self._tip_call,
             ("eth_getTransactionCount", [sender, "pending"]),
-            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, SETTLING_BLOCK]),
+            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, self._settling_block()]),
         ])  # fmt: skip
         refusal = _refusal(gas["error"], codes) if "error" in gas else None
         base_fee = _quantity(result_of(block).get("baseFeePerGas", "0x0"))
