@@ -265,3 +265,24 @@ def rpc_relay(upstream: str, loses: Callable[[bytes], bool]) -> Any:
         await send({"type": "http.response.body", "body": content})
 
     return relay
+
+
+def refusing_relay(
+    upstream: str, refuses: Callable[[dict[str, Any]], bool], error: dict[str, Any], seen: list[dict[str, Any]]
+) -> Any:
+    """An ASGI JSON-RPC relay to `upstream` (anvil) whose node answers `error` to every call that `refuses` picks
+    (a method or a block tag it does not know); it forwards the rest, and notes every call in `seen`, in order."""
+
+    async def relay(scope: Any, receive: Any, send: Any) -> None:
+        calls = json.loads(await request_body(receive))
+        batch = calls if isinstance(calls, list) else [calls]
+        seen.extend(batch)
+        refused = {call["id"] for call in batch if refuses(call)}
+        async with httpx.AsyncClient() as http:
+            answered = (await http.post(upstream, json=batch)).json()
+        answers = [{"jsonrpc": "2.0", "id": a["id"], "error": error} if a["id"] in refused else a for a in answered]
+        content = json.dumps(answers if isinstance(calls, list) else answers[0]).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": content})
+
+    return relay

@@ -13,13 +13,12 @@ Some nodes refuse calls in the pending block: the facilitator asks once, and sim
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
 from paid_app import PRICE, UPTO_MAX, paid_server
-from server_support import RecordingRpc, request_body
+from server_support import RecordingRpc, refusing_relay
 from test_local_facilitator import requirement, signed
 
 from x402pay import PaymentTransport, SpendPolicy, Wallet, payment_of
@@ -57,34 +56,19 @@ def test_x402pay_pays_a_paid_side_whose_chain_was_idle(idle_chain: Devnet) -> No
         assert payment.settled_amount == PRICE
 
 
-def refusing_pending(upstream: str, asked: list[tuple[str, str]]) -> Any:
-    """An ASGI JSON-RPC relay to `upstream` whose node refuses calls and estimates in the pending block (as some nodes
-    do: "pending block number is not supported"); it notes each call and estimate with its block tag."""
-
-    async def relay(scope: Any, receive: Any, send: Any) -> None:
-        calls = json.loads(await request_body(receive))
-        batch = calls if isinstance(calls, list) else [calls]
-        judged = [call for call in batch if call["method"] in ("eth_call", "eth_estimateGas")]
-        asked.extend((call["method"], call["params"][1] if len(call["params"]) > 1 else "latest") for call in judged)
-        refused = {call["id"] for call in judged if call["params"][1:] == ["pending"]}
-        async with httpx.AsyncClient() as http:
-            answered = (await http.post(upstream, json=batch)).json()
-        error = {"code": -32000, "message": "pending block number is not supported: method not implemented"}
-        answers = [{"jsonrpc": "2.0", "id": a["id"], "error": error} if a["id"] in refused else a for a in answered]
-        content = json.dumps(answers if isinstance(calls, list) else answers[0]).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": content})
-
-    return relay
+def judged_in_pending(call: dict[str, Any]) -> bool:
+    """A call or an estimate in the pending block."""
+    return call["method"] in ("eth_call", "eth_estimateGas") and call["params"][1:] == ["pending"]
 
 
 @pytest.mark.parametrize("route", ["GET /paid", "POST /metered"])
 async def test_a_node_that_refuses_the_pending_block_gets_its_settlements_simulated_in_the_latest(
     x402pay_chain: Devnet, route: str
 ) -> None:
-    devnet, asked = x402pay_chain, []
+    devnet, seen = x402pay_chain, []
     wanted = requirement(devnet, route)
-    with serve_app(refusing_pending(devnet.rpc_url, asked)) as rpc_url:
+    refused = {"code": -32000, "message": "pending block number is not supported: method not implemented"}
+    with serve_app(refusing_relay(devnet.rpc_url, judged_in_pending, refused, seen)) as rpc_url:
         facilitator = LocalFacilitator(rpc_url, devnet.facilitator, verify_ttl=0)
         assert (await facilitator.verify(signed(devnet, wanted), wanted)).is_valid  # in a worker thread
         paid = signed(devnet, wanted)
@@ -92,6 +76,8 @@ async def test_a_node_that_refuses_the_pending_block_gets_its_settlements_simula
         settled = await facilitator.settle(paid, wanted)
         assert settled.success, settled
     assert facilitator.settling_block == "latest"
+    judged = [call for call in seen if call["method"] in ("eth_call", "eth_estimateGas")]
+    asked = [(call["method"], call["params"][1] if len(call["params"]) > 1 else "latest") for call in judged]
     assert asked[:2] == [("eth_call", "pending"), ("eth_estimateGas", "pending")]  # asked once, first
     assert ("eth_call", "pending") not in asked[2:]
     assert ("eth_estimateGas", "pending") not in asked[2:]

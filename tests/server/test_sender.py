@@ -3,15 +3,13 @@ settlement."""
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from server_support import automine_off, balance, eip3009_payload, mine, request_body, rpc_relay
+from server_support import automine_off, balance, eip3009_payload, mine, refusing_relay, rpc_relay
 from test_local_facilitator import requirement, signed
 from web3 import Web3
 
@@ -179,41 +177,22 @@ async def test_a_settlement_that_reverts_when_mined_is_failed_and_takes_no_later
     assert (await facilitator.settle(signed(devnet, wanted), wanted)).success
 
 
-def without_tip_method(upstream: str, asked: list[str]) -> Any:
-    """An ASGI JSON-RPC relay to `upstream` whose node does not know ``eth_maxPriorityFeePerGas`` (as some nodes and
-    providers answer); it notes every method asked, in order."""
-
-    async def relay(scope: Any, receive: Any, send: Any) -> None:
-        body = await request_body(receive)
-        calls = json.loads(body)
-        batch = calls if isinstance(calls, list) else [calls]
-        asked.extend(call["method"] for call in batch)
-        async with httpx.AsyncClient() as http:
-            answered = (await http.post(upstream, content=body, headers={"content-type": "application/json"})).json()
-        unknown = {call["id"] for call in batch if call["method"] == "eth_maxPriorityFeePerGas"}
-        answers = [
-            {"jsonrpc": "2.0", "id": answer["id"], "error": {"code": -32601, "message": "method not found"}}
-            if answer["id"] in unknown else answer
-            for answer in (answered if isinstance(answered, list) else [answered])
-        ]  # fmt: skip
-        content = json.dumps(answers if isinstance(calls, list) else answers[0]).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": content})
-
-    return relay
-
-
 @pytest.mark.chain
 async def test_a_node_without_a_priority_fee_method_prices_the_tip_from_fee_history(x402pay_chain: Devnet) -> None:
-    devnet, asked = x402pay_chain, []
+    devnet, seen = x402pay_chain, []
     wanted = requirement(devnet, PRICE_ROUTE)
-    with serve_app(without_tip_method(devnet.rpc_url, asked)) as rpc_url:
+    no_tip_method = refusing_relay(
+        devnet.rpc_url, lambda call: call["method"] == "eth_maxPriorityFeePerGas",
+        {"code": -32601, "message": "method not found"}, seen,
+    )  # fmt: skip
+    with serve_app(no_tip_method) as rpc_url:
         facilitator = LocalFacilitator(rpc_url, devnet.facilitator)
         first = await facilitator.settle(signed(devnet, wanted), wanted)
         assert first.success, first
-        asked.clear()
+        seen.clear()
         second = await facilitator.settle(signed(devnet, wanted), wanted)
         assert second.success, second
+    asked = [call["method"] for call in seen]
     assert "eth_maxPriorityFeePerGas" not in asked  # the node said it has none: not asked again
     assert asked.count("eth_feeHistory") == 1  # in the quote's batch
     web3 = devnet.web3()
