@@ -37,7 +37,7 @@ def test_rlp_of_the_yellow_paper_examples() -> None:
 def test_the_transaction_signed_here_is_the_one_eth_account_signs(data_size: int) -> None:
     account = Account.from_key("0x" + "42" * 32)
     quote = Quote("0x" + "a1" * 20, "0x" + "7f" * data_size, 91_234, 10**9, 3 * 10**9 + 7, 0, 0, 0)
-    sender = Sender(lambda calls: [], account, SettlementStore(), lambda: 31337, lambda: "pending")
+    sender = Sender(lambda calls: [], account, SettlementStore(), lambda: 31337)
     raw, tx_hash = sender.signed(quote, 12)
     theirs = account.sign_transaction({
         "type": 2, "chainId": 31337, "nonce": 12, "to": Web3.to_checksum_address(quote.to), "value": 0,

@@ -140,7 +140,7 @@ class ChainState:
         gas estimation is a `Refusal` with the code `codes` give it, and `check`, given the earliest time the
         transaction can be mined at, may refuse it before it is signed. Returns the broadcast that stands for
         `planned.key` (another one recorded first is followed, never sent twice)."""
-        quote = self._sender.quote(to, data, codes)
+        quote = self._sender.quote(to, data, codes, self.settling_block)
         if check is not None:
             check(max(quote.chain_time, int(time.time())))
         return self._sender.send(quote, planned)

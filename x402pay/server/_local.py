@@ -103,7 +103,7 @@ class LocalFacilitator(AtOnce):
         if not isinstance(settlements, SettlementStore):
             settlements = SettlementStore(":memory:" if settlements is None else settlements)
         self.settlements = settlements
-        self._sender = Sender(self._rpc, account, settlements, lambda: self.chain_id, lambda: self.settling_block)
+        self._sender = Sender(self._rpc, account, settlements, lambda: self.chain_id)
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._tokens: set[str] = set()  # assets seen holding code
         self.channels = ChannelFacilitation(self, channel_authorizer, self._mirrors)

@@ -64,7 +64,7 @@ class Quote:
 
 class Sender:
     """Sends `account`'s transactions through `rpc`, recording each in `store` before it leaves; `chain_id` says the
-    chain's id when a transaction is signed, `settling_block` the block tag its gas is estimated at.
+    chain's id when a transaction is signed.
 
     Thread-safe: sends are serialized (one nonce at a time); quotes are not.
     """
@@ -75,28 +75,26 @@ class Sender:
         account: BaseAccount,
         store: SettlementStore,
         chain_id: Callable[[], int],
-        settling_block: Callable[[], str],
     ) -> None:
         self._rpc = rpc
         self._account = account
         self._store = store
         self._chain_id = chain_id
-        self._settling_block = settling_block
         self._lock = threading.Lock()
         self._sends = 0
         self._next_nonce = 0  # one past the last broadcast's nonce
         self._tip_call = _PRIORITY_FEE
 
-    def quote(self, to: str, data: str, codes: Codes) -> Quote:
-        """One batch: block, priority fee, pending nonce, gas estimate. A revert is kept as the quote's `refusal` (its
-        code from `codes`), for the caller's own checks to come first; a node that answers anything else amiss
-        raises `RpcAnswerError`."""
+    def quote(self, to: str, data: str, codes: Codes, at: str) -> Quote:
+        """One batch: block, priority fee, pending nonce, gas estimate (in the block tagged `at`). A revert is kept as
+        the quote's `refusal` (its code from `codes`), for the caller's own checks to come first; a node that answers
+        anything else amiss raises `RpcAnswerError`."""
         sender, sends = self._account.address, self._sends
         block, tip, nonce, gas = self._rpc([
             ("eth_getBlockByNumber", ["latest", False]),
             self._tip_call,
             ("eth_getTransactionCount", [sender, "pending"]),
-            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, self._settling_block()]),
+            ("eth_estimateGas", [{"from": sender, "to": to, "data": data}, at]),
         ])  # fmt: skip
         refusal = _refusal(gas["error"], codes) if "error" in gas else None
         base_fee = _quantity(result_of(block).get("baseFeePerGas", "0x0"))
